@@ -1,0 +1,55 @@
+# Messaging Console — `make run` serves the console, `make test` runs the whole suite.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FLASK := $(BIN)/flask --app app
+BIND ?= $(or $(CONSOLE_BIND),127.0.0.1:8000)
+
+.PHONY: install install-dev run serve test system-deps brokers brokers-stop brokers-status clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.installed
+
+## install: .venv with the runtime dependencies (idempotent); static files are vendored in static/
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+## run: install, migrate the database, create a first admin if none, serve on CONSOLE_BIND
+run: install
+	$(FLASK) db upgrade
+	$(FLASK) users ensure-admin
+	$(BIN)/gunicorn --bind $(BIND) --workers 2 --threads 4 --access-logfile - app:app
+
+## system-deps: Debian packages the tests need (brokers, TLS fronts, browser, PostgreSQL)
+system-deps:
+	@bash scripts/system-deps.sh
+
+## brokers: start the five test brokers on 127.0.0.1 (private ports); brokers-stop stops them
+brokers: install-dev system-deps
+	$(BIN)/python scripts/brokerlab.py start
+
+brokers-stop:
+	$(BIN)/python scripts/brokerlab.py stop
+
+brokers-status:
+	$(BIN)/python scripts/brokerlab.py status
+
+## test: everything the tests need, then the whole suite
+test: install-dev system-deps
+	$(BIN)/python scripts/brokerlab.py start
+	bash scripts/postgres-test-db.sh
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,67 @@
+"""Messaging Console: an admin web console for the messaging layer of an event-driven platform."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, redirect, url_for
+
+from .config import Defaults
+from .crypto import read_or_create_key_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the console: code defaults, then CONSOLE_* environment variables, then `test_config`."""
+    app = Flask(
+        __name__,
+        instance_path=os.environ.get("CONSOLE_INSTANCE_PATH", str(ROOT / "instance")),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    app.config.from_object(Defaults)
+    app.config.from_prefixed_env("CONSOLE", loads=str)
+    if test_config:
+        app.config.update(test_config)
+    _finish_config(app)
+
+    from .extensions import csrf, db, login_manager, migrate
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True,
+                     compare_type=True)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+
+    from . import auth, cli
+    from .api import bp as api_bp
+    from .health import bp as health_bp
+    from .settings import bp as settings_bp
+    auth.init_app(app)
+    app.register_blueprint(settings_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(health_bp)
+    cli.init_app(app)
+
+    @app.get("/")
+    def index():
+        return redirect(url_for("settings.messaging"))
+
+    return app
+
+
+def _finish_config(app: Flask) -> None:
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    for key in ("CHECK_INTERVAL", "CHECK_TIMEOUT"):
+        app.config[key] = float(app.config[key])
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        url = app.config.get("DATABASE_URL") or (
+            "sqlite:///" + str(Path(app.instance_path) / "console.db"))
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        app.config["SQLALCHEMY_DATABASE_URI"] = url
+    if not app.config.get("SECRET_KEY"):
+        import secrets
+        app.config["SECRET_KEY"] = read_or_create_key_file(
+            Path(app.instance_path) / "secret.key", lambda: secrets.token_hex(32))

@@ -1,0 +1,141 @@
+"""JSON API under /api/v1: the same settings, validation and masking as the page.
+
+Callers authenticate with a session (and then send the CSRF token in X-CSRFToken on changes) or with
+`Authorization: Bearer <token>`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, current_app, g, jsonify, request
+from flask_login import current_user
+
+from ..auth import actor, bearer_token, is_admin
+from ..brokers import PROTOCOLS
+from ..extensions import csrf
+from ..settings import service
+from .openapi import openapi_document
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)
+
+PUBLIC = {"api.openapi"}
+
+
+@bp.before_request
+def _authenticate():
+    g.api_token = None
+    if request.endpoint in PUBLIC:
+        return None
+    if request.headers.get("Authorization"):
+        token = bearer_token()
+        if token is None:
+            return _error(401, "unauthorized", "The bearer token is not valid.")
+        g.api_token = token
+    elif current_user.is_authenticated:
+        if request.method not in ("GET", "HEAD", "OPTIONS") and current_app.config.get(
+                "WTF_CSRF_ENABLED", True):
+            csrf.protect()
+    else:
+        return _error(401, "unauthorized",
+                      "Log in, or send Authorization: Bearer <token> (flask tokens create).")
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not is_admin():
+        return _error(403, "forbidden", "This needs the admin role.")
+    return None
+
+
+def _error(status: int, code: str, message: str, **extra: Any):
+    return jsonify(error=code, message=message, **extra), status
+
+
+def _protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        abort(404)
+    return protocol
+
+
+def broker_document(protocol: str) -> dict[str, Any]:
+    """Public JSON of one protocol's effective settings."""
+    settings = service.effective(protocol)
+    errors, warnings = service.findings(settings)
+    return {
+        "protocol": protocol,
+        "enabled": settings.enabled,
+        "settings": settings.public(),
+        "warnings": [{"field": f or None, "message": m} for f, m in warnings],
+    }
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_document())
+
+
+@bp.get("/brokers")
+def brokers():
+    return jsonify(brokers={p: broker_document(p) for p in PROTOCOLS})
+
+
+@bp.get("/brokers/<protocol>")
+def broker(protocol: str):
+    return jsonify(broker_document(_protocol(protocol)))
+
+
+@bp.patch("/brokers/<protocol>")
+def patch_broker(protocol: str):
+    _protocol(protocol)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _error(400, "bad_request",
+                      'Send a JSON object of field names and values, e.g. {"host": "kafka"}.')
+    if not body:
+        return _error(400, "bad_request", "No fields to change.")
+    result = service.apply_changes(protocol, body, actor())
+    if not result.ok:
+        return _error(422, "invalid", "Nothing was saved: some fields are invalid.",
+                      errors=result.errors)
+    return jsonify({**broker_document(protocol), "changed": result.changed})
+
+
+@bp.post("/brokers/<protocol>/files/<slot>")
+def upload_file(protocol: str, slot: str):
+    _protocol(protocol)
+    main = request.files.get("file")
+    if main is None or not main.filename:
+        return _error(400, "bad_request", "Send the file as multipart form field 'file'.")
+    key = request.files.get("key_file")
+    result = service.upload_file(
+        protocol, slot, main.read(), filename=main.filename,
+        password=request.form.get("password") or None,
+        key_data=key.read() if key is not None and key.filename else None,
+        key_password=request.form.get("key_password") or None, actor=actor())
+    if not result.ok:
+        return _error(422, "invalid", "Nothing was saved.", errors=result.errors)
+    return jsonify({**broker_document(protocol), "changed": result.changed}), 201
+
+
+@bp.delete("/brokers/<protocol>/files/<slot>")
+def delete_file(protocol: str, slot: str):
+    _protocol(protocol)
+    result = service.delete_file(protocol, slot, actor())
+    if not result.ok:
+        return _error(422, "invalid", "Nothing was changed.", errors=result.errors)
+    return jsonify({**broker_document(protocol), "changed": result.changed})
+
+
+@bp.get("/priorities")
+def get_priorities():
+    order, info = service.priorities()
+    return jsonify(priorities=order, source=info)
+
+
+@bp.put("/priorities")
+def put_priorities():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or "priorities" not in body:
+        return _error(400, "bad_request", 'Send {"priorities": ["kafka", "mqtt", …]}.')
+    result = service.set_priorities(body["priorities"], actor())
+    if not result.ok:
+        return _error(422, "invalid", "Nothing was saved.", errors=result.errors)
+    order, info = service.priorities()
+    return jsonify(priorities=order, source=info, changed=result.changed)

@@ -1,0 +1,166 @@
+"""Flask CLI: users, API tokens and brokers (`flask --app app …`)."""
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from .brokers import PROTOCOLS
+from .crypto import new_token, token_digest
+from .extensions import db
+from .models import ROLES, ApiToken, User
+from .settings import service
+from .settings.schema import PROTOCOL_LABELS
+
+users = AppGroup("users", help="Console users.")
+tokens = AppGroup("tokens", help="API tokens.")
+brokers = AppGroup("brokers", help="Messaging brokers.")
+
+
+def _read_password(stdin: bool) -> str:
+    if stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise click.UsageError("The password needs at least 8 characters.")
+    return password
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(name: str, role: str, password_stdin: bool) -> None:
+    """Create a console user."""
+    name = name.strip()
+    if not name or len(name) > 80:
+        raise click.UsageError("Give a user name of 1 to 80 characters.")
+    if db.session.execute(db.select(User).where(User.username == name)).scalar_one_or_none():
+        raise click.UsageError(f"A user named {name} exists already.")
+    user = User(username=name, role=role)
+    user.set_password(_read_password(password_stdin))
+    db.session.add(user)
+    db.session.commit()
+    click.echo(f"Created {role} {name}.")
+
+
+@users.command("list")
+def users_list() -> None:
+    """List console users."""
+    for user in db.session.execute(db.select(User).order_by(User.username)).scalars():
+        click.echo(f"{user.username}\t{user.role}")
+
+
+@users.command("ensure-admin")
+@click.option("--name", default="admin", show_default=True)
+def users_ensure_admin(name: str) -> None:
+    """Create a first admin when there is no user (password: CONSOLE_ADMIN_PASSWORD, else
+    generated and printed once)."""
+    import os
+
+    if db.session.execute(db.select(User).limit(1)).scalar_one_or_none() is not None:
+        click.echo("Users exist; no admin created.")
+        return
+    password = os.environ.get("CONSOLE_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+    user = User(username=name, role="admin")
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    if os.environ.get("CONSOLE_ADMIN_PASSWORD"):
+        click.echo(f"Created admin '{name}' with the password from CONSOLE_ADMIN_PASSWORD.")
+    else:
+        click.echo(f"Created admin '{name}' with password: {password}")
+        click.echo("This password is shown once. Change it with: flask --app app users "
+                   "set-password admin")
+
+
+@users.command("set-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True)
+def users_set_password(name: str, password_stdin: bool) -> None:
+    """Set a user's password."""
+    user = db.session.execute(db.select(User).where(User.username == name)).scalar_one_or_none()
+    if user is None:
+        raise click.UsageError(f"No user named {name}.")
+    user.set_password(_read_password(password_stdin))
+    db.session.commit()
+    click.echo(f"Password of {name} changed.")
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+def tokens_create(name: str, role: str) -> None:
+    """Create an API token and print it (shown once)."""
+    if db.session.execute(db.select(ApiToken).where(ApiToken.name == name)).scalar_one_or_none():
+        raise click.UsageError(f"A token named {name} exists already.")
+    token = new_token()
+    db.session.add(ApiToken(name=name, role=role, digest=token_digest(token), prefix=token[:10]))
+    db.session.commit()
+    click.echo(token)
+
+
+@tokens.command("list")
+def tokens_list() -> None:
+    """List API tokens (names and roles, never the tokens)."""
+    for row in db.session.execute(db.select(ApiToken).order_by(ApiToken.name)).scalars():
+        click.echo(f"{row.name}\t{row.role}\t{row.prefix}…\tlast used {row.last_used_at or 'never'}")
+
+
+@tokens.command("revoke")
+@click.argument("name")
+def tokens_revoke(name: str) -> None:
+    """Delete an API token."""
+    row = db.session.execute(db.select(ApiToken).where(ApiToken.name == name)).scalar_one_or_none()
+    if row is None:
+        raise click.UsageError(f"No token named {name}.")
+    db.session.delete(row)
+    db.session.commit()
+    click.echo(f"Revoked {name}.")
+
+
+def _describe(value: dict) -> str:
+    inner = value["value"]
+    if isinstance(inner, dict):
+        if not inner.get("set"):
+            return "(not set)"
+        if "certificates" in inner or "filename" in inner or "path" in inner:
+            return f"{inner.get('filename') or inner.get('path')} ({len(inner.get('certificates', []))} cert)"
+        return "(set)"
+    return "" if inner is None else str(inner)
+
+
+@brokers.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def brokers_list(as_json: bool) -> None:
+    """Effective settings per protocol, secrets masked, each value with its source."""
+    order, info = service.priorities()
+    data = {p: service.effective(p) for p in PROTOCOLS}
+    if as_json:
+        click.echo(json.dumps({
+            "priorities": order,
+            "brokers": {p: {"enabled": s.enabled, "settings": s.public(),
+                            "warnings": [m for _, m in service.findings(s)[1]]}
+                        for p, s in data.items()},
+        }, indent=2, default=str))
+        return
+    click.echo("Priority: " + " > ".join(order) + f"  [{info['source']}]")
+    for protocol, settings in data.items():
+        click.echo("")
+        click.echo(f"{PROTOCOL_LABELS[protocol]} ({'enabled' if settings.enabled else 'disabled'})")
+        for name, resolved in settings.fields.items():
+            public = resolved.public()
+            source = public["source"] + (f" {public['env']}" if public.get("env") else "")
+            click.echo(f"  {name:<22} {_describe(public):<40} [{source}]")
+        for _, message in service.findings(settings)[1]:
+            click.echo(f"  ! {message}")
+
+
+def init_app(app: Flask) -> None:
+    for group in (users, tokens, brokers):
+        app.cli.add_command(group)

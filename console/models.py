@@ -1,0 +1,100 @@
+"""Typed SQLAlchemy 2.0 models of the console's own data: users, API tokens, the stored messaging
+settings (one record per protocol), uploaded TLS material and the protocol priority list."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+ROLES = ("admin", "viewer")
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class User(UserMixin, db.Model):
+    """A person who logs in to the console."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="viewer")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class ApiToken(db.Model):
+    """A bearer token for the JSON API; only its SHA-256 digest is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    role: Mapped[str] = mapped_column(String(16), default="viewer")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class BrokerSettings(db.Model):
+    """The saved settings of one protocol: plain values by field name, secrets encrypted."""
+
+    __tablename__ = "broker_settings"
+
+    protocol: Mapped[str] = mapped_column(String(16), primary_key=True)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secrets: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(80))
+
+
+class TlsFile(db.Model):
+    """Uploaded TLS material of one protocol: the truststore (slot tls_ca) or the client
+    certificate with its key (slot tls_cert). The key is encrypted at rest."""
+
+    __tablename__ = "tls_files"
+    __table_args__ = (UniqueConstraint("protocol", "slot"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    protocol: Mapped[str] = mapped_column(ForeignKey("broker_settings.protocol", ondelete="CASCADE"))
+    slot: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(16))
+    certs_pem: Mapped[str] = mapped_column(Text)
+    key_ciphertext: Mapped[str | None] = mapped_column(Text)
+    uploaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    uploaded_by: Mapped[str | None] = mapped_column(String(80))
+
+
+class Priority(db.Model):
+    """One protocol's place in the priority list (0 = first choice)."""
+
+    __tablename__ = "priorities"
+
+    protocol: Mapped[str] = mapped_column(String(16), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, unique=True)

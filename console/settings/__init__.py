@@ -1,0 +1,163 @@
+"""Settings → Messaging: the page, its per-protocol fragments, uploads and the priority list."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import login_required
+
+from ..auth import actor, admin_required
+from ..brokers import PROTOCOLS
+from ..htmx import is_htmx
+from . import service
+from .schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
+
+bp = Blueprint("settings", __name__, url_prefix="/settings")
+
+
+@bp.app_context_processor
+def _labels() -> dict[str, Any]:
+    return {"PROTOCOL_LABELS": PROTOCOL_LABELS, "GROUP_LABELS": GROUP_LABELS}
+
+
+def section_context(protocol: str, *, errors: dict[str, str] | None = None,
+                    submitted: dict[str, Any] | None = None, message: str | None = None,
+                    settings: service.ProtocolSettings | None = None) -> dict[str, Any]:
+    """Everything the protocol section template needs."""
+    current = settings or service.effective(protocol)
+    _, warnings = service.findings(current)
+    by_field: dict[str, list[str]] = {}
+    general: list[str] = []
+    for name, text in warnings:
+        (by_field.setdefault(name, []) if name else general).append(text)
+    return {
+        "protocol": protocol,
+        "fields": SCHEMA[protocol],
+        "settings": current,
+        "errors": errors or {},
+        "warnings": by_field,
+        "general_warnings": general,
+        "submitted": submitted or {},
+        "message": message,
+    }
+
+
+def priority_context(errors: dict[str, str] | None = None, message: str | None = None) -> dict[str, Any]:
+    """Everything the priority list template needs."""
+    order, info = service.priorities()
+    return {"order": order, "info": info, "priority_errors": errors or {},
+            "priority_message": message, "PRIORITY_REASON": PRIORITY_REASON,
+            "PRIORITY_ENV": PRIORITY_ENV}
+
+
+def page_context(**overrides: Any) -> dict[str, Any]:
+    sections = {p: section_context(p) for p in PROTOCOLS}
+    sections.update(overrides.pop("sections", {}))
+    return {"sections": sections, **priority_context(), **overrides}
+
+
+@bp.get("/messaging")
+@login_required
+def messaging():
+    return render_template("settings/messaging.html", **page_context())
+
+
+@bp.get("/messaging/<protocol>")
+@login_required
+def section(protocol: str):
+    if protocol not in PROTOCOLS:
+        abort(404)
+    if not is_htmx():
+        return redirect(url_for("settings.messaging", _anchor=protocol))
+    return render_template("settings/_protocol.html", **section_context(protocol))
+
+
+def form_changes(protocol: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Changes submitted by the section form, and the raw values to show back."""
+    changes: dict[str, Any] = {}
+    for f in SCHEMA[protocol]:
+        if f.is_file:
+            continue
+        if f.secret:
+            if request.form.get(f"{f.name}__clear"):
+                changes[f.name] = None
+            elif request.form.get(f.name):
+                changes[f.name] = request.form[f.name]
+            continue
+        values = request.form.getlist(f.name)
+        if values:
+            changes[f.name] = values[-1]
+    submitted = {k: v for k, v in changes.items() if not FIELDS[protocol][k].secret}
+    return changes, submitted
+
+
+def _section_response(protocol: str, context: dict[str, Any], status: int):
+    if is_htmx():
+        return render_template("settings/_protocol.html", **context), status
+    if status == 200:
+        flash(context.get("message") or "Saved.")
+        return redirect(url_for("settings.messaging", _anchor=protocol))
+    return render_template("settings/messaging.html",
+                           **page_context(sections={protocol: context})), status
+
+
+@bp.post("/messaging/<protocol>")
+@admin_required
+def save(protocol: str):
+    if protocol not in PROTOCOLS:
+        abort(404)
+    changes, submitted = form_changes(protocol)
+    result = service.apply_changes(protocol, changes, actor())
+    if not result.ok:
+        context = section_context(protocol, errors=result.errors, submitted=submitted)
+        return _section_response(protocol, context, 422)
+    text = ("Saved: " + ", ".join(result.changed) + ".") if result.changed else "No changes."
+    return _section_response(protocol, section_context(protocol, message=text), 200)
+
+
+@bp.post("/messaging/<protocol>/files/<slot>")
+@admin_required
+def upload(protocol: str, slot: str):
+    if protocol not in PROTOCOLS or slot not in ("tls_ca", "tls_cert"):
+        abort(404)
+    if request.form.get("delete"):
+        result = service.delete_file(protocol, slot, actor())
+        message = "Removed." if result.changed else "Nothing to remove."
+    else:
+        main = request.files.get("file")
+        key = request.files.get("key_file")
+        if main is None or not main.filename:
+            result = service.ChangeResult(errors={slot: "Choose a file to upload."})
+        else:
+            key_data = key.read() if key is not None and key.filename else None
+            result = service.upload_file(
+                protocol, slot, main.read(), filename=main.filename,
+                password=request.form.get("password") or None, key_data=key_data,
+                key_password=request.form.get("key_password") or None, actor=actor())
+        message = f"Uploaded {main.filename}." if result.ok and main is not None else None
+    if not result.ok:
+        return _section_response(protocol, section_context(protocol, errors=result.errors), 422)
+    return _section_response(protocol, section_context(protocol, message=message), 200)
+
+
+@bp.post("/messaging/priorities")
+@admin_required
+def priorities():
+    move = request.form.get("move", "")
+    if move:
+        protocol, _, direction = move.partition(":")
+        if protocol not in PROTOCOLS or direction not in ("up", "down"):
+            result = service.ChangeResult(errors={"priorities": "Unknown move."})
+        else:
+            result = service.move_priority(protocol, direction, actor())
+    else:
+        result = service.set_priorities(request.form.getlist("order"), actor())
+    status = 200 if result.ok else 422
+    message = "Priority saved." if result.ok and result.changed else None
+    context = priority_context(result.errors, message)
+    if is_htmx():
+        return render_template("settings/_priorities.html", **context), status
+    if result.ok:
+        flash(message or "No changes.")
+        return redirect(url_for("settings.messaging", _anchor="priorities"))
+    return render_template("settings/messaging.html", **page_context(**context)), status

@@ -1,0 +1,335 @@
+"""Reading and changing the messaging settings. Views, the API and the CLI call these; this module
+owns the database session and the commits."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .. import certs
+from ..brokers import PROTOCOLS
+from ..crypto import decrypt, encrypt
+from ..extensions import db
+from ..models import BrokerSettings, Priority, TlsFile, utcnow
+from . import rules
+from .resolve import MASKED, ProtocolSettings, Saved, StoredFile, resolve, resolve_priorities
+from .schema import FIELDS, FILE_SLOTS, SCHEMA
+from .values import Invalid, parse_value
+
+
+class ProtocolUnknown(LookupError):
+    """No such protocol."""
+
+
+@dataclass
+class ChangeResult:
+    """Outcome of a change: errors by field (nothing saved when any), warnings, what changed."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    settings: ProtocolSettings | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check_protocol(protocol: str) -> str:
+    """`protocol` if it is one of the five, else ProtocolUnknown."""
+    if protocol not in PROTOCOLS:
+        raise ProtocolUnknown(protocol)
+    return protocol
+
+
+def _row(protocol: str) -> BrokerSettings | None:
+    return db.session.get(BrokerSettings, protocol)
+
+
+def _files(protocol: str) -> dict[str, TlsFile]:
+    rows = db.session.execute(db.select(TlsFile).where(TlsFile.protocol == protocol)).scalars()
+    return {row.slot: row for row in rows}
+
+
+def saved_layer(protocol: str, reveal: bool = False) -> Saved:
+    """The saved settings of `protocol`; secrets decrypted only when `reveal`."""
+    row = _row(protocol)
+    saved = Saved()
+    if row is not None:
+        saved.values = dict(row.values or {})
+        saved.secrets = {name: (decrypt(token) if reveal else MASKED)
+                         for name, token in (row.secrets or {}).items()}
+    for slot, item in _files(protocol).items():
+        saved.files[slot] = StoredFile(
+            filename=item.filename, format=item.format, certs_pem=item.certs_pem,
+            has_key=item.key_ciphertext is not None,
+            key_pem=decrypt(item.key_ciphertext) if (reveal and item.key_ciphertext) else None,
+            uploaded_at=item.uploaded_at, uploaded_by=item.uploaded_by,
+        )
+    return saved
+
+
+def _env() -> Mapping[str, str]:
+    return os.environ
+
+
+def _read_key_file(path: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        data = Path(path).read_bytes()
+        key = serialization.load_pem_private_key(data, password=None)
+    except OSError as exc:
+        raise certs.CertError(f"{path} cannot be read: {exc.strerror}.") from None
+    except (ValueError, TypeError):
+        raise certs.CertError(f"{path} is not an unencrypted PEM private key.") from None
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def _env_file_loader(reveal: bool):
+    def load(path: str, slot: str) -> dict[str, Any]:
+        if slot == "tls_key":
+            if not reveal:
+                if not Path(path).is_file():
+                    raise certs.CertError(f"{path} does not exist or is not a file.")
+                return {"path": path}
+            return {"path": path, "key_pem": _read_key_file(path)}
+        info = certs.load_pem_file(path)
+        return {"path": path, "format": "pem", "certs_pem": info.certs_pem,
+                "certificates": [c.as_dict() for c in info.certificates]}
+    return load
+
+
+def effective(protocol: str, reveal: bool = False,
+              saved: Saved | None = None) -> ProtocolSettings:
+    """Effective settings of one protocol (secrets masked unless `reveal`)."""
+    check_protocol(protocol)
+    layer = saved if saved is not None else saved_layer(protocol, reveal)
+    settings = resolve(protocol, layer, _env(), _env_file_loader(reveal))
+    for slot in FILE_SLOTS:
+        item = settings.fields[slot]
+        if item.source == "saved" and item.value:
+            item.value["certificates"] = [c.as_dict()
+                                          for c in certs.describe_pem(item.value["certs_pem"])]
+    return settings
+
+
+def effective_all(reveal: bool = False) -> dict[str, ProtocolSettings]:
+    """Effective settings of every protocol."""
+    return {p: effective(p, reveal) for p in PROTOCOLS}
+
+
+def findings(settings: ProtocolSettings) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Blocking errors by field and warnings, for candidate or current settings."""
+    errors: dict[str, str] = {}
+    warnings: list[tuple[str, str]] = []
+    for item in rules.check(settings):
+        from_env = all(settings.fields[n].source == "env" for n in item.fields)
+        if item.severity == "error" and not from_env:
+            target = item.target
+            if settings.fields[target].source == "env":
+                target = next(n for n in item.fields if settings.fields[n].source != "env")
+            errors.setdefault(target, item.message)
+        else:
+            note = item.message if item.severity == "warning" else (
+                f"The environment sets conflicting values: {item.message}")
+            warnings.append((item.target, note))
+    for name, r in settings.fields.items():
+        if r.env_error:
+            warnings.append((name, r.env_error))
+        if r.conflict:
+            warnings.append((name, r.conflict))
+        if r.shadowed:
+            warnings.append((name, f"The saved value is shadowed by {r.env_var}."))
+    warnings += [("", note) for note in settings.notes]
+    return errors, warnings
+
+
+def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None) -> ChangeResult:
+    """Validate `changes` (field → raw value; None resets to the default or clears a secret) and
+    save them all, or nothing when any is invalid."""
+    check_protocol(protocol)
+    result = ChangeResult()
+    current = effective(protocol)
+    saved = saved_layer(protocol)
+    parsed: dict[str, Any] = {}
+    for name, raw in changes.items():
+        f = FIELDS[protocol].get(name)
+        if f is None:
+            result.errors[name] = f"{protocol} has no field '{name}'."
+            continue
+        if f.is_file:
+            result.errors[name] = "Upload TLS files through the file upload, not as a value."
+            continue
+        if current.fields[name].source == "env":
+            result.errors[name] = (f"Locked: set by the environment variable "
+                                   f"{current.fields[name].env_var}.")
+            continue
+        if raw is None:
+            parsed[name] = None
+            continue
+        try:
+            parsed[name] = parse_value(f, raw)
+        except Invalid as exc:
+            result.errors[name] = str(exc)
+    if result.errors:
+        return result
+
+    for name, value in parsed.items():
+        f = FIELDS[protocol][name]
+        if f.secret:
+            if value is None:
+                saved.secrets.pop(name, None)
+            else:
+                saved.secrets[name] = value
+        elif value is None or value == f.default:
+            saved.values.pop(name, None)
+        else:
+            saved.values[name] = value
+    candidate = effective(protocol, saved=saved)
+    errors, warnings = findings(candidate)
+    result.errors, result.warnings, result.settings = errors, warnings, candidate
+    if errors:
+        return result
+
+    row = _row(protocol) or BrokerSettings(protocol=protocol, values={}, secrets={})
+    old_values, old_secrets = dict(row.values or {}), dict(row.secrets or {})
+    new_secrets = dict(old_secrets)
+    for name, value in parsed.items():
+        if FIELDS[protocol][name].secret:
+            if value is None:
+                new_secrets.pop(name, None)
+            else:
+                new_secrets[name] = encrypt(value)
+    row.values = {k: saved.values[k] for k in sorted(saved.values)}
+    row.secrets = new_secrets
+    row.updated_by = actor
+    for name, value in parsed.items():
+        if FIELDS[protocol][name].secret:
+            if value is not None or name in old_secrets:
+                result.changed.append(name)
+        elif old_values.get(name) != row.values.get(name):
+            result.changed.append(name)
+    db.session.add(row)
+    db.session.commit()
+    result.settings = effective(protocol)
+    return result
+
+
+def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
+                password: str | None = None, key_data: bytes | None = None,
+                key_password: str | None = None, actor: str | None = None) -> ChangeResult:
+    """Parse and store a truststore (slot tls_ca) or a client certificate with its key (tls_cert)."""
+    check_protocol(protocol)
+    result = ChangeResult()
+    if slot not in FILE_SLOTS:
+        result.errors[slot] = f"No file slot '{slot}': use tls_ca or tls_cert."
+        return result
+    current = effective(protocol)
+    if current.fields[slot].source == "env":
+        result.errors[slot] = f"Locked: set by the environment variable {current.fields[slot].env_var}."
+        return result
+    try:
+        if slot == "tls_ca":
+            parsed = certs.parse_truststore(data, password or None, filename=filename)
+            key_pem = None
+        else:
+            parsed = certs.parse_keystore(data, password or None, key_data=key_data,
+                                          key_password=key_password or None, filename=filename)
+            key_pem = parsed.key_pem
+    except certs.CertError as exc:
+        result.errors[slot] = str(exc)
+        return result
+    if _row(protocol) is None:
+        db.session.add(BrokerSettings(protocol=protocol, values={}, secrets={}))
+        db.session.flush()
+    row = _files(protocol).get(slot) or TlsFile(protocol=protocol, slot=slot)
+    row.filename = (filename or "upload")[:255]
+    row.format = parsed.format
+    row.certs_pem = parsed.certs_pem
+    row.key_ciphertext = encrypt(key_pem) if key_pem else None
+    row.uploaded_by = actor
+    row.uploaded_at = utcnow()
+    db.session.add(row)
+    db.session.commit()
+    result.changed = [slot] + (["tls_key"] if key_pem else [])
+    result.settings = effective(protocol)
+    result.warnings = findings(result.settings)[1]
+    return result
+
+
+def delete_file(protocol: str, slot: str, actor: str | None = None) -> ChangeResult:
+    """Remove a stored truststore or client certificate."""
+    check_protocol(protocol)
+    result = ChangeResult()
+    if slot not in FILE_SLOTS:
+        result.errors[slot] = f"No file slot '{slot}': use tls_ca or tls_cert."
+        return result
+    row = _files(protocol).get(slot)
+    if row is not None:
+        db.session.delete(row)
+        db.session.commit()
+        result.changed = [slot]
+    result.settings = effective(protocol)
+    return result
+
+
+def saved_priorities() -> list[str]:
+    """The saved priority order (empty when never saved)."""
+    rows = db.session.execute(db.select(Priority).order_by(Priority.position)).scalars()
+    return [r.protocol for r in rows]
+
+
+def priorities() -> tuple[list[str], dict[str, Any]]:
+    """Effective priority order and where it came from."""
+    return resolve_priorities(saved_priorities(), _env())
+
+
+def set_priorities(order: Any, actor: str | None = None) -> ChangeResult:
+    """Save a new priority order: every protocol exactly once."""
+    result = ChangeResult()
+    if not isinstance(order, list) or not all(isinstance(p, str) for p in order):
+        result.errors["priorities"] = "Give the priorities as a list of protocol names."
+        return result
+    unknown = [p for p in order if p not in PROTOCOLS]
+    if unknown:
+        result.errors["priorities"] = (f"Unknown protocol: {', '.join(unknown)}. "
+                                       f"Use {', '.join(PROTOCOLS)}.")
+    elif sorted(order) != sorted(PROTOCOLS):
+        missing = [p for p in PROTOCOLS if p not in order]
+        twice = sorted({p for p in order if order.count(p) > 1})
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        if twice:
+            parts.append("listed twice " + ", ".join(twice))
+        result.errors["priorities"] = f"List every protocol exactly once ({'; '.join(parts)})."
+    if result.errors:
+        return result
+    old = saved_priorities()
+    if old != order:
+        db.session.execute(db.delete(Priority))
+        db.session.flush()
+        for position, protocol in enumerate(order):
+            db.session.add(Priority(protocol=protocol, position=position))
+        db.session.commit()
+        result.changed = ["priorities"]
+    return result
+
+
+def move_priority(protocol: str, direction: str, actor: str | None = None) -> ChangeResult:
+    """Move one protocol up or down in the saved order."""
+    check_protocol(protocol)
+    order = priorities()[1]["saved"]
+    index = order.index(protocol)
+    target = index - 1 if direction == "up" else index + 1
+    if 0 <= target < len(order):
+        order[index], order[target] = order[target], order[index]
+    return set_priorities(order, actor)
+
+
+def schema_fields(protocol: str):
+    """The fields of `protocol` in display order."""
+    return SCHEMA[check_protocol(protocol)]
