@@ -97,7 +97,7 @@ def _env_file_loader(reveal: bool):
                 return {"path": path}
             return {"path": path, "key_pem": _read_key_file(path)}
         info = certs.load_pem_file(path)
-        return {"path": path, "format": "pem", "certs_pem": info.certs_pem,
+        return {"path": path, "format": "PEM", "certs_pem": info.certs_pem,
                 "certificates": [c.as_dict() for c in info.certificates]}
     return load
 

@@ -1,0 +1,72 @@
+"""The Flask CLI: users, tokens, first admin, brokers list."""
+from __future__ import annotations
+
+import json
+
+from flask import Flask
+
+
+def test_users_create_and_login(app: Flask, runner) -> None:
+    result = runner.invoke(args=["users", "create", "ops", "--role", "viewer", "--password-stdin"],
+                           input="long-enough-pw\n")
+    assert result.exit_code == 0 and "Created viewer ops" in result.output
+    again = runner.invoke(args=["users", "create", "ops", "--role", "viewer", "--password-stdin"],
+                          input="long-enough-pw\n")
+    assert again.exit_code != 0 and "exists already" in again.output
+    short = runner.invoke(args=["users", "create", "x", "--role", "admin", "--password-stdin"],
+                          input="short\n")
+    assert short.exit_code != 0 and "at least 8" in short.output
+    bad_role = runner.invoke(args=["users", "create", "y", "--role", "root"])
+    assert bad_role.exit_code != 0
+    client = app.test_client()
+    assert client.post("/login", data={"username": "ops", "password": "long-enough-pw"}).status_code == 302
+
+
+def test_ensure_admin_generates_once(app: Flask, runner, monkeypatch) -> None:
+    first = runner.invoke(args=["users", "ensure-admin"])
+    assert first.exit_code == 0 and "with password:" in first.output
+    password = first.output.split("with password:")[1].split()[0]
+    assert app.test_client().post("/login", data={"username": "admin", "password": password}).status_code == 302
+    second = runner.invoke(args=["users", "ensure-admin"])
+    assert "Users exist" in second.output
+
+
+def test_ensure_admin_uses_env_password(app: Flask, runner, monkeypatch) -> None:
+    monkeypatch.setenv("CONSOLE_ADMIN_PASSWORD", "from-the-env-1")
+    result = runner.invoke(args=["users", "ensure-admin"])
+    assert "from-the-env-1" not in result.output and "CONSOLE_ADMIN_PASSWORD" in result.output
+    assert app.test_client().post("/login", data={"username": "admin", "password": "from-the-env-1"}).status_code == 302
+
+
+def test_tokens_create_list_revoke(app: Flask, runner) -> None:
+    token = runner.invoke(args=["tokens", "create", "ci", "--role", "admin"]).output.strip()
+    assert token.startswith("mc_") and len(token) > 40
+    listing = runner.invoke(args=["tokens", "list"]).output
+    assert "ci\tadmin" in listing and token not in listing
+    client = app.test_client()
+    assert client.get("/api/v1/brokers", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    runner.invoke(args=["tokens", "revoke", "ci"])
+    assert client.get("/api/v1/brokers", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_token_stored_as_digest_only(app: Flask, runner) -> None:
+    from console.extensions import db
+    from console.models import ApiToken
+
+    token = runner.invoke(args=["tokens", "create", "ci", "--role", "viewer"]).output.strip()
+    with app.app_context():
+        row = db.session.execute(db.select(ApiToken)).scalar_one()
+        assert token not in (row.digest, row.prefix) and len(row.digest) == 64
+
+
+def test_brokers_list_json_and_text(app: Flask, runner, monkeypatch) -> None:
+    monkeypatch.setenv("SP_KAFKA_HOST", "kafka.env")
+    monkeypatch.setenv("SP_PRIORITIZED_PROTOCOL", "nats")
+    data = json.loads(runner.invoke(args=["brokers", "list", "--json"]).output)
+    assert data["priorities"][0] == "nats"
+    assert data["brokers"]["kafka"]["settings"]["host"] == {"value": "kafka.env", "source": "env",
+                                                            "env": "SP_KAFKA_HOST"}
+    assert data["brokers"]["rabbitmq"]["settings"]["password"]["value"] == {"set": True}
+    text = runner.invoke(args=["brokers", "list"]).output
+    assert "kafka.env" in text and "[env SP_KAFKA_HOST]" in text and "guest" in text
+    assert "(set)" in text

@@ -1,0 +1,87 @@
+"""Migrations: a single head; upgrade leaves nothing for autogenerate; downgrade removes it all —
+on SQLite and on the PostgreSQL server of this machine."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask_migrate import downgrade, upgrade
+
+from tests.conftest import _create
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("CONSOLE_TEST_PG_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/console_test")
+
+
+def pg_available() -> str | None:
+    try:
+        engine = sa.create_engine(PG_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return None
+
+
+def test_single_head() -> None:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    assert len(ScriptDirectory.from_config(config).get_heads()) == 1
+
+
+def _roundtrip(app) -> None:
+    from console.extensions import db
+
+    with app.app_context():
+        upgrade()
+        with db.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                    db.metadata)
+            tables = set(sa.inspect(conn).get_table_names())
+        assert diff == []
+        assert {"users", "api_tokens", "broker_settings", "tls_files", "priorities"} <= tables
+        from console.settings import service
+        assert service.apply_changes("kafka", {"host": "k", "password": "p", "username": "u",
+                                               "sasl_mechanism": "PLAIN"}, "t").ok
+        assert service.set_priorities(["nats", "kafka", "mqtt", "pulsar", "rabbitmq"]).ok
+        downgrade(revision="base")
+        with db.engine.connect() as conn:
+            assert set(sa.inspect(conn).get_table_names()) <= {"alembic_version"}
+        upgrade()
+        db.engine.dispose()
+
+
+def test_sqlite_upgrade_check_downgrade(tmp_path: Path) -> None:
+    _roundtrip(_create(tmp_path))
+
+
+def test_postgresql_upgrade_check_downgrade(tmp_path: Path) -> None:
+    reason = pg_available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL must be available in CI ({PG_URL}): {reason}")
+        pytest.skip(f"no PostgreSQL at {PG_URL}: {reason}")
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+    _roundtrip(_create(tmp_path, SQLALCHEMY_DATABASE_URI=PG_URL))
+
+
+def test_database_url_setting_normalises_postgres_scheme(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CONSOLE_DATABASE_URL", "postgresql://u@db/console")
+    monkeypatch.setenv("CONSOLE_INSTANCE_PATH", str(tmp_path))
+    from console import create_app
+
+    app = create_app()
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u@db/console"

@@ -1,0 +1,182 @@
+"""The Settings → Messaging page: rendering, htmx fragments, saving, errors in place, locks, uploads."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask.testing import FlaskClient
+
+from console.brokers import PROTOCOLS
+from console.settings.schema import SCHEMA
+
+HX = {"HX-Request": "true"}
+
+
+def test_login_required(client: FlaskClient) -> None:
+    response = client.get("/settings/messaging")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_wrong_password_is_refused(client: FlaskClient, admin_client) -> None:
+    response = client.post("/login", data={"username": "admin", "password": "nope"})
+    assert response.status_code == 401 and b"Wrong username or password" in response.data
+
+
+def test_page_shows_every_field_with_source_and_change_kind(admin_client: FlaskClient) -> None:
+    html = admin_client.get("/settings/messaging").get_data(as_text=True)
+    assert 'src="/static/htmx-2.0.11.min.js"' in html and "cdn" not in html.lower()
+    for protocol in PROTOCOLS:
+        section = html[html.index(f'<section id="{protocol}"'):]
+        section = section[:section.index("</section>")]
+        for f in SCHEMA[protocol]:
+            if f.name == "tls_key":
+                continue
+            assert f'data-field="{f.name}"' in section or f'data-slot="{f.name}"' in section, f.name
+        assert "installation-time" in section and "runtime" in section
+        assert "Adapters get the broker address copied into them" in section
+    assert html.count('class="src src-default"') > 50
+
+
+def test_htmx_save_returns_the_section_fragment(admin_client: FlaskClient) -> None:
+    response = admin_client.post("/settings/messaging/mqtt", headers=HX,
+                                 data={"host": "broker.example", "port": "1884", "enabled": ["false", "true"]})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "<html" not in html
+    assert '<section id="mqtt"' in html and "Saved: enabled, host, port." in html
+    assert 'value="broker.example"' in html and "badge on" in html
+
+
+def test_errors_shown_in_place_with_submitted_values_and_nothing_saved(admin_client) -> None:
+    response = admin_client.post("/settings/messaging/kafka", headers=HX,
+                                 data={"host": "bad host", "port": "99999", "client_id": "new-id"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert "Nothing was saved: correct the 2 fields" in html
+    assert re.search(r'id="kafka-host-error"[^>]*>.*not a valid host name', html)
+    assert re.search(r'id="kafka-port-error"[^>]*>99999 is outside 1–65535', html)
+    assert 'value="bad host"' in html and 'value="new-id"' in html
+    api = admin_client.get("/api/v1/brokers/kafka").get_json()["settings"]
+    assert api["client_id"]["source"] == "default"
+
+
+def test_non_htmx_post_redirects_or_renders_full_page(admin_client: FlaskClient) -> None:
+    ok = admin_client.post("/settings/messaging/nats", data={"host": "nats.local"})
+    assert ok.status_code == 302 and ok.headers["Location"].endswith("/settings/messaging#nats")
+    bad = admin_client.post("/settings/messaging/nats", data={"port": "x"})
+    assert bad.status_code == 422 and "<html" in bad.get_data(as_text=True)
+
+
+def test_checkbox_off_is_saved(admin_client: FlaskClient) -> None:
+    admin_client.post("/settings/messaging/mqtt", headers=HX, data={"enabled": ["false", "true"]})
+    admin_client.post("/settings/messaging/mqtt", headers=HX, data={"enabled": ["false"]})
+    assert admin_client.get("/api/v1/brokers/mqtt").get_json()["enabled"] is False
+
+
+def test_env_set_field_is_locked_and_shadowing_warned(admin_client, monkeypatch) -> None:
+    admin_client.post("/settings/messaging/kafka", headers=HX, data={"host": "saved-kafka"})
+    monkeypatch.setenv("SP_KAFKA_HOST", "env-kafka")
+    html = admin_client.get("/settings/messaging").get_data(as_text=True)
+    field = html[html.index('id="kafka-host"') - 400:html.index('id="kafka-host"') + 200]
+    assert "env SP_KAFKA_HOST" in html and 'value="env-kafka"' in field and "disabled" in field
+    assert "The saved value is shadowed by SP_KAFKA_HOST." in html
+
+
+def test_alias_conflict_is_flagged_on_the_page(admin_client, monkeypatch) -> None:
+    monkeypatch.setenv("KAFKA_BROKERS", "a:9092")
+    monkeypatch.setenv("SP_KAFKA_BOOTSTRAP_SERVERS", "b:9092")
+    html = admin_client.get("/settings/messaging").get_data(as_text=True)
+    assert "KAFKA_BROKERS also sets bootstrap_servers; SP_KAFKA_BOOTSTRAP_SERVERS wins." in html
+
+
+def test_secret_fields_show_set_and_can_be_replaced_and_cleared(admin_client) -> None:
+    admin_client.post("/settings/messaging/nats", headers=HX,
+                      data={"username": "svc", "password": "hunter2-secret"})
+    html = admin_client.get("/settings/messaging/nats", headers=HX).get_data(as_text=True)
+    assert "hunter2-secret" not in html
+    pw = html[html.index('data-field="password"'):]
+    assert ">set<" in pw[:800] and 'name="password__clear"' in pw[:1500]
+    admin_client.post("/settings/messaging/nats", headers=HX,
+                      data={"password__clear": "1", "username": ""})
+    api = admin_client.get("/api/v1/brokers/nats").get_json()["settings"]
+    assert api["password"]["value"] == {"set": False}
+
+
+def test_priorities_reorder_in_place(admin_client: FlaskClient) -> None:
+    response = admin_client.post("/settings/messaging/priorities", headers=HX,
+                                 data={"move": "rabbitmq:up"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and html.lstrip().startswith('<section id="priorities"')
+    order = re.findall(r'<li data-protocol="(\w+)"', html)
+    assert order == ["kafka", "pulsar", "mqtt", "rabbitmq", "nats"]
+    assert "Priority saved." in html
+
+
+def test_priorities_full_order_and_bad_input(admin_client: FlaskClient) -> None:
+    good = admin_client.post("/settings/messaging/priorities", headers=HX,
+                             data={"order": ["nats", "mqtt", "kafka", "pulsar", "rabbitmq"]})
+    assert good.status_code == 200
+    bad = admin_client.post("/settings/messaging/priorities", headers=HX,
+                            data={"order": ["nats", "nats"]})
+    assert bad.status_code == 422 and "exactly once" in bad.get_data(as_text=True)
+    junk = admin_client.post("/settings/messaging/priorities", headers=HX, data={"move": "x:sideways"})
+    assert junk.status_code == 422
+
+
+def test_env_prioritized_protocol_shown(admin_client, monkeypatch) -> None:
+    monkeypatch.setenv("SP_PRIORITIZED_PROTOCOL", "mqtt")
+    html = admin_client.get("/settings/messaging").get_data(as_text=True)
+    assert "SP_PRIORITIZED_PROTOCOL=mqtt moves MQTT to the top" in html
+    assert re.findall(r'<li data-protocol="(\w+)"', html)[0] == "mqtt"
+
+
+def test_upload_through_the_page_lists_certificates(admin_client, pki) -> None:
+    data = {"file": (pki["ca.crt"].open("rb"), "ca.crt")}
+    response = admin_client.post("/settings/messaging/rabbitmq/files/tls_ca", headers=HX, data=data,
+                                 content_type="multipart/form-data")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "Uploaded ca.crt." in html
+    assert "CN=Messaging Console Test CA" in html and re.search(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", html)
+
+
+def test_expiring_and_expired_certificates_are_marked(admin_client, pki) -> None:
+    admin_client.post("/settings/messaging/mqtt/files/tls_ca", headers=HX,
+                      data={"file": (pki["soon.crt"].open("rb"), "soon.crt")},
+                      content_type="multipart/form-data")
+    admin_client.post("/settings/messaging/nats/files/tls_ca", headers=HX,
+                      data={"file": (pki["expired.crt"].open("rb"), "expired.crt")},
+                      content_type="multipart/form-data")
+    html = admin_client.get("/settings/messaging").get_data(as_text=True)
+    assert 'class="cert-expiring"' in html and "expires in" in html
+    assert 'class="cert-expired"' in html and ">expired<" in html
+
+
+def test_bad_upload_shows_error_and_saves_nothing(admin_client) -> None:
+    response = admin_client.post("/settings/messaging/mqtt/files/tls_ca", headers=HX,
+                                 data={"file": (__import__("io").BytesIO(b"junk"), "x.pem")},
+                                 content_type="multipart/form-data")
+    assert response.status_code == 422 and "None uploaded." in response.get_data(as_text=True)
+    missing = admin_client.post("/settings/messaging/mqtt/files/tls_ca", headers=HX, data={},
+                                content_type="multipart/form-data")
+    assert missing.status_code == 422 and "Choose a file" in missing.get_data(as_text=True)
+
+
+def test_remove_uploaded_file(admin_client, pki) -> None:
+    admin_client.post("/settings/messaging/mqtt/files/tls_ca", headers=HX,
+                      data={"file": (pki["ca.crt"].open("rb"), "ca.crt")},
+                      content_type="multipart/form-data")
+    response = admin_client.post("/settings/messaging/mqtt/files/tls_ca", headers=HX,
+                                 data={"delete": "1"})
+    assert "Removed." in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/settings/messaging/jms", "/settings/messaging/kafka/files/x"])
+def test_unknown_protocol_or_slot_is_404(admin_client, path: str) -> None:
+    assert admin_client.post(path, headers=HX).status_code == 404
+
+
+def test_viewer_sees_masked_read_only_page(viewer_client: FlaskClient) -> None:
+    html = viewer_client.get("/settings/messaging").get_data(as_text=True)
+    assert "Save Kafka" not in html and 'type="file"' not in html and 'name="move"' not in html
+    assert 'id="kafka-host"' in html and "disabled" in html[html.index('id="kafka-host"'):][:300]
+    assert viewer_client.post("/settings/messaging/kafka", data={"host": "x"}).status_code == 403

@@ -1,0 +1,129 @@
+"""Field value parsing: every rule, good and bad input."""
+from __future__ import annotations
+
+import pytest
+
+from console.settings.schema import FIELDS
+from console.settings.values import (
+    Invalid, parse_amqp_url, parse_bool, parse_host, parse_hostlist, parse_int, parse_nats_url,
+    parse_port, parse_pulsar_url, parse_text, parse_value,
+)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("kafka", "kafka"), ("Kafka.Example.COM", "kafka.example.com"), ("my_kafka-1", "my_kafka-1"),
+    ("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("[::1]", "::1"), (" broker ", "broker"),
+    ("broker.local.", "broker.local"),
+])
+def test_hosts_accepted(raw: str, expected: str) -> None:
+    assert parse_host(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "  ", "bad host", "host:9092", "kafka://host", "-lead",
+                                 "trail-", "a" * 64, "999.1.1.1", "1.2.3", "héllo", None, 5])
+def test_hosts_rejected(raw) -> None:
+    with pytest.raises(Invalid):
+        parse_host(raw)
+
+
+def test_host_message_says_what_is_wrong() -> None:
+    with pytest.raises(Invalid, match="without port or scheme"):
+        parse_host("host:9092")
+
+
+@pytest.mark.parametrize("raw,expected", [("1", 1), ("65535", 65535), (9092, 9092), (" 443 ", 443)])
+def test_ports_accepted(raw, expected: int) -> None:
+    assert parse_port(raw) == expected
+
+
+@pytest.mark.parametrize("raw,message", [
+    ("0", "outside 1–65535"), ("65536", "outside 1–65535"), ("-1", "outside"), ("abc", "not a port"),
+    ("", "Enter a port"), ("80.5", "not a port"), (True, "Enter a port"), ("99999999999", "not a port"),
+])
+def test_ports_rejected(raw, message: str) -> None:
+    with pytest.raises(Invalid, match=message):
+        parse_port(raw)
+
+
+def test_int_bounds() -> None:
+    assert parse_int("30", 0, 60) == 30
+    with pytest.raises(Invalid, match="below 1"):
+        parse_int("0", 1, None)
+    with pytest.raises(Invalid, match="above 10"):
+        parse_int("11", None, 10)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    (True, True), ("true", True), ("ON", True), ("1", True), ("yes", True),
+    (False, False), ("false", False), ("off", False), ("0", False), ("no", False),
+])
+def test_bools(raw, expected: bool) -> None:
+    assert parse_bool(raw) is expected
+
+
+def test_bool_rejects_other_words() -> None:
+    with pytest.raises(Invalid, match="not true or false"):
+        parse_bool("maybe")
+
+
+def test_hostlist() -> None:
+    assert parse_hostlist("a:1, b.example:9093,[::1]:9092") == "a:1,b.example:9093,[::1]:9092"
+    assert parse_hostlist(["a:1", "b:2"]) == "a:1,b:2"
+    assert parse_hostlist("") is None and parse_hostlist(None) is None
+    for bad, message in [("a", "needs a port"), ("a:0", "outside"), ("::1:9092", "brackets"),
+                         ("bad host:1", "not a valid host"), (",", "host:port")]:
+        with pytest.raises(Invalid, match=message):
+            parse_hostlist(bad)
+
+
+def test_pulsar_url() -> None:
+    assert parse_pulsar_url("pulsar://broker:6650") == "pulsar://broker:6650"
+    assert parse_pulsar_url("pulsar+ssl://broker") == "pulsar+ssl://broker:6651"
+    assert parse_pulsar_url("pulsar://a:6650,b:6650/") == "pulsar://a:6650,b:6650"
+    assert parse_pulsar_url("") is None
+    for bad in ["http://broker:6650", "broker:6650", "pulsar://", "pulsar://u:p@h:1",
+                "pulsar://h:1/path", "pulsar://h:70000"]:
+        with pytest.raises(Invalid):
+            parse_pulsar_url(bad)
+
+
+def test_text() -> None:
+    assert parse_text("  group ") == "group"
+    with pytest.raises(Invalid, match="At most 255"):
+        parse_text("x" * 256)
+    with pytest.raises(Invalid, match="control characters"):
+        parse_text("a\nb")
+    with pytest.raises(Invalid):
+        parse_text({"a": 1})
+
+
+def test_choice_and_secret_fields() -> None:
+    mechanism = FIELDS["kafka"]["sasl_mechanism"]
+    assert parse_value(mechanism, "SCRAM-SHA-512") == "SCRAM-SHA-512"
+    with pytest.raises(Invalid, match="not one of"):
+        parse_value(mechanism, "GSSAPI")
+    password = FIELDS["kafka"]["password"]
+    assert parse_value(password, " keeps spaces ") == " keeps spaces "
+    with pytest.raises(Invalid):
+        parse_value(password, "")
+    with pytest.raises(Invalid):
+        parse_value(password, 12)
+
+
+def test_nats_url_alias() -> None:
+    assert parse_nats_url("nats://u:p%40ss@nats.local:4333") == {
+        "host": "nats.local", "port": 4333, "username": "u", "password": "p@ss"}
+    assert parse_nats_url("tls://tok@h") == {"host": "h", "port": 4222, "tls": True, "token": "tok"}
+    assert parse_nats_url("h1:4222,h2:4222")["host"] == "h1"
+    with pytest.raises(Invalid):
+        parse_nats_url("http://h:4222")
+
+
+def test_amqp_url_alias() -> None:
+    assert parse_amqp_url("amqps://user:pw@rabbit:5999/%2Fprod") == {
+        "host": "rabbit", "port": 5999, "tls": True, "username": "user", "password": "pw",
+        "vhost": "/prod"}
+    assert parse_amqp_url("amqp://rabbit")["vhost"] == "/"
+    assert parse_amqp_url("amqp://rabbit")["port"] == 5672
+    with pytest.raises(Invalid):
+        parse_amqp_url("rabbit:5672")
