@@ -180,3 +180,31 @@ def test_viewer_sees_masked_read_only_page(viewer_client: FlaskClient) -> None:
     assert "Save Kafka" not in html and 'type="file"' not in html and 'name="move"' not in html
     assert 'id="kafka-host"' in html and "disabled" in html[html.index('id="kafka-host"'):][:300]
     assert viewer_client.post("/settings/messaging/kafka", data={"host": "x"}).status_code == 403
+
+
+def form_as_rendered(admin_client: FlaskClient, protocol: str) -> dict[str, list[str]]:
+    """The section form's fields exactly as the browser would submit them, untouched."""
+    html = admin_client.get(f"/settings/messaging/{protocol}", headers=HX).get_data(as_text=True)
+    form = html[:html.index('<div class="files">')]
+    data: dict[str, list[str]] = {}
+    for tag in re.findall(r"<input[^>]*>", form):
+        name = re.search(r'name="([^"]+)"', tag)
+        if not name or "disabled" in tag or name.group(1) == "csrf_token":
+            continue
+        value = re.search(r'value="([^"]*)"', tag)
+        if 'type="checkbox"' in tag and "checked" not in tag:
+            continue
+        data.setdefault(name.group(1), []).append(value.group(1) if value else "")
+    for select in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected', select[1])
+        data[select[0]] = [chosen.group(1) if chosen else ""]
+    return data
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_resubmitting_an_untouched_form_changes_nothing(admin_client, protocol: str) -> None:
+    data = form_as_rendered(admin_client, protocol)
+    assert "host" in data and "enabled" in data
+    response = admin_client.post(f"/settings/messaging/{protocol}", headers=HX, data=data)
+    assert response.status_code == 200
+    assert "No changes." in response.get_data(as_text=True)

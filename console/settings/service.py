@@ -184,7 +184,7 @@ def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None) 
                 saved.secrets.pop(name, None)
             else:
                 saved.secrets[name] = value
-        elif value is None or value == f.default:
+        elif value is None or value == f.default or (value == "" and f.default is None):
             saved.values.pop(name, None)
         else:
             saved.values[name] = value

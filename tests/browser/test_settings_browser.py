@@ -1,0 +1,53 @@
+"""The Settings → Messaging page in a real browser: log in, reorder priorities, fix a field error."""
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.conftest import ADMIN_PASSWORD
+
+
+def log_in(page) -> None:
+    page.goto(page.base + "/settings/messaging")
+    expect(page).to_have_url(re.compile(r"/login"))
+    page.fill("#username", "admin")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.get_by_role("heading", name="Settings → Messaging")).to_be_visible()
+
+
+def test_login_reorder_and_fix_a_field_error(guarded_page) -> None:
+    page = guarded_page
+    log_in(page)
+    items = page.locator("#priorities li")
+    expect(items).to_have_count(5)
+    assert items.evaluate_all("els => els.map(e => e.dataset.protocol)") == [
+        "kafka", "pulsar", "mqtt", "nats", "rabbitmq"]
+
+    page.get_by_role("button", name="Move MQTT up").click()
+    expect(page.locator("#priorities")).to_contain_text("Priority saved.")
+    assert page.locator("#priorities li").evaluate_all(
+        "els => els.map(e => e.dataset.protocol)") == ["kafka", "mqtt", "pulsar", "nats", "rabbitmq"]
+    page.get_by_role("button", name="Move MQTT up").click()
+    expect(page.locator("#priorities li").first).to_have_attribute("data-protocol", "mqtt")
+
+    kafka = page.locator("section#kafka")
+    kafka.locator("#kafka-port").fill("70000")
+    kafka.get_by_role("button", name="Save Kafka").click()
+    error = page.locator("#kafka-port-error")
+    expect(error).to_have_text("70000 is outside 1–65535.")
+    expect(page.locator("section#kafka")).to_contain_text("Nothing was saved")
+
+    page.locator("#kafka-port").fill("9093")
+    page.locator("section#kafka").get_by_role("button", name="Save Kafka").click()
+    expect(page.locator("section#kafka")).to_contain_text("Saved: port.")
+    expect(page.locator("#kafka-port-error")).to_have_count(0)
+
+    assert "POST /settings/messaging/priorities" in page.htmx_requests
+    assert page.htmx_requests.count("POST /settings/messaging/kafka") == 2
+
+    page.reload()
+    expect(page.locator("#kafka-port")).to_have_value("9093")
+    expect(page.locator('section#kafka [data-field="port"] .src-saved')).to_be_visible()
+    assert page.locator("#priorities li").first.get_attribute("data-protocol") == "mqtt"

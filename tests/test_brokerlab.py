@@ -1,0 +1,397 @@
+"""The broker lab's listeners behave as lab.json says, proven with the real client libraries.
+
+Uses the session `lab` fixture (tests/lab_fixtures.py). Every network timeout is at most 3 s.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import socket
+import ssl
+import time
+import urllib.request
+import uuid
+import warnings
+from typing import Any, Callable, TypeVar
+
+import nats
+import nats.errors
+import paho.mqtt.client as mqtt
+import pika
+import pika.exceptions
+import pulsar
+import pytest
+from confluent_kafka import KafkaError
+from confluent_kafka.admin import AdminClient
+
+T = TypeVar("T")
+TIMEOUT = 3.0
+EXPIRED = "certificate has expired"
+MISMATCH = "mismatch"
+
+
+def quietly(call: Callable[[], T]) -> T:
+    """Run a client call; free and silence what the library leaks (paho: the SSLSocket of a failed
+    handshake; nats-py: the plain transport it upgrades to TLS), then return or re-raise."""
+    error: Exception | None = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            result = call()
+        except Exception as exc:
+            error = exc.with_traceback(None)
+        gc.collect()
+    if error is not None:
+        raise error
+    return result
+
+
+def tls_context(cafile: str) -> ssl.SSLContext:
+    """A verifying client context that trusts `cafile` only."""
+    return ssl.create_default_context(cafile=cafile)
+
+
+# -------------------------------------------------------------------------------------------- RabbitMQ
+
+def amqp(lab: dict, port: int, *, tls_ca: str | None = None, password: str | None = None,
+         vhost: str | None = None) -> dict[str, Any]:
+    """Open a connection and a channel; return the server properties."""
+    r = lab["brokers"]["rabbitmq"]
+    params = pika.ConnectionParameters(
+        host=r["host"], port=port, virtual_host=vhost or r["vhost"],
+        credentials=pika.PlainCredentials(r["username"], password or r["password"]),
+        socket_timeout=TIMEOUT, stack_timeout=TIMEOUT, blocked_connection_timeout=TIMEOUT,
+        connection_attempts=1, retry_delay=0,
+        ssl_options=pika.SSLOptions(tls_context(tls_ca), r["host"]) if tls_ca else None)
+    conn = pika.BlockingConnection(params)
+    try:
+        conn.channel()
+        return dict(conn._impl.server_properties)
+    finally:
+        conn.close()
+
+
+def test_rabbitmq_plain(lab: dict) -> None:
+    props = amqp(lab, lab["brokers"]["rabbitmq"]["plain"])
+    assert props["product"] == b"RabbitMQ" or props["product"] == "RabbitMQ"
+
+
+def test_rabbitmq_tls(lab: dict) -> None:
+    amqp(lab, lab["brokers"]["rabbitmq"]["tls"], tls_ca=lab["certs"]["ca"])
+
+
+@pytest.mark.parametrize("kind,reason", [("tls_expired", EXPIRED), ("tls_wronghost", MISMATCH)])
+def test_rabbitmq_tls_bad_certificate(lab: dict, kind: str, reason: str) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError, match=reason):
+        amqp(lab, lab["brokers"]["rabbitmq"][kind], tls_ca=lab["certs"]["ca"])
+
+
+def test_rabbitmq_tls_other_ca(lab: dict) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        amqp(lab, lab["brokers"]["rabbitmq"]["tls"], tls_ca=lab["certs"]["other_ca"])
+
+
+def test_rabbitmq_wrong_password(lab: dict) -> None:
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError, match="ACCESS_REFUSED"):
+        amqp(lab, lab["brokers"]["rabbitmq"]["plain"], password="wrong")
+
+
+def test_rabbitmq_denied_vhost(lab: dict) -> None:
+    r = lab["brokers"]["rabbitmq"]
+    denied = f"access to vhost '{r['denied_vhost']}' refused"
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError, match=denied):
+        amqp(lab, r["plain"], vhost=r["denied_vhost"])
+
+
+# ------------------------------------------------------------------------------------------------ MQTT
+
+def mqtt_connect(lab: dict, port: int, *, ca: str | None = None, username: str | None = None,
+                 password: str | None = None, certfile: str | None = None,
+                 keyfile: str | None = None) -> dict[str, Any]:
+    """Connect once; {"rc": CONNACK reason} or {"lost": ...}; socket and TLS errors are raised."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lab-{uuid.uuid4().hex[:8]}",
+                         protocol=mqtt.MQTTv311)
+    client.connect_timeout = TIMEOUT
+    if username:
+        client.username_pw_set(username, password)
+    if ca:
+        client.tls_set(ca_certs=ca, certfile=certfile, keyfile=keyfile)
+    result: dict[str, Any] = {}
+    client.on_connect = lambda _c, _u, _f, rc, _p: result.setdefault("rc", rc)
+    client.on_disconnect = lambda _c, _u, _f, rc, _p: result.setdefault("lost", rc)
+    quietly(lambda: client.connect(lab["brokers"]["mqtt"]["host"], port, keepalive=10))
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not result and time.monotonic() < deadline:
+            client.loop(timeout=0.05)
+    finally:
+        client.disconnect()
+    return result
+
+
+def test_mqtt_plain_anonymous(lab: dict) -> None:
+    res = mqtt_connect(lab, lab["brokers"]["mqtt"]["plain"])
+    assert "rc" in res and not res["rc"].is_failure
+
+
+def test_mqtt_plain_auth(lab: dict) -> None:
+    m = lab["brokers"]["mqtt"]
+    res = mqtt_connect(lab, m["plain_auth"], username=m["username"], password=m["password"])
+    assert "rc" in res and not res["rc"].is_failure
+
+
+@pytest.mark.parametrize("password", ["wrong", None])
+def test_mqtt_plain_auth_rejected(lab: dict, password: str | None) -> None:
+    m = lab["brokers"]["mqtt"]
+    res = mqtt_connect(lab, m["plain_auth"], username=m["username"] if password else None, password=password)
+    assert res["rc"].is_failure and res["rc"].value == 135
+
+
+def test_mqtt_tls_auth(lab: dict) -> None:
+    m = lab["brokers"]["mqtt"]
+    res = mqtt_connect(lab, m["tls"], ca=lab["certs"]["ca"], username=m["username"], password=m["password"])
+    assert "rc" in res and not res["rc"].is_failure
+
+
+@pytest.mark.parametrize("kind,reason", [("tls_expired", EXPIRED), ("tls_wronghost", MISMATCH)])
+def test_mqtt_tls_bad_certificate(lab: dict, kind: str, reason: str) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError, match=reason):
+        mqtt_connect(lab, lab["brokers"]["mqtt"][kind], ca=lab["certs"]["ca"])
+
+
+def test_mqtt_tls_other_ca(lab: dict) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        mqtt_connect(lab, lab["brokers"]["mqtt"]["tls"], ca=lab["certs"]["other_ca"])
+
+
+def test_mqtt_client_certificate_required(lab: dict) -> None:
+    port, certs = lab["brokers"]["mqtt"]["tls_client_cert"], lab["certs"]
+    with_cert = mqtt_connect(lab, port, ca=certs["ca"], certfile=certs["client_crt"],
+                             keyfile=certs["client_key"])
+    assert "rc" in with_cert and not with_cert["rc"].is_failure
+    try:
+        without = mqtt_connect(lab, port, ca=certs["ca"])
+    except (ssl.SSLError, ConnectionError):
+        return
+    assert "rc" not in without
+
+
+# ------------------------------------------------------------------------------------------------ NATS
+
+def nats_connect(url: str, **kwargs: Any) -> dict[str, Any]:
+    """Connect, PING, close; return the server INFO."""
+    async def run() -> dict[str, Any]:
+        async def quiet(_exc: Exception) -> None:
+            return None
+
+        nc = await asyncio.wait_for(nats.connect(
+            servers=[url], connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=1,
+            reconnect_time_wait=0.1, error_cb=quiet, **kwargs), timeout=TIMEOUT)
+        try:
+            await nc.rtt()
+            return dict(nc._server_info)
+        finally:
+            await nc.close()
+
+    return quietly(lambda: asyncio.run(run()))
+
+
+def nats_url(lab: dict, kind: str, scheme: str = "nats") -> str:
+    n = lab["brokers"]["nats"]
+    return f"{scheme}://{n['host']}:{n[kind]}"
+
+
+def test_nats_plain(lab: dict) -> None:
+    assert nats_connect(nats_url(lab, "plain"))["server_id"]
+
+
+def test_nats_monitor_healthz(lab: dict) -> None:
+    n = lab["brokers"]["nats"]
+    with urllib.request.urlopen(f"http://{n['host']}:{n['monitor']}/healthz", timeout=TIMEOUT) as resp:
+        assert json.load(resp) == {"status": "ok"}
+
+
+def test_nats_user_password(lab: dict) -> None:
+    n = lab["brokers"]["nats"]
+    assert nats_connect(nats_url(lab, "plain_auth"), user=n["username"], password=n["password"])
+
+
+def test_nats_wrong_password(lab: dict) -> None:
+    n = lab["brokers"]["nats"]
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        nats_connect(nats_url(lab, "plain_auth"), user=n["username"], password="wrong")
+
+
+def test_nats_token(lab: dict) -> None:
+    assert nats_connect(nats_url(lab, "plain_token"), token=lab["brokers"]["nats"]["token"])
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        nats_connect(nats_url(lab, "plain_token"), token="wrong-token")
+
+
+def test_nats_tls(lab: dict) -> None:
+    n = lab["brokers"]["nats"]
+    info = nats_connect(nats_url(lab, "tls", "tls"), tls=tls_context(lab["certs"]["ca"]),
+                        user=n["username"], password=n["password"])
+    assert info.get("tls_required") is True
+
+
+@pytest.mark.parametrize("kind,reason", [("tls_expired", EXPIRED), ("tls_wronghost", MISMATCH)])
+def test_nats_tls_bad_certificate(lab: dict, kind: str, reason: str) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError, match=reason):
+        nats_connect(nats_url(lab, kind, "tls"), tls=tls_context(lab["certs"]["ca"]))
+
+
+# ----------------------------------------------------------------------------------------------- Kafka
+
+def kafka_probe(bootstrap: str, **conf: Any) -> tuple[Any, list[KafkaError]]:
+    """list_topics within TIMEOUT; (metadata or None, errors reported to error_cb)."""
+    errors: list[KafkaError] = []
+    admin = AdminClient({"bootstrap.servers": bootstrap, "error_cb": errors.append, "log_level": 0,
+                         "socket.connection.setup.timeout.ms": int(TIMEOUT * 1000),
+                         "socket.timeout.ms": int(TIMEOUT * 1000), **conf})
+    deadline = time.monotonic() + TIMEOUT
+    fatal = {KafkaError._SSL, KafkaError._AUTHENTICATION, KafkaError._ALL_BROKERS_DOWN}
+    while time.monotonic() < deadline:
+        try:
+            return admin.list_topics(timeout=0.5), errors
+        except Exception:
+            admin.poll(0)
+            if any(e.code() in fatal for e in errors):
+                break
+    return None, errors
+
+
+def kafka_addr(lab: dict, kind: str) -> str:
+    k = lab["brokers"]["kafka"]
+    return f"{k['host']}:{k[kind]}"
+
+
+def test_kafka_plain(lab: dict) -> None:
+    md, errors = kafka_probe(kafka_addr(lab, "plain"))
+    assert md is not None, errors
+    assert md.cluster_id == lab["brokers"]["kafka"]["cluster_id"]
+
+
+def test_kafka_tls(lab: dict) -> None:
+    md, errors = kafka_probe(kafka_addr(lab, "tls"), **{"security.protocol": "SSL",
+                                                        "ssl.ca.location": lab["certs"]["ca"]})
+    assert md is not None, errors
+    assert [b.port for b in md.brokers.values()] == [lab["brokers"]["kafka"]["tls"]]
+
+
+@pytest.mark.parametrize("kind,relax", [("tls_expired", {"enable.ssl.certificate.verification": "false"}),
+                                        ("tls_wronghost", {"ssl.endpoint.identification.algorithm": "none"})])
+def test_kafka_tls_bad_certificate(lab: dict, kind: str, relax: dict[str, str]) -> None:
+    conf = {"security.protocol": "SSL", "ssl.ca.location": lab["certs"]["ca"]}
+    md, errors = kafka_probe(kafka_addr(lab, kind), **conf)
+    assert md is None
+    assert any(e.code() == KafkaError._SSL and "certificate verify failed" in e.str() for e in errors), errors
+    md, errors = kafka_probe(kafka_addr(lab, kind), **conf, **relax)
+    assert md is not None, errors
+
+
+def test_kafka_sasl_always_fails(lab: dict) -> None:
+    md, errors = kafka_probe(kafka_addr(lab, "sasl"), **{
+        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "labuser", "sasl.password": "labpass"})
+    assert md is None
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+
+
+# ---------------------------------------------------------------------------------------------- Pulsar
+
+_PULSAR_LOG = logging.getLogger("tests.brokerlab.pulsar")
+
+
+def pulsar_partitions(url: str, **kwargs: Any) -> list[str]:
+    """get_topic_partitions on a fresh client (a lookup round trip)."""
+    client = pulsar.Client(url, operation_timeout_seconds=int(TIMEOUT),
+                           connection_timeout_ms=int(TIMEOUT * 1000), logger=_PULSAR_LOG, **kwargs)
+    try:
+        return client.get_topic_partitions("persistent://public/default/brokerlab-check")
+    finally:
+        client.close()
+
+
+def test_pulsar_plain_produce_consume(lab: dict) -> None:
+    p = lab["brokers"]["pulsar"]
+    assert pulsar_partitions(p["url"]) == ["persistent://public/default/brokerlab-check"]
+    client = pulsar.Client(p["url"], operation_timeout_seconds=int(TIMEOUT), logger=_PULSAR_LOG)
+    try:
+        topic = f"persistent://public/default/lab-{uuid.uuid4().hex[:8]}"
+        consumer = client.subscribe(topic, "lab", initial_position=pulsar.InitialPosition.Earliest)
+        client.create_producer(topic).send(b"hello-lab")
+        msg = consumer.receive(timeout_millis=int(TIMEOUT * 1000))
+        consumer.acknowledge(msg)
+        assert msg.data() == b"hello-lab"
+    finally:
+        client.close()
+
+
+def test_pulsar_tls(lab: dict) -> None:
+    p = lab["brokers"]["pulsar"]
+    assert pulsar_partitions(p["tls_url"], tls_trust_certs_file_path=lab["certs"]["ca"],
+                             tls_validate_hostname=True)
+
+
+@pytest.mark.parametrize("kind", ["tls_expired", "tls_wronghost"])
+def test_pulsar_tls_bad_certificate(lab: dict, kind: str) -> None:
+    p = lab["brokers"]["pulsar"]
+    url = f"pulsar+ssl://{p['host']}:{p[kind]}"
+    with pytest.raises(pulsar.ConnectError):
+        pulsar_partitions(url, tls_trust_certs_file_path=lab["certs"]["ca"], tls_validate_hostname=True)
+    assert pulsar_partitions(url, tls_allow_insecure_connection=True)
+
+
+# ---------------------------------------------------------------------------------------------- Faults
+
+def test_fault_silent_accepts_and_never_speaks(lab: dict) -> None:
+    f = lab["faults"]
+    with socket.create_connection((f["host"], f["silent"]), timeout=TIMEOUT) as sock:
+        sock.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            sock.recv(1)
+
+
+def test_fault_syn_drop_times_out(lab: dict) -> None:
+    f = lab["faults"]
+    started = time.monotonic()
+    with pytest.raises((socket.timeout, TimeoutError)):
+        socket.create_connection((f["host"], f["syn_drop"]), timeout=0.5).close()
+    assert time.monotonic() - started >= 0.45
+
+
+def test_fault_refused(lab: dict) -> None:
+    f = lab["faults"]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((f["host"], f["refused"]), timeout=TIMEOUT).close()
+
+
+def test_fault_syn_drop_with_a_client_library(lab: dict) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lab-syn-drop")
+    client.connect_timeout = 0.5
+    with pytest.raises((socket.timeout, TimeoutError)):
+        client.connect(lab["faults"]["host"], lab["faults"]["syn_drop"])
+
+
+# ------------------------------------------------------------------------------------------ the harness
+
+def test_lab_json_matches_the_port_plan(lab: dict) -> None:
+    assert lab["brokers"]["rabbitmq"]["plain"] == 17672
+    assert lab["faults"] == {"host": "127.0.0.1", "silent": 17001, "syn_drop": 17002, "refused": 17999}
+    assert all(b["host"] == "127.0.0.1" for b in lab["brokers"].values())
+    assert all(pid for pid in (proc["pid"] for proc in lab["processes"].values()))
+
+
+def test_start_is_idempotent_and_fast(lab: dict) -> None:
+    from tests.lab_fixtures import load_brokerlab
+
+    brokerlab = load_brokerlab()
+    started = time.monotonic()
+    again = brokerlab.start(lab["dir"])
+    assert time.monotonic() - started < 3
+    pids = {name: proc["pid"] for name, proc in again["processes"].items()}
+    assert pids == {name: proc["pid"] for name, proc in lab["processes"].items()}
+    assert brokerlab.load(lab["dir"])["brokers"] == lab["brokers"]
