@@ -147,3 +147,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("pki")
     pki_module.write_pki(out)
     return {p.name: p for p in out.iterdir()} | {"dir": out}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run last: Playwright's sync API keeps an asyncio loop running in the main
+    thread for the rest of the session, which other tests' asyncio.run() cannot share."""
+    items.sort(key=lambda item: "tests/browser/" in item.nodeid)
