@@ -29,7 +29,7 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(FLASK) db upgrade
 	$(FLASK) users ensure-admin
-	$(BIN)/gunicorn --bind $(BIND) --workers 2 --threads 4 --access-logfile - app:app
+	CONSOLE_BIND=$(BIND) $(BIN)/gunicorn --config gunicorn.conf.py app:app
 
 ## system-deps: Debian packages the tests need (brokers, TLS fronts, browser, PostgreSQL)
 system-deps:

@@ -161,6 +161,40 @@ def brokers_list(as_json: bool) -> None:
             click.echo(f"  ! {message}")
 
 
+@brokers.command("check")
+@click.argument("protocols", nargs=-1, type=click.Choice(PROTOCOLS))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--timeout", type=click.FloatRange(0.1, 300), default=None,
+              help="Seconds per check (default CONSOLE_CHECK_TIMEOUT).")
+def brokers_check(protocols: tuple[str, ...], as_json: bool, timeout: float | None) -> None:
+    """Real connection checks, concurrently; exit 0 when every checked protocol is up."""
+    from flask import current_app
+
+    from . import checks
+
+    chosen = list(protocols) or [p for p in PROTOCOLS if service.effective(p).enabled]
+    timeout = timeout or current_app.config["CHECK_TIMEOUT"]
+    results = checks.run_checks(chosen, timeout) if chosen else {}
+    for result in results.values():
+        checks.record(result, "cli")
+    ok = all(r.up for r in results.values())
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "timeout": timeout,
+                               "brokers": {p: r.as_dict() for p, r in results.items()}}, indent=2))
+    elif not chosen:
+        click.echo("No protocol is enabled: nothing to check (enable one, or name it).")
+    else:
+        for protocol, r in results.items():
+            latency = f"{r.latency_ms:.1f} ms" if r.latency_ms is not None else "-"
+            line = f"{PROTOCOL_LABELS[protocol]:<9} {r.status.upper():<5} {latency:>10}"
+            if r.up:
+                ident = ", ".join(f"{k}={v}" for k, v in r.identity.items() if k != "target")
+                click.echo(f"{line}  {r.identity.get('target', '')}  {ident}")
+            else:
+                click.echo(f"{line}  {r.cause}: {r.message}")
+    sys.exit(0 if ok else 1)
+
+
 def init_app(app: Flask) -> None:
     for group in (users, tokens, brokers):
         app.cli.add_command(group)

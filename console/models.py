@@ -6,8 +6,11 @@ import datetime as dt
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db
@@ -20,6 +23,23 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+class UtcDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every database (SQLite returns naive values otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return None if value is None else value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
+
+
 class User(UserMixin, db.Model):
     """A person who logs in to the console."""
 
@@ -29,7 +49,7 @@ class User(UserMixin, db.Model):
     username: Mapped[str] = mapped_column(String(80), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="viewer")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
@@ -52,8 +72,8 @@ class ApiToken(db.Model):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(12))
     role: Mapped[str] = mapped_column(String(16), default="viewer")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     @property
     def is_admin(self) -> bool:
@@ -68,7 +88,7 @@ class BrokerSettings(db.Model):
     protocol: Mapped[str] = mapped_column(String(16), primary_key=True)
     values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     secrets: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow,
                                                     onupdate=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(80))
 
@@ -87,7 +107,7 @@ class TlsFile(db.Model):
     format: Mapped[str] = mapped_column(String(16))
     certs_pem: Mapped[str] = mapped_column(Text)
     key_ciphertext: Mapped[str | None] = mapped_column(Text)
-    uploaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    uploaded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     uploaded_by: Mapped[str | None] = mapped_column(String(80))
 
 
@@ -98,3 +118,33 @@ class Priority(db.Model):
 
     protocol: Mapped[str] = mapped_column(String(16), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, unique=True)
+
+
+class BrokerCheck(db.Model):
+    """One connection check's result; the newest per protocol is what /readyz and the page show."""
+
+    __tablename__ = "broker_checks"
+    __table_args__ = (Index("ix_broker_checks_protocol_checked_at", "protocol", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    protocol: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(8))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    cause: Mapped[str] = mapped_column(String(40), default="ok")
+    message: Mapped[str] = mapped_column(Text, default="")
+    identity: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    target: Mapped[str] = mapped_column(String(255), default="")
+    origin: Mapped[str] = mapped_column(String(16), default="scheduler")
+    checked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class CheckLease(db.Model):
+    """When each protocol is next due for a background check, and who holds it. Claiming is one
+    conditional UPDATE, so several workers or replicas on one database check each protocol at most
+    once per interval."""
+
+    __tablename__ = "check_leases"
+
+    protocol: Mapped[str] = mapped_column(String(16), primary_key=True)
+    due_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    holder: Mapped[str | None] = mapped_column(String(80))

@@ -10,7 +10,7 @@ from flask import Flask
 
 from tests.conftest import ADMIN_PASSWORD, add_user, login
 
-OPEN = {"static", "auth.login", "health.healthz", "api.openapi"}
+OPEN = {"static", "auth.login", "health.healthz", "health.readyz", "health.metrics", "api.openapi"}
 SECRETS = {
     ("kafka", "password"): "kafka-sasl-Secret-1",
     ("pulsar", "token"): "pulsar-Token-Secret-2",

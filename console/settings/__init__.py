@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint, abort, current_app, flash, redirect, render_template, request, url_for,
+)
 from flask_login import login_required
 
+from .. import checks
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
 from ..htmx import is_htmx
@@ -32,6 +35,7 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
         (by_field.setdefault(name, []) if name else general).append(text)
     return {
         "protocol": protocol,
+        "status": status_context(protocol),
         "fields": SCHEMA[protocol],
         "settings": current,
         "errors": errors or {},
@@ -69,7 +73,7 @@ def section(protocol: str):
         abort(404)
     if not is_htmx():
         return redirect(url_for("settings.messaging", _anchor=protocol))
-    return render_template("settings/_protocol.html", **section_context(protocol))
+    return render_template("settings/_protocol.html", section=section_context(protocol))
 
 
 def form_changes(protocol: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -93,7 +97,7 @@ def form_changes(protocol: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _section_response(protocol: str, context: dict[str, Any], status: int):
     if is_htmx():
-        return render_template("settings/_protocol.html", **context), status
+        return render_template("settings/_protocol.html", section=context), status
     if status == 200:
         flash(context.get("message") or "Saved.")
         return redirect(url_for("settings.messaging", _anchor=protocol))
@@ -107,12 +111,70 @@ def save(protocol: str):
     if protocol not in PROTOCOLS:
         abort(404)
     changes, submitted = form_changes(protocol)
+    prep = service.prepare_changes(protocol, changes, reveal=True)
+    if prep.errors:
+        context = section_context(protocol, errors=prep.errors, submitted=submitted)
+        return _section_response(protocol, context, 422)
+    risky = prep.install_time_changes()
+    if risky and prep.settings.enabled and not request.form.get("save_anyway"):
+        result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+        if not result.up:
+            context = section_context(protocol, submitted=submitted)
+            context["guard"] = {"result": result, "fields": risky}
+            return _section_response(protocol, context, 409)
     result = service.apply_changes(protocol, changes, actor())
     if not result.ok:
         context = section_context(protocol, errors=result.errors, submitted=submitted)
         return _section_response(protocol, context, 422)
     text = ("Saved: " + ", ".join(result.changed) + ".") if result.changed else "No changes."
     return _section_response(protocol, section_context(protocol, message=text), 200)
+
+
+@bp.post("/messaging/<protocol>/test")
+@admin_required
+def test_connection(protocol: str):
+    """Check the form's unsaved values against the real broker."""
+    if protocol not in PROTOCOLS:
+        abort(404)
+    changes, _ = form_changes(protocol)
+    prep = service.prepare_changes(protocol, changes, reveal=True)
+    if prep.errors:
+        return render_template("settings/_test_result.html", protocol=protocol, result=None,
+                               errors=prep.errors), 200
+    result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+    return render_template("settings/_test_result.html", protocol=protocol, result=result,
+                           errors={}), 200
+
+
+def status_context(protocol: str) -> dict[str, Any]:
+    """The status badge and recent history of one protocol."""
+    settings = service.effective(protocol)
+    rows = checks.history(protocol, 30)
+    state = checks.status_of(protocol, settings, rows[-1] if rows else None,
+                             current_app.config["CHECK_INTERVAL"])
+    return {"protocol": protocol, "state": state, "history": rows,
+            "last": rows[-1] if rows else None}
+
+
+@bp.get("/messaging/<protocol>/status")
+@login_required
+def status(protocol: str):
+    if protocol not in PROTOCOLS:
+        abort(404)
+    return render_template("settings/_status.html", **status_context(protocol))
+
+
+@bp.post("/messaging/<protocol>/check")
+@admin_required
+def check_now(protocol: str):
+    """Check the saved settings now and record the result."""
+    if protocol not in PROTOCOLS:
+        abort(404)
+    settings = service.effective(protocol, reveal=True)
+    checks.record(checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"]), "manual")
+    if not is_htmx():
+        return redirect(url_for("settings.messaging", _anchor=protocol))
+    return render_template("settings/_status.html", **status_context(protocol))
 
 
 @bp.post("/messaging/<protocol>/files/<slot>")

@@ -147,73 +147,91 @@ def findings(settings: ProtocolSettings) -> tuple[dict[str, str], list[tuple[str
     return errors, warnings
 
 
-def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None) -> ChangeResult:
-    """Validate `changes` (field → raw value; None resets to the default or clears a secret) and
-    save them all, or nothing when any is invalid."""
+@dataclass
+class Prepared:
+    """Validated but unsaved changes: the candidate settings and what would change."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    parsed: dict[str, Any] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
+    saved: Saved | None = None
+    settings: ProtocolSettings | None = None
+
+    def install_time_changes(self) -> list[str]:
+        """The changed fields that adapters have baked in."""
+        protocol = self.settings.protocol if self.settings else ""
+        return [n for n in self.changed if FIELDS[protocol][n].install_time]
+
+
+def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = False) -> Prepared:
+    """Validate `changes` (field → raw value; None resets to the default or clears a secret)
+    against the saved layer and the environment, without saving."""
     check_protocol(protocol)
-    result = ChangeResult()
+    prep = Prepared()
     current = effective(protocol)
-    saved = saved_layer(protocol)
-    parsed: dict[str, Any] = {}
+    saved = saved_layer(protocol, reveal)
+    old_values, old_secrets = dict(saved.values), set(saved.secrets)
     for name, raw in changes.items():
         f = FIELDS[protocol].get(name)
         if f is None:
-            result.errors[name] = f"{protocol} has no field '{name}'."
-            continue
-        if f.is_file:
-            result.errors[name] = "Upload TLS files through the file upload, not as a value."
-            continue
-        if current.fields[name].source == "env":
-            result.errors[name] = (f"Locked: set by the environment variable "
-                                   f"{current.fields[name].env_var}.")
-            continue
-        if raw is None:
-            parsed[name] = None
-            continue
-        try:
-            parsed[name] = parse_value(f, raw)
-        except Invalid as exc:
-            result.errors[name] = str(exc)
-    if result.errors:
-        return result
-
-    for name, value in parsed.items():
+            prep.errors[name] = f"{protocol} has no field '{name}'."
+        elif f.is_file:
+            prep.errors[name] = "Upload TLS files through the file upload, not as a value."
+        elif current.fields[name].source == "env":
+            prep.errors[name] = (f"Locked: set by the environment variable "
+                                 f"{current.fields[name].env_var}.")
+        elif raw is None:
+            prep.parsed[name] = None
+        else:
+            try:
+                prep.parsed[name] = parse_value(f, raw)
+            except Invalid as exc:
+                prep.errors[name] = str(exc)
+    if prep.errors:
+        return prep
+    for name, value in prep.parsed.items():
         f = FIELDS[protocol][name]
         if f.secret:
             if value is None:
                 saved.secrets.pop(name, None)
             else:
                 saved.secrets[name] = value
-        elif value is None or value == f.default or (value == "" and f.default is None):
+            if value is not None or name in old_secrets:
+                prep.changed.append(name)
+            continue
+        if value is None or value == f.default or (value == "" and f.default is None):
             saved.values.pop(name, None)
         else:
             saved.values[name] = value
-    candidate = effective(protocol, saved=saved)
-    errors, warnings = findings(candidate)
-    result.errors, result.warnings, result.settings = errors, warnings, candidate
-    if errors:
-        return result
+        if old_values.get(name) != saved.values.get(name):
+            prep.changed.append(name)
+    prep.saved = saved
+    prep.settings = effective(protocol, reveal=reveal, saved=saved)
+    prep.errors, prep.warnings = findings(prep.settings)
+    return prep
 
+
+def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None) -> ChangeResult:
+    """Validate `changes` and save them all, or nothing when any is invalid."""
+    prep = prepare_changes(protocol, changes)
+    result = ChangeResult(errors=prep.errors, warnings=prep.warnings, settings=prep.settings)
+    if prep.errors:
+        return result
     row = _row(protocol) or BrokerSettings(protocol=protocol, values={}, secrets={})
-    old_values, old_secrets = dict(row.values or {}), dict(row.secrets or {})
-    new_secrets = dict(old_secrets)
-    for name, value in parsed.items():
+    secrets = dict(row.secrets or {})
+    for name, value in prep.parsed.items():
         if FIELDS[protocol][name].secret:
             if value is None:
-                new_secrets.pop(name, None)
+                secrets.pop(name, None)
             else:
-                new_secrets[name] = encrypt(value)
-    row.values = {k: saved.values[k] for k in sorted(saved.values)}
-    row.secrets = new_secrets
+                secrets[name] = encrypt(value)
+    row.values = {k: prep.saved.values[k] for k in sorted(prep.saved.values)}
+    row.secrets = secrets
     row.updated_by = actor
-    for name, value in parsed.items():
-        if FIELDS[protocol][name].secret:
-            if value is not None or name in old_secrets:
-                result.changed.append(name)
-        elif old_values.get(name) != row.values.get(name):
-            result.changed.append(name)
     db.session.add(row)
     db.session.commit()
+    result.changed = prep.changed
     result.settings = effective(protocol)
     return result
 

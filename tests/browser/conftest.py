@@ -2,6 +2,7 @@
 by a werkzeug server in a thread, every request checked to stay on loopback."""
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -13,7 +14,7 @@ from werkzeug.serving import make_server
 
 from tests.conftest import ADMIN_PASSWORD, add_user, make_app
 
-EXPECTED_422 = "status of 422"
+EXPECTED_STATUS = re.compile(r"status of (409|422)")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -56,7 +57,7 @@ def guarded_page(page, live_server: str):
     page.route("**/*", route)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type == "error" and EXPECTED_422 not in m.text else None)
+            if m.type == "error" and not EXPECTED_STATUS.search(m.text) else None)
     page.problems = problems
     page.htmx_requests = htmx_requests
     page.base = live_server

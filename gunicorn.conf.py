@@ -1,0 +1,14 @@
+"""gunicorn settings read by `make run` and the container: every worker runs the background
+checks, coordinated through the database."""
+import os
+
+bind = os.environ.get("CONSOLE_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("CONSOLE_WORKERS", "2"))
+threads = int(os.environ.get("CONSOLE_THREADS", "4"))
+accesslog = "-"
+
+
+def post_worker_init(worker):
+    from console.checks.scheduler import start
+
+    start(worker.wsgi)
