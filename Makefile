@@ -35,9 +35,12 @@ run: install
 system-deps:
 	@bash scripts/system-deps.sh
 
-## brokers: start the five test brokers on 127.0.0.1 (private ports); brokers-stop stops them
+## brokers: start the five test brokers on 127.0.0.1 (private ports) and point the console's saved
+## settings at them (a local demo: `make brokers && make run`); brokers-stop stops them
 brokers: install-dev system-deps
 	$(BIN)/python scripts/brokerlab.py start
+	$(FLASK) db upgrade
+	$(FLASK) brokers use-lab
 
 brokers-stop:
 	$(BIN)/python scripts/brokerlab.py stop

@@ -148,3 +148,64 @@ class CheckLease(db.Model):
     protocol: Mapped[str] = mapped_column(String(16), primary_key=True)
     due_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     holder: Mapped[str | None] = mapped_column(String(80))
+
+
+class ExtensionService(db.Model):
+    """An extension service of the platform and the protocols it supports."""
+
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    protocols: Mapped[list[str]] = mapped_column(JSON, default=list)
+    registered_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Adapter(db.Model):
+    """An adapter created against a service, with the effective settings it was created with
+    (protocol, address, TLS/SASL identity — never secrets)."""
+
+    __tablename__ = "adapters"
+    __table_args__ = (Index("ix_adapters_protocol_snapshot", "protocol", "snapshot_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"),
+                                            index=True)
+    protocol: Mapped[str] = mapped_column(String(16))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+    snapshot_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(80))
+
+
+class AuditEntry(db.Model):
+    """Who changed what, when and from where; secrets appear only as "changed"."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(80))
+    origin: Mapped[str] = mapped_column(String(16))
+    remote: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(24))
+    protocols: Mapped[str] = mapped_column(String(64), default="")
+    summary: Mapped[str] = mapped_column(Text, default="")
+    changes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    version_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class ConfigVersion(db.Model):
+    """The whole saved configuration after a change (secrets and keys as stored: encrypted)."""
+
+    __tablename__ = "config_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(80))
+    origin: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,6 +1,9 @@
 """Broker lab: real test brokers on 127.0.0.1, on private ports, for the Messaging Console's tests.
 
-    python scripts/brokerlab.py start|stop|status|env [--dir DIR]      # DIR defaults to <repo>/.brokers
+    python scripts/brokerlab.py start|stop|status|env [--dir DIR]
+
+DIR is $BROKERLAB_DIR, else <tmp>/messaging-console-lab: one lab per machine, as its ports are fixed,
+so every checkout (and CI's fresh clone) shares the running lab.
 
 `start` is idempotent: brokers already running are left alone, dead ones are restarted. It installs the
 Debian packages it needs when a binary is missing, writes the test PKI once (scripts/pki.py) into
@@ -64,13 +67,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DIR = REPO / ".brokers"
+DEFAULT_DIR = Path(os.environ.get("BROKERLAB_DIR")
+                   or Path(tempfile.gettempdir()) / "messaging-console-lab")
 HOST = "127.0.0.1"
 USERNAME = "labuser"
 PASSWORD = "labpass"

@@ -53,6 +53,7 @@ def _roundtrip(app) -> None:
         assert service.apply_changes("kafka", {"host": "k", "password": "p", "username": "u",
                                                "sasl_mechanism": "PLAIN"}, "t").ok
         assert service.set_priorities(["nats", "kafka", "mqtt", "pulsar", "rabbitmq"]).ok
+        db.session.remove()
         downgrade(revision="base")
         with db.engine.connect() as conn:
             assert set(sa.inspect(conn).get_table_names()) <= {"alembic_version"}

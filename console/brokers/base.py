@@ -7,6 +7,7 @@ timeout.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping
@@ -81,3 +82,88 @@ class Checker(ABC):
     @abstractmethod
     def check(self, config: BrokerConfig, timeout: float) -> CheckResult:
         """Connect with `config`, do the minimal round trip, close; never raise."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """`text` as one trimmed line of at most `limit` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
+
+
+class CheckFailed(Exception):
+    """A decisive failure of a check: a cause code from CAUSES and a one-line message."""
+
+    def __init__(self, cause: str, message: str) -> None:
+        if cause not in CAUSES:
+            raise ValueError(f"unknown cause {cause!r}")
+        super().__init__(cause, message)
+        self.cause = cause
+        self.message = one_line(message)
+
+    def __str__(self) -> str:
+        return f"{self.cause}: {self.message}"
+
+
+class Deadline:
+    """A monotonic-clock budget: when a check started, when it must be over, and laps within it."""
+
+    def __init__(self, timeout: float, *, start: float | None = None,
+                 parent: "Deadline | None" = None) -> None:
+        self.start = time.monotonic() if start is None else start
+        self.timeout = max(0.0, float(timeout))
+        self.end = self.start + self.timeout
+        self.finished: float | None = None
+        self._parent = parent
+
+    def remaining(self, cap: float | None = None) -> float:
+        """Seconds left (never negative), at most `cap` when given."""
+        left = max(0.0, self.end - time.monotonic())
+        return left if cap is None else min(left, cap)
+
+    @property
+    def expired(self) -> bool:
+        """True once the budget is spent."""
+        return time.monotonic() >= self.end
+
+    def elapsed(self) -> float:
+        """Seconds since the start."""
+        return time.monotonic() - self.start
+
+    def share(self, fraction: float) -> "Deadline":
+        """A deadline with the same start that ends after `fraction` of this one's budget."""
+        return Deadline(self.timeout * fraction, start=self.start, parent=self)
+
+    def done(self) -> None:
+        """Mark the round trip as complete: latency is measured up to here, not to the clean-up."""
+        if self.finished is None:
+            self.finished = time.monotonic()
+        if self._parent is not None:
+            self._parent.done()
+
+    def latency_ms(self) -> float:
+        """Milliseconds from the start to `done()` (or to now)."""
+        return ((self.finished or time.monotonic()) - self.start) * 1000.0
+
+
+class DriverChecker(Checker):
+    """A checker whose `probe` does the library work; `check` times it and turns every outcome into a
+    `CheckResult` (a `CheckFailed` into its cause, anything else into `unknown`), so it never raises."""
+
+    library_share: ClassVar[float] = 0.8
+
+    def check(self, config: BrokerConfig, timeout: float) -> CheckResult:
+        """Connect with `config`, do the minimal round trip, close; never raise."""
+        deadline = Deadline(timeout)
+        try:
+            identity = self.probe(config, deadline)
+        except CheckFailed as failed:
+            return CheckResult(self.protocol, "down", deadline.latency_ms(), failed.cause, failed.message)
+        except Exception as exc:  # noqa: BLE001 - a check never raises
+            return CheckResult(self.protocol, "down", deadline.latency_ms(), "unknown",
+                               one_line(f"{type(exc).__name__}: {exc}"))
+        return CheckResult(self.protocol, "up", deadline.latency_ms(), "ok", "", identity)
+
+    @abstractmethod
+    def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
+        """Connect, do the minimal round trip and close within `deadline`; return the broker's identity
+        or raise `CheckFailed`."""

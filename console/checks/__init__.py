@@ -22,22 +22,11 @@ from ..extensions import db
 from ..models import BrokerCheck, CheckLease, utcnow
 from ..settings import service as settings_service
 from ..settings.resolve import ProtocolSettings
+from ..settings import identity
 from ..settings.rules import kafka_security
-from ..settings.values import split_host_port
 
 HISTORY_KEEP = 200
 Resolver = Callable[[str, int], list[str]]
-
-
-def _addresses(settings: ProtocolSettings) -> tuple[tuple[str, int], ...]:
-    protocol = settings.protocol
-    if protocol == "kafka" and settings.get("bootstrap_servers"):
-        return tuple(split_host_port(x) for x in settings["bootstrap_servers"].split(","))
-    if protocol == "pulsar" and settings.get("url"):
-        rest = settings["url"].split("://", 1)[1]
-        default = 6651 if settings["url"].startswith("pulsar+ssl") else 6650
-        return tuple(split_host_port(x, default) for x in rest.split(","))
-    return ((settings["host"], int(settings["port"])),)
 
 
 def _write(directory: str, name: str, text: str) -> str:
@@ -69,30 +58,20 @@ def broker_config(settings: ProtocolSettings) -> Iterator[BrokerConfig]:
                 files[name] = _write(directory, f"{name}.pem", value["key_pem"])
             elif value.get("path"):
                 files[name] = value["path"]
-        addresses = _addresses(settings)
+        addrs = identity.addresses(settings)
         options = {k: v for k, v in settings.values().items()
                    if k not in ("password", "token", "oauth2_client_secret", "tls_key")}
-        tls = bool(settings.get("tls"))
-        url = None
         if settings.protocol == "kafka":
             options["security_protocol"] = kafka_security(settings)
-            tls = options["security_protocol"].endswith("SSL")
-        if settings.protocol == "pulsar":
-            url = settings.get("url")
-            if url:
-                tls = url.startswith("pulsar+ssl://")
-            else:
-                scheme = "pulsar+ssl" if tls else "pulsar"
-                host, port = addresses[0]
-                url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+        url = identity.pulsar_url(settings) if settings.protocol == "pulsar" else None
         options["oauth2_client_secret"] = settings.get("oauth2_client_secret")
         yield BrokerConfig(
             protocol=settings.protocol,
-            host=addresses[0][0],
-            port=addresses[0][1],
-            servers=addresses if len(addresses) > 1 or settings.protocol == "kafka" else (),
+            host=addrs[0][0],
+            port=addrs[0][1],
+            servers=addrs if len(addrs) > 1 or settings.protocol == "kafka" else (),
             url=url,
-            tls=tls,
+            tls=identity.uses_tls(settings),
             tls_ca_file=files["tls_ca"],
             tls_cert_file=files["tls_cert"],
             tls_key_file=files["tls_key"],

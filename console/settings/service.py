@@ -30,10 +30,15 @@ class ChangeResult:
     warnings: list[tuple[str, str]] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     settings: ProtocolSettings | None = None
+    outcome: Any = None
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.errors and not self.needs_confirmation
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return self.outcome is not None and self.outcome.status == "confirm"
 
 
 def check_protocol(protocol: str) -> str:
@@ -212,34 +217,60 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
     return prep
 
 
-def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None) -> ChangeResult:
-    """Validate `changes` and save them all, or nothing when any is invalid."""
+def _commit(candidate: Any, result: ChangeResult, *, actor: str | None, origin: str,
+            action: str, confirm: bool, protocol: str | None) -> ChangeResult:
+    from .changes import commit
+
+    outcome = commit(candidate, actor=actor, origin=origin, action=action, confirm=confirm)
+    result.outcome = outcome
+    result.changed = sorted({c.field for c in outcome.saved_changes if c.field != "priorities"}
+                            | ({"priorities"} if any(c.field == "priorities"
+                                                     for c in outcome.saved_changes) else set()))
+    if outcome.status == "confirm":
+        result.changed = []
+    if protocol:
+        result.settings = effective(protocol)
+    return result
+
+
+def _rejected(result: ChangeResult, *, actor: str | None, origin: str, action: str,
+              protocol: str | None) -> ChangeResult:
+    from .changes import record_rejection
+
+    record_rejection(action, actor=actor, origin=origin, protocol=protocol, errors=result.errors)
+    return result
+
+
+def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, *,
+                  origin: str = "console", confirm: bool = False) -> ChangeResult:
+    """Validate `changes` and save them all, or nothing when any is invalid; when adapters are
+    affected, nothing is saved without `confirm`."""
+    from .state import read_state
+
     prep = prepare_changes(protocol, changes)
     result = ChangeResult(errors=prep.errors, warnings=prep.warnings, settings=prep.settings)
     if prep.errors:
-        return result
-    row = _row(protocol) or BrokerSettings(protocol=protocol, values={}, secrets={})
-    secrets = dict(row.secrets or {})
+        return _rejected(result, actor=actor, origin=origin, action="update", protocol=protocol)
+    candidate = read_state()
+    candidate.values[protocol] = {k: prep.saved.values[k] for k in sorted(prep.saved.values)}
+    secrets = candidate.secrets.setdefault(protocol, {})
     for name, value in prep.parsed.items():
         if FIELDS[protocol][name].secret:
             if value is None:
                 secrets.pop(name, None)
             else:
                 secrets[name] = encrypt(value)
-    row.values = {k: prep.saved.values[k] for k in sorted(prep.saved.values)}
-    row.secrets = secrets
-    row.updated_by = actor
-    db.session.add(row)
-    db.session.commit()
-    result.changed = prep.changed
-    result.settings = effective(protocol)
-    return result
+    return _commit(candidate, result, actor=actor, origin=origin, action="update",
+                   confirm=confirm, protocol=protocol)
 
 
 def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
                 password: str | None = None, key_data: bytes | None = None,
-                key_password: str | None = None, actor: str | None = None) -> ChangeResult:
+                key_password: str | None = None, actor: str | None = None,
+                origin: str = "console", confirm: bool = False) -> ChangeResult:
     """Parse and store a truststore (slot tls_ca) or a client certificate with its key (tls_cert)."""
+    from .state import read_state
+
     check_protocol(protocol)
     result = ChangeResult()
     if slot not in FILE_SLOTS:
@@ -248,7 +279,7 @@ def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
     current = effective(protocol)
     if current.fields[slot].source == "env":
         result.errors[slot] = f"Locked: set by the environment variable {current.fields[slot].env_var}."
-        return result
+        return _rejected(result, actor=actor, origin=origin, action="upload", protocol=protocol)
     try:
         if slot == "tls_ca":
             parsed = certs.parse_truststore(data, password or None, filename=filename)
@@ -259,39 +290,33 @@ def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
             key_pem = parsed.key_pem
     except certs.CertError as exc:
         result.errors[slot] = str(exc)
-        return result
-    if _row(protocol) is None:
-        db.session.add(BrokerSettings(protocol=protocol, values={}, secrets={}))
-        db.session.flush()
-    row = _files(protocol).get(slot) or TlsFile(protocol=protocol, slot=slot)
-    row.filename = (filename or "upload")[:255]
-    row.format = parsed.format
-    row.certs_pem = parsed.certs_pem
-    row.key_ciphertext = encrypt(key_pem) if key_pem else None
-    row.uploaded_by = actor
-    row.uploaded_at = utcnow()
-    db.session.add(row)
-    db.session.commit()
-    result.changed = [slot] + (["tls_key"] if key_pem else [])
-    result.settings = effective(protocol)
-    result.warnings = findings(result.settings)[1]
+        return _rejected(result, actor=actor, origin=origin, action="upload", protocol=protocol)
+    candidate = read_state()
+    candidate.files.setdefault(protocol, {})[slot] = {
+        "filename": (filename or "upload")[:255], "format": parsed.format,
+        "certs_pem": parsed.certs_pem, "key_ciphertext": encrypt(key_pem) if key_pem else None,
+        "uploaded_at": utcnow().isoformat(), "uploaded_by": actor}
+    _commit(candidate, result, actor=actor, origin=origin, action="upload", confirm=confirm,
+            protocol=protocol)
+    if result.ok:
+        result.warnings = findings(result.settings)[1]
     return result
 
 
-def delete_file(protocol: str, slot: str, actor: str | None = None) -> ChangeResult:
+def delete_file(protocol: str, slot: str, actor: str | None = None, *, origin: str = "console",
+                confirm: bool = False) -> ChangeResult:
     """Remove a stored truststore or client certificate."""
+    from .state import read_state
+
     check_protocol(protocol)
     result = ChangeResult()
     if slot not in FILE_SLOTS:
         result.errors[slot] = f"No file slot '{slot}': use tls_ca or tls_cert."
         return result
-    row = _files(protocol).get(slot)
-    if row is not None:
-        db.session.delete(row)
-        db.session.commit()
-        result.changed = [slot]
-    result.settings = effective(protocol)
-    return result
+    candidate = read_state()
+    candidate.files.get(protocol, {}).pop(slot, None)
+    return _commit(candidate, result, actor=actor, origin=origin, action="remove_file",
+                   confirm=confirm, protocol=protocol)
 
 
 def saved_priorities() -> list[str]:
@@ -305,17 +330,14 @@ def priorities() -> tuple[list[str], dict[str, Any]]:
     return resolve_priorities(saved_priorities(), _env())
 
 
-def set_priorities(order: Any, actor: str | None = None) -> ChangeResult:
-    """Save a new priority order: every protocol exactly once."""
-    result = ChangeResult()
+def validate_priorities(order: Any) -> str | None:
+    """Why `order` is not a valid priority list, or None."""
     if not isinstance(order, list) or not all(isinstance(p, str) for p in order):
-        result.errors["priorities"] = "Give the priorities as a list of protocol names."
-        return result
+        return "Give the priorities as a list of protocol names."
     unknown = [p for p in order if p not in PROTOCOLS]
     if unknown:
-        result.errors["priorities"] = (f"Unknown protocol: {', '.join(unknown)}. "
-                                       f"Use {', '.join(PROTOCOLS)}.")
-    elif sorted(order) != sorted(PROTOCOLS):
+        return f"Unknown protocol: {', '.join(unknown)}. Use {', '.join(PROTOCOLS)}."
+    if sorted(order) != sorted(PROTOCOLS):
         missing = [p for p in PROTOCOLS if p not in order]
         twice = sorted({p for p in order if order.count(p) > 1})
         parts = []
@@ -323,21 +345,28 @@ def set_priorities(order: Any, actor: str | None = None) -> ChangeResult:
             parts.append("missing " + ", ".join(missing))
         if twice:
             parts.append("listed twice " + ", ".join(twice))
-        result.errors["priorities"] = f"List every protocol exactly once ({'; '.join(parts)})."
-    if result.errors:
-        return result
-    old = saved_priorities()
-    if old != order:
-        db.session.execute(db.delete(Priority))
-        db.session.flush()
-        for position, protocol in enumerate(order):
-            db.session.add(Priority(protocol=protocol, position=position))
-        db.session.commit()
-        result.changed = ["priorities"]
-    return result
+        return f"List every protocol exactly once ({'; '.join(parts)})."
+    return None
 
 
-def move_priority(protocol: str, direction: str, actor: str | None = None) -> ChangeResult:
+def set_priorities(order: Any, actor: str | None = None, *, origin: str = "console",
+                   confirm: bool = False) -> ChangeResult:
+    """Save a new priority order: every protocol exactly once."""
+    from .state import read_state
+
+    result = ChangeResult()
+    error = validate_priorities(order)
+    if error:
+        result.errors["priorities"] = error
+        return _rejected(result, actor=actor, origin=origin, action="priorities", protocol=None)
+    candidate = read_state()
+    candidate.priorities = list(order)
+    return _commit(candidate, result, actor=actor, origin=origin, action="priorities",
+                   confirm=confirm, protocol=None)
+
+
+def move_priority(protocol: str, direction: str, actor: str | None = None, *,
+                  origin: str = "console", confirm: bool = False) -> ChangeResult:
     """Move one protocol up or down in the saved order."""
     check_protocol(protocol)
     order = priorities()[1]["saved"]
@@ -345,7 +374,7 @@ def move_priority(protocol: str, direction: str, actor: str | None = None) -> Ch
     target = index - 1 if direction == "up" else index + 1
     if 0 <= target < len(order):
         order[index], order[target] = order[target], order[index]
-    return set_priorities(order, actor)
+    return set_priorities(order, actor, origin=origin, confirm=confirm)
 
 
 def schema_fields(protocol: str):

@@ -1,0 +1,257 @@
+"""Transport helpers shared by every driver, one implementation for all five.
+
+- `ssl_context(config)`: the client `SSLContext` a `BrokerConfig` asks for (its CA file or the system
+  store, its client certificate and key, host-name checking on or off).
+- `classify(exc)`: a socket or `ssl` exception as a cause code (`connection_refused`, `connect_timeout`,
+  `dns_failure`, `tls_untrusted`, `tls_expired`, `tls_hostname_mismatch`, `tls_not_offered`, ...).
+- `probe_tcp`, `probe_tls`, `speaks_tls`, `exchange`: small deadline-bounded probes of one address.
+- `diagnose(...)`: names the cause when a client library failed without saying why (it timed out, the
+  connection was lost, every certificate problem looked the same): TCP first, then either the configured
+  TLS handshake or the protocol's own greeting in plaintext, whose answer tells a plaintext broker from a
+  TLS port or from another protocol.
+
+Every probe connects only to the address it is given and never outlives the time it is given.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Callable
+
+from .base import BrokerConfig, CheckFailed, Deadline, one_line
+
+_EXPIRED_CODES = {9, 10}
+_HOSTNAME_CODES = {62, 63, 64}
+_NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+                    "HTTP_REQUEST", "UNEXPECTED_EOF_WHILE_READING", "UNKNOWN_PROTOCOL",
+                    "UNEXPECTED_RECORD", "BAD_RECORD_TYPE"}
+_CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN",
+                       "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED", "ACCESS_DENIED",
+                       "UNSUPPORTED_CERTIFICATE")
+_MIN_PROBE = 0.05
+
+
+@dataclass(frozen=True)
+class Greeting:
+    """The first bytes a protocol's client sends, and how to recognise its own broker's answer."""
+
+    protocol: str
+    payload: bytes
+    expect: Callable[[bytes], bool]
+
+
+def ssl_context(config: BrokerConfig) -> ssl.SSLContext:
+    """The client `SSLContext` for `config`: CA file (else the system store), client certificate and key,
+    certificate verification always on, host-name checking as configured."""
+    try:
+        context = ssl.create_default_context(cafile=config.tls_ca_file or None)
+        if config.tls_cert_file:
+            context.load_cert_chain(config.tls_cert_file, config.tls_key_file or None)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise CheckFailed("unknown", f"cannot load the TLS files: {exc}") from exc
+    context.check_hostname = config.tls_verify_hostname
+    return context
+
+
+def system_ca_file() -> str | None:
+    """The system CA bundle path OpenSSL uses by default, when there is one."""
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.openssl_cafile or None
+
+
+def _verify_failure(exc: ssl.SSLError | ValueError, where: str) -> CheckFailed:
+    code = getattr(exc, "verify_code", None)
+    text = getattr(exc, "verify_message", None) or str(exc)
+    lowered = text.lower()
+    if code in _EXPIRED_CODES or "expired" in lowered or "not yet valid" in lowered:
+        cause = "tls_expired"
+    elif code in _HOSTNAME_CODES or "mismatch" in lowered or "doesn't match" in lowered:
+        cause = "tls_hostname_mismatch"
+    else:
+        cause = "tls_untrusted"
+    return CheckFailed(cause, f"{where}certificate verify failed: {text}")
+
+
+def classify(exc: BaseException, *, during_tls: bool = False, where: str = "") -> CheckFailed | None:
+    """The cause code of a socket or `ssl` exception, or None when it names none; `during_tls` says the
+    exception came from a TLS handshake (a reset or EOF then means the port does not speak TLS)."""
+    prefix = f"{where}: " if where else ""
+    if isinstance(exc, (ssl.SSLCertVerificationError, ssl.CertificateError)):
+        return _verify_failure(exc, prefix)
+    if isinstance(exc, socket.gaierror):
+        return CheckFailed("dns_failure", f"{prefix}name lookup failed: {exc.strerror or exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return CheckFailed("connection_refused", f"{prefix}connection refused")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        if during_tls:
+            return CheckFailed("handshake_timeout", f"{prefix}no answer to the TLS handshake")
+        return CheckFailed("connect_timeout", f"{prefix}TCP connect timed out")
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        if reason in _NOT_TLS_REASONS or isinstance(exc, ssl.SSLEOFError):
+            return CheckFailed("tls_not_offered", f"{prefix}the port does not speak TLS ({exc})")
+        if "ALERT" in reason and any(alert in reason for alert in _CLIENT_CERT_ALERTS):
+            return CheckFailed("auth_failed", f"{prefix}the broker rejected the client certificate ({exc})")
+        return CheckFailed("unknown", f"{prefix}TLS error: {exc}")
+    if during_tls and isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return CheckFailed("tls_not_offered", f"{prefix}the port reset the TLS handshake ({exc})")
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return CheckFailed("connect_timeout", f"{prefix}{exc.strerror}")
+    return None
+
+
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    if timeout <= 0:
+        raise TimeoutError("no time left")
+    return socket.create_connection((host, port), timeout=max(timeout, _MIN_PROBE))
+
+
+def probe_tcp(host: str, port: int, timeout: float) -> CheckFailed | None:
+    """None when a TCP connection to host:port opens within `timeout`, else the cause."""
+    try:
+        _connect(host, port, timeout).close()
+    except OSError as exc:
+        return classify(exc, where=f"{host}:{port}") or CheckFailed("unknown", f"{host}:{port}: {exc!r}")
+    return None
+
+
+def _server_name(config: BrokerConfig, host: str) -> str:
+    return str(config.options.get("tls_server_name") or host)
+
+
+def probe_tls(config: BrokerConfig, host: str, port: int, timeout: float,
+              listen: float = 0.0) -> CheckFailed | None:
+    """None when a TLS handshake with `config`'s settings succeeds within `timeout`, else the cause;
+    `listen` > 0 also waits that long for a post-handshake alert (TLS 1.3 rejects a client certificate
+    only after the handshake)."""
+    context = ssl_context(config)
+    where = f"{host}:{port}"
+    try:
+        sock = _connect(host, port, timeout)
+    except OSError as exc:
+        return classify(exc, where=where) or CheckFailed("unknown", f"{where}: {exc!r}")
+    try:
+        with context.wrap_socket(sock, server_hostname=_server_name(config, host)) as tls:
+            if listen > 0:
+                tls.settimeout(listen)
+                try:
+                    tls.recv(1)
+                except (socket.timeout, TimeoutError):
+                    pass
+                except ssl.SSLError as exc:
+                    return classify(exc, during_tls=True, where=where)
+                except OSError:
+                    pass
+            return None
+    except (OSError, ValueError) as exc:
+        return classify(exc, during_tls=True, where=where) or CheckFailed("unknown", f"{where}: {exc!r}")
+    finally:
+        sock.close()
+
+
+def tls_failure(config: BrokerConfig, host: str, port: int, deadline: Deadline,
+                library_words: str) -> CheckFailed:
+    """The exact cause behind a library's generic "certificate verify failed", named by a Python
+    handshake with the same CA and host-name settings."""
+    found = probe_tls(config, host, port, deadline.remaining())
+    if found is None or found.cause in ("unknown", "connect_timeout", "handshake_timeout"):
+        return CheckFailed("tls_untrusted", library_words)
+    return found
+
+
+def speaks_tls(host: str, port: int, timeout: float) -> bool:
+    """True when host:port completes (or answers with an alert) a TLS handshake that checks nothing."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        sock = _connect(host, port, timeout)
+    except OSError:
+        return False
+    try:
+        with context.wrap_socket(sock, server_hostname=host):
+            return True
+    except ssl.SSLError as exc:
+        return "ALERT" in (exc.reason or "")
+    except (OSError, ValueError):
+        return False
+    finally:
+        sock.close()
+
+
+def exchange(host: str, port: int, payload: bytes, timeout: float) -> bytes | None:
+    """Send `payload` in plaintext and return the first bytes answered: b"" when the port closed or reset
+    the connection, None when it stayed silent for `timeout`."""
+    deadline = Deadline(timeout)
+    try:
+        sock = _connect(host, port, timeout)
+    except OSError as exc:
+        raise classify(exc, where=f"{host}:{port}") or CheckFailed("unknown", f"{host}:{port}: {exc!r}")
+    try:
+        sock.settimeout(max(deadline.remaining(), _MIN_PROBE))
+        if payload:
+            sock.sendall(payload)
+        return sock.recv(4096)
+    except (socket.timeout, TimeoutError):
+        return None
+    except OSError:
+        return b""
+    finally:
+        sock.close()
+
+
+def identify(data: bytes) -> str | None:
+    """The protocol whose first answer looks like `data`, when recognisable."""
+    if data[:2] in (b"\x16\x03", b"\x15\x03"):
+        return "TLS"
+    for prefix, name in ((b"AMQP", "AMQP"), (b"INFO ", "NATS"), (b"-ERR", "NATS"), (b"HTTP/", "HTTP"),
+                         (b"SSH-", "SSH"), (b"\x01\x00\x00\x00", "AMQP")):
+        if data.startswith(prefix):
+            return name
+    if len(data) >= 4 and data[0] == 0x20 and data[1] == len(data) - 2:
+        return "MQTT"
+    return None
+
+
+def diagnose(config: BrokerConfig, host: str, port: int, deadline: Deadline, greeting: Greeting,
+             fallback: CheckFailed) -> CheckFailed:
+    """The cause of an ambiguous library failure, found by probing host:port within `deadline`:
+    `fallback` when the transport looks healthy and the problem is above it."""
+    where = f"{host}:{port}"
+    found = probe_tcp(host, port, deadline.remaining())
+    if found is not None:
+        return found
+    if config.tls:
+        found = probe_tls(config, host, port, deadline.remaining() / 2, listen=deadline.remaining(0.4) / 4)
+        if found is None:
+            return fallback
+        if found.cause != "handshake_timeout":
+            return found
+        reply = exchange(host, port, greeting.payload, deadline.remaining())
+        if reply and greeting.expect(reply):
+            return CheckFailed("tls_not_offered", f"{where} did not answer the TLS handshake but answers "
+                                                  f"{greeting.protocol} in plaintext: TLS is not enabled there")
+        name = identify(reply) if reply else None
+        if name and name != "TLS":
+            return CheckFailed("protocol_mismatch", f"{where} speaks {name}, not {greeting.protocol}")
+        return found
+    reply = exchange(host, port, greeting.payload, deadline.remaining())
+    if reply is None:
+        if fallback.cause in ("connect_timeout", "handshake_timeout"):
+            return fallback
+        return CheckFailed("handshake_timeout", f"{where} accepted the connection but never answered")
+    if reply and greeting.expect(reply):
+        return fallback
+    name = identify(reply) if reply else None
+    if name == "TLS" or (not reply and speaks_tls(host, port, deadline.remaining())):
+        return CheckFailed("tls_required", f"{where} speaks TLS but the settings ask for plaintext: "
+                                           f"turn TLS on")
+    if name:
+        return CheckFailed("protocol_mismatch", f"{where} speaks {name}, not {greeting.protocol}")
+    if not reply:
+        return CheckFailed("protocol_mismatch", f"{where} closed the connection on the {greeting.protocol} "
+                                                f"greeting: it does not seem to speak {greeting.protocol}")
+    return CheckFailed("protocol_mismatch", f"{where} answered the {greeting.protocol} greeting with "
+                                            f"unexpected bytes {one_line(repr(reply[:16]))}")

@@ -1,0 +1,226 @@
+"""Pulsar checker (pulsar-client): connect, one partitioned-metadata lookup of a topic, close.
+
+Connection string: `config.url` when it is `pulsar://host:port` or `pulsar+ssl://host:port`, else built
+from `host`/`port` and `tls` (`tls` on with a `pulsar://` URL switches it to `pulsar+ssl://`).
+
+Options honoured: `tls`, `tls_ca_file` (else the system CA bundle), `tls_cert_file`/`tls_key_file`,
+`tls_verify_hostname` (`tls_validate_hostname`, which the library leaves off by default), `token`
+(`AuthenticationToken`), `username`/`password` (`AuthenticationBasic`, when no token is set),
+`options["oauth2_issuer_url"]`, `oauth2_client_id`, `oauth2_client_secret`, `oauth2_audience`
+(`AuthenticationOauth2`, when no token is set), `options["topic"]` (default
+`persistent://public/default/messaging-console-health`).
+
+Identity: `service_url`, `topic`, `partitions`, `tls`.
+
+Traps handled:
+- the first `Client(logger=...)` of a process fixes the library's logger for the whole process: every
+  client gets the same module-level logger, whose handler hands each line to the checks running now (and
+  to the `console.brokers.pulsar` logger at DEBUG). That logger is created outside the logging registry,
+  so an application's `logging.config.dictConfig` cannot strip its handler;
+- a refused port raises `Timeout` only after `operation_timeout_seconds` (an int, at least 1 s) because
+  the client retries: the lookup runs with `get_topic_partitions_async` and the check waits on its own
+  deadline; the first warning, error or lost connection the library logs triggers one transport diagnosis
+  (`net.diagnose`), which ends the check as soon as it names a transport cause (refused, TLS, plaintext
+  vs TLS, another protocol);
+- CA, expiry and host-name failures all log "certificate verify failed": a Python handshake with the same
+  settings names the exact cause;
+- the client is always closed (asynchronously, waited for within the deadline) and then shut down.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import pulsar
+
+from .base import BrokerConfig, CheckFailed, Deadline, DriverChecker, one_line
+from .net import Greeting, diagnose, system_ca_file, tls_failure
+
+DEFAULT_TOPIC = "persistent://public/default/messaging-console-health"
+_CONNECT = b"\x08\x02\x12\x06\x0a\x02mc\x20\x0f"
+PULSAR_GREETING = Greeting("Pulsar", (len(_CONNECT) + 4).to_bytes(4, "big") + len(_CONNECT).to_bytes(4, "big")
+                           + _CONNECT, lambda reply: len(reply) >= 10 and reply[8:9] == b"\x08")
+
+_TROUBLE = ("disconnected", "Reschedule", "closed", "failed", "Failed", "error", "Error")
+
+
+class _Watch:
+    """The library log lines seen while one check runs."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.trouble = threading.Event()
+
+
+class _Fanout(logging.Handler):
+    """Hands every pulsar-client log line to the checks running now."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.watches: set[_Watch] = set()
+        self.guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        _FORWARD.debug("%s", line)
+        with self.guard:
+            watches = list(self.watches)
+        trouble = record.levelno >= logging.WARNING or any(word in line for word in _TROUBLE)
+        for watch in watches:
+            watch.lines.append(line)
+            if trouble:
+                watch.trouble.set()
+
+
+_FORWARD = logging.getLogger(__name__)
+_FANOUT = _Fanout()
+LOGGER = logging.Logger("console.brokers.pulsar.client", logging.INFO)
+LOGGER.addHandler(_FANOUT)
+
+
+def service_url(config: BrokerConfig) -> str:
+    """The service URL for `config`: its `url` when it is a pulsar one, else built from host and port."""
+    url = (config.url or "").strip()
+    if url.startswith(("pulsar://", "pulsar+ssl://")):
+        if config.tls and url.startswith("pulsar://"):
+            return "pulsar+ssl://" + url.removeprefix("pulsar://")
+        return url
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"{'pulsar+ssl' if config.tls else 'pulsar'}://{host}:{config.port}"
+
+
+def _authentication(config: BrokerConfig) -> Any:
+    if config.token:
+        return pulsar.AuthenticationToken(config.token)
+    options = config.options
+    if options.get("oauth2_issuer_url"):
+        params = {"type": "client_credentials", "issuer_url": options["oauth2_issuer_url"],
+                  "client_id": options.get("oauth2_client_id") or "",
+                  "client_secret": options.get("oauth2_client_secret") or ""}
+        if options.get("oauth2_audience"):
+            params["audience"] = options["oauth2_audience"]
+        return pulsar.AuthenticationOauth2(json.dumps(params))
+    if config.username:
+        return pulsar.AuthenticationBasic(config.username, config.password or "")
+    return None
+
+
+class PulsarChecker(DriverChecker):
+    """Checks a Pulsar cluster with pulsar-client: connect and look up one topic's partitions."""
+
+    protocol = "pulsar"
+    default_port = 6650
+
+    def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
+        """Look up the topic's partitions within `deadline`; the cluster's identity."""
+        library = deadline.share(self.library_share)
+        url = service_url(config)
+        parts = urlsplit(url.split(",")[0])
+        tls = url.startswith("pulsar+ssl://")
+        host, port = parts.hostname or config.host, parts.port or config.port
+        effective = replace(config, tls=tls, host=host, port=port)
+        topic = str(config.options.get("topic") or DEFAULT_TOPIC)
+        watch = _Watch()
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def on_result(result: Any, partitions: Any) -> None:
+            outcome["result"], outcome["partitions"] = result, list(partitions or ())
+            done.set()
+            watch.trouble.set()
+
+        with _FANOUT.guard:
+            _FANOUT.watches.add(watch)
+        client = None
+        try:
+            client = pulsar.Client(url, **self._client_kwargs(config, effective, library))
+            client._client.get_topic_partitions_async(topic, on_result)
+            verdict = self._wait(effective, deadline, library, watch, done)
+            if verdict is not None:
+                raise verdict
+            if "result" not in outcome:
+                fallback = CheckFailed("handshake_timeout", f"{host}:{port}: no lookup answer within the timeout")
+                raise diagnose(effective, host, port, deadline, PULSAR_GREETING, fallback)
+            result = outcome["result"]
+            if result == pulsar.Result.Ok:
+                deadline.done()
+                return {"service_url": url, "topic": topic, "partitions": len(outcome["partitions"]),
+                        "tls": tls}
+            raise self._classify(effective, deadline, result, watch)
+        finally:
+            with _FANOUT.guard:
+                _FANOUT.watches.discard(watch)
+            if client is not None:
+                self._close(client, deadline)
+
+    @staticmethod
+    def _client_kwargs(config: BrokerConfig, effective: BrokerConfig, library: Deadline) -> dict[str, Any]:
+        budget = library.remaining()
+        kwargs: dict[str, Any] = {
+            "authentication": _authentication(config), "logger": LOGGER,
+            "operation_timeout_seconds": max(1, int(budget)),
+            "connection_timeout_ms": max(int(budget * 1000), 1), "io_threads": 1,
+            "message_listener_threads": 1, "stats_interval_in_seconds": 3600,
+        }
+        if effective.tls:
+            kwargs["tls_trust_certs_file_path"] = config.tls_ca_file or system_ca_file()
+            kwargs["tls_validate_hostname"] = config.tls_verify_hostname
+            if config.tls_cert_file:
+                kwargs["tls_certificate_file_path"] = config.tls_cert_file
+                kwargs["tls_private_key_file_path"] = config.tls_key_file or config.tls_cert_file
+        return kwargs
+
+    @staticmethod
+    def _wait(config: BrokerConfig, deadline: Deadline, library: Deadline, watch: _Watch,
+              done: threading.Event) -> CheckFailed | None:
+        diagnosed = False
+        while not done.is_set() and not library.expired:
+            watch.trouble.wait(library.remaining())
+            if done.is_set() or diagnosed or not watch.trouble.is_set():
+                continue
+            diagnosed = True
+            lines = " ".join(watch.lines[-3:]).lower()
+            if "certificate verify failed" in lines:
+                return tls_failure(config, config.host, config.port, deadline,
+                                   f"{config.host}:{config.port}: certificate verify failed")
+            keep = CheckFailed("unknown", "")
+            found = diagnose(config, config.host, config.port, deadline, PULSAR_GREETING, keep)
+            if found is not keep:
+                return found
+        return None
+
+    @staticmethod
+    def _classify(config: BrokerConfig, deadline: Deadline, result: Any, watch: _Watch) -> CheckFailed:
+        where = f"{config.host}:{config.port}"
+        name = getattr(result, "name", str(result))
+        words = f"{where}: lookup failed: {name}"
+        errors = [line for line in watch.lines if "error" in line.lower() or "fail" in line.lower()]
+        if errors:
+            words += f" ({one_line(errors[-1], 160)})"
+        if result == pulsar.Result.AuthenticationError:
+            return CheckFailed("auth_failed", words)
+        if result == pulsar.Result.AuthorizationError:
+            return CheckFailed("access_denied", words)
+        if result in (pulsar.Result.TopicNotFound, pulsar.Result.InvalidTopicName):
+            return CheckFailed("not_found", words)
+        if "certificate verify failed" in " ".join(watch.lines).lower():
+            return tls_failure(config, config.host, config.port, deadline, words)
+        fallback = CheckFailed("handshake_timeout" if name in ("Timeout", "ConnectError") else "unknown", words)
+        return diagnose(config, config.host, config.port, deadline, PULSAR_GREETING, fallback)
+
+    @staticmethod
+    def _close(client: pulsar.Client, deadline: Deadline) -> None:
+        closed = threading.Event()
+        try:
+            client._client.close_async(lambda _result: closed.set())
+            closed.wait(max(deadline.remaining(), 0.05))
+        except Exception:  # noqa: BLE001 - best-effort clean-up
+            pass
+        try:
+            client._client.shutdown()
+        except Exception:  # noqa: BLE001
+            pass

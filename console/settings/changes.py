@@ -1,0 +1,332 @@
+"""One way to change the configuration, whoever asks (page, API, CLI import, rollback):
+
+candidate State → diff of saved and effective values → impact on adapters → confirmation when
+adapters are affected → write, new version, audit entry. Failed and unconfirmed attempts are audited
+too. Secrets never leave this module in clear: diffs say only that they changed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import has_request_context, request
+
+from ..brokers import PROTOCOLS
+from ..crypto import decrypt
+from ..extensions import db
+from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
+from . import service as settings_service
+from .identity import identity, identity_hash
+from .resolve import ProtocolSettings, resolve_priorities
+from .schema import FIELDS, PROTOCOL_LABELS
+from .state import State, read_state, write_state
+
+SECRET_SHOWN = "changed"
+
+
+@dataclass
+class FieldChange:
+    """One changed value; secrets carry no values."""
+
+    protocol: str | None
+    field: str
+    old: Any
+    new: Any
+    secret: bool = False
+    install_time: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.secret:
+            return {"protocol": self.protocol, "field": self.field, "change": SECRET_SHOWN,
+                    "install_time": self.install_time}
+        return {"protocol": self.protocol, "field": self.field, "old": self.old, "new": self.new,
+                "install_time": self.install_time}
+
+    def label(self) -> str:
+        where = f"{PROTOCOL_LABELS[self.protocol]} {self.field}" if self.protocol else self.field
+        if self.secret:
+            return f"{where}: {SECRET_SHOWN}"
+        return f"{where}: {_show(self.old)} → {_show(self.new)}"
+
+
+def _show(value: Any) -> str:
+    if value is None or value == "":
+        return "(none)"
+    if isinstance(value, list):
+        return " > ".join(str(v) for v in value) if value and isinstance(value[0], str) else str(value)
+    return str(value)
+
+
+@dataclass
+class AdapterImpact:
+    """What a change does to one adapter, and what to do about it."""
+
+    adapter: str
+    service: str
+    protocol: str
+    kind: str                  # breaks | diverges | protocol_changes
+    reason: str
+    action: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class Impact:
+    """Every adapter a change affects, and services whose new adapters would get another protocol."""
+
+    adapters: list[AdapterImpact] = field(default_factory=list)
+    services: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return bool(self.adapters)
+
+    def counts(self) -> dict[str, int]:
+        out = {"breaks": 0, "diverges": 0, "protocol_changes": 0}
+        for item in self.adapters:
+            out[item.kind] += 1
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"adapters": [a.as_dict() for a in self.adapters], "services": self.services,
+                "counts": self.counts()}
+
+
+@dataclass
+class Outcome:
+    """What a commit did: applied, unchanged, preview, confirm (needs confirmation)."""
+
+    status: str
+    saved_changes: list[FieldChange] = field(default_factory=list)
+    effective_changes: list[FieldChange] = field(default_factory=list)
+    impact: Impact = field(default_factory=Impact)
+    version_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status,
+                "changes": [c.as_dict() for c in self.saved_changes],
+                "effective_changes": [c.as_dict() for c in self.effective_changes],
+                "impact": self.impact.as_dict(), "version": self.version_id}
+
+
+def effective_of(state: State, reveal: bool = False) -> dict[str, ProtocolSettings]:
+    """Effective settings of every protocol if `state` were saved."""
+    return {p: settings_service.effective(p, reveal=reveal, saved=state.saved(p, reveal))
+            for p in PROTOCOLS}
+
+
+def priorities_of(state: State) -> list[str]:
+    return resolve_priorities(state.priorities, os.environ)[0]
+
+
+def _file_view(value: Any) -> Any:
+    if not isinstance(value, dict) or not value:
+        return None
+    prints = [c["sha256"][:23] for c in value.get("certificates", [])]
+    return f"{value.get('filename') or value.get('path')} [{', '.join(prints)}]"
+
+
+def _plain(token: str | None) -> str | None:
+    return None if token is None else decrypt(token)
+
+
+def saved_diff(old: State, new: State) -> list[FieldChange]:
+    """What changed in the saved layer (what a person changed)."""
+    out: list[FieldChange] = []
+    for protocol in PROTOCOLS:
+        fields = FIELDS[protocol]
+        ov, nv = old.values.get(protocol, {}), new.values.get(protocol, {})
+        for name in sorted(set(ov) | set(nv), key=list(fields).index):
+            if ov.get(name) != nv.get(name):
+                out.append(FieldChange(protocol, name, ov.get(name), nv.get(name),
+                                       install_time=fields[name].install_time))
+        osec, nsec = old.secrets.get(protocol, {}), new.secrets.get(protocol, {})
+        for name in sorted(set(osec) | set(nsec)):
+            if osec.get(name) != nsec.get(name) and _plain(osec.get(name)) != _plain(nsec.get(name)):
+                out.append(FieldChange(protocol, name, None, None, secret=True,
+                                       install_time=fields[name].install_time))
+        ofiles, nfiles = old.files.get(protocol, {}), new.files.get(protocol, {})
+        for slot in sorted(set(ofiles) | set(nfiles)):
+            a, b = ofiles.get(slot), nfiles.get(slot)
+            if (a or {}).get("certs_pem") != (b or {}).get("certs_pem"):
+                out.append(FieldChange(protocol, slot, (a or {}).get("filename"),
+                                       (b or {}).get("filename")))
+            if _plain((a or {}).get("key_ciphertext")) != _plain((b or {}).get("key_ciphertext")):
+                out.append(FieldChange(protocol, "tls_key", None, None, secret=True))
+    if old.priorities != new.priorities:
+        out.append(FieldChange(None, "priorities", old.priorities, new.priorities))
+    return out
+
+
+def effective_diff(old: State, new: State) -> list[FieldChange]:
+    """What changes in the effective settings (environment overrides applied)."""
+    before, after = effective_of(old, reveal=True), effective_of(new, reveal=True)
+    out: list[FieldChange] = []
+    for protocol in PROTOCOLS:
+        for name, f in FIELDS[protocol].items():
+            a, b = before[protocol].fields[name], after[protocol].fields[name]
+            if f.is_file and not f.secret:
+                va, vb = _file_view(a.value), _file_view(b.value)
+                if va != vb:
+                    out.append(FieldChange(protocol, name, va, vb))
+            elif f.secret:
+                if a.value != b.value:
+                    out.append(FieldChange(protocol, name, None, None, secret=True,
+                                           install_time=f.install_time))
+            elif a.value != b.value:
+                out.append(FieldChange(protocol, name, a.value, b.value,
+                                       install_time=f.install_time))
+    po, pn = priorities_of(old), priorities_of(new)
+    if po != pn:
+        out.append(FieldChange(None, "priorities", po, pn))
+    return out
+
+
+def _classify(snapshot: dict[str, Any], current: dict[str, Any], enabled: bool,
+              secrets_changed: bool, protocol: str) -> tuple[str, str]:
+    label = PROTOCOL_LABELS[protocol]
+    if not enabled:
+        return "breaks", f"{label} is disabled."
+    if snapshot.get("address") != current.get("address"):
+        return "breaks", (f"The {label} broker moves from {snapshot.get('address')} to "
+                          f"{current.get('address')}.")
+    keys = sorted(k for k in set(snapshot) | set(current)
+                  if k != "address" and snapshot.get(k) != current.get(k))
+    if keys or secrets_changed:
+        parts = keys + (["credentials"] if secrets_changed else [])
+        return "diverges", f"Created with other {label} settings: {', '.join(parts)}."
+    return "ok", ""
+
+
+ACTIONS = {
+    "breaks": "Recreate the adapter after the change (or keep the old broker address and the "
+              "protocol enabled until it is migrated); until then it cannot connect.",
+    "diverges": "It keeps running on the settings it was created with until it is recreated; "
+                "recreate it to use the new ones.",
+}
+
+
+def assess(old: State, new: State, changes: list[FieldChange]) -> Impact:
+    """Classify every adapter under the old and the new settings; report those the change affects."""
+    impact = Impact()
+    before, after = effective_of(old), effective_of(new)
+    ident_before = {p: identity(s) for p, s in before.items()}
+    ident_after = {p: identity(s) for p, s in after.items()}
+    secrets_changed = {p: any(c.secret and c.protocol == p and c.install_time for c in changes)
+                       for p in PROTOCOLS}
+    services = db.session.execute(db.select(ExtensionService)).scalars().all()
+    if not services:
+        return impact
+    from ..adapters.service import select_protocol
+
+    names = {s.id: s.name for s in services}
+    po, pn = priorities_of(old), priorities_of(new)
+    on_before = [p for p in PROTOCOLS if before[p].enabled]
+    on_after = [p for p in PROTOCOLS if after[p].enabled]
+    moved: dict[int, tuple[str | None, str | None]] = {}
+    for s in services:
+        a = select_protocol({s.name: s.protocols}, po, on_before).protocol
+        b = select_protocol({s.name: s.protocols}, pn, on_after).protocol
+        if a != b:
+            moved[s.id] = (a, b)
+            impact.services.append({"service": s.name, "from": a, "to": b})
+    groups: dict[tuple[str, str], tuple[str, str]] = {}
+    rows = db.session.execute(db.select(Adapter.name, Adapter.service_id, Adapter.protocol,
+                                        Adapter.snapshot_hash, Adapter.snapshot)
+                              .order_by(Adapter.name))
+    for name, service_id, protocol, digest, snapshot in rows:
+        key = (protocol, digest)
+        if key not in groups:
+            was = _classify(snapshot, ident_before[protocol], before[protocol].enabled, False,
+                            protocol)
+            now = _classify(snapshot, ident_after[protocol], after[protocol].enabled,
+                            secrets_changed[protocol], protocol)
+            groups[key] = now if now[0] != "ok" and now != was else ("ok", "")
+        kind, reason = groups[key]
+        if kind != "ok":
+            impact.adapters.append(AdapterImpact(name, names[service_id], protocol, kind, reason,
+                                                 ACTIONS[kind]))
+        elif service_id in moved:
+            a, b = moved[service_id]
+            target = b or "no protocol (none enabled that it supports)"
+            impact.adapters.append(AdapterImpact(
+                name, names[service_id], protocol, "protocol_changes",
+                f"New adapters of {names[service_id]} will use {target} instead of {a}.",
+                f"This adapter stays on {protocol}; pipelines mixing old and new adapters of "
+                f"{names[service_id]} will run on two protocols until this one is recreated."))
+    return impact
+
+
+def audit(action: str, outcome: str, *, actor: str | None, origin: str, protocols: list[str] | None = None,
+          summary: str = "", changes: list[FieldChange] | None = None,
+          version_id: int | None = None, extra: list[dict[str, Any]] | None = None) -> AuditEntry:
+    """Record an audit entry (the caller commits, or it is committed here when alone)."""
+    remote = request.remote_addr if has_request_context() else None
+    entry = AuditEntry(actor=(actor or "unknown")[:80], origin=origin, remote=remote, action=action,
+                       outcome=outcome, protocols=",".join(sorted(set(protocols or [])))[:64],
+                       summary=summary[:4000],
+                       changes=[c.as_dict() for c in (changes or [])] + (extra or []),
+                       version_id=version_id)
+    db.session.add(entry)
+    return entry
+
+
+def _version(state: State, actor: str, origin: str, summary: str) -> ConfigVersion:
+    row = ConfigVersion(actor=actor[:80], origin=origin, summary=summary[:4000],
+                        state=state.as_json())
+    db.session.add(row)
+    db.session.flush()
+    return row
+
+
+def commit(candidate: State, *, actor: str | None, origin: str, action: str,
+           confirm: bool = False, dry_run: bool = False, summary: str = "") -> Outcome:
+    """Apply `candidate` through the impact check; see the module docstring."""
+    actor = actor or "unknown"
+    current = read_state()
+    if candidate.as_json() == current.as_json():
+        return Outcome("unchanged")
+    saved = saved_diff(current, candidate)
+    effective = effective_diff(current, candidate)
+    impact = assess(current, candidate, saved)
+    protocols = sorted({c.protocol for c in saved if c.protocol})
+    text = summary or "; ".join(c.label() for c in saved)
+    outcome = Outcome("preview", saved, effective, impact)
+    if dry_run:
+        return outcome
+    if impact.needs_confirmation and not confirm:
+        counts = impact.counts()
+        audit(action, "confirmation_required", actor=actor, origin=origin, protocols=protocols,
+              summary=f"{text} — not saved: affects {len(impact.adapters)} adapter(s) "
+                      f"({', '.join(f'{v} {k}' for k, v in counts.items() if v)})",
+              changes=saved)
+        db.session.commit()
+        outcome.status = "confirm"
+        return outcome
+    if db.session.execute(db.select(ConfigVersion.id).limit(1)).first() is None:
+        _version(current, "console", "baseline", "Configuration before the first recorded change")
+    write_state(candidate, actor)
+    version = _version(candidate, actor, origin, text)
+    extra = ([{"impact": impact.counts(), "confirmed": True}] if impact.needs_confirmation else [])
+    audit(action, "applied", actor=actor, origin=origin, protocols=protocols, summary=text,
+          changes=saved, version_id=version.id, extra=extra)
+    db.session.commit()
+    outcome.status = "applied"
+    outcome.version_id = version.id
+    return outcome
+
+
+def record_rejection(action: str, *, actor: str | None, origin: str, protocol: str | None,
+                     errors: dict[str, str]) -> None:
+    """Audit a change that validation refused (nothing was saved)."""
+    summary = "Rejected: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
+    audit(action, "rejected", actor=actor, origin=origin,
+          protocols=[protocol] if protocol else [], summary=summary)
+    db.session.commit()
+
+
+def snapshot_hash_for(settings: ProtocolSettings) -> str:
+    return identity_hash(identity(settings))
