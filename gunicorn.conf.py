@@ -1,5 +1,6 @@
-"""gunicorn settings read by `make run` and the container: every worker runs the background
-checks, coordinated through the database."""
+"""gunicorn settings read by `make run` and the container: every worker records the environment
+overrides in the audit log (once per change) and runs the background checks, coordinated through
+the database."""
 import os
 
 bind = os.environ.get("CONSOLE_BIND", "127.0.0.1:8000")
@@ -10,5 +11,8 @@ accesslog = "-"
 
 def post_worker_init(worker):
     from console.checks.scheduler import start
+    from console.settings.changes import record_environment
 
+    with worker.wsgi.app_context():
+        record_environment()
     start(worker.wsgi)

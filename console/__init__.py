@@ -35,13 +35,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
 
     from . import auth, cli
+    from .adapters import bp as adapters_bp
     from .api import bp as api_bp
+    from .audit import bp as audit_bp
     from .health import bp as health_bp
+    from .history import bp as history_bp
     from .settings import bp as settings_bp
     auth.init_app(app)
-    app.register_blueprint(settings_bp)
-    app.register_blueprint(api_bp)
-    app.register_blueprint(health_bp)
+    for blueprint in (settings_bp, history_bp, adapters_bp, audit_bp, api_bp, health_bp):
+        app.register_blueprint(blueprint)
     cli.init_app(app)
 
     @app.get("/")

@@ -19,6 +19,7 @@ from .settings.schema import PROTOCOL_LABELS
 users = AppGroup("users", help="Console users.")
 tokens = AppGroup("tokens", help="API tokens.")
 brokers = AppGroup("brokers", help="Messaging brokers.")
+config = AppGroup("config", help="Export and import the configuration (YAML).")
 
 
 def _read_password(stdin: bool) -> str:
@@ -223,6 +224,65 @@ def brokers_use_lab() -> None:
         sys.exit(1)
 
 
+@config.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write to FILE instead of standard output.")
+def config_export(output: str | None) -> None:
+    """Export settings and priorities as YAML (never secrets)."""
+    from .settings import transfer
+
+    text = transfer.export_yaml()
+    if output:
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        click.echo(f"Exported to {output}.", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _print_outcome(outcome) -> None:
+    for change in outcome.effective_changes:
+        click.echo(f"  {change.label()}")
+    if not outcome.effective_changes:
+        click.echo("  (no effective value changes)")
+    impact = outcome.impact
+    for item in impact.services:
+        click.echo(f"  new adapters of {item['service']}: {item['from']} -> {item['to']}")
+    for item in impact.adapters:
+        click.echo(f"  adapter {item.adapter} ({item.service}, {item.protocol}): {item.kind} - "
+                   f"{item.reason}")
+
+
+@config.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--dry-run", is_flag=True, help="Validate and show the impact; change nothing.")
+@click.option("--confirm", is_flag=True, help="Apply even when adapters are affected.")
+def config_import(file, dry_run: bool, confirm: bool) -> None:
+    """Import a YAML export: validated first, applied all or nothing."""
+    from .settings import transfer
+
+    result = transfer.import_yaml(file.read(), actor="cli", origin="cli", dry_run=dry_run,
+                                  confirm=confirm)
+    if result.errors:
+        click.echo("Nothing was imported:", err=True)
+        for where, message in result.errors.items():
+            click.echo(f"  {where}: {message}", err=True)
+        sys.exit(1)
+    outcome = result.outcome
+    for where, message in result.warnings.items():
+        click.echo(f"warning: {where}: {message}", err=True)
+    if outcome.status == "unchanged":
+        click.echo("The file matches the current configuration: nothing to do.")
+        return
+    title = {"preview": "Dry run — would change:", "confirm": "Not imported: this affects "
+             "adapters (repeat with --confirm to apply):", "applied":
+             f"Imported (version {outcome.version_id}):"}[outcome.status]
+    click.echo(title)
+    _print_outcome(outcome)
+    if outcome.status == "confirm":
+        sys.exit(1)
+
+
 def init_app(app: Flask) -> None:
-    for group in (users, tokens, brokers):
+    for group in (users, tokens, brokers, config):
         app.cli.add_command(group)

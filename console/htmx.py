@@ -11,6 +11,7 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true" and not request.headers.get("HX-Boosted")
 
 
-def render_page_or_fragment(page: str, fragment: str, status: int = 200, **context: Any):
-    """Render `fragment` to htmx and `page` (which includes the fragment) otherwise."""
-    return render_template(fragment if is_htmx() else page, **context), status
+def render_page_or_fragment(page_template: str, fragment_template: str, status: int = 200,
+                            **context: Any):
+    """Render the fragment to htmx and the page (which includes the fragment) otherwise."""
+    return render_template(fragment_template if is_htmx() else page_template, **context), status

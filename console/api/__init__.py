@@ -20,6 +20,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
 
 PUBLIC = {"api.openapi"}
+READ_ONLY = {"api.check_connection"}   # POST for a body, but changes nothing: viewers may use it
 
 
 @bp.before_request
@@ -39,7 +40,8 @@ def _authenticate():
     else:
         return _error(401, "unauthorized",
                       "Log in, or send Authorization: Bearer <token> (flask tokens create).")
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not is_admin():
+    if (request.method not in ("GET", "HEAD", "OPTIONS") and request.endpoint not in READ_ONLY
+            and not is_admin()):
         return _error(403, "forbidden", "This needs the admin role.")
     return None
 
@@ -81,6 +83,25 @@ def broker(protocol: str):
     return jsonify(broker_document(_protocol(protocol)))
 
 
+def flag(name: str, body: dict[str, Any] | None = None) -> bool:
+    """A boolean option from the JSON body or the query string (confirm, dry_run)."""
+    value = (body or {}).get(name, request.args.get(name, request.form.get(name)))
+    return value is True or str(value).lower() in ("1", "true", "yes")
+
+
+def changed_response(result: service.ChangeResult, document: dict[str, Any], status: int = 200):
+    """200/201 with what changed; 409 with the impact when adapters need a confirmation."""
+    outcome = result.outcome.as_dict() if result.outcome is not None else None
+    if result.needs_confirmation:
+        return _error(409, "confirmation_required",
+                      "This change affects existing adapters; nothing was saved. Repeat it with "
+                      '"confirm": true to save anyway.', impact=outcome["impact"],
+                      changes=outcome["changes"])
+    return jsonify({**document, "changed": result.changed,
+                    "version": outcome["version"] if outcome else None,
+                    "impact": outcome["impact"] if outcome else None}), status
+
+
 @bp.patch("/brokers/<protocol>")
 def patch_broker(protocol: str):
     _protocol(protocol)
@@ -88,13 +109,29 @@ def patch_broker(protocol: str):
     if not isinstance(body, dict):
         return _error(400, "bad_request",
                       'Send a JSON object of field names and values, e.g. {"host": "kafka"}.')
+    options = {k: body.pop(k) for k in ("confirm", "dry_run") if k in body}
     if not body:
         return _error(400, "bad_request", "No fields to change.")
-    result = service.apply_changes(protocol, body, actor())
-    if not result.ok:
+    if flag("dry_run", options):
+        return preview_changes(protocol, body)
+    result = service.apply_changes(protocol, body, actor(), origin="api",
+                                   confirm=flag("confirm", options))
+    if result.errors:
         return _error(422, "invalid", "Nothing was saved: some fields are invalid.",
                       errors=result.errors)
-    return jsonify({**broker_document(protocol), "changed": result.changed})
+    return changed_response(result, broker_document(protocol))
+
+
+def preview_changes(protocol: str, body: dict[str, Any]):
+    """The diff and adapter impact of a change, without saving it."""
+    from ..settings.changes import commit
+
+    prep = service.prepare_changes(protocol, body)
+    if prep.errors:
+        return _error(422, "invalid", "Some fields are invalid.", errors=prep.errors)
+    candidate = service.candidate_state(protocol, prep)
+    return jsonify(commit(candidate, actor=actor(), origin="api", action="update",
+                          dry_run=True).as_dict())
 
 
 @bp.post("/brokers/<protocol>/files/<slot>")
@@ -108,19 +145,20 @@ def upload_file(protocol: str, slot: str):
         protocol, slot, main.read(), filename=main.filename,
         password=request.form.get("password") or None,
         key_data=key.read() if key is not None and key.filename else None,
-        key_password=request.form.get("key_password") or None, actor=actor())
-    if not result.ok:
+        key_password=request.form.get("key_password") or None, actor=actor(), origin="api",
+        confirm=flag("confirm"))
+    if result.errors:
         return _error(422, "invalid", "Nothing was saved.", errors=result.errors)
-    return jsonify({**broker_document(protocol), "changed": result.changed}), 201
+    return changed_response(result, broker_document(protocol), 201)
 
 
 @bp.delete("/brokers/<protocol>/files/<slot>")
 def delete_file(protocol: str, slot: str):
     _protocol(protocol)
-    result = service.delete_file(protocol, slot, actor())
-    if not result.ok:
+    result = service.delete_file(protocol, slot, actor(), origin="api", confirm=flag("confirm"))
+    if result.errors:
         return _error(422, "invalid", "Nothing was changed.", errors=result.errors)
-    return jsonify({**broker_document(protocol), "changed": result.changed})
+    return changed_response(result, broker_document(protocol))
 
 
 @bp.get("/priorities")
@@ -134,8 +172,24 @@ def put_priorities():
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or "priorities" not in body:
         return _error(400, "bad_request", 'Send {"priorities": ["kafka", "mqtt", …]}.')
-    result = service.set_priorities(body["priorities"], actor())
-    if not result.ok:
+    if flag("dry_run", body):
+        from ..settings.changes import commit
+        from ..settings.state import read_state
+
+        problem = service.validate_priorities(body["priorities"])
+        if problem:
+            return _error(422, "invalid", "Invalid order.", errors={"priorities": problem})
+        candidate = read_state()
+        candidate.priorities = list(body["priorities"])
+        return jsonify(commit(candidate, actor=actor(), origin="api", action="priorities",
+                              dry_run=True).as_dict())
+    result = service.set_priorities(body["priorities"], actor(), origin="api",
+                                    confirm=flag("confirm", body))
+    if result.errors:
         return _error(422, "invalid", "Nothing was saved.", errors=result.errors)
     order, info = service.priorities()
-    return jsonify(priorities=order, source=info, changed=result.changed)
+    return changed_response(result, {"priorities": order, "source": info})
+
+
+from . import config as _config  # noqa: E402,F401  - registers the routes on bp
+from . import registry as _registry  # noqa: E402,F401

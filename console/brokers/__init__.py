@@ -38,16 +38,17 @@ def check_all(configs: Mapping[str, BrokerConfig], timeout: float) -> dict[str, 
             checkers[name] = exc
     results: dict[str, CheckResult] = {}
     pool = ThreadPoolExecutor(max_workers=len(configs), thread_name_prefix="broker-check")
+    finished = False
     try:
         futures = {name: pool.submit(_check_one, checkers[name], config, timeout)
                    for name, config in configs.items()}
-        wait(list(futures.values()), timeout=timeout * 1.1 + 0.1)
+        finished = not wait(list(futures.values()), timeout=timeout * 1.1).not_done
         for name, future in futures.items():
             results[name] = future.result() if future.done() else CheckResult(
                 configs[name].protocol, "down", timeout * 1000.0, "unknown",
                 "the check did not finish within its timeout")
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=finished, cancel_futures=True)
     return results
 
 

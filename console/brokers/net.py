@@ -30,7 +30,7 @@ _NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENG
 _CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN",
                        "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED", "ACCESS_DENIED",
                        "UNSUPPORTED_CERTIFICATE")
-_MIN_PROBE = 0.05
+_MIN_WAIT = 0.001
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def classify(exc: BaseException, *, during_tls: bool = False, where: str = "") -
 def _connect(host: str, port: int, timeout: float) -> socket.socket:
     if timeout <= 0:
         raise TimeoutError("no time left")
-    return socket.create_connection((host, port), timeout=max(timeout, _MIN_PROBE))
+    return socket.create_connection((host, port), timeout=timeout)
 
 
 def probe_tcp(host: str, port: int, timeout: float) -> CheckFailed | None:
@@ -190,7 +190,7 @@ def exchange(host: str, port: int, payload: bytes, timeout: float) -> bytes | No
     except OSError as exc:
         raise classify(exc, where=f"{host}:{port}") or CheckFailed("unknown", f"{host}:{port}: {exc!r}")
     try:
-        sock.settimeout(max(deadline.remaining(), _MIN_PROBE))
+        sock.settimeout(max(deadline.remaining(), _MIN_WAIT))
         if payload:
             sock.sendall(payload)
         return sock.recv(4096)
@@ -220,6 +220,8 @@ def diagnose(config: BrokerConfig, host: str, port: int, deadline: Deadline, gre
     """The cause of an ambiguous library failure, found by probing host:port within `deadline`:
     `fallback` when the transport looks healthy and the problem is above it."""
     where = f"{host}:{port}"
+    if deadline.remaining() < _MIN_WAIT:
+        return fallback
     found = probe_tcp(host, port, deadline.remaining())
     if found is not None:
         return found

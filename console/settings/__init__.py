@@ -12,15 +12,16 @@ from .. import checks
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
 from ..htmx import is_htmx
+from . import changes as change_log
 from . import service
 from .schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
 
-@bp.app_context_processor
-def _labels() -> dict[str, Any]:
-    return {"PROTOCOL_LABELS": PROTOCOL_LABELS, "GROUP_LABELS": GROUP_LABELS}
+@bp.record_once
+def _labels(state) -> None:
+    state.app.jinja_env.globals.update(PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS)
 
 
 def section_context(protocol: str, *, errors: dict[str, str] | None = None,
@@ -55,9 +56,13 @@ def priority_context(errors: dict[str, str] | None = None, message: str | None =
 
 
 def page_context(**overrides: Any) -> dict[str, Any]:
+    from ..extensions import db
+    from ..models import Adapter
+
     sections = {p: section_context(p) for p in PROTOCOLS}
     sections.update(overrides.pop("sections", {}))
-    return {"sections": sections, **priority_context(), **overrides}
+    count = db.session.execute(db.select(db.func.count(Adapter.id))).scalar()
+    return {"sections": sections, **priority_context(), "adapter_count": count, **overrides}
 
 
 @bp.get("/messaging")
@@ -113,6 +118,8 @@ def save(protocol: str):
     changes, submitted = form_changes(protocol)
     prep = service.prepare_changes(protocol, changes, reveal=True)
     if prep.errors:
+        change_log.record_rejection("update", actor=actor(), origin="page", protocol=protocol,
+                                    errors=prep.errors)
         context = section_context(protocol, errors=prep.errors, submitted=submitted)
         return _section_response(protocol, context, 422)
     risky = prep.install_time_changes()
@@ -122,10 +129,16 @@ def save(protocol: str):
             context = section_context(protocol, submitted=submitted)
             context["guard"] = {"result": result, "fields": risky}
             return _section_response(protocol, context, 409)
-    result = service.apply_changes(protocol, changes, actor())
-    if not result.ok:
+    result = service.apply_changes(protocol, changes, actor(), origin="page",
+                                   confirm=bool(request.form.get("confirm")))
+    if result.errors:
         context = section_context(protocol, errors=result.errors, submitted=submitted)
         return _section_response(protocol, context, 422)
+    if result.needs_confirmation:
+        context = section_context(protocol, submitted=submitted)
+        context["confirm"] = {"outcome": result.outcome,
+                              "save_anyway": bool(request.form.get("save_anyway"))}
+        return _section_response(protocol, context, 409)
     text = ("Saved: " + ", ".join(result.changed) + ".") if result.changed else "No changes."
     return _section_response(protocol, section_context(protocol, message=text), 200)
 
@@ -182,8 +195,10 @@ def check_now(protocol: str):
 def upload(protocol: str, slot: str):
     if protocol not in PROTOCOLS or slot not in ("tls_ca", "tls_cert"):
         abort(404)
+    confirm = bool(request.form.get("confirm"))
+    main = None
     if request.form.get("delete"):
-        result = service.delete_file(protocol, slot, actor())
+        result = service.delete_file(protocol, slot, actor(), origin="page", confirm=confirm)
         message = "Removed." if result.changed else "Nothing to remove."
     else:
         main = request.files.get("file")
@@ -195,10 +210,15 @@ def upload(protocol: str, slot: str):
             result = service.upload_file(
                 protocol, slot, main.read(), filename=main.filename,
                 password=request.form.get("password") or None, key_data=key_data,
-                key_password=request.form.get("key_password") or None, actor=actor())
+                key_password=request.form.get("key_password") or None, actor=actor(),
+                origin="page", confirm=confirm)
         message = f"Uploaded {main.filename}." if result.ok and main is not None else None
-    if not result.ok:
+    if result.errors:
         return _section_response(protocol, section_context(protocol, errors=result.errors), 422)
+    if result.needs_confirmation:
+        context = section_context(protocol)
+        context["confirm"] = {"outcome": result.outcome, "file_action": True}
+        return _section_response(protocol, context, 409)
     return _section_response(protocol, section_context(protocol, message=message), 200)
 
 
@@ -211,15 +231,20 @@ def priorities():
         if protocol not in PROTOCOLS or direction not in ("up", "down"):
             result = service.ChangeResult(errors={"priorities": "Unknown move."})
         else:
-            result = service.move_priority(protocol, direction, actor())
+            result = service.move_priority(protocol, direction, actor(), origin="page",
+                                           confirm=bool(request.form.get("confirm")))
     else:
-        result = service.set_priorities(request.form.getlist("order"), actor())
-    status = 200 if result.ok else 422
+        result = service.set_priorities(request.form.getlist("order"), actor(), origin="page",
+                                        confirm=bool(request.form.get("confirm")))
+    status = 422 if result.errors else (409 if result.needs_confirmation else 200)
     message = "Priority saved." if result.ok and result.changed else None
     context = priority_context(result.errors, message)
+    if result.needs_confirmation:
+        context["priority_confirm"] = {"outcome": result.outcome, "move": move,
+                                       "order": request.form.getlist("order")}
     if is_htmx():
         return render_template("settings/_priorities.html", **context), status
-    if result.ok:
+    if status == 200:
         flash(message or "No changes.")
         return redirect(url_for("settings.messaging", _anchor="priorities"))
     return render_template("settings/messaging.html", **page_context(**context)), status

@@ -17,7 +17,7 @@ from ..crypto import decrypt
 from ..extensions import db
 from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
 from . import service as settings_service
-from .identity import identity, identity_hash
+from .identity import identity
 from .resolve import ProtocolSettings, resolve_priorities
 from .schema import FIELDS, PROTOCOL_LABELS
 from .state import State, read_state, write_state
@@ -328,5 +328,43 @@ def record_rejection(action: str, *, actor: str | None, origin: str, protocol: s
     db.session.commit()
 
 
-def snapshot_hash_for(settings: ProtocolSettings) -> str:
-    return identity_hash(identity(settings))
+def environment_overrides() -> dict[str, str]:
+    """Every messaging variable the environment sets now (secret values as "set")."""
+    from .schema import ALIASES, PRIORITY_ENV, SCHEMA
+
+    out: dict[str, str] = {}
+    for protocol in PROTOCOLS:
+        for f in SCHEMA[protocol]:
+            value = os.environ.get(f.env_var(protocol), "")
+            if value.strip():
+                out[f.env_var(protocol)] = "set" if f.secret else value
+    for name in (*ALIASES, PRIORITY_ENV):
+        value = os.environ.get(name, "")
+        if value.strip():
+            out[name] = "set" if name != PRIORITY_ENV and "@" in value else value
+    return out
+
+
+def record_environment() -> AuditEntry | None:
+    """Audit the environment overrides at start-up when they differ from the last ones recorded."""
+    now = environment_overrides()
+    last = db.session.execute(db.select(AuditEntry).where(AuditEntry.action == "environment")
+                              .order_by(AuditEntry.id.desc()).limit(1)).scalar_one_or_none()
+    before = {c["field"]: c.get("new") for c in (last.changes if last else [])
+              if c.get("new") is not None}
+    if last is not None and before == now:
+        return None
+    rows = [{"protocol": None, "field": name, "old": before.get(name), "new": now.get(name)}
+            for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+    if last is None and not now:
+        return None
+    keep = [{"protocol": None, "field": n, "old": None, "new": v} for n, v in sorted(now.items())
+            if n not in {r["field"] for r in rows}]
+    entry = audit("environment", "applied", actor="environment", origin="env",
+                  summary=("Environment overrides at start-up: " +
+                           (", ".join(f"{r['field']}={r['new']}" for r in rows if r["new"])
+                            or "none") + (f"; removed {', '.join(r['field'] for r in rows if not r['new'])}"
+                                          if any(not r["new"] for r in rows) else "")),
+                  extra=rows + keep)
+    db.session.commit()
+    return entry

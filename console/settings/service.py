@@ -169,13 +169,19 @@ class Prepared:
         return [n for n in self.changed if FIELDS[protocol][n].install_time]
 
 
-def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = False) -> Prepared:
+def env_locked(protocol: str) -> set[str]:
+    """Fields of `protocol` that an environment variable sets."""
+    return {n for n, r in effective(protocol).fields.items() if r.source == "env"}
+
+
+def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = False,
+                    saved: Saved | None = None) -> Prepared:
     """Validate `changes` (field → raw value; None resets to the default or clears a secret)
-    against the saved layer and the environment, without saving."""
+    against the saved layer (or `saved`) and the environment, without saving."""
     check_protocol(protocol)
     prep = Prepared()
     current = effective(protocol)
-    saved = saved_layer(protocol, reveal)
+    saved = saved if saved is not None else saved_layer(protocol, reveal)
     old_values, old_secrets = dict(saved.values), set(saved.secrets)
     for name, raw in changes.items():
         f = FIELDS[protocol].get(name)
@@ -241,16 +247,10 @@ def _rejected(result: ChangeResult, *, actor: str | None, origin: str, action: s
     return result
 
 
-def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, *,
-                  origin: str = "console", confirm: bool = False) -> ChangeResult:
-    """Validate `changes` and save them all, or nothing when any is invalid; when adapters are
-    affected, nothing is saved without `confirm`."""
+def candidate_state(protocol: str, prep: Prepared):
+    """The whole saved configuration with prepared changes of one protocol applied."""
     from .state import read_state
 
-    prep = prepare_changes(protocol, changes)
-    result = ChangeResult(errors=prep.errors, warnings=prep.warnings, settings=prep.settings)
-    if prep.errors:
-        return _rejected(result, actor=actor, origin=origin, action="update", protocol=protocol)
     candidate = read_state()
     candidate.values[protocol] = {k: prep.saved.values[k] for k in sorted(prep.saved.values)}
     secrets = candidate.secrets.setdefault(protocol, {})
@@ -260,6 +260,22 @@ def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, 
                 secrets.pop(name, None)
             else:
                 secrets[name] = encrypt(value)
+    if not secrets:
+        candidate.secrets.pop(protocol, None)
+    if not candidate.values[protocol]:
+        candidate.values.pop(protocol)
+    return candidate
+
+
+def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, *,
+                  origin: str = "console", confirm: bool = False) -> ChangeResult:
+    """Validate `changes` and save them all, or nothing when any is invalid; when adapters are
+    affected, nothing is saved without `confirm`."""
+    prep = prepare_changes(protocol, changes)
+    result = ChangeResult(errors=prep.errors, warnings=prep.warnings, settings=prep.settings)
+    if prep.errors:
+        return _rejected(result, actor=actor, origin=origin, action="update", protocol=protocol)
+    candidate = candidate_state(protocol, prep)
     return _commit(candidate, result, actor=actor, origin=origin, action="update",
                    confirm=confirm, protocol=protocol)
 

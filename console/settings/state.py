@@ -27,7 +27,10 @@ class State:
         return copy.deepcopy(self)
 
     def as_json(self) -> dict[str, Any]:
-        return {"values": self.values, "secrets": self.secrets, "files": self.files,
+        """Plain JSON; protocols with nothing saved are left out, so equal states compare equal."""
+        return {"values": {p: v for p, v in self.values.items() if v},
+                "secrets": {p: v for p, v in self.secrets.items() if v},
+                "files": {p: v for p, v in self.files.items() if v},
                 "priorities": self.priorities}
 
     @classmethod

@@ -1,0 +1,129 @@
+"""Services and adapters: the registry page, protocol selection, and how far adapters have drifted
+from the current settings."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import login_required
+
+from ..auth import actor, admin_required
+from ..brokers import PROTOCOLS
+from ..extensions import db
+from ..htmx import is_htmx
+from ..models import Adapter, ExtensionService
+from ..settings import changes as change_log
+from ..settings.identity import identity
+from . import service as registry
+
+bp = Blueprint("adapters", __name__)
+PER_PAGE = 50
+
+
+def env_drift(settings: dict[str, Any], rows: list[tuple[Adapter, str]]) -> list[dict[str, Any]]:
+    """Adapters on this page whose snapshot differs from a value the environment sets now."""
+    out = []
+    for adapter, service_name in rows:
+        s = settings[adapter.protocol]
+        env_fields = {n for n, r in s.fields.items() if r.source == "env"}
+        if {"host", "port", "bootstrap_servers", "url"} & env_fields:
+            env_fields.add("address")
+        current = identity(s)
+        differing = [k for k in registry.snapshot_differences(adapter.snapshot, current)
+                     if k in env_fields]
+        if differing:
+            variables = sorted({s.fields[n].env_var for n in s.fields
+                                if s.fields[n].source == "env" and
+                                (n in differing or (n in ("host", "port", "bootstrap_servers", "url")
+                                                    and "address" in differing))})
+            out.append({"adapter": adapter.name, "service": service_name,
+                        "protocol": adapter.protocol, "fields": differing, "variables": variables})
+    return out
+
+
+def page_context(page: int, errors: dict[str, str] | None = None,
+                 message: str | None = None, connection: Any = None) -> dict[str, Any]:
+    settings = registry.effective_all()
+    current = {p: identity(s) for p, s in settings.items()}
+    services = db.session.execute(db.select(ExtensionService)
+                                  .order_by(ExtensionService.name)).scalars().all()
+    total = db.session.execute(db.select(db.func.count(Adapter.id))).scalar()
+    pages = max(1, -(-total // PER_PAGE))
+    page = min(max(1, page), pages)
+    rows = db.session.execute(db.select(Adapter, ExtensionService.name).join(ExtensionService)
+                              .order_by(Adapter.name).offset((page - 1) * PER_PAGE)
+                              .limit(PER_PAGE)).all()
+    adapters = [{"row": a, "service": name,
+                 "differences": registry.snapshot_differences(a.snapshot, current[a.protocol])}
+                for a, name in rows]
+    return {
+        "services": [{"row": s, "selection": registry.current_selection([s], settings)}
+                     for s in services],
+        "adapters": adapters, "total": total, "page": page, "pages": pages,
+        "drift": registry.drift_summary(settings), "env_drift": env_drift(settings, rows),
+        "errors": errors or {}, "message": message, "connection": connection,
+        "PROTOCOLS": PROTOCOLS,
+    }
+
+
+@bp.get("/adapters")
+@login_required
+def adapters_page():
+    return render_template("adapters/adapters.html",
+                           **page_context(request.args.get("page", 1, type=int)))
+
+
+def _respond(context: dict[str, Any], status: int):
+    if is_htmx():
+        return render_template("adapters/_registry.html", **context), status
+    if status == 200 and context.get("message"):
+        flash(context["message"])
+        return redirect(url_for("adapters.adapters_page"))
+    return render_template("adapters/adapters.html", **context), status
+
+
+@bp.post("/adapters/services")
+@admin_required
+def register_service():
+    try:
+        row, created = registry.register_service(request.form.get("name"),
+                                                 request.form.getlist("protocols"))
+    except registry.RegistryError as exc:
+        change_log.record_rejection("register_service", actor=actor(), origin="page",
+                                    protocol=None, errors=exc.errors)
+        return _respond(page_context(1, errors=exc.errors), 422)
+    change_log.audit("register_service", "applied", actor=actor(), origin="page",
+                     protocols=row.protocols,
+                     summary=f"{'Registered' if created else 'Updated'} service {row.name}: "
+                             f"{', '.join(row.protocols)}")
+    db.session.commit()
+    return _respond(page_context(1, message=f"Service {row.name} {'registered' if created else 'updated'}."), 200)
+
+
+@bp.post("/adapters/new")
+@admin_required
+def create_adapter():
+    try:
+        row, selection = registry.create_adapter(request.form.get("name"),
+                                                 request.form.get("service"), actor())
+    except registry.RegistryError as exc:
+        change_log.record_rejection("create_adapter", actor=actor(), origin="page", protocol=None,
+                                    errors=exc.errors)
+        return _respond(page_context(1, errors=exc.errors), 422)
+    change_log.audit("create_adapter", "applied", actor=actor(), origin="page",
+                     protocols=[row.protocol],
+                     summary=f"Created adapter {row.name} on {request.form.get('service')} "
+                             f"using {row.protocol}")
+    db.session.commit()
+    return _respond(page_context(1, message=f"Adapter {row.name} created on {row.protocol}: "
+                                            f"{selection.reason}"), 200)
+
+
+@bp.post("/adapters/connect")
+@login_required
+def connect():
+    names = request.form.getlist("services")
+    rows = [r for r in (registry.find_service(n) for n in names) if r is not None]
+    if len(rows) < 2:
+        return _respond(page_context(1, errors={"connect": "Choose two or more services."}), 422)
+    return _respond(page_context(1, connection=registry.current_selection(rows)), 200)

@@ -1,0 +1,117 @@
+"""API: extension services, adapters and protocol selection for connections."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, request
+
+from ..adapters import service as registry
+from ..auth import actor
+from ..extensions import db
+from ..models import Adapter, ExtensionService
+from ..settings import changes as change_log
+from . import _error, bp
+
+
+def service_document(row: ExtensionService, selection: registry.Selection | None = None) -> dict[str, Any]:
+    selection = selection or registry.current_selection([row])
+    return {"name": row.name, "protocols": row.protocols, "protocol": selection.protocol,
+            "reason": selection.reason, "registered_at": row.registered_at.isoformat()}
+
+
+def adapter_document(row: Adapter, service_name: str, current: dict[str, Any]) -> dict[str, Any]:
+    differences = registry.snapshot_differences(row.snapshot, current[row.protocol])
+    return {"name": row.name, "service": service_name, "protocol": row.protocol,
+            "snapshot": row.snapshot, "matches_current": not differences,
+            "differences": differences, "created_at": row.created_at.isoformat(),
+            "created_by": row.created_by}
+
+
+def _json_body() -> dict[str, Any] | None:
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else None
+
+
+@bp.post("/services")
+def register_service():
+    body = _json_body()
+    if body is None:
+        return _error(400, "bad_request", 'Send {"name": …, "protocols": ["mqtt", "kafka"]}.')
+    try:
+        row, created = registry.register_service(body.get("name"), body.get("protocols"))
+    except registry.RegistryError as exc:
+        change_log.record_rejection("register_service", actor=actor(), origin="api", protocol=None,
+                                    errors=exc.errors)
+        return _error(422, "invalid", "The service was not registered.", errors=exc.errors)
+    change_log.audit("register_service", "applied", actor=actor(), origin="api",
+                     protocols=row.protocols,
+                     summary=f"{'Registered' if created else 'Updated'} service {row.name}: "
+                             f"{', '.join(row.protocols)}")
+    db.session.commit()
+    return jsonify(service_document(row)), 201 if created else 200
+
+
+@bp.get("/services")
+def list_services():
+    rows = db.session.execute(db.select(ExtensionService).order_by(ExtensionService.name)).scalars()
+    settings = registry.effective_all()
+    return jsonify(services=[service_document(r, registry.current_selection([r], settings))
+                             for r in rows])
+
+
+@bp.post("/adapters")
+def create_adapter():
+    body = _json_body()
+    if body is None:
+        return _error(400, "bad_request", 'Send {"name": …, "service": …}.')
+    try:
+        row, selection = registry.create_adapter(body.get("name"), body.get("service"), actor())
+    except registry.RegistryError as exc:
+        change_log.record_rejection("create_adapter", actor=actor(), origin="api", protocol=None,
+                                    errors=exc.errors)
+        return _error(422, "invalid", "The adapter was not created.", errors=exc.errors)
+    change_log.audit("create_adapter", "applied", actor=actor(), origin="api",
+                     protocols=[row.protocol],
+                     summary=f"Created adapter {row.name} on {body['service']} using {row.protocol}")
+    db.session.commit()
+    current = {row.protocol: row.snapshot}
+    return jsonify({**adapter_document(row, body["service"].strip(), current),
+                    "reason": selection.reason}), 201
+
+
+@bp.get("/adapters")
+def list_adapters():
+    from ..settings.identity import identity
+
+    try:
+        page = max(1, int(request.args.get("page", 1)))
+        per_page = min(500, max(1, int(request.args.get("per_page", 50))))
+    except ValueError:
+        return _error(400, "bad_request", "page and per_page are whole numbers.")
+    settings = registry.effective_all()
+    current = {p: identity(s) for p, s in settings.items()}
+    query = (db.select(Adapter, ExtensionService.name).join(ExtensionService)
+             .order_by(Adapter.name))
+    total = db.session.execute(db.select(db.func.count(Adapter.id))).scalar()
+    rows = db.session.execute(query.offset((page - 1) * per_page).limit(per_page)).all()
+    return jsonify(adapters=[adapter_document(a, name, current) for a, name in rows],
+                   page=page, per_page=per_page, total=total,
+                   drift=registry.drift_summary(settings))
+
+
+@bp.post("/connections/check")
+def check_connection():
+    body = _json_body()
+    names = body.get("services") if body else None
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        return _error(400, "bad_request", 'Send {"services": [two or more service names]}.')
+    rows, missing = [], []
+    for name in names:
+        row = registry.find_service(name.strip())
+        (rows.append(row) if row else missing.append(name))
+    if missing:
+        return _error(422, "invalid", "Unknown services.",
+                      errors={"services": f"Not registered: {', '.join(missing)}."})
+    selection = registry.current_selection(rows)
+    status = 200 if selection.protocol else 409
+    return jsonify({"ok": selection.protocol is not None, **selection.as_dict()}), status
