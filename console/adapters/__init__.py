@@ -50,9 +50,10 @@ def page_context(page: int, errors: dict[str, str] | None = None,
     total = db.session.execute(db.select(db.func.count(Adapter.id))).scalar()
     pages = max(1, -(-total // PER_PAGE))
     page = min(max(1, page), pages)
-    rows = db.session.execute(db.select(Adapter, ExtensionService.name).join(ExtensionService)
-                              .order_by(Adapter.name).offset((page - 1) * PER_PAGE)
-                              .limit(PER_PAGE)).all()
+    names = {s.id: s.name for s in services}
+    rows = [(a, names[a.service_id]) for a in db.session.execute(
+        db.select(Adapter).order_by(Adapter.name).offset((page - 1) * PER_PAGE)
+        .limit(PER_PAGE)).scalars()]
     adapters = [{"row": a, "service": name,
                  "differences": registry.snapshot_differences(a.snapshot, current[a.protocol])}
                 for a, name in rows]

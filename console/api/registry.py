@@ -90,10 +90,11 @@ def list_adapters():
         return _error(400, "bad_request", "page and per_page are whole numbers.")
     settings = registry.effective_all()
     current = {p: identity(s) for p, s in settings.items()}
-    query = (db.select(Adapter, ExtensionService.name).join(ExtensionService)
-             .order_by(Adapter.name))
+    names = dict(db.session.execute(db.select(ExtensionService.id, ExtensionService.name)).all())
     total = db.session.execute(db.select(db.func.count(Adapter.id))).scalar()
-    rows = db.session.execute(query.offset((page - 1) * per_page).limit(per_page)).all()
+    rows = [(a, names[a.service_id]) for a in db.session.execute(
+        db.select(Adapter).order_by(Adapter.name).offset((page - 1) * per_page)
+        .limit(per_page)).scalars()]
     return jsonify(adapters=[adapter_document(a, name, current) for a, name in rows],
                    page=page, per_page=per_page, total=total,
                    drift=registry.drift_summary(settings))

@@ -28,10 +28,16 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 
 
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[str]:
+def live_app(tmp_path: Path):
+    """The console app the live server serves (for seeding data)."""
     app = make_app(tmp_path / "instance", WTF_CSRF_ENABLED=True)
     add_user(app, "admin", "admin", ADMIN_PASSWORD)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    return app
+
+
+@pytest.fixture
+def live_server(live_app) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, live_app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
