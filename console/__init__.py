@@ -38,11 +38,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .adapters import bp as adapters_bp
     from .api import bp as api_bp
     from .audit import bp as audit_bp
+    from .diagnostics.views import bp as diagnostics_bp
     from .health import bp as health_bp
     from .history import bp as history_bp
     from .settings import bp as settings_bp
     auth.init_app(app)
-    for blueprint in (settings_bp, history_bp, adapters_bp, audit_bp, api_bp, health_bp):
+    for blueprint in (settings_bp, history_bp, adapters_bp, audit_bp, diagnostics_bp, api_bp,
+                      health_bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
 

@@ -196,6 +196,35 @@ def brokers_check(protocols: tuple[str, ...], as_json: bool, timeout: float | No
     sys.exit(0 if ok else 1)
 
 
+@brokers.command("diagnose")
+@click.argument("protocol", type=click.Choice(PROTOCOLS))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the CONTRACT.md format).")
+@click.option("--timeout", type=click.FloatRange(0.1, 300), default=None,
+              help="Seconds for the whole diagnosis (default CONSOLE_CHECK_TIMEOUT).")
+def brokers_diagnose(protocol: str, as_json: bool, timeout: float | None) -> None:
+    """Step-wise diagnosis with the cause and the fix; exit 0 when healthy."""
+    from flask import current_app
+
+    from . import diagnostics
+
+    row = diagnostics.run_and_store(protocol, timeout or current_app.config["CHECK_TIMEOUT"],
+                                    actor="cli", origin="cli")
+    d = row.result
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in d.items()}, indent=2))
+    else:
+        click.echo(f"{PROTOCOL_LABELS[protocol]} at {d.get('target')}")
+        for step in d["steps"]:
+            ms = f"{step['ms']:>8.1f} ms" if step.get("ms") is not None else " " * 11
+            click.echo(f"  {step['name']:<10} {step['status']:<15}{ms}  {step.get('detail', '')}")
+        if d["ok"]:
+            click.echo(f"Healthy. {d['summary']}")
+        else:
+            click.echo(f"Cause: {d['cause']} — {d['summary']}")
+            click.echo(f"Fix:   {d['fix']}")
+    sys.exit(0 if d["ok"] else 1)
+
+
 @brokers.command("use-lab")
 def brokers_use_lab() -> None:
     """Save the running broker lab's plain listeners as the settings (local demo; `make brokers`)."""

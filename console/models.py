@@ -209,3 +209,21 @@ class ConfigVersion(db.Model):
     origin: Mapped[str] = mapped_column(String(16))
     summary: Mapped[str] = mapped_column(Text, default="")
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class DiagnosisRun(db.Model):
+    """One diagnosis: its steps are written as they complete, so a page can follow it."""
+
+    __tablename__ = "diagnosis_runs"
+    __table_args__ = (Index("ix_diagnosis_runs_protocol_id", "protocol", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    protocol: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(12), default="running")
+    ok: Mapped[bool | None] = mapped_column()
+    cause: Mapped[str | None] = mapped_column(String(40))
+    actor: Mapped[str | None] = mapped_column(String(80))
+    origin: Mapped[str] = mapped_column(String(16), default="page")
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

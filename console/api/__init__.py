@@ -192,4 +192,5 @@ def put_priorities():
 
 
 from . import config as _config  # noqa: E402,F401  - registers the routes on bp
+from . import diagnostics as _diagnostics  # noqa: E402,F401
 from . import registry as _registry  # noqa: E402,F401

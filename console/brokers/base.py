@@ -157,8 +157,10 @@ class DriverChecker(Checker):
         try:
             identity = self.probe(config, deadline)
         except CheckFailed as failed:
+            failed.__traceback__ = None
             return CheckResult(self.protocol, "down", deadline.latency_ms(), failed.cause, failed.message)
         except Exception as exc:  # noqa: BLE001 - a check never raises
+            exc.__traceback__ = None
             return CheckResult(self.protocol, "down", deadline.latency_ms(), "unknown",
                                one_line(f"{type(exc).__name__}: {exc}"))
         return CheckResult(self.protocol, "up", deadline.latency_ms(), "ok", "", identity)

@@ -24,7 +24,9 @@ Traps handled:
   vs TLS, another protocol);
 - CA, expiry and host-name failures all log "certificate verify failed": a Python handshake with the same
   settings names the exact cause;
-- the client is always closed (asynchronously, waited for within the deadline) and then shut down.
+- the client is always closed (asynchronously; `shutdown()` before that close completes would block for
+  0.5 s, so the close gets up to 0.1 s even past the deadline; it takes ~1 ms), shut down and released
+  at once, so that no C++ client outlives the check (one destroyed at interpreter exit aborts it).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ import pulsar
 from .base import BrokerConfig, CheckFailed, Deadline, DriverChecker, one_line
 from .net import Greeting, diagnose, system_ca_file, tls_failure
 
+_CLOSE_GRACE = 0.1
 DEFAULT_TOPIC = "persistent://public/default/messaging-console-health"
 _CONNECT = b"\x08\x02\x12\x06\x0a\x02mc\x20\x0f"
 PULSAR_GREETING = Greeting("Pulsar", (len(_CONNECT) + 4).to_bytes(4, "big") + len(_CONNECT).to_bytes(4, "big")
@@ -217,10 +220,11 @@ class PulsarChecker(DriverChecker):
         closed = threading.Event()
         try:
             client._client.close_async(lambda _result: closed.set())
-            closed.wait(max(deadline.remaining(), 0.05))
+            closed.wait(max(deadline.remaining(), _CLOSE_GRACE))
         except Exception:  # noqa: BLE001 - best-effort clean-up
             pass
         try:
             client._client.shutdown()
         except Exception:  # noqa: BLE001
             pass
+        client._client = None

@@ -1,0 +1,175 @@
+"""Troubleshooting diagnostics: run a step-wise diagnosis (in the background for the page, so steps
+appear as they run), store it, render reports without secrets, and keep the certificate inventory."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+from flask import Flask, current_app
+
+from ..brokers import PROTOCOLS
+from ..extensions import db
+from ..models import DiagnosisRun, utcnow
+from ..settings import service as settings_service
+from .base import Diagnosis
+
+_threads: list[threading.Thread] = []
+
+
+def run(protocol: str, timeout: float, on_step=None, settings=None) -> Diagnosis:
+    """Diagnose one protocol with its effective settings (secrets revealed only to the clients)."""
+    from ..checks import broker_config
+    from .engine import diagnose
+
+    settings = settings or settings_service.effective(protocol, reveal=True)
+    with broker_config(settings) as config:
+        return diagnose(config, timeout, on_step=on_step)
+
+
+def _store(row: DiagnosisRun, diagnosis: Diagnosis, done: bool) -> None:
+    row.result = diagnosis.as_dict()
+    if done:
+        row.status = "done"
+        row.ok = diagnosis.ok
+        row.cause = diagnosis.cause
+        row.finished_at = diagnosis.finished_at or utcnow()
+
+
+def run_and_store(protocol: str, timeout: float, *, actor: str | None, origin: str) -> DiagnosisRun:
+    """Diagnose now, in this thread, and store the result."""
+    row = DiagnosisRun(protocol=protocol, actor=actor, origin=origin, status="running", result={})
+    db.session.add(row)
+    db.session.commit()
+    try:
+        diagnosis = run(protocol, timeout)
+    except Exception as exc:  # noqa: BLE001 - stored as a failed run, never a 500
+        row.status, row.result = "error", {"error": f"{type(exc).__name__}: {exc}"}
+        db.session.commit()
+        raise
+    _store(row, diagnosis, done=True)
+    db.session.commit()
+    return row
+
+
+def start(protocol: str, timeout: float, *, actor: str | None, origin: str = "page") -> int:
+    """Start a diagnosis in a background thread; returns the run id to poll."""
+    app: Flask = current_app._get_current_object()
+    row = DiagnosisRun(protocol=protocol, actor=actor, origin=origin, status="running",
+                       result=Diagnosis(protocol).as_dict())
+    db.session.add(row)
+    db.session.commit()
+    run_id = row.id
+    settings = settings_service.effective(protocol, reveal=True)
+
+    def work() -> None:
+        with app.app_context():
+            target = db.session.get(DiagnosisRun, run_id)
+
+            def progress(diagnosis: Diagnosis) -> None:
+                _store(target, diagnosis, done=False)
+                db.session.commit()
+
+            try:
+                diagnosis = run(protocol, timeout, on_step=progress, settings=settings)
+                _store(target, diagnosis, done=True)
+            except Exception as exc:  # noqa: BLE001
+                target.status = "error"
+                target.result = {**(target.result or {}), "error": f"{type(exc).__name__}: {exc}"}
+            db.session.commit()
+            db.session.remove()
+
+    thread = threading.Thread(target=work, name=f"console-diagnose-{run_id}", daemon=True)
+    _threads.append(thread)
+    thread.start()
+    return run_id
+
+
+def get(run_id: int) -> DiagnosisRun | None:
+    return db.session.get(DiagnosisRun, run_id)
+
+
+def latest_runs() -> dict[str, DiagnosisRun]:
+    """The newest finished diagnosis per protocol."""
+    out: dict[str, DiagnosisRun] = {}
+    for protocol in PROTOCOLS:
+        row = db.session.execute(db.select(DiagnosisRun).where(
+            DiagnosisRun.protocol == protocol, DiagnosisRun.status == "done")
+            .order_by(DiagnosisRun.id.desc()).limit(1)).scalar_one_or_none()
+        if row is not None:
+            out[protocol] = row
+    return out
+
+
+def inventory() -> list[dict[str, Any]]:
+    """Every certificate the console knows: uploaded, from environment files, and presented by a
+    broker during its last diagnosis; soonest expiry first."""
+    items: list[dict[str, Any]] = []
+    for protocol in PROTOCOLS:
+        settings = settings_service.effective(protocol)
+        for slot in ("tls_ca", "tls_cert"):
+            resolved = settings.fields[slot]
+            value = resolved.value if isinstance(resolved.value, dict) else {}
+            origin = f"{slot} ({resolved.env_var})" if resolved.source == "env" else slot
+            for cert in value.get("certificates", []):
+                items.append({**cert, "protocol": protocol, "source": origin,
+                              "where": value.get("filename") or value.get("path")})
+    for protocol, row in latest_runs().items():
+        for cert in (row.result or {}).get("certificates", []):
+            items.append({**cert, "protocol": protocol, "source": "presented",
+                          "where": (row.result or {}).get("target"),
+                          "seen_at": row.finished_at.isoformat() if row.finished_at else None})
+    return sorted(items, key=lambda c: c["not_after"])
+
+
+def refresh_status(cert: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
+    """Recompute status and days left of a stored certificate description for `now`."""
+    from ..certs import EXPIRY_WARNING_DAYS
+
+    now = now or utcnow()
+    not_after = dt.datetime.fromisoformat(cert["not_after"])
+    not_before = dt.datetime.fromisoformat(cert["not_before"])
+    left = (not_after - now).days
+    if now < not_before:
+        status = "not_yet_valid"
+    elif now >= not_after:
+        status = "expired"
+    elif not_after - now <= dt.timedelta(days=EXPIRY_WARNING_DAYS):
+        status = "expiring"
+    else:
+        status = "valid"
+    return {**cert, "status": status, "days_left": left}
+
+
+def certificate_warnings() -> list[dict[str, Any]]:
+    """Inventory entries that are expired, expiring or not yet valid."""
+    out = []
+    for cert in inventory():
+        current = refresh_status(cert)
+        if current["status"] != "valid":
+            out.append({k: current[k] for k in ("protocol", "source", "subject", "not_after",
+                                                "status", "days_left", "sha256")})
+    return out
+
+
+def report(row: DiagnosisRun) -> dict[str, Any]:
+    """A downloadable report: the diagnosis, the effective settings (secrets masked) and the lint
+    findings of that protocol."""
+    from .lint import lint
+
+    settings = settings_service.effective_all()
+    return {
+        "generated_at": utcnow().isoformat(timespec="seconds"),
+        "console_diagnosis_id": row.id,
+        "diagnosis": row.result,
+        "settings": settings[row.protocol].public(),
+        "findings": [f.as_dict() for f in lint(settings) if f.protocol == row.protocol],
+    }
+
+
+def wait_all(timeout: float = 30) -> None:
+    """Wait for background diagnoses (tests and shutdown)."""
+    for thread in list(_threads):
+        thread.join(timeout)
+        if not thread.is_alive():
+            _threads.remove(thread)

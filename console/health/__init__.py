@@ -56,7 +56,10 @@ def readiness() -> tuple[dict[str, Any], int]:
         status, code = "degraded", 200
     else:
         status, code = "ok", 200
-    return {"status": status, "brokers": brokers, "required": required}, code
+    from .. import diagnostics
+
+    return {"status": status, "brokers": brokers, "required": required,
+            "certificates": diagnostics.certificate_warnings()}, code
 
 
 @bp.get("/readyz")
@@ -99,21 +102,13 @@ class BrokerCollector:
                     if row.latency_ms is not None:
                         latency.add_metric([protocol], row.latency_ms / 1000)
                     checked.add_metric([protocol], row.checked_at.timestamp())
-                for cert in certificates_of(settings):
-                    expiry.add_metric([protocol, cert["source"], cert["subject"], cert["sha256"]],
-                                      dt.datetime.fromisoformat(cert["not_after"]).timestamp())
+            from .. import diagnostics
+
+            for cert in diagnostics.inventory():
+                expiry.add_metric([cert["protocol"], cert["source"].split(" ")[0], cert["subject"],
+                                   cert["sha256"]],
+                                  dt.datetime.fromisoformat(cert["not_after"]).timestamp())
         yield from (up, latency, checked, enabled, expiry)
-
-
-def certificates_of(settings) -> list[dict[str, Any]]:
-    """Every certificate of a protocol's TLS material, with the slot it came from."""
-    out = []
-    for slot in ("tls_ca", "tls_cert"):
-        value = settings.fields[slot].value
-        if isinstance(value, dict):
-            for cert in value.get("certificates", []):
-                out.append({**cert, "source": slot})
-    return out
 
 
 @bp.get("/metrics")

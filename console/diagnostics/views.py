@@ -1,0 +1,64 @@
+"""Pages of the diagnostics: the Diagnose button's live steps, reports, certificate inventory."""
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, abort, current_app, render_template
+from flask_login import login_required
+
+from .. import diagnostics
+from ..auth import actor, admin_required
+from ..brokers import PROTOCOLS
+from ..settings import service as settings_service
+from .lint import lint
+
+bp = Blueprint("diagnostics", __name__)
+
+
+@bp.post("/settings/messaging/<protocol>/diagnose")
+@admin_required
+def diagnose(protocol: str):
+    if protocol not in PROTOCOLS:
+        abort(404)
+    run_id = diagnostics.start(protocol, current_app.config["CHECK_TIMEOUT"], actor=actor())
+    return render_template("diagnostics/_run.html", run=diagnostics.get(run_id)), 202
+
+
+@bp.get("/settings/messaging/diagnoses/<int:run_id>")
+@login_required
+def run_fragment(run_id: int):
+    run = diagnostics.get(run_id)
+    if run is None:
+        abort(404)
+    return render_template("diagnostics/_run.html", run=run)
+
+
+def _report_or_404(run_id: int):
+    run = diagnostics.get(run_id)
+    if run is None or run.status == "running":
+        abort(404)
+    return run, diagnostics.report(run)
+
+
+@bp.get("/settings/messaging/diagnoses/<int:run_id>/report.json")
+@login_required
+def report_json(run_id: int):
+    run, body = _report_or_404(run_id)
+    name = f"diagnosis-{run.protocol}-{run.id}.json"
+    return Response(json.dumps(body, indent=2), mimetype="application/json",
+                    headers={"Content-Disposition": f"attachment; filename={name}"})
+
+
+@bp.get("/settings/messaging/diagnoses/<int:run_id>/report")
+@login_required
+def report_html(run_id: int):
+    run, body = _report_or_404(run_id)
+    return render_template("diagnostics/report.html", run=run, report=body)
+
+
+@bp.get("/certificates")
+@login_required
+def certificates():
+    return render_template("diagnostics/certificates.html",
+                           certificates=[diagnostics.refresh_status(c) for c in diagnostics.inventory()],
+                           findings=lint(settings_service.effective_all()))
