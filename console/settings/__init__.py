@@ -174,7 +174,7 @@ def status_context(protocol: str) -> dict[str, Any]:
 def status(protocol: str):
     if protocol not in PROTOCOLS:
         abort(404)
-    return render_template("settings/_status.html", **status_context(protocol))
+    return render_template("settings/_status.html", status=status_context(protocol))
 
 
 @bp.post("/messaging/<protocol>/check")
@@ -187,7 +187,7 @@ def check_now(protocol: str):
     checks.record(checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"]), "manual")
     if not is_htmx():
         return redirect(url_for("settings.messaging", _anchor=protocol))
-    return render_template("settings/_status.html", **status_context(protocol))
+    return render_template("settings/_status.html", status=status_context(protocol))
 
 
 @bp.post("/messaging/<protocol>/files/<slot>")

@@ -1,0 +1,183 @@
+"""Checks wired into the console, against the real lab brokers: CLI exit codes, the page's Test
+connection and save-anyway guard, Check now, the scheduler, and several gunicorn workers sharing one
+PostgreSQL database without checking a protocol twice per interval."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from console.settings import service
+
+ROOT = Path(__file__).resolve().parent.parent
+HX = {"HX-Request": "true"}
+
+
+def point(app: Flask, protocol: str, **values) -> None:
+    with app.app_context():
+        result = service.apply_changes(protocol, {"enabled": True, **values}, "test", confirm=True)
+        assert result.errors == {}, result.errors
+
+
+def test_cli_check_exit_codes(app: Flask, runner, lab) -> None:
+    point(app, "mqtt", host="127.0.0.1", port=lab["brokers"]["mqtt"]["plain"])
+    point(app, "nats", host="127.0.0.1", port=lab["brokers"]["nats"]["plain"])
+    up = runner.invoke(args=["brokers", "check", "--json"])
+    body = json.loads(up.output)
+    assert up.exit_code == 0 and body["ok"] is True
+    assert set(body["brokers"]) == {"mqtt", "nats"}
+    assert body["brokers"]["nats"]["identity"]["target"] == f"127.0.0.1:{lab['brokers']['nats']['plain']}"
+    point(app, "nats", port=lab["faults"]["refused"])
+    down = runner.invoke(args=["brokers", "check", "--timeout", "2"])
+    assert down.exit_code == 1
+    assert "NATS" in down.output and "DOWN" in down.output and "connection_refused" in down.output
+    only = runner.invoke(args=["brokers", "check", "mqtt", "--json"])
+    assert only.exit_code == 0 and list(json.loads(only.output)["brokers"]) == ["mqtt"]
+    with app.app_context():
+        from console import checks
+        assert checks.latest()["nats"].origin == "cli"
+
+
+def test_no_enabled_protocol_is_nothing_to_check(runner) -> None:
+    result = runner.invoke(args=["brokers", "check"])
+    assert result.exit_code == 0 and "No protocol is enabled" in result.output
+
+
+def test_test_connection_checks_unsaved_values(app: Flask, admin_client, lab) -> None:
+    ok = admin_client.post("/settings/messaging/mqtt/test", headers=HX,
+                           data={"host": "127.0.0.1", "port": str(lab["brokers"]["mqtt"]["plain"])})
+    assert "Connected" in ok.get_data(as_text=True) and "Not saved yet" in ok.get_data(as_text=True)
+    bad = admin_client.post("/settings/messaging/mqtt/test", headers=HX,
+                            data={"host": "127.0.0.1", "port": str(lab["faults"]["refused"])})
+    assert "connection_refused" in bad.get_data(as_text=True)
+    invalid = admin_client.post("/settings/messaging/mqtt/test", headers=HX, data={"port": "0"})
+    assert "Not tested" in invalid.get_data(as_text=True)
+    assert admin_client.get("/api/v1/brokers/mqtt").get_json()["settings"]["port"]["source"] == "default"
+
+
+def test_installation_time_change_that_fails_needs_save_anyway(app: Flask, admin_client, lab) -> None:
+    refused = str(lab["faults"]["refused"])
+    first = admin_client.post("/settings/messaging/mqtt", headers=HX,
+                              data={"enabled": ["false", "true"], "host": "127.0.0.1", "port": refused})
+    html = first.get_data(as_text=True)
+    assert first.status_code == 409 and "Save anyway" in html and "connection_refused" in html
+    assert admin_client.get("/api/v1/brokers/mqtt").get_json()["enabled"] is False
+    forced = admin_client.post("/settings/messaging/mqtt", headers=HX,
+                               data={"enabled": ["false", "true"], "host": "127.0.0.1", "port": refused,
+                                     "save_anyway": "1"})
+    assert forced.status_code == 200 and "Saved:" in forced.get_data(as_text=True)
+    good = admin_client.post("/settings/messaging/mqtt", headers=HX,
+                             data={"enabled": ["false", "true"], "host": "127.0.0.1",
+                                   "port": str(lab["brokers"]["mqtt"]["plain"])})
+    assert good.status_code == 200 and "Saved: port." in good.get_data(as_text=True)
+    runtime = admin_client.post("/settings/messaging/mqtt", headers=HX,
+                                data={"enabled": ["false", "true"], "host": "127.0.0.1",
+                                      "port": refused, "keepalive": "30", "save_anyway": "1"})
+    assert runtime.status_code == 200
+    only_runtime = admin_client.post("/settings/messaging/mqtt", headers=HX,
+                                     data={"enabled": ["false", "true"], "keepalive": "40"})
+    assert only_runtime.status_code == 200, "runtime changes never ask"
+
+
+def test_check_now_and_status_fragment(app: Flask, admin_client, lab) -> None:
+    point(app, "nats", host="127.0.0.1", port=lab["brokers"]["nats"]["plain"])
+    html = admin_client.post("/settings/messaging/nats/check", headers=HX).get_data(as_text=True)
+    assert "● up" in html and "ms ·" in html
+    point(app, "nats", port=lab["faults"]["refused"])
+    admin_client.post("/settings/messaging/nats/check", headers=HX)
+    status = admin_client.get("/settings/messaging/nats/status", headers=HX).get_data(as_text=True)
+    assert "● down" in status and "connection_refused" in status and "<svg" in status
+    assert 'hx-trigger="every 5s"' in status
+
+
+def test_scheduler_checks_due_protocols_once(app: Flask, lab) -> None:
+    from console import checks
+    from console.checks.scheduler import Scheduler
+
+    point(app, "mqtt", host="127.0.0.1", port=lab["brokers"]["mqtt"]["plain"])
+    point(app, "nats", host="127.0.0.1", port=lab["faults"]["refused"])
+    app.config["CHECK_INTERVAL"] = 60
+    scheduler = Scheduler(app)
+    try:
+        assert sorted(scheduler.run_due()) == ["mqtt", "nats"]
+        assert scheduler.run_due() == []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with app.app_context():
+                rows = checks.latest()
+            if {"mqtt", "nats"} <= set(rows):
+                break
+            time.sleep(0.05)
+        assert rows["mqtt"].status == "up" and rows["nats"].cause == "connection_refused"
+        assert rows["mqtt"].origin == "scheduler"
+        second = Scheduler(app)
+        assert second.run_due() == []
+        second.stop()
+    finally:
+        scheduler.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_database(name: str) -> str:
+    base = os.environ.get("CONSOLE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/console_test")
+    admin = sa.create_engine(base.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is needed for this test in CI: {exc}")
+        pytest.skip(f"no PostgreSQL: {exc}")
+    finally:
+        admin.dispose()
+    return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_several_gunicorn_workers_do_not_duplicate_checks(tmp_path: Path, lab) -> None:
+    url = _pg_database("console_multiworker")
+    env = {**os.environ, "CONSOLE_DATABASE_URL": url, "CONSOLE_INSTANCE_PATH": str(tmp_path),
+           "CONSOLE_CHECK_INTERVAL": "2", "CONSOLE_CHECK_TIMEOUT": "1.5", "CONSOLE_WORKERS": "3",
+           "CONSOLE_BIND": f"127.0.0.1:{_free_port()}",
+           "SP_MQTT_ENABLED": "true", "SP_MQTT_HOST": "127.0.0.1",
+           "SP_MQTT_PORT": str(lab["brokers"]["mqtt"]["plain"]),
+           "SP_NATS_ENABLED": "true", "SP_NATS_HOST": "127.0.0.1",
+           "SP_NATS_PORT": str(lab["brokers"]["nats"]["plain"])}
+    flask = [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"]
+    subprocess.run(flask, cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+                               "app:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    window = 7.0
+    try:
+        time.sleep(window)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        counts = dict(conn.execute(sa.text(
+            "SELECT protocol, count(*) FROM broker_checks GROUP BY protocol")).all())
+        workers = conn.execute(sa.text("SELECT count(DISTINCT holder) FROM check_leases")).scalar()
+        env_audits = conn.execute(sa.text(
+            "SELECT count(*) FROM audit_entries WHERE action = 'environment'")).scalar()
+    engine.dispose()
+    assert err.decode().count("Booting worker") == 3, err.decode()[-2000:]
+    most = int(window / 2) + 1
+    assert 2 <= counts.get("mqtt", 0) <= most, (counts, err.decode()[-1500:])
+    assert 2 <= counts.get("nats", 0) <= most, counts
+    assert workers >= 1 and env_audits >= 1
