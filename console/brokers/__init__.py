@@ -54,8 +54,8 @@ def check_all(configs: Mapping[str, BrokerConfig], timeout: float) -> dict[str, 
 
 def _check_one(checker: Checker | Exception, config: BrokerConfig, timeout: float) -> CheckResult:
     if isinstance(checker, Exception):
-        return CheckResult(config.protocol, "down", 0.0, "unknown",
-                           f"the {config.protocol} client library is not usable: {type(checker).__name__}: {checker}")
+        return CheckResult(config.protocol, "down", 0.0, "unknown", f"the {config.protocol} client library "
+                           f"is not usable: {type(checker).__name__}: {checker}")
     try:
         return checker.check(config, timeout)
     except Exception as exc:  # noqa: BLE001 - a check never raises

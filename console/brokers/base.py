@@ -133,12 +133,12 @@ class Deadline:
         """A deadline with the same start that ends after `fraction` of this one's budget."""
         return Deadline(self.timeout * fraction, start=self.start, parent=self)
 
-    def done(self) -> None:
+    def done(self, at: float | None = None) -> None:
         """Mark the round trip as complete: latency is measured up to here, not to the clean-up."""
         if self.finished is None:
-            self.finished = time.monotonic()
+            self.finished = time.monotonic() if at is None else at
         if self._parent is not None:
-            self._parent.done()
+            self._parent.done(self.finished)
 
     def latency_ms(self) -> float:
         """Milliseconds from the start to `done()` (or to now)."""

@@ -57,7 +57,8 @@ def bootstrap(config: BrokerConfig) -> str:
     return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in config.addresses)
 
 
-def client_conf(config: BrokerConfig, budget: float, error_cb: Callable[[KafkaError], None]) -> dict[str, Any]:
+def client_conf(config: BrokerConfig, budget: float,
+                error_cb: Callable[[KafkaError], None]) -> dict[str, Any]:
     """The librdkafka configuration for `config`, every timeout below `budget` seconds."""
     ms = max(int(budget * 1000), 1)
     protocol = security_protocol(config)
@@ -91,9 +92,10 @@ def _decisive(errors: list[KafkaError]) -> KafkaError | None:
         for error in errors:
             if error.code() == code:
                 return error
-    if any(error.code() == KafkaError._ALL_BROKERS_DOWN for error in errors):
-        transport = [e for e in errors if e.code() == KafkaError._TRANSPORT]
-        return transport[-1] if transport else next(e for e in errors if e.code() == KafkaError._ALL_BROKERS_DOWN)
+    down = [error for error in errors if error.code() == KafkaError._ALL_BROKERS_DOWN]
+    if down:
+        transport = [error for error in errors if error.code() == KafkaError._TRANSPORT]
+        return transport[-1] if transport else down[0]
     return None
 
 

@@ -6,7 +6,7 @@ Options honoured: `tls`, `tls_ca_file` (else the system store), `tls_cert_file`/
 `tls_verify_hostname`, `username`/`password`, `options["protocol_version"]` (`3.1.1` default, `5`,
 `3.1`), `options["client_id"]` (used as the prefix of the check's own client id, so that the check never
 takes over a live session of the same id: MQTT brokers disconnect the older of two connections with one
-client id), `options["keepalive"]`.
+client id), `options["keepalive"]`. The check always starts a clean session, so it leaves none behind.
 
 Identity: `protocol_version`, `session_present`.
 
@@ -84,11 +84,12 @@ class MqttChecker(DriverChecker):
             client.username_pw_set(config.username, config.password)
         if config.tls:
             client.tls_set_context(ssl_context(config))
-        client.connect_timeout = max(library.remaining() / (2 if config.tls else 1), 0.05)
-        keepalive = int(config.options.get("keepalive") or 60)
+        client.connect_timeout = max(library.remaining() / (2 if config.tls else 1), 0.01)
+        keepalive = config.options.get("keepalive")
+        keepalive = 60 if keepalive in (None, "") else int(keepalive)
         try:
             try:
-                client.connect(config.host, config.port, keepalive=max(keepalive, 1))
+                client.connect(config.host, config.port, keepalive=keepalive)
             except (OSError, ValueError) as exc:
                 raise self._connect_error(config, deadline, exc) from None
             while not outcome and not library.expired:
@@ -113,8 +114,8 @@ class MqttChecker(DriverChecker):
         if any(word in words for word in _CLIENT_CERT_WORDS):
             raise CheckFailed("auth_failed", f"{where}: the broker rejected the client certificate ({words})")
         if "disconnect" in outcome:
-            fallback = CheckFailed("unknown", f"{where}: connection lost before CONNACK "
-                                              f"({one_line(outcome['disconnect'])}{'; ' + words if words else ''})")
+            detail = one_line(outcome["disconnect"]) + (f"; {words}" if words else "")
+            fallback = CheckFailed("unknown", f"{where}: connection lost before CONNACK ({detail})")
         else:
             fallback = CheckFailed("handshake_timeout", f"{where}: no CONNACK within the timeout")
         raise diagnose(config, config.host, config.port, deadline, MQTT_GREETING, fallback)

@@ -5,7 +5,7 @@ Connection string: `nats://host:4222`, `tls://host:4222` when TLS is on (built f
 
 Options honoured: `tls`, `tls_ca_file` (else the system store), `tls_cert_file`/`tls_key_file`,
 `tls_verify_hostname`, `username`/`password`, `token`, `options["name"]` (connection name, default
-`messaging-console`), `options["tls_server_name"]`.
+`messaging-console`).
 
 Identity: `server_name`, `server_id`, `version`, `cluster` (when clustered), `rtt_ms`, `tls`.
 
@@ -114,8 +114,6 @@ class NatsChecker(DriverChecker):
         }
         if context is not None:
             options["tls"] = context
-            if config.options.get("tls_server_name"):
-                options["tls_hostname"] = str(config.options["tls_server_name"])
         if config.username:
             options["user"], options["password"] = config.username, config.password or ""
         if config.token:
@@ -150,8 +148,9 @@ class NatsChecker(DriverChecker):
         host, port = config.host, config.port
         where = f"{host}:{port}"
         if "not_tls" in outcome:
+            version = outcome["not_tls"].get("version", "?")
             return CheckFailed("tls_not_offered", f"{where} answered in plaintext: its INFO has no "
-                                                  f"tls_required (server {outcome['not_tls'].get('version', '?')})")
+                                                  f"tls_required (nats-server {version})")
         if "timeout" in outcome:
             fallback = CheckFailed("handshake_timeout", f"{where}: no NATS INFO/PONG within the timeout")
             return diagnose(config, host, port, deadline, NATS_GREETING, fallback)
@@ -160,8 +159,9 @@ class NatsChecker(DriverChecker):
         candidates = [exc] + [e for e in reversed(seen) if e is not exc]
         for candidate in candidates:
             if isinstance(candidate, (ssl.SSLError, ssl.CertificateError)) and not config.tls:
-                return CheckFailed("tls_required", f"{where} requires TLS but the settings ask for plaintext "
-                                                   f"(nats-py's own TLS upgrade failed: {one_line(candidate)})")
+                return CheckFailed("tls_required", f"{where} requires TLS but the settings ask for "
+                                                   f"plaintext (nats-py's own TLS upgrade failed: "
+                                                   f"{one_line(candidate)})")
             found = classify(candidate, during_tls=config.tls, where=where)
             if found is not None:
                 if found.cause in ("connect_timeout", "handshake_timeout"):

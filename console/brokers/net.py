@@ -117,10 +117,6 @@ def probe_tcp(host: str, port: int, timeout: float) -> CheckFailed | None:
     return None
 
 
-def _server_name(config: BrokerConfig, host: str) -> str:
-    return str(config.options.get("tls_server_name") or host)
-
-
 def probe_tls(config: BrokerConfig, host: str, port: int, timeout: float,
               listen: float = 0.0) -> CheckFailed | None:
     """None when a TLS handshake with `config`'s settings succeeds within `timeout`, else the cause;
@@ -133,7 +129,7 @@ def probe_tls(config: BrokerConfig, host: str, port: int, timeout: float,
     except OSError as exc:
         return classify(exc, where=where) or CheckFailed("unknown", f"{where}: {exc!r}")
     try:
-        with context.wrap_socket(sock, server_hostname=_server_name(config, host)) as tls:
+        with context.wrap_socket(sock, server_hostname=host) as tls:
             if listen > 0:
                 tls.settimeout(listen)
                 try:
@@ -231,17 +227,24 @@ def diagnose(config: BrokerConfig, host: str, port: int, deadline: Deadline, gre
             return fallback
         if found.cause != "handshake_timeout":
             return found
-        reply = exchange(host, port, greeting.payload, deadline.remaining())
+        try:
+            reply = exchange(host, port, greeting.payload, deadline.remaining())
+        except CheckFailed:
+            return found
         if reply and greeting.expect(reply):
             return CheckFailed("tls_not_offered", f"{where} did not answer the TLS handshake but answers "
-                                                  f"{greeting.protocol} in plaintext: TLS is not enabled there")
+                                                  f"{greeting.protocol} in plaintext: TLS is not enabled "
+                                                  f"there")
         name = identify(reply) if reply else None
         if name and name != "TLS":
             return CheckFailed("protocol_mismatch", f"{where} speaks {name}, not {greeting.protocol}")
         return found
-    reply = exchange(host, port, greeting.payload, deadline.remaining())
+    try:
+        reply = exchange(host, port, greeting.payload, deadline.remaining())
+    except CheckFailed as failed:
+        return failed
     if reply is None:
-        if fallback.cause in ("connect_timeout", "handshake_timeout"):
+        if fallback.cause == "handshake_timeout":
             return fallback
         return CheckFailed("handshake_timeout", f"{where} accepted the connection but never answered")
     if reply and greeting.expect(reply):

@@ -26,13 +26,18 @@ Traps handled:
   settings names the exact cause;
 - the client is always closed (asynchronously; `shutdown()` before that close completes would block for
   0.5 s, so the close gets up to 0.1 s even past the deadline; it takes ~1 ms), shut down and released
-  at once, so that no C++ client outlives the check (one destroyed at interpreter exit aborts it).
+  at once, so that no C++ client outlives the check; its io thread still finishes the teardown a few ms
+  later, and an interpreter exiting inside that window aborts in C++ ("terminate called without an
+  active exception", seen with the bare library too), so an `atexit` hook waits until 0.3 s after the
+  last close (only when a check just ran, e.g. `flask brokers check pulsar`).
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,6 +84,17 @@ class _Fanout(logging.Handler):
                 watch.trouble.set()
 
 
+_EXIT_SETTLE = 0.3
+_last_close = [0.0]
+
+
+def _settle_before_exit() -> None:
+    """pulsar-client tears a closed client down asynchronously; an interpreter that exits within that
+    window can abort in C++ ("terminate called without an active exception"): wait it out."""
+    time.sleep(max(0.0, _last_close[0] + _EXIT_SETTLE - time.monotonic()))
+
+
+atexit.register(_settle_before_exit)
 _FORWARD = logging.getLogger(__name__)
 _FANOUT = _Fanout()
 LOGGER = logging.Logger("console.brokers.pulsar.client", logging.INFO)
@@ -146,7 +162,8 @@ class PulsarChecker(DriverChecker):
             if verdict is not None:
                 raise verdict
             if "result" not in outcome:
-                fallback = CheckFailed("handshake_timeout", f"{host}:{port}: no lookup answer within the timeout")
+                fallback = CheckFailed("handshake_timeout",
+                                       f"{host}:{port}: no lookup answer within the timeout")
                 raise diagnose(effective, host, port, deadline, PULSAR_GREETING, fallback)
             result = outcome["result"]
             if result == pulsar.Result.Ok:
@@ -212,7 +229,8 @@ class PulsarChecker(DriverChecker):
             return CheckFailed("not_found", words)
         if "certificate verify failed" in " ".join(watch.lines).lower():
             return tls_failure(config, config.host, config.port, deadline, words)
-        fallback = CheckFailed("handshake_timeout" if name in ("Timeout", "ConnectError") else "unknown", words)
+        cause = "handshake_timeout" if name in ("Timeout", "ConnectError") else "unknown"
+        fallback = CheckFailed(cause, words)
         return diagnose(config, config.host, config.port, deadline, PULSAR_GREETING, fallback)
 
     @staticmethod
@@ -228,3 +246,4 @@ class PulsarChecker(DriverChecker):
         except Exception:  # noqa: BLE001
             pass
         client._client = None
+        _last_close[0] = time.monotonic()

@@ -4,7 +4,7 @@ Connection string: `host`/`port` of the `BrokerConfig` (`amqp://host:5672`, `amq
 
 Options honoured: `tls`, `tls_ca_file` (else the system store), `tls_cert_file`/`tls_key_file`,
 `tls_verify_hostname`, `username`/`password` (PLAIN login; pika's guest/guest when no username is set),
-`options["vhost"]` (default `/`), `options["heartbeat"]`, `options["tls_server_name"]`.
+`options["vhost"]` (default `/`), `options["heartbeat"]`.
 
 Identity: `product`, `version`, `cluster_name` from the broker's `server_properties`, and `vhost`.
 
@@ -16,7 +16,9 @@ Traps handled:
 - opening the channel is driven with `process_data_events(time_limit)` instead of `channel()`, whose wait
   has no limit;
 - a lost stream (plain client on a TLS port, another protocol on the port) is diagnosed with an AMQP
-  protocol header probe and a TLS probe (`net.diagnose`).
+  protocol header probe and a TLS probe (`net.diagnose`);
+- pika logs every failed connection at ERROR with a traceback: its `pika` logger is set to CRITICAL (only
+  the checks use pika; the check result carries the cause).
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ from .net import Greeting, classify, diagnose, ssl_context
 AMQP_GREETING = Greeting("AMQP", b"AMQP\x00\x00\x09\x01",
                          lambda reply: reply.startswith((b"\x01\x00\x00", b"AMQP")))
 
+_LOGIN_ERRORS = (pex.ProbableAuthenticationError, pex.AuthenticationError)
+
 logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
@@ -44,7 +48,7 @@ def _text(value: Any) -> str:
 def _refusal(exc: BaseException) -> CheckFailed:
     words = one_line(str(exc) or repr(exc))
     lowered = words.lower()
-    if isinstance(exc, (pex.ProbableAuthenticationError, pex.AuthenticationError)) or "access_refused" in lowered:
+    if isinstance(exc, _LOGIN_ERRORS) or "access_refused" in lowered:
         return CheckFailed("auth_failed", words)
     if "not found" in lowered:
         return CheckFailed("not_found", words)
@@ -84,8 +88,7 @@ class RabbitmqChecker(DriverChecker):
         if config.username:
             kwargs["credentials"] = pika.PlainCredentials(config.username, config.password or "")
         if config.tls:
-            server_name = str(config.options.get("tls_server_name") or config.host)
-            kwargs["ssl_options"] = pika.SSLOptions(ssl_context(config), server_name)
+            kwargs["ssl_options"] = pika.SSLOptions(ssl_context(config), config.host)
         heartbeat = config.options.get("heartbeat")
         if heartbeat not in (None, ""):
             kwargs["heartbeat"] = int(heartbeat)
@@ -117,8 +120,7 @@ class RabbitmqChecker(DriverChecker):
     def _classify(self, config: BrokerConfig, deadline: Deadline, exc: BaseException) -> CheckFailed:
         host, port = config.host, config.port
         where = f"{host}:{port}"
-        if isinstance(exc, (pex.ProbableAuthenticationError, pex.AuthenticationError,
-                            pex.ProbableAccessDeniedError, pex.ConnectionClosedByBroker)):
+        if isinstance(exc, (*_LOGIN_ERRORS, pex.ProbableAccessDeniedError, pex.ConnectionClosedByBroker)):
             return _refusal(exc)
         inner: BaseException = exc
         if isinstance(exc, pex.AMQPConnectionError) and exc.args and isinstance(exc.args[0], BaseException):
