@@ -2,8 +2,9 @@
 
     python scripts/brokerlab.py start|stop|status|env [--dir DIR]
 
-DIR is $BROKERLAB_DIR, else <tmp>/messaging-console-lab: one lab per machine, as its ports are fixed,
-so every checkout (and CI's fresh clone) shares the running lab.
+DIR is --dir, else $BROKERLAB_DIR, else the directory of the lab already running on this machine
+(recorded in <tmp>/messaging-console-lab.active), else <tmp>/messaging-console-lab. The ports are fixed,
+so there is one lab per machine, shared by every checkout (and by CI's fresh clone).
 
 `start` is idempotent: brokers already running are left alone, dead ones are restarted. It installs the
 Debian packages it needs when a binary is missing, writes the test PKI once (scripts/pki.py) into
@@ -74,8 +75,7 @@ from pathlib import Path
 from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DIR = Path(os.environ.get("BROKERLAB_DIR")
-                   or Path(tempfile.gettempdir()) / "messaging-console-lab")
+DEFAULT_DIR = Path(tempfile.gettempdir()) / "messaging-console-lab"
 HOST = "127.0.0.1"
 USERNAME = "labuser"
 PASSWORD = "labpass"
@@ -132,8 +132,20 @@ class Proc:
 
 # ---------------------------------------------------------------------------------------------- paths
 
+ACTIVE = Path(tempfile.gettempdir()) / "messaging-console-lab.active"
+
+
+def _active() -> Path | None:
+    """The directory of the lab that is running on this machine, if its lab.json is there."""
+    try:
+        d = Path(ACTIVE.read_text().strip())
+    except OSError:
+        return None
+    return d if (d / "lab.json").is_file() else None
+
+
 def _dir(directory: str | os.PathLike[str] | None) -> Path:
-    d = Path(directory or DEFAULT_DIR).resolve()
+    d = Path(directory or os.environ.get("BROKERLAB_DIR") or _active() or DEFAULT_DIR).resolve()
     if any(ch in str(d) for ch in ",: \t\n'\""):
         raise LabError(f"lab directory {d} must not contain commas, colons, quotes or whitespace")
     return d
@@ -611,10 +623,21 @@ def load(directory: str | os.PathLike[str] | None = None) -> dict | None:
         return None
 
 
+def _healthy(d: Path) -> bool:
+    return all(_running(d, pr) is not None for pr in _procs(d))
+
+
 def start(directory: str | os.PathLike[str] | None = None, verbose: bool = False) -> dict:
-    """Start every lab process that is not running, wait until all listen, return lab.json's content."""
+    """Start every lab process that is not running, wait until all listen, return lab.json's content.
+
+    The ports are fixed, so there is one lab per machine: when a healthy lab runs from another
+    directory (another checkout, CI's fresh clone), that one is reused."""
     d = _dir(directory)
     say = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
+    other = _active()
+    if other is not None and other != d and _healthy(other):
+        say(f"reusing the lab running from {other}")
+        return json.loads((other / "lab.json").read_text())
     with _locked(d):
         ensure_packages()
         procs = _procs(d)
@@ -646,6 +669,7 @@ def start(directory: str | os.PathLike[str] | None = None, verbose: bool = False
         tmp = d / "lab.json.tmp"
         tmp.write_text(json.dumps(lab, indent=2) + "\n")
         tmp.replace(d / "lab.json")
+        ACTIVE.write_text(str(d) + "\n")
         say(f"{len(procs) - len(todo)} already running, {len(todo)} started; {d / 'lab.json'}")
         return lab
 
@@ -677,6 +701,9 @@ def stop(directory: str | os.PathLike[str] | None = None, verbose: bool = False)
         return
     with _locked(d):
         stopped = _stop_locked(d, _procs(d))
+        if _active() is None or _active() == d:
+            with contextlib.suppress(FileNotFoundError):
+                ACTIVE.unlink()
         if verbose:
             print(f"stopped {', '.join(stopped) if stopped else 'nothing (no lab process running)'}")
 
