@@ -397,7 +397,7 @@ def _procs(d: Path) -> list[Proc]:
                               ["socat", listen, f"TCP:{HOST}:{backend},nodelay"],
                               f"OPENSSL-LISTEN:{port},", [port]))
     procs.append(Proc("faults", [sys.executable, str(Path(__file__).resolve()), "_faults"],
-                      f"{Path(__file__).resolve()}\0_faults\0", [FAULTS["silent"]]))
+                      "brokerlab.py\0_faults\0", [FAULTS["silent"]]))
     return procs
 
 

@@ -34,8 +34,12 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
     general: list[str] = []
     for name, text in warnings:
         (by_field.setdefault(name, []) if name else general).append(text)
+    from .identity import address_label, uses_tls
+
     return {
         "protocol": protocol,
+        "address": address_label(current),
+        "tls": uses_tls(current),
         "status": status_context(protocol),
         "fields": SCHEMA[protocol],
         "settings": current,
