@@ -12,7 +12,6 @@ from ..brokers import PROTOCOLS
 from ..extensions import db
 from ..htmx import is_htmx
 from ..models import Adapter, ExtensionService
-from ..settings import changes as change_log
 from ..settings.identity import identity
 from . import service as registry
 
@@ -88,16 +87,9 @@ def _respond(context: dict[str, Any], status: int):
 def register_service():
     try:
         row, created = registry.register_service(request.form.get("name"),
-                                                 request.form.getlist("protocols"))
+                                                 request.form.getlist("protocols"), actor(), "page")
     except registry.RegistryError as exc:
-        change_log.record_rejection("register_service", actor=actor(), origin="page",
-                                    protocol=None, errors=exc.errors)
         return _respond(page_context(1, errors=exc.errors), 422)
-    change_log.audit("register_service", "applied", actor=actor(), origin="page",
-                     protocols=row.protocols,
-                     summary=f"{'Registered' if created else 'Updated'} service {row.name}: "
-                             f"{', '.join(row.protocols)}")
-    db.session.commit()
     return _respond(page_context(1, message=f"Service {row.name} {'registered' if created else 'updated'}."), 200)
 
 
@@ -106,16 +98,9 @@ def register_service():
 def create_adapter():
     try:
         row, selection = registry.create_adapter(request.form.get("name"),
-                                                 request.form.get("service"), actor())
+                                                 request.form.get("service"), actor(), "page")
     except registry.RegistryError as exc:
-        change_log.record_rejection("create_adapter", actor=actor(), origin="page", protocol=None,
-                                    errors=exc.errors)
         return _respond(page_context(1, errors=exc.errors), 422)
-    change_log.audit("create_adapter", "applied", actor=actor(), origin="page",
-                     protocols=[row.protocol],
-                     summary=f"Created adapter {row.name} on {request.form.get('service')} "
-                             f"using {row.protocol}")
-    db.session.commit()
     return _respond(page_context(1, message=f"Adapter {row.name} created on {row.protocol}: "
                                             f"{selection.reason}"), 200)
 

@@ -84,19 +84,43 @@ def _clean_protocols(raw: Any) -> list[str]:
     return [p for p in PROTOCOLS if p in {x.lower() for x in raw}]
 
 
-def register_service(name: Any, protocols: Any) -> tuple[ExtensionService, bool]:
+def _audited(action: str, actor: str | None, origin: str):
+    """Run a registry change, auditing its refusal (and re-raising) or its success."""
+    from ..settings import changes as change_log
+
+    def wrap(fn):
+        def run(*args: Any) -> Any:
+            try:
+                outcome, protocols, summary = fn(*args)
+            except RegistryError as exc:
+                change_log.record_rejection(action, actor=actor, origin=origin, protocol=None,
+                                            errors=exc.errors)
+                raise
+            change_log.audit(action, "applied", actor=actor, origin=origin, protocols=protocols,
+                             summary=summary)
+            db.session.commit()
+            return outcome
+        return run
+    return wrap
+
+
+def register_service(name: Any, protocols: Any, actor: str | None = None,
+                     origin: str = "console") -> tuple[ExtensionService, bool]:
     """Register a service, or update the protocols of an existing one; (service, created)."""
-    name = _clean_name(name, "service")
-    protocols = _clean_protocols(protocols)
-    row = find_service(name)
-    created = row is None
-    if created:
-        row = ExtensionService(name=name, protocols=protocols)
-        db.session.add(row)
-    else:
-        row.protocols = protocols
-    db.session.commit()
-    return row, created
+    @_audited("register_service", actor, origin)
+    def change():
+        clean, supported = _clean_name(name, "service"), _clean_protocols(protocols)
+        row = find_service(clean)
+        created = row is None
+        if created:
+            row = ExtensionService(name=clean, protocols=supported)
+            db.session.add(row)
+        else:
+            row.protocols = supported
+        db.session.commit()
+        verb = "Registered" if created else "Updated"
+        return (row, created), supported, f"{verb} service {clean}: {', '.join(supported)}"
+    return change()
 
 
 def find_service(name: str) -> ExtensionService | None:
@@ -118,26 +142,32 @@ def current_selection(services: list[ExtensionService],
     return select_protocol({s.name: s.protocols for s in services}, priorities, enabled)
 
 
-def create_adapter(name: Any, service_name: Any, actor: str | None) -> tuple[Adapter, Selection]:
+def create_adapter(name: Any, service_name: Any, actor: str | None,
+                   origin: str = "console") -> tuple[Adapter, Selection]:
     """Create an adapter on a service: protocol by the priority rule, snapshot of its settings."""
-    name = _clean_name(name, "adapter")
-    if not isinstance(service_name, str) or find_service(service_name.strip()) is None:
-        raise RegistryError({"service": f"No registered service named {service_name!r}."})
-    service = find_service(service_name.strip())
-    settings = effective_all()
-    selection = current_selection([service], settings)
-    if selection.protocol is None:
-        raise RegistryError({"service": selection.reason})
-    snapshot = identity(settings[selection.protocol])
-    adapter = Adapter(name=name, service_id=service.id, protocol=selection.protocol,
-                      snapshot=snapshot, snapshot_hash=identity_hash(snapshot), created_by=actor)
-    db.session.add(adapter)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise RegistryError({"name": f"An adapter named {name} exists already."}) from None
-    return adapter, selection
+    @_audited("create_adapter", actor, origin)
+    def change():
+        clean = _clean_name(name, "adapter")
+        service = find_service(service_name.strip()) if isinstance(service_name, str) else None
+        if service is None:
+            raise RegistryError({"service": f"No registered service named {service_name!r}."})
+        settings = effective_all()
+        selection = current_selection([service], settings)
+        if selection.protocol is None:
+            raise RegistryError({"service": selection.reason})
+        snapshot = identity(settings[selection.protocol])
+        adapter = Adapter(name=clean, service_id=service.id, protocol=selection.protocol,
+                          snapshot=snapshot, snapshot_hash=identity_hash(snapshot),
+                          created_by=actor)
+        db.session.add(adapter)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            raise RegistryError({"name": f"An adapter named {clean} exists already."}) from None
+        return ((adapter, selection), [selection.protocol],
+                f"Created adapter {clean} on {service.name} using {selection.protocol}")
+    return change()
 
 
 def snapshot_differences(snapshot: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

@@ -9,7 +9,6 @@ from ..adapters import service as registry
 from ..auth import actor
 from ..extensions import db
 from ..models import Adapter, ExtensionService
-from ..settings import changes as change_log
 from . import _error, bp
 
 
@@ -38,16 +37,10 @@ def register_service():
     if body is None:
         return _error(400, "bad_request", 'Send {"name": …, "protocols": ["mqtt", "kafka"]}.')
     try:
-        row, created = registry.register_service(body.get("name"), body.get("protocols"))
+        row, created = registry.register_service(body.get("name"), body.get("protocols"),
+                                                 actor(), "api")
     except registry.RegistryError as exc:
-        change_log.record_rejection("register_service", actor=actor(), origin="api", protocol=None,
-                                    errors=exc.errors)
         return _error(422, "invalid", "The service was not registered.", errors=exc.errors)
-    change_log.audit("register_service", "applied", actor=actor(), origin="api",
-                     protocols=row.protocols,
-                     summary=f"{'Registered' if created else 'Updated'} service {row.name}: "
-                             f"{', '.join(row.protocols)}")
-    db.session.commit()
     return jsonify(service_document(row)), 201 if created else 200
 
 
@@ -65,15 +58,10 @@ def create_adapter():
     if body is None:
         return _error(400, "bad_request", 'Send {"name": …, "service": …}.')
     try:
-        row, selection = registry.create_adapter(body.get("name"), body.get("service"), actor())
+        row, selection = registry.create_adapter(body.get("name"), body.get("service"), actor(),
+                                                 "api")
     except registry.RegistryError as exc:
-        change_log.record_rejection("create_adapter", actor=actor(), origin="api", protocol=None,
-                                    errors=exc.errors)
         return _error(422, "invalid", "The adapter was not created.", errors=exc.errors)
-    change_log.audit("create_adapter", "applied", actor=actor(), origin="api",
-                     protocols=[row.protocol],
-                     summary=f"Created adapter {row.name} on {body['service']} using {row.protocol}")
-    db.session.commit()
     current = {row.protocol: row.snapshot}
     return jsonify({**adapter_document(row, body["service"].strip(), current),
                     "reason": selection.reason}), 201

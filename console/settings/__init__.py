@@ -114,13 +114,19 @@ def _section_response(protocol: str, context: dict[str, Any], status: int):
                            **page_context(sections={protocol: context})), status
 
 
-@bp.post("/messaging/<protocol>")
-@admin_required
-def save(protocol: str):
+def prepared_form(protocol: str) -> tuple[dict[str, Any], dict[str, Any], service.Prepared]:
+    """The section form's changes, the values to show back, and their validation (secrets
+    revealed, for a connection test)."""
     if protocol not in PROTOCOLS:
         abort(404)
     changes, submitted = form_changes(protocol)
-    prep = service.prepare_changes(protocol, changes, reveal=True)
+    return changes, submitted, service.prepare_changes(protocol, changes, reveal=True)
+
+
+@bp.post("/messaging/<protocol>")
+@admin_required
+def save(protocol: str):
+    changes, submitted, prep = prepared_form(protocol)
     if prep.errors:
         change_log.record_rejection("update", actor=actor(), origin="page", protocol=protocol,
                                     errors=prep.errors)
@@ -151,10 +157,7 @@ def save(protocol: str):
 @admin_required
 def test_connection(protocol: str):
     """Check the form's unsaved values against the real broker."""
-    if protocol not in PROTOCOLS:
-        abort(404)
-    changes, _ = form_changes(protocol)
-    prep = service.prepare_changes(protocol, changes, reveal=True)
+    _, _, prep = prepared_form(protocol)
     if prep.errors:
         return render_template("settings/_test_result.html", protocol=protocol, result=None,
                                errors=prep.errors), 200
