@@ -42,6 +42,7 @@ def _create(instance: Path, **config) -> Flask:
             "TESTING": True,
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'console.db'}",
             "WTF_CSRF_ENABLED": False,
+            "READY_CACHE_SECONDS": 0,
             **config,
         })
     finally:

@@ -180,3 +180,18 @@ def test_broker_config_addresses(ctx, monkeypatch) -> None:
     monkeypatch.setenv("SP_PULSAR_TLS", "false")
     with checks.broker_config(service.effective("pulsar", reveal=True)) as config:
         assert config.addresses == (("a", 6650), ("b", 6651)) and not config.tls
+
+
+def test_readyz_snapshot_is_reused_within_its_ttl(app: Flask, client, monkeypatch) -> None:
+    import console.health as health
+
+    app.config["READY_CACHE_SECONDS"] = 60
+    calls = []
+    real = health.readiness
+    monkeypatch.setattr(health, "readiness", lambda: calls.append(1) or real())
+    for _ in range(5):
+        assert client.get("/readyz").status_code == 200
+    assert len(calls) == 1
+    app.config["READY_CACHE_SECONDS"] = 0
+    client.get("/readyz")
+    assert len(calls) == 2

@@ -3,6 +3,8 @@ results, no broker I/O) and /metrics (Prometheus)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import time
 from typing import Any, Iterator
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -62,14 +64,27 @@ def readiness() -> tuple[dict[str, Any], int]:
             "certificates": diagnostics.certificate_warnings()}, code
 
 
+def cached_readiness() -> tuple[bytes, int]:
+    """The encoded readiness() answer, reused for CONSOLE_READY_CACHE_SECONDS (default 1 s) by each
+    worker: probes and scrapers may call it often, and it changes only with the next check."""
+    ttl = float(current_app.config.get("READY_CACHE_SECONDS", 1.0))
+    cache = current_app.extensions.setdefault("console_readiness", {"at": float("-inf")})
+    now = time.monotonic()
+    if ttl <= 0 or now - cache["at"] >= ttl:
+        document, code = readiness()
+        cache["value"] = (json.dumps(document).encode(), code)
+        cache["at"] = now
+    return cache["value"]
+
+
 @bp.get("/readyz")
 def readyz():
     try:
-        document, code = readiness()
+        body, code = cached_readiness()
     except SQLAlchemyError:
         db.session.rollback()
         return jsonify(status="down", message="The database does not answer.", brokers={}), 503
-    return jsonify(document), code
+    return Response(body, status=code, mimetype="application/json")
 
 
 class BrokerCollector:
