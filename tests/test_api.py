@@ -137,3 +137,15 @@ def test_token_last_used_is_recorded(app, client, admin_token) -> None:
     client.get("/api/v1/brokers", headers=bearer(admin_token))
     with app.app_context():
         assert db.session.execute(db.select(ApiToken)).scalar_one().last_used_at is not None
+
+
+def test_openapi_documents_every_api_route(app, client) -> None:
+    doc = client.get("/api/v1/openapi.json").get_json()
+    documented = {(path, method) for path, item in doc["paths"].items() for method in item
+                  if method in ("get", "post", "put", "patch", "delete")}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1/") or rule.endpoint == "api.openapi":
+            continue
+        path = rule.rule[len("/api/v1"):].replace("<int:", "{").replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (path, method.lower()) in documented, (path, method)

@@ -41,6 +41,88 @@ def _patch_schema(protocol: str) -> dict[str, Any]:
     }
 
 
+def _op(summary: str, ok: str = "OK", *, body: dict[str, Any] | None = None,
+        params: list[dict[str, Any]] | None = None, errors: dict[str, str] | None = None,
+        content: str = "application/json") -> dict[str, Any]:
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": ok}}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {content: {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    for code, text in (errors or {}).items():
+        op["responses"][code] = {"description": text, **error}
+    return op
+
+
+def _query(*names: str) -> list[dict[str, Any]]:
+    return [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+            for n in names]
+
+
+CHANGE_FLAGS = {"confirm": {"type": "boolean", "description": "apply even when adapters are "
+                            "affected (otherwise 409 with the impact)"},
+                "dry_run": {"type": "boolean", "description": "only preview the diff and impact"}}
+
+
+def _more_paths() -> dict[str, Any]:
+    """Registry, audit, history, export/import and diagnostics."""
+    version = {"name": "version_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    run = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    protocol = {"name": "protocol", "in": "path", "required": True,
+                "schema": {"type": "string", "enum": list(PROTOCOLS)}}
+    names = {"type": "array", "items": {"type": "string"}}
+    return {
+        "/services": {
+            "get": _op("Registered services with the protocol new adapters would get"),
+            "post": _op("Register a service (re-registering updates its protocols)", "Updated",
+                        body={"type": "object", "required": ["name", "protocols"], "properties": {
+                            "name": {"type": "string"}, "protocols": names}},
+                        errors={"422": "Invalid name or protocols"}),
+        },
+        "/adapters": {
+            "get": _op("Adapters, paginated, each with whether its snapshot still matches",
+                       params=_query("page", "per_page")),
+            "post": _op("Create an adapter on a service (protocol by the priority rule)", "Created",
+                        body={"type": "object", "required": ["name", "service"], "properties": {
+                            "name": {"type": "string"}, "service": {"type": "string"}}},
+                        errors={"422": "Unknown service, no enabled common protocol, or name taken"}),
+        },
+        "/connections/check": {"post": _op(
+            "The protocol connecting these services would use", body={
+                "type": "object", "required": ["services"], "properties": {"services": names}},
+            errors={"409": "No common protocol (with what each supports)"})},
+        "/audit": {"get": _op("Audit entries, newest first", params=_query(
+            "actor", "origin", "action", "outcome", "protocol", "q", "since", "until", "page",
+            "per_page"), errors={"400": "Bad filter"})},
+        "/versions": {"get": _op("Configuration versions, newest first")},
+        "/versions/{version_id}/diff": {"get": _op(
+            "Saved-configuration diff from ?against= to this version",
+            params=[version, *_query("against")], errors={"404": "No such version"})},
+        "/versions/{version_id}/rollback": {"post": _op(
+            "Roll back to this version through the impact check",
+            params=[version], body={"type": "object", "properties": CHANGE_FLAGS},
+            errors={"404": "No such version", "409": "Adapters affected: confirm"})},
+        "/config/export": {"get": {"summary": "All settings and priorities as YAML (no secrets)",
+                                   "responses": {"200": {"description": "YAML",
+                                                         "content": {"application/yaml": {}}}}}},
+        "/config/import": {"post": _op(
+            "Import a YAML export: validated first, applied all or nothing",
+            params=_query("dry_run", "confirm"), body={"type": "string"},
+            content="application/yaml",
+            errors={"422": "Invalid file (errors by protocol.field)", "409": "Adapters affected"})},
+        "/brokers/{protocol}/diagnose": {"post": _op(
+            "Step-wise diagnosis (dns, tcp, tls, handshake, auth, operation) with cause and fix",
+            params=[protocol, *_query("timeout")])},
+        "/diagnoses/{run_id}": {"get": _op("A stored diagnosis", params=[run])},
+        "/diagnoses/{run_id}/report": {"get": _op(
+            "Diagnosis report: diagnosis, settings (secrets masked) and pitfalls", params=[run])},
+        "/certificates": {"get": _op("Certificate inventory: uploaded, environment files and "
+                                     "presented by brokers, soonest expiry first")},
+        "/lint": {"get": _op("Pitfalls found in the effective settings")},
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     error = {"$ref": "#/components/schemas/Error"}
@@ -52,7 +134,7 @@ def openapi_document() -> dict[str, Any]:
                   "schema": {"type": "string", "enum": ["tls_ca", "tls_cert"]}}
     patch_bodies = {"oneOf": [{"$ref": f"#/components/schemas/{p.capitalize()}Patch"}
                               for p in PROTOCOLS]}
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {"title": "Messaging Console API", "version": "1",
                  "description": "Messaging settings, priorities and TLS material. Secrets are "
@@ -125,3 +207,5 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+    document["paths"].update(_more_paths())
+    return document
