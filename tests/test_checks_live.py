@@ -181,3 +181,51 @@ def test_several_gunicorn_workers_do_not_duplicate_checks(tmp_path: Path, lab) -
     assert 2 <= counts.get("mqtt", 0) <= most, (counts, err.decode()[-1500:])
     assert 2 <= counts.get("nats", 0) <= most, counts
     assert workers >= 1 and env_audits >= 1
+
+
+def test_stopped_broker_turns_red_within_one_interval(app: Flask, admin_client, tmp_path) -> None:
+    """A throwaway nats-server: up, then killed; the scheduler marks it down with the right cause
+    within one interval, and the page's status fragment says so."""
+    import shutil
+
+    from console.checks.scheduler import Scheduler
+
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    port = _free_port()
+    server = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        point(app, "nats", host="127.0.0.1", port=port)
+        app.config.update(CHECK_INTERVAL=1.0, CHECK_TIMEOUT=1.0)
+        scheduler = Scheduler(app, tick=0.2)
+        scheduler.start()
+
+        def badge() -> str:
+            return admin_client.get("/settings/messaging/nats/status", headers=HX).get_data(as_text=True)
+
+        def wait_for(text: str, seconds: float) -> float:
+            started = time.monotonic()
+            while time.monotonic() - started < seconds:
+                if text in badge():
+                    return time.monotonic() - started
+                time.sleep(0.1)
+            raise AssertionError(f"{text!r} not shown within {seconds} s: {badge()}")
+
+        wait_for("● up", 5)
+        server.kill()
+        server.wait(5)
+        took = wait_for("● down", 1.0 + 1.0 + 1.0)
+        assert "connection_refused" in badge()
+        assert took <= 3.0
+    finally:
+        if server.poll() is None:
+            server.kill()
+        if "scheduler" in locals():
+            scheduler.stop()
