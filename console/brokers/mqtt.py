@@ -98,7 +98,7 @@ class MqttChecker(DriverChecker):
                     outcome["disconnect"] = code
             return self._verdict(config, deadline, outcome, log, label)
         finally:
-            self._close(client)
+            close_client(client)
 
     def _verdict(self, config: BrokerConfig, deadline: Deadline, outcome: dict[str, Any], log: list[str],
                  label: str) -> dict[str, Any]:
@@ -129,14 +129,18 @@ class MqttChecker(DriverChecker):
         fallback = found or CheckFailed("unknown", f"{where}: {one_line(repr(exc))}")
         return diagnose(config, config.host, config.port, deadline, MQTT_GREETING, fallback)
 
-    @staticmethod
-    def _close(client: mqtt.Client) -> None:
-        try:
-            if client.is_connected():
-                client.disconnect()
-        except Exception:  # noqa: BLE001 - best-effort clean-up
-            pass
-        try:
-            client._reset_sockets()
-        except Exception:  # noqa: BLE001
-            pass
+
+def close_client(client: mqtt.Client, drain: bool = False) -> None:
+    """Disconnect a paho client (optionally letting the DISCONNECT go out) and drop its sockets,
+    which paho leaves open after a failed TLS handshake."""
+    try:
+        if client.is_connected():
+            client.disconnect()
+            if drain:
+                client.loop(timeout=0.01)
+    except Exception:  # noqa: BLE001 - best-effort clean-up
+        pass
+    try:
+        client._reset_sockets()
+    except Exception:  # noqa: BLE001
+        pass

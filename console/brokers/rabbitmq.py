@@ -80,7 +80,7 @@ class RabbitmqChecker(DriverChecker):
                     "cluster_name": _text(props.get("cluster_name", "")), "vhost": vhost,
                     "tls": config.tls}
         finally:
-            self._close(connection)
+            close_connection(connection)
 
     def _parameters(self, config: BrokerConfig, library: Deadline, vhost: str) -> pika.ConnectionParameters:
         budget = max(library.remaining(), 0.05)
@@ -106,17 +106,6 @@ class RabbitmqChecker(DriverChecker):
                 raise CheckFailed("handshake_timeout", "the broker did not open a channel in time")
             connection.process_data_events(time_limit=min(library.remaining(), 0.002))
 
-    @staticmethod
-    def _close(connection: pika.BlockingConnection) -> None:
-        try:
-            if connection.is_open:
-                connection.close()
-        except Exception:  # noqa: BLE001 - best-effort clean-up
-            try:
-                connection._impl._adapter_disconnect_stream()
-            except Exception:  # noqa: BLE001
-                pass
-
     def _classify(self, config: BrokerConfig, deadline: Deadline, exc: BaseException) -> CheckFailed:
         host, port = config.host, config.port
         where = f"{host}:{port}"
@@ -138,3 +127,15 @@ class RabbitmqChecker(DriverChecker):
         else:
             fallback = CheckFailed("unknown", f"{where}: {one_line(repr(inner))}")
         return diagnose(config, host, port, deadline, AMQP_GREETING, fallback)
+
+
+def close_connection(connection: pika.BlockingConnection) -> None:
+    """Close a pika connection, or drop its stream when a clean close is impossible."""
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:  # noqa: BLE001 - best-effort clean-up
+        try:
+            connection._impl._adapter_disconnect_stream()
+        except Exception:  # noqa: BLE001
+            pass

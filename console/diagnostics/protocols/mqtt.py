@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ...brokers.base import BrokerConfig, Deadline, one_line
-from ...brokers.mqtt import MQTT_GREETING, client_id, protocol_version
+from ...brokers.mqtt import MQTT_GREETING, client_id, close_client, protocol_version
 from ...brokers.net import classify, ssl_context
 from .base import Link, Passed, Session, StepFailed, Wire
 
@@ -149,13 +149,4 @@ class MqttSession(Session):
         client, self.client = self.client, None
         if client is None:
             return
-        try:
-            if client.is_connected():
-                client.disconnect()
-                client.loop(timeout=0.01)
-        except Exception:  # noqa: BLE001 - best-effort clean-up
-            pass
-        try:
-            client._reset_sockets()
-        except Exception:  # noqa: BLE001
-            pass
+        close_client(client, drain=True)

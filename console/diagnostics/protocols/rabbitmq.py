@@ -19,7 +19,7 @@ from pika.adapters.utils import connection_workflow as cw
 
 from ...brokers.base import BrokerConfig, Deadline, one_line
 from ...brokers.net import classify, ssl_context
-from ...brokers.rabbitmq import AMQP_GREETING
+from ...brokers.rabbitmq import AMQP_GREETING, close_connection
 from .base import Link, Passed, Session, StepFailed, Wire
 
 _STEP = 0.001
@@ -157,13 +157,5 @@ class RabbitmqSession(Session):
 
     def close(self) -> None:
         connection, self.connection = self.connection, None
-        if connection is None:
-            return
-        try:
-            if connection.is_open:
-                connection.close()
-        except Exception:  # noqa: BLE001 - best-effort clean-up
-            try:
-                connection._impl._adapter_disconnect_stream()
-            except Exception:  # noqa: BLE001
-                pass
+        if connection is not None:
+            close_connection(connection)
