@@ -104,7 +104,7 @@ class RabbitmqChecker(DriverChecker):
         while not opened:
             if library.expired:
                 raise CheckFailed("handshake_timeout", "the broker did not open a channel in time")
-            connection.process_data_events(time_limit=min(library.remaining(), 0.002))
+            connection.process_data_events(time_limit=min(library.remaining(), 0.0005))
 
     def _classify(self, config: BrokerConfig, deadline: Deadline, exc: BaseException) -> CheckFailed:
         host, port = config.host, config.port
