@@ -9,11 +9,11 @@ from typing import Any, Mapping
 
 from .. import certs
 from ..brokers import PROTOCOLS
-from ..crypto import decrypt, encrypt
+from ..crypto import encrypt
 from ..extensions import db
-from ..models import BrokerSettings, Priority, TlsFile, utcnow
+from ..models import Priority, utcnow
 from . import rules
-from .resolve import MASKED, ProtocolSettings, Saved, StoredFile, resolve, resolve_priorities
+from .resolve import ProtocolSettings, Saved, resolve, resolve_priorities
 from .schema import FIELDS, FILE_SLOTS, SCHEMA
 from .values import Invalid, parse_value
 
@@ -48,31 +48,11 @@ def check_protocol(protocol: str) -> str:
     return protocol
 
 
-def _row(protocol: str) -> BrokerSettings | None:
-    return db.session.get(BrokerSettings, protocol)
-
-
-def _files(protocol: str) -> dict[str, TlsFile]:
-    rows = db.session.execute(db.select(TlsFile).where(TlsFile.protocol == protocol)).scalars()
-    return {row.slot: row for row in rows}
-
-
 def saved_layer(protocol: str, reveal: bool = False) -> Saved:
     """The saved settings of `protocol`; secrets decrypted only when `reveal`."""
-    row = _row(protocol)
-    saved = Saved()
-    if row is not None:
-        saved.values = dict(row.values or {})
-        saved.secrets = {name: (decrypt(token) if reveal else MASKED)
-                         for name, token in (row.secrets or {}).items()}
-    for slot, item in _files(protocol).items():
-        saved.files[slot] = StoredFile(
-            filename=item.filename, format=item.format, certs_pem=item.certs_pem,
-            has_key=item.key_ciphertext is not None,
-            key_pem=decrypt(item.key_ciphertext) if (reveal and item.key_ciphertext) else None,
-            uploaded_at=item.uploaded_at, uploaded_by=item.uploaded_by,
-        )
-    return saved
+    from .state import read_state
+
+    return read_state().saved(protocol, reveal)
 
 
 def _env() -> Mapping[str, str]:
