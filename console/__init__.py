@@ -34,7 +34,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from . import auth, cli
+    from . import auth, cli, errors
     from .adapters import bp as adapters_bp
     from .api import bp as api_bp
     from .audit import bp as audit_bp
@@ -43,6 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .history import bp as history_bp
     from .settings import bp as settings_bp
     auth.init_app(app)
+    errors.init_app(app)
     for blueprint in (settings_bp, history_bp, adapters_bp, audit_bp, diagnostics_bp, api_bp,
                       health_bp):
         app.register_blueprint(blueprint)

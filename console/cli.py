@@ -10,7 +10,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from .brokers import PROTOCOLS
-from .crypto import new_token, token_digest
+from .crypto import SecretUnreadable, new_token, token_digest
 from .extensions import db
 from .models import ROLES, ApiToken, User
 from .settings import service
@@ -175,7 +175,10 @@ def brokers_check(protocols: tuple[str, ...], as_json: bool, timeout: float | No
 
     chosen = list(protocols) or [p for p in PROTOCOLS if service.effective(p).enabled]
     timeout = timeout or current_app.config["CHECK_TIMEOUT"]
-    results = checks.run_checks(chosen, timeout) if chosen else {}
+    try:
+        results = checks.run_checks(chosen, timeout) if chosen else {}
+    except SecretUnreadable as exc:
+        raise click.ClickException(str(exc)) from None
     for result in results.values():
         checks.record(result, "cli")
     ok = all(r.up for r in results.values())
@@ -207,8 +210,11 @@ def brokers_diagnose(protocol: str, as_json: bool, timeout: float | None) -> Non
 
     from . import diagnostics
 
-    row = diagnostics.run_and_store(protocol, timeout or current_app.config["CHECK_TIMEOUT"],
-                                    actor="cli", origin="cli")
+    try:
+        row = diagnostics.run_and_store(protocol, timeout or current_app.config["CHECK_TIMEOUT"],
+                                        actor="cli", origin="cli")
+    except SecretUnreadable as exc:
+        raise click.ClickException(str(exc)) from None
     d = row.result
     if as_json:
         click.echo(json.dumps({k: v for k, v in d.items()}, indent=2))

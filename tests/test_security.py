@@ -149,3 +149,17 @@ def test_secrets_are_encrypted_in_the_database_file(app: Flask, secrets_everywhe
     assert len(raw) > 10000
     for secret in secrets_everywhere:
         assert secret.encode() not in raw, secret
+
+
+def test_changed_encryption_key_gives_a_clear_answer_not_a_traceback(app: Flask, admin_client) -> None:
+    admin_client.patch("/api/v1/brokers/nats", json={"username": "u", "password": "secret-1"})
+    app.extensions.pop("console_fernet")
+    app.config["ENCRYPTION_KEY"] = "some-other-key"
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    page = admin_client.post("/settings/messaging/nats", headers={"HX-Request": "true"},
+                             data={"host": "n2"})
+    assert page.status_code == 500 and "CONSOLE_ENCRYPTION_KEY" in page.get_data(as_text=True)
+    assert "Traceback" not in page.get_data(as_text=True)
+    api = admin_client.post("/api/v1/brokers/nats/diagnose?timeout=1")
+    assert api.status_code == 500 and api.get_json()["error"] == "secret_unreadable"
+    assert admin_client.get("/settings/messaging").status_code == 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import wraps
 from typing import Any, Callable
 
-from flask import Blueprint, Flask, abort, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
@@ -114,32 +114,3 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def _roles() -> dict[str, Any]:
         return {"is_admin": is_admin}
-
-    @app.errorhandler(403)
-    def _forbidden(error):
-        if request.path.startswith("/api/"):
-            return jsonify(error="forbidden", message="This needs the admin role."), 403
-        return render_template("error.html", code=403,
-                               message="Your role (viewer) can look but not change."), 403
-
-    @app.errorhandler(404)
-    def _not_found(error):
-        if request.path.startswith("/api/"):
-            return jsonify(error="not_found", message="No such resource."), 404
-        return render_template("error.html", code=404, message="No such page."), 404
-
-    @app.errorhandler(413)
-    def _too_large(error):
-        message = "The upload is larger than 2 MiB."
-        if request.path.startswith("/api/"):
-            return jsonify(error="too_large", message=message), 413
-        return render_template("error.html", code=413, message=message), 413
-
-    from flask_wtf.csrf import CSRFError
-
-    @app.errorhandler(CSRFError)
-    def _csrf(error):
-        message = "The form has expired or is not from this console (CSRF check failed). Reload the page and try again."
-        if request.path.startswith("/api/"):
-            return jsonify(error="csrf", message=message), 400
-        return render_template("error.html", code=400, message=message), 400
