@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from tests.conftest import ADMIN_PASSWORD, add_user, login
+from tests.conftest import ADMIN_PASSWORD, add_user
 
 READ_ONLY_POSTS = {"adapters.connect", "api.check_connection"}
 OPEN = {"static", "auth.login", "health.healthz", "health.readyz", "health.metrics", "api.openapi"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Mapping
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, request
 from flask_login import login_required
 
 from ..extensions import db

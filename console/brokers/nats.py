@@ -106,18 +106,7 @@ class NatsChecker(DriverChecker):
             seen.append(exc)
 
         nc = NATS()
-        options: dict[str, Any] = {
-            "servers": [_url(config)], "connect_timeout": max(library.remaining(), 0.05),
-            "allow_reconnect": False, "max_reconnect_attempts": 1, "reconnect_time_wait": 0,
-            "error_cb": on_error, "name": str(config.options.get("name") or "messaging-console"),
-            "ping_interval": 3600, "dont_randomize": True, "verbose": False, "pedantic": False,
-        }
-        if context is not None:
-            options["tls"] = context
-        if config.username:
-            options["user"], options["password"] = config.username, config.password or ""
-        if config.token:
-            options["token"] = config.token
+        options = connect_options(config, library.remaining(), on_error, context, _url(config))
         try:
             await asyncio.wait_for(nc.connect(**options), max(library.remaining(), 0.01))
             info = dict(nc._server_info)
@@ -177,3 +166,22 @@ class NatsChecker(DriverChecker):
             fallback = CheckFailed("unknown", f"{where}: {words}")
             return diagnose(config, host, port, deadline, NATS_GREETING, fallback)
         return CheckFailed("unknown", f"{where}: {words}")
+
+
+def connect_options(config: BrokerConfig, budget: float, on_error: Callable[[Exception], Awaitable[None]],
+                    context: ssl.SSLContext | None, url: str) -> dict[str, Any]:
+    """nats-py connect options for one attempt within `budget` seconds: no reconnects (0 would mean
+    forever), the configured credentials, token and TLS context."""
+    options: dict[str, Any] = {
+        "servers": [url], "connect_timeout": max(budget, 0.05),
+        "allow_reconnect": False, "max_reconnect_attempts": 1, "reconnect_time_wait": 0,
+        "error_cb": on_error, "name": str(config.options.get("name") or "messaging-console"),
+        "ping_interval": 3600, "dont_randomize": True, "verbose": False, "pedantic": False,
+    }
+    if context is not None:
+        options["tls"] = context
+    if config.username:
+        options["user"], options["password"] = config.username, config.password or ""
+    if config.token:
+        options["token"] = config.token
+    return options

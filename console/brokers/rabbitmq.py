@@ -64,7 +64,6 @@ class RabbitmqChecker(DriverChecker):
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
         """Connect and open a channel within `deadline`; the broker's identity."""
         library = deadline.share(self.library_share)
-        host, port = config.host, config.port
         vhost = str(config.options.get("vhost") or "/")
         try:
             connection = pika.BlockingConnection(self._parameters(config, library, vhost))
@@ -83,19 +82,7 @@ class RabbitmqChecker(DriverChecker):
             close_connection(connection)
 
     def _parameters(self, config: BrokerConfig, library: Deadline, vhost: str) -> pika.ConnectionParameters:
-        budget = max(library.remaining(), 0.05)
-        kwargs: dict[str, Any] = {}
-        if config.username:
-            kwargs["credentials"] = pika.PlainCredentials(config.username, config.password or "")
-        if config.tls:
-            kwargs["ssl_options"] = pika.SSLOptions(ssl_context(config), config.host)
-        heartbeat = config.options.get("heartbeat")
-        if heartbeat not in (None, ""):
-            kwargs["heartbeat"] = int(heartbeat)
-        return pika.ConnectionParameters(
-            host=config.host, port=config.port, virtual_host=vhost, socket_timeout=budget,
-            stack_timeout=budget, connection_attempts=1, retry_delay=0, blocked_connection_timeout=None,
-            client_properties={"connection_name": "messaging-console check"}, **kwargs)
+        return connection_parameters(config, library.remaining(), vhost, "check")
 
     @staticmethod
     def _open_channel(connection: pika.BlockingConnection, library: Deadline) -> None:
@@ -139,3 +126,22 @@ def close_connection(connection: pika.BlockingConnection) -> None:
             connection._impl._adapter_disconnect_stream()
         except Exception:  # noqa: BLE001
             pass
+
+
+def connection_parameters(config: BrokerConfig, budget: float, vhost: str, purpose: str,
+                          server_name: str | None = None) -> pika.ConnectionParameters:
+    """pika parameters for one attempt within `budget` seconds (socket and AMQP handshake), with the
+    configured credentials, TLS and heartbeat."""
+    budget = max(budget, 0.05)
+    kwargs: dict[str, Any] = {}
+    if config.username:
+        kwargs["credentials"] = pika.PlainCredentials(config.username, config.password or "")
+    if config.tls:
+        kwargs["ssl_options"] = pika.SSLOptions(ssl_context(config), server_name or config.host)
+    heartbeat = config.options.get("heartbeat")
+    if heartbeat not in (None, ""):
+        kwargs["heartbeat"] = int(heartbeat)
+    return pika.ConnectionParameters(
+        host=config.host, port=config.port, virtual_host=vhost, socket_timeout=budget,
+        stack_timeout=budget, connection_attempts=1, retry_delay=0, blocked_connection_timeout=None,
+        client_properties={"connection_name": f"messaging-console {purpose}"}, **kwargs)

@@ -106,7 +106,7 @@ def _nats(s: ProtocolSettings) -> list[Finding]:
 
 def _tls_common(s: ProtocolSettings) -> list[Finding]:
     out: list[Finding] = []
-    cert, key = s.fields["tls_cert"], s.fields["tls_key"]
+    cert = s.fields["tls_cert"]
     for f in (s.fields["tls_ca"], cert):
         if isinstance(f.value, dict) and f.value.get("error"):
             out.append(Finding((f.field.name,), f.field.name, f.value["error"]))

@@ -6,7 +6,7 @@ whether they are secret, and whether a change is installation-time or runtime.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..brokers import PROTOCOLS

@@ -21,7 +21,7 @@ from typing import Any, Awaitable, TypeVar
 from nats.aio.client import Client as NATS
 
 from ...brokers.base import BrokerConfig, Deadline, one_line
-from ...brokers.nats import NATS_GREETING
+from ...brokers.nats import NATS_GREETING, connect_options
 from ...brokers.net import classify, ssl_context
 from .base import Link, Passed, Session, StepFailed, Wire
 
@@ -137,21 +137,10 @@ class NatsSession(Session):
 
         self.nc = nc = NATS()
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-        options: dict[str, Any] = {
-            "servers": [f"{'tls' if context else 'nats'}://{host}:{self.config.port}"],
-            "connect_timeout": max(deadline.remaining(), 0.05), "allow_reconnect": False,
-            "max_reconnect_attempts": 1, "reconnect_time_wait": 0, "error_cb": on_error,
-            "name": str(self.config.options.get("name") or "messaging-console"), "ping_interval": 3600,
-            "dont_randomize": True, "verbose": False, "pedantic": False,
-        }
-        if context is not None:
-            options["tls"] = context
-            if self.config.options.get("tls_server_name"):
-                options["tls_hostname"] = str(self.config.options["tls_server_name"])
-        if self.config.username:
-            options["user"], options["password"] = self.config.username, self.config.password or ""
-        if self.config.token:
-            options["token"] = self.config.token
+        url = f"{'tls' if context else 'nats'}://{host}:{self.config.port}"
+        options = connect_options(self.config, deadline.remaining(), on_error, context, url)
+        if context is not None and self.config.options.get("tls_server_name"):
+            options["tls_hostname"] = str(self.config.options["tls_server_name"])
         try:
             await asyncio.wait_for(nc.connect(**options), max(deadline.remaining(), 0.01))
         except (asyncio.TimeoutError, TimeoutError):

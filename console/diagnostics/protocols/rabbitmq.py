@@ -18,8 +18,8 @@ import pika.frame
 from pika.adapters.utils import connection_workflow as cw
 
 from ...brokers.base import BrokerConfig, Deadline, one_line
-from ...brokers.net import classify, ssl_context
-from ...brokers.rabbitmq import AMQP_GREETING, close_connection
+from ...brokers.net import classify
+from ...brokers.rabbitmq import AMQP_GREETING, close_connection, connection_parameters
 from .base import Link, Passed, Session, StepFailed, Wire
 
 _STEP = 0.001
@@ -83,17 +83,8 @@ class RabbitmqSession(Session):
         return Passed(f"logged in as {who} (PLAIN) to vhost {self.vhost}")
 
     def _parameters(self, deadline: Deadline) -> pika.ConnectionParameters:
-        budget = max(deadline.remaining(), 0.05)
-        kwargs: dict[str, Any] = {}
-        if self.config.username:
-            kwargs["credentials"] = pika.PlainCredentials(self.config.username, self.config.password or "")
-        if self.config.tls:
-            name = str(self.config.options.get("tls_server_name") or self.config.host)
-            kwargs["ssl_options"] = pika.SSLOptions(ssl_context(self.config), name)
-        return pika.ConnectionParameters(
-            host=self.config.host, port=self.config.port, virtual_host=self.vhost, socket_timeout=budget,
-            stack_timeout=budget, connection_attempts=1, retry_delay=0, blocked_connection_timeout=None,
-            client_properties={"connection_name": "messaging-console diagnosis"}, **kwargs)
+        return connection_parameters(self.config, deadline.remaining(), self.vhost, "diagnosis",
+                                     self.config.options.get("tls_server_name"))
 
     def _refusal(self, exc: BaseException) -> StepFailed:
         closed = _CLOSED.search(str(exc)) if isinstance(exc, (pex.AMQPConnectionError, pex.AMQPError)) else None
