@@ -47,7 +47,15 @@ class FieldChange:
         where = f"{PROTOCOL_LABELS[self.protocol]} {self.field}" if self.protocol else self.field
         if self.secret:
             return f"{where}: {SECRET_SHOWN}"
-        return f"{where}: {_show(self.old)} → {_show(self.new)}"
+        return f"{where}: {self._side(self.old)} → {self._side(self.new)}"
+
+    def _side(self, value: Any) -> str:
+        if self.field == "priorities" and not value:
+            return "(default order)"
+        f = FIELDS.get(self.protocol or "", {}).get(self.field)
+        if value is None and f is not None and f.default not in (None, ""):
+            return f"{_show(f.default)} (default)"
+        return _show(value)
 
 
 def _show(value: Any) -> str:
