@@ -11,8 +11,10 @@ accesslog = "-"
 
 def post_worker_init(worker):
     from console.checks.scheduler import start
+    from console.delivery import outbox
     from console.settings.changes import record_environment
 
     with worker.wsgi.app_context():
         record_environment()
     start(worker.wsgi)
+    outbox.start(worker.wsgi)

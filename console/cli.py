@@ -10,9 +10,10 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from .brokers import PROTOCOLS
-from .crypto import SecretUnreadable, new_token, token_digest
+from .auth import tokens as api_tokens
+from .crypto import SecretUnreadable
 from .extensions import db
-from .models import ROLES, ApiToken, User
+from .models import ROLES, TOKEN_ROLES, User
 from .settings import service
 from .settings.schema import PROTOCOL_LABELS
 
@@ -95,33 +96,32 @@ def users_set_password(name: str, password_stdin: bool) -> None:
 
 @tokens.command("create")
 @click.argument("name")
-@click.option("--role", type=click.Choice(ROLES), required=True)
-def tokens_create(name: str, role: str) -> None:
+@click.option("--role", type=click.Choice(TOKEN_ROLES), required=True)
+@click.option("--service", "service_name", default=None,
+              help="For --role service: the service whose configuration the token reads.")
+def tokens_create(name: str, role: str, service_name: str | None) -> None:
     """Create an API token and print it (shown once)."""
-    if db.session.execute(db.select(ApiToken).where(ApiToken.name == name)).scalar_one_or_none():
-        raise click.UsageError(f"A token named {name} exists already.")
-    token = new_token()
-    db.session.add(ApiToken(name=name, role=role, digest=token_digest(token), prefix=token[:10]))
-    db.session.commit()
+    try:
+        _, token = api_tokens.create(name, role, service_name, actor="cli", origin="cli")
+    except api_tokens.TokenError as exc:
+        raise click.UsageError(" ".join(exc.errors.values())) from None
     click.echo(token)
 
 
 @tokens.command("list")
 def tokens_list() -> None:
     """List API tokens (names and roles, never the tokens)."""
-    for row in db.session.execute(db.select(ApiToken).order_by(ApiToken.name)).scalars():
-        click.echo(f"{row.name}\t{row.role}\t{row.prefix}…\tlast used {row.last_used_at or 'never'}")
+    for row in api_tokens.all_tokens():
+        role = f"{row.role}:{row.service}" if row.service else row.role
+        click.echo(f"{row.name}\t{role}\t{row.prefix}…\tlast used {row.last_used_at or 'never'}")
 
 
 @tokens.command("revoke")
 @click.argument("name")
 def tokens_revoke(name: str) -> None:
     """Delete an API token."""
-    row = db.session.execute(db.select(ApiToken).where(ApiToken.name == name)).scalar_one_or_none()
-    if row is None:
+    if not api_tokens.revoke(name, actor="cli", origin="cli"):
         raise click.UsageError(f"No token named {name}.")
-    db.session.delete(row)
-    db.session.commit()
     click.echo(f"Revoked {name}.")
 
 

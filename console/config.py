@@ -18,3 +18,12 @@ class Defaults:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True
+    # configuration delivery: the outbox worker of every serving process
+    DELIVERY_WORKER: bool = True
+    DELIVERY_POLL_SECONDS: float = 1.0       # how often a worker looks for due callbacks
+    DELIVERY_TIMEOUT: float = 3.0            # seconds per callback POST
+    DELIVERY_MAX_ATTEMPTS: int = 10          # then the delivery is failed
+    DELIVERY_RETRY_BASE: float = 1.0         # first retry after this, doubling each time
+    DELIVERY_RETRY_MAX: float = 300.0        # longest wait between retries
+    DELIVERY_LEASE_SECONDS: float = 30.0     # a claimed delivery is retaken by others after this
+    DELIVERY_CONCURRENCY: int = 8            # callbacks sent at once per process

@@ -16,6 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .extensions import db
 
 ROLES = ("admin", "viewer")
+TOKEN_ROLES = ("admin", "viewer", "service")
 
 
 def utcnow() -> dt.datetime:
@@ -72,7 +73,9 @@ class ApiToken(db.Model):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(12))
     role: Mapped[str] = mapped_column(String(16), default="viewer")
+    service: Mapped[str | None] = mapped_column(String(120))   # the service a service token is for
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(80))
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     @property
@@ -160,6 +163,45 @@ class ExtensionService(db.Model):
     protocols: Mapped[list[str]] = mapped_column(JSON, default=list)
     registered_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    signing_secret: Mapped[str | None] = mapped_column(Text)          # encrypted at rest
+    # what it should run: the configuration version that last changed its document, and the
+    # document's ETag
+    config_version: Mapped[int | None] = mapped_column(Integer)
+    config_etag: Mapped[str | None] = mapped_column(String(64))
+    # what it fetched last, and what it acknowledged
+    fetched_version: Mapped[int | None] = mapped_column(Integer)
+    fetched_etag: Mapped[str | None] = mapped_column(String(64))
+    fetched_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    fetched_from: Mapped[str | None] = mapped_column(String(64))
+    acked_version: Mapped[int | None] = mapped_column(Integer)
+    acked_etag: Mapped[str | None] = mapped_column(String(64))
+    ack_status: Mapped[str | None] = mapped_column(String(16))
+    ack_message: Mapped[str | None] = mapped_column(Text)
+    acked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class Delivery(db.Model):
+    """One callback to a service in the outbox: written in the transaction of the change it
+    announces, claimed by one replica at a time, retried with backoff, coalesced by newer ones."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_state_due", "state", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"),
+                                            index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    etag: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2048))
+    state: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class Adapter(db.Model):

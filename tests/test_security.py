@@ -24,7 +24,7 @@ SECRETS = {
 
 def concrete_routes(app: Flask) -> list[tuple[str, str, str]]:
     """(endpoint, method, url) for every route, with sample path arguments."""
-    samples = {"protocol": "kafka", "slot": "tls_ca", "filename": "console.css", "version_id": "1",
+    samples = {"protocol": "kafka", "slot": "tls_ca", "filename": "console.css", "version_id": "1", "name": "edge",
                "run_id": "1"}
     out = []
     for rule in app.url_map.iter_rules():

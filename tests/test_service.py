@@ -145,8 +145,9 @@ def test_undecryptable_secret_gives_a_clear_error(app, monkeypatch) -> None:
 
     with app.app_context():
         service.apply_changes("rabbitmq", {"password": "pw"}, "t")
-        app.extensions.pop("console_fernet")
-        app.config["ENCRYPTION_KEY"] = "a-different-key"
+    app.extensions.pop("console_fernet")
+    app.config["ENCRYPTION_KEY"] = "a-different-key"     # as after a restart with another key
+    with app.app_context():
         with pytest.raises(SecretUnreadable, match="CONSOLE_ENCRYPTION_KEY"):
             service.effective("rabbitmq", reveal=True)
         assert service.effective("rabbitmq").fields["password"].is_set

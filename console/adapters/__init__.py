@@ -86,11 +86,18 @@ def _respond(context: dict[str, Any], status: int):
 @admin_required
 def register_service():
     try:
-        row, created = registry.register_service(request.form.get("name"),
-                                                 request.form.getlist("protocols"), actor(), "page")
+        done = registry.register_service(request.form.get("name"),
+                                         request.form.getlist("protocols"), actor(), "page",
+                                         callback_url=request.form.get("callback_url", ""))
     except registry.RegistryError as exc:
         return _respond(page_context(1, errors=exc.errors), 422)
-    return _respond(page_context(1, message=f"Service {row.name} {'registered' if created else 'updated'}."), 200)
+    verb = "registered" if done.created else "updated"
+    context = page_context(1, message=f"Service {done.service.name} {verb}.")
+    if done.signing_secret:
+        context["signing_secret"] = {"service": done.service.name, "secret": done.signing_secret}
+        return render_template("adapters/_registry.html" if is_htmx() else "adapters/adapters.html",
+                               **context), 200
+    return _respond(context, 200)
 
 
 @bp.post("/adapters/new")

@@ -7,18 +7,25 @@ settings it was created with, so later installation-time changes can be measured
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+import secrets
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 
 from ..brokers import PROTOCOLS
+from ..crypto import encrypt
+from ..delivery import outbox
+from ..delivery.documents import broker_values
 from ..extensions import db
 from ..models import Adapter, ExtensionService
-from ..settings import service as settings_service
+from ..settings import changes as change_log
+from ..settings.effective import current
 from ..settings.identity import identity, identity_hash
 from ..settings.resolve import ProtocolSettings
+from ..settings.selection import Selection, select_protocol  # noqa: F401  - part of this API
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,119}$")
 
@@ -29,42 +36,6 @@ class RegistryError(ValueError):
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
         self.errors = errors
-
-
-@dataclass
-class Selection:
-    """The protocol chosen for a set of services, or why none could be."""
-
-    protocol: str | None
-    supported: dict[str, list[str]] = field(default_factory=dict)
-    enabled: list[str] = field(default_factory=list)
-    reason: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "supported": self.supported, "enabled": self.enabled,
-                "reason": self.reason}
-
-
-def select_protocol(supported: Mapping[str, Iterable[str]], priorities: list[str],
-                    enabled: Iterable[str]) -> Selection:
-    """The first protocol of `priorities` that is enabled and supported by every service."""
-    support = {name: [p for p in PROTOCOLS if p in set(protocols)]
-               for name, protocols in supported.items()}
-    on = [p for p in priorities if p in set(enabled)]
-    for protocol in on:
-        if all(protocol in protocols for protocols in support.values()):
-            return Selection(protocol, support, on, f"{protocol} is the first enabled protocol in "
-                             "the priority list that every service supports.")
-    common = set(PROTOCOLS)
-    for protocols in support.values():
-        common &= set(protocols)
-    if not common:
-        reason = "No common protocol: " + "; ".join(
-            f"{name} supports {', '.join(p) or 'nothing'}" for name, p in support.items()) + "."
-    else:
-        reason = (f"The common protocols ({', '.join(sorted(common))}) are all disabled; enable "
-                  "one of them.")
-    return Selection(None, support, on, reason)
 
 
 def _clean_name(raw: Any, what: str) -> str:
@@ -84,9 +55,26 @@ def _clean_protocols(raw: Any) -> list[str]:
     return [p for p in PROTOCOLS if p in {x.lower() for x in raw}]
 
 
+def _clean_callback(raw: Any) -> str | None:
+    if raw is None or raw == "":
+        return None
+    parts = urlsplit(raw) if isinstance(raw, str) else None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or len(raw) > 2048 or any(c.isspace() for c in raw)):
+        raise RegistryError({"callback_url": "Give an http:// or https:// URL with a host "
+                                             "(at most 2048 characters), or leave it empty."})
+    if parts.username or parts.password:
+        raise RegistryError({"callback_url": "Leave credentials out of the URL: callbacks are "
+                                             "signed with the service's signing secret."})
+    try:
+        parts.port
+    except ValueError:
+        raise RegistryError({"callback_url": "The port of the URL is not a number 1–65535."}) from None
+    return raw
+
+
 def _audited(action: str, actor: str | None, origin: str):
     """Run a registry change, auditing its refusal (and re-raising) or its success."""
-    from ..settings import changes as change_log
 
     def wrap(fn):
         def run(*args: Any) -> Any:
@@ -104,12 +92,26 @@ def _audited(action: str, actor: str | None, origin: str):
     return wrap
 
 
+@dataclass
+class Registration:
+    """A registered service; `signing_secret` is set (once) when a callback URL was given."""
+
+    service: ExtensionService
+    created: bool
+    signing_secret: str | None = None
+
+
+_KEEP = object()
+
+
 def register_service(name: Any, protocols: Any, actor: str | None = None,
-                     origin: str = "console") -> tuple[ExtensionService, bool]:
-    """Register a service, or update the protocols of an existing one; (service, created)."""
+                     origin: str = "console", callback_url: Any = _KEEP) -> Registration:
+    """Register a service, or update an existing one. Every registration that carries a callback
+    URL rotates the signing secret and answers it; an empty one turns callbacks off."""
     @_audited("register_service", actor, origin)
     def change():
         clean, supported = _clean_name(name, "service"), _clean_protocols(protocols)
+        callback = None if callback_url is _KEEP else _clean_callback(callback_url)
         row = find_service(clean)
         created = row is None
         if created:
@@ -117,10 +119,21 @@ def register_service(name: Any, protocols: Any, actor: str | None = None,
             db.session.add(row)
         else:
             row.protocols = supported
-        db.session.commit()
+        secret = None
+        if callback_url is not _KEEP:
+            row.callback_url = callback
+            secret = secrets.token_hex(32) if callback else None
+            row.signing_secret = encrypt(secret) if secret else None
+        db.session.flush()
+        outbox.refresh(current(), services=[row])
         verb = "Registered" if created else "Updated"
-        return (row, created), supported, f"{verb} service {clean}: {', '.join(supported)}"
-    return change()
+        where = f"; callbacks to {callback}" if callback else (
+            "; no callbacks" if callback_url is not _KEEP else "")
+        return (Registration(row, created, secret), supported,
+                f"{verb} service {clean}: {', '.join(supported)}{where}")
+    result = change()
+    outbox.wake()
+    return result
 
 
 def find_service(name: str) -> ExtensionService | None:
@@ -129,7 +142,8 @@ def find_service(name: str) -> ExtensionService | None:
 
 
 def effective_all() -> dict[str, ProtocolSettings]:
-    return {p: settings_service.effective(p) for p in PROTOCOLS}
+    """Effective settings of every protocol now."""
+    return current().all()
 
 
 def current_selection(services: list[ExtensionService],
@@ -137,7 +151,7 @@ def current_selection(services: list[ExtensionService],
                       priorities: list[str] | None = None) -> Selection:
     """The protocol that connecting `services` would get with the current settings."""
     settings = settings or effective_all()
-    priorities = priorities or settings_service.priorities()[0]
+    priorities = priorities or current().priorities()[0]
     enabled = [p for p, s in settings.items() if s.enabled]
     return select_protocol({s.name: s.protocols for s in services}, priorities, enabled)
 
@@ -193,3 +207,73 @@ def drift_summary(settings: dict[str, ProtocolSettings] | None = None) -> dict[s
         if digest != entry["hash"]:
             entry["diverged"] += count
     return out
+
+
+def find_adapter(name: str) -> Adapter | None:
+    return db.session.execute(db.select(Adapter).where(Adapter.name == name)).scalar_one_or_none()
+
+
+def adapter_config(adapter: Adapter, reveal: bool) -> dict[str, Any]:
+    """The settings `adapter` must use now: its protocol's current values, and whether they
+    diverge from the snapshot it was created with."""
+    snap = current()
+    settings = snap.settings(adapter.protocol, reveal)
+    now = identity(settings)
+    differences = snapshot_differences(adapter.snapshot, now)
+    service = db.session.get(ExtensionService, adapter.service_id)
+    return {"adapter": adapter.name, "service": service.name if service else None,
+            "protocol": adapter.protocol, "enabled": settings.enabled,
+            "settings": broker_values(settings, reveal), "snapshot": adapter.snapshot,
+            "current": now, "diverges": bool(differences), "differences": differences}
+
+
+def migrate_adapter(name: Any, actor: str | None, origin: str = "console") -> tuple[Adapter, Selection]:
+    """Move an adapter onto the current settings: the protocol its service gets now by priority
+    and a new snapshot of that protocol's settings."""
+    @_audited("migrate_adapter", actor, origin)
+    def change():
+        adapter = find_adapter(name.strip()) if isinstance(name, str) else None
+        if adapter is None:
+            raise RegistryError({"name": f"No adapter named {name!r}."})
+        service = db.session.get(ExtensionService, adapter.service_id)
+        settings = effective_all()
+        selection = current_selection([service], settings)
+        if selection.protocol is None:
+            raise RegistryError({"service": selection.reason})
+        old_protocol, old_address = adapter.protocol, adapter.snapshot.get("address")
+        snapshot = identity(settings[selection.protocol])
+        adapter.protocol, adapter.snapshot = selection.protocol, snapshot
+        adapter.snapshot_hash = identity_hash(snapshot)
+        return ((adapter, selection), sorted({old_protocol, selection.protocol}),
+                f"Migrated adapter {adapter.name} from {old_protocol} {old_address} to "
+                f"{selection.protocol} {snapshot.get('address')}")
+    return change()
+
+
+def delete_adapter(name: Any, actor: str | None, origin: str = "console") -> None:
+    """Remove an adapter from the registry."""
+    @_audited("delete_adapter", actor, origin)
+    def change():
+        adapter = find_adapter(name.strip()) if isinstance(name, str) else None
+        if adapter is None:
+            raise RegistryError({"name": f"No adapter named {name!r}."})
+        db.session.delete(adapter)
+        return None, [adapter.protocol], f"Deleted adapter {adapter.name} ({adapter.protocol})"
+    return change()
+
+
+def delete_service(name: Any, actor: str | None, origin: str = "console") -> None:
+    """Remove a service that has no adapters (its tokens stay until revoked)."""
+    @_audited("delete_service", actor, origin)
+    def change():
+        row = find_service(name.strip()) if isinstance(name, str) else None
+        if row is None:
+            raise RegistryError({"name": f"No registered service named {name!r}."})
+        count = db.session.execute(db.select(func.count(Adapter.id))
+                                   .where(Adapter.service_id == row.id)).scalar()
+        if count:
+            raise RegistryError({"name": f"{row.name} still has {count} adapter(s): delete or "
+                                         "migrate them first."})
+        db.session.delete(row)
+        return None, [], f"Deleted service {row.name}"
+    return change()

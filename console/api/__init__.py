@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, g, jsonify, request
 from flask_login import current_user
 
-from ..auth import actor, bearer_token, is_admin
+from ..auth import actor, bearer_token, is_admin, service_token
 from ..brokers import PROTOCOLS
 from ..extensions import csrf
 from ..settings import service
@@ -21,6 +21,10 @@ csrf.exempt(bp)
 
 PUBLIC = {"api.openapi"}
 READ_ONLY = {"api.check_connection"}   # POST for a body, but changes nothing: viewers may use it
+# what a service token may do: its own service's configuration, registration and acknowledgements,
+# and its own adapters' configuration (the views check that the name is its own)
+SERVICE_ENDPOINTS = {"api.service_config", "api.service_ack", "api.register_service",
+                     "api.adapter_config"}
 
 
 @bp.before_request
@@ -40,10 +44,24 @@ def _authenticate():
     else:
         return _error(401, "unauthorized",
                       "Log in, or send Authorization: Bearer <token> (flask tokens create).")
+    if service_token() is not None:
+        if request.endpoint not in SERVICE_ENDPOINTS:
+            return _error(403, "forbidden", "A service token reads its own service's "
+                          "configuration and acknowledges it; nothing else.")
+        name = (request.view_args or {}).get("name")
+        if request.endpoint in ("api.service_config", "api.service_ack") and \
+                name != service_token().service:
+            return forbidden_service()
+        return None
     if (request.method not in ("GET", "HEAD", "OPTIONS") and request.endpoint not in READ_ONLY
             and not is_admin()):
         return _error(403, "forbidden", "This needs the admin role.")
     return None
+
+
+def forbidden_service():
+    """403 for a service token acting for another service."""
+    return _error(403, "forbidden", f"This token is for service {service_token().service}.")
 
 
 def _error(status: int, code: str, message: str, **extra: Any):
@@ -193,4 +211,5 @@ def put_priorities():
 
 from . import config as _config  # noqa: E402,F401  - registers the routes on bp
 from . import diagnostics as _diagnostics  # noqa: E402,F401
+from . import delivery as _delivery  # noqa: E402,F401
 from . import registry as _registry  # noqa: E402,F401

@@ -5,6 +5,7 @@ from typing import Any
 
 from ..brokers import PROTOCOLS
 from ..settings.schema import SCHEMA, Field
+from .openapi_delivery import delivery_paths
 
 KIND_TYPES: dict[str, dict[str, Any]] = {
     "bool": {"type": "boolean"},
@@ -75,10 +76,13 @@ def _more_paths() -> dict[str, Any]:
     return {
         "/services": {
             "get": _op("Registered services with the protocol new adapters would get"),
-            "post": _op("Register a service (re-registering updates its protocols)", "Updated",
+            "post": _op("Register a service (re-registering updates it); with a callback_url the "
+                        "answer carries a new signing_secret, once", "Updated",
                         body={"type": "object", "required": ["name", "protocols"], "properties": {
-                            "name": {"type": "string"}, "protocols": names}},
-                        errors={"422": "Invalid name or protocols"}),
+                            "name": {"type": "string"}, "protocols": names,
+                            "callback_url": {"type": ["string", "null"], "format": "uri"}}},
+                        errors={"422": "Invalid name, protocols or callback URL",
+                                "403": "A service token registering another service"}),
         },
         "/adapters": {
             "get": _op("Adapters, paginated, each with whether its snapshot still matches",
@@ -208,4 +212,5 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     document["paths"].update(_more_paths())
+    document["paths"].update(delivery_paths())
     return document

@@ -6,16 +6,23 @@ from typing import Any
 from flask import jsonify, request
 
 from ..adapters import service as registry
-from ..auth import actor
+from ..auth import actor, service_token
+from ..delivery import status as rollout
 from ..extensions import db
-from ..models import Adapter, ExtensionService
-from . import _error, bp
+from ..models import Adapter, Delivery, ExtensionService
+from ..settings.identity import identity
+from . import _error, bp, forbidden_service
 
 
-def service_document(row: ExtensionService, selection: registry.Selection | None = None) -> dict[str, Any]:
+def service_document(row: ExtensionService, selection: registry.Selection | None = None,
+                     delivery: Delivery | None = None) -> dict[str, Any]:
+    """Public JSON of a service: what it supports, gets, and where its roll-out stands."""
     selection = selection or registry.current_selection([row])
+    if delivery is None:
+        delivery = rollout.latest_deliveries([row.id]).get(row.id)
     return {"name": row.name, "protocols": row.protocols, "protocol": selection.protocol,
-            "reason": selection.reason, "registered_at": row.registered_at.isoformat()}
+            "reason": selection.reason, "registered_at": row.registered_at.isoformat(),
+            "callback_url": row.callback_url, "rollout": rollout.service_state(row, delivery)}
 
 
 def adapter_document(row: Adapter, service_name: str, current: dict[str, Any]) -> dict[str, Any]:
@@ -35,21 +42,32 @@ def _json_body() -> dict[str, Any] | None:
 def register_service():
     body = _json_body()
     if body is None:
-        return _error(400, "bad_request", 'Send {"name": …, "protocols": ["mqtt", "kafka"]}.')
+        return _error(400, "bad_request", 'Send {"name": …, "protocols": ["mqtt", "kafka"], '
+                                          '"callback_url": …}.')
+    token = service_token()
+    if token is not None and (body.get("name") or "").strip() != token.service:
+        return forbidden_service()
     try:
-        row, created = registry.register_service(body.get("name"), body.get("protocols"),
-                                                 actor(), "api")
+        done = registry.register_service(
+            body.get("name"), body.get("protocols"), actor(), "api",
+            **({"callback_url": body["callback_url"]} if "callback_url" in body else {}))
     except registry.RegistryError as exc:
         return _error(422, "invalid", "The service was not registered.", errors=exc.errors)
-    return jsonify(service_document(row)), 201 if created else 200
+    doc = service_document(done.service)
+    document = {**doc, "service": doc}
+    if done.signing_secret:
+        document["signing_secret"] = done.signing_secret
+    return jsonify(document), 201 if done.created else 200
 
 
 @bp.get("/services")
 def list_services():
     rows = db.session.execute(db.select(ExtensionService).order_by(ExtensionService.name)).scalars()
     settings = registry.effective_all()
-    return jsonify(services=[service_document(r, registry.current_selection([r], settings))
-                             for r in rows])
+    deliveries = rollout.latest_deliveries()
+    return jsonify(services=[service_document(r, registry.current_selection([r], settings),
+                                              deliveries.get(r.id)) for r in rows],
+                   rollout={k: v for k, v in rollout.rollout().items() if k != "services"})
 
 
 @bp.post("/adapters")
@@ -69,8 +87,6 @@ def create_adapter():
 
 @bp.get("/adapters")
 def list_adapters():
-    from ..settings.identity import identity
-
     try:
         page = max(1, int(request.args.get("page", 1)))
         per_page = min(500, max(1, int(request.args.get("per_page", 50))))

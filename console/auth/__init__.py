@@ -1,6 +1,7 @@
 """Logging in, roles (admin, viewer) and API tokens."""
 from __future__ import annotations
 
+import datetime as dt
 from functools import wraps
 from typing import Any, Callable
 
@@ -15,6 +16,7 @@ from ..extensions import db, login_manager
 from ..models import ApiToken, User, utcnow
 
 bp = Blueprint("auth", __name__)
+LAST_USED_EVERY = dt.timedelta(seconds=60)   # a token's last use is written at most this often
 
 
 class LoginForm(FlaskForm):
@@ -70,7 +72,8 @@ def bearer_token() -> ApiToken | None:
         return None
     row = db.session.execute(
         db.select(ApiToken).where(ApiToken.digest == token_digest(token))).scalar_one_or_none()
-    if row is not None:
+    if row is not None and (row.last_used_at is None
+                            or utcnow() - row.last_used_at > LAST_USED_EVERY):
         row.last_used_at = utcnow()
         db.session.commit()
     return row
@@ -84,6 +87,12 @@ def actor() -> str:
     if current_user.is_authenticated:
         return current_user.username
     return "anonymous"
+
+
+def service_token() -> ApiToken | None:
+    """The request's token when it is a service token."""
+    token = g.get("api_token")
+    return token if token is not None and token.role == "service" else None
 
 
 def is_admin() -> bool:

@@ -16,11 +16,13 @@ from ..brokers import PROTOCOLS
 from ..crypto import decrypt
 from ..extensions import db
 from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
-from . import service as settings_service
+from ..delivery import outbox
+from .effective import Snapshot, current, remember
 from .identity import identity
-from .resolve import ProtocolSettings, resolve_priorities
+from .resolve import ProtocolSettings
 from .schema import FIELDS, PROTOCOL_LABELS
-from .state import State, read_state, write_state
+from .selection import select_protocol
+from .state import State, write_state
 
 SECRET_SHOWN = "changed"
 
@@ -87,6 +89,7 @@ class Impact:
 
     adapters: list[AdapterImpact] = field(default_factory=list)
     services: list[dict[str, Any]] = field(default_factory=list)
+    notified: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def needs_confirmation(self) -> bool:
@@ -100,7 +103,7 @@ class Impact:
 
     def as_dict(self) -> dict[str, Any]:
         return {"adapters": [a.as_dict() for a in self.adapters], "services": self.services,
-                "counts": self.counts()}
+                "notified": self.notified, "counts": self.counts()}
 
 
 @dataclass
@@ -120,14 +123,16 @@ class Outcome:
                 "impact": self.impact.as_dict(), "version": self.version_id}
 
 
-def effective_of(state: State, reveal: bool = False) -> dict[str, ProtocolSettings]:
+def effective_of(state: State | Snapshot, reveal: bool = False) -> dict[str, ProtocolSettings]:
     """Effective settings of every protocol if `state` were saved."""
-    return {p: settings_service.effective(p, reveal=reveal, saved=state.saved(p, reveal))
-            for p in PROTOCOLS}
+    snap = state if isinstance(state, Snapshot) else Snapshot(state)
+    return snap.all(reveal)
 
 
-def priorities_of(state: State) -> list[str]:
-    return resolve_priorities(state.priorities, os.environ)[0]
+def priorities_of(state: State | Snapshot) -> list[str]:
+    """The effective priority order if `state` were saved."""
+    snap = state if isinstance(state, Snapshot) else Snapshot(state)
+    return snap.priorities()[0]
 
 
 def _file_view(value: Any) -> Any:
@@ -169,7 +174,7 @@ def saved_diff(old: State, new: State) -> list[FieldChange]:
     return out
 
 
-def effective_diff(old: State, new: State) -> list[FieldChange]:
+def effective_diff(old: State | Snapshot, new: State | Snapshot) -> list[FieldChange]:
     """What changes in the effective settings (environment overrides applied)."""
     before, after = effective_of(old, reveal=True), effective_of(new, reveal=True)
     out: list[FieldChange] = []
@@ -217,10 +222,13 @@ ACTIONS = {
 }
 
 
-def assess(old: State, new: State, changes: list[FieldChange]) -> Impact:
-    """Classify every adapter under the old and the new settings; report those the change affects."""
+def assess(old: State | Snapshot, new: State | Snapshot, changes: list[FieldChange]) -> Impact:
+    """Classify every adapter under the old and the new settings; report those the change affects.
+    (Identities hold no secrets, so revealed settings serve as well as masked ones.)"""
     impact = Impact()
-    before, after = effective_of(old), effective_of(new)
+    old = old if isinstance(old, Snapshot) else Snapshot(old)
+    new = new if isinstance(new, Snapshot) else Snapshot(new)
+    before, after = effective_of(old, reveal=True), effective_of(new, reveal=True)
     ident_before = {p: identity(s) for p, s in before.items()}
     ident_after = {p: identity(s) for p, s in after.items()}
     secrets_changed = {p: any(c.secret and c.protocol == p and c.install_time for c in changes)
@@ -228,8 +236,7 @@ def assess(old: State, new: State, changes: list[FieldChange]) -> Impact:
     services = db.session.execute(db.select(ExtensionService)).scalars().all()
     if not services:
         return impact
-    from ..adapters.service import select_protocol
-
+    impact.notified = outbox.notified(old, new, services)
     names = {s.id: s.name for s in services}
     po, pn = priorities_of(old), priorities_of(new)
     on_before = [p for p in PROTOCOLS if before[p].enabled]
@@ -294,12 +301,13 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
            confirm: bool = False, dry_run: bool = False, summary: str = "") -> Outcome:
     """Apply `candidate` through the impact check; see the module docstring."""
     actor = actor or "unknown"
-    current = read_state()
-    if candidate.as_json() == current.as_json():
+    before = current()
+    if candidate.as_json() == before.state.as_json():
         return Outcome("unchanged")
-    saved = saved_diff(current, candidate)
-    effective = effective_diff(current, candidate)
-    impact = assess(current, candidate, saved)
+    after = Snapshot(candidate)
+    saved = saved_diff(before.state, candidate)
+    effective = effective_diff(before, after)
+    impact = assess(before, after, saved)
     protocols = sorted({c.protocol for c in saved if c.protocol})
     text = summary or "; ".join(c.label() for c in saved)
     outcome = Outcome("preview", saved, effective, impact)
@@ -315,13 +323,17 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
         outcome.status = "confirm"
         return outcome
     if db.session.execute(db.select(ConfigVersion.id).limit(1)).first() is None:
-        _version(current, "console", "baseline", "Configuration before the first recorded change")
-    write_state(candidate, actor)
+        _version(before.state, "console", "baseline",
+                 "Configuration before the first recorded change")
+    write_state(candidate, actor, before.state)
     version = _version(candidate, actor, origin, text)
     extra = ([{"impact": impact.counts(), "confirmed": True}] if impact.needs_confirmation else [])
     audit(action, "applied", actor=actor, origin=origin, protocols=protocols, summary=text,
           changes=saved, version_id=version.id, extra=extra)
+    outbox.refresh(after, version.id)
     db.session.commit()
+    remember(after)
+    outbox.wake()
     outcome.status = "applied"
     outcome.version_id = version.id
     return outcome
@@ -354,7 +366,17 @@ def environment_overrides() -> dict[str, str]:
 
 
 def record_environment() -> AuditEntry | None:
-    """Audit the environment overrides at start-up when they differ from the last ones recorded."""
+    """At start-up: audit the environment overrides when they differ from the last ones recorded,
+    and announce to every service whose document they change (one pipeline with every other
+    change)."""
+    entry = _audit_environment()
+    if outbox.refresh(current()):
+        db.session.commit()
+        outbox.wake()
+    return entry
+
+
+def _audit_environment() -> AuditEntry | None:
     now = environment_overrides()
     last = db.session.execute(db.select(AuditEntry).where(AuditEntry.action == "environment")
                               .order_by(AuditEntry.id.desc()).limit(1)).scalar_one_or_none()

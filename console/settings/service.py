@@ -1,25 +1,24 @@
-"""Reading and changing the messaging settings. Views, the API and the CLI call these; this module
-owns the database session and the commits."""
+"""Changing the messaging settings: validation of what a person asks for, and the candidate
+configuration handed to the change pipeline (settings.changes). Views, the API and the CLI call these.
+Reading goes through settings.effective (re-exported here for callers that do both)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from .. import certs
 from ..brokers import PROTOCOLS
 from ..crypto import encrypt
-from ..extensions import db
-from ..models import Priority, utcnow
-from . import rules
-from .resolve import ProtocolSettings, Saved, resolve, resolve_priorities
+from ..models import utcnow
+from . import changes as pipeline
+from .effective import (  # noqa: F401  - the read side, re-exported for the views
+    ProtocolUnknown, check_protocol, current, effective, effective_all, findings, priorities,
+    saved_layer,
+)
+from .resolve import ProtocolSettings, Saved
 from .schema import FIELDS, FILE_SLOTS, SCHEMA
+from .state import State
 from .values import Invalid, parse_value
-
-
-class ProtocolUnknown(LookupError):
-    """No such protocol."""
 
 
 @dataclass
@@ -39,97 +38,6 @@ class ChangeResult:
     @property
     def needs_confirmation(self) -> bool:
         return self.outcome is not None and self.outcome.status == "confirm"
-
-
-def check_protocol(protocol: str) -> str:
-    """`protocol` if it is one of the five, else ProtocolUnknown."""
-    if protocol not in PROTOCOLS:
-        raise ProtocolUnknown(protocol)
-    return protocol
-
-
-def saved_layer(protocol: str, reveal: bool = False) -> Saved:
-    """The saved settings of `protocol`; secrets decrypted only when `reveal`."""
-    from .state import read_state
-
-    return read_state().saved(protocol, reveal)
-
-
-def _env() -> Mapping[str, str]:
-    return os.environ
-
-
-def _read_key_file(path: str) -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    try:
-        data = Path(path).read_bytes()
-        key = serialization.load_pem_private_key(data, password=None)
-    except OSError as exc:
-        raise certs.CertError(f"{path} cannot be read: {exc.strerror}.") from None
-    except (ValueError, TypeError):
-        raise certs.CertError(f"{path} is not an unencrypted PEM private key.") from None
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-def _env_file_loader(reveal: bool):
-    def load(path: str, slot: str) -> dict[str, Any]:
-        if slot == "tls_key":
-            if not reveal:
-                if not Path(path).is_file():
-                    raise certs.CertError(f"{path} does not exist or is not a file.")
-                return {"path": path}
-            return {"path": path, "key_pem": _read_key_file(path)}
-        info = certs.load_pem_file(path)
-        return {"path": path, "format": "PEM", "certs_pem": info.certs_pem,
-                "certificates": [c.as_dict() for c in info.certificates]}
-    return load
-
-
-def effective(protocol: str, reveal: bool = False,
-              saved: Saved | None = None) -> ProtocolSettings:
-    """Effective settings of one protocol (secrets masked unless `reveal`)."""
-    check_protocol(protocol)
-    layer = saved if saved is not None else saved_layer(protocol, reveal)
-    settings = resolve(protocol, layer, _env(), _env_file_loader(reveal))
-    for slot in FILE_SLOTS:
-        item = settings.fields[slot]
-        if item.source == "saved" and item.value:
-            item.value["certificates"] = [c.as_dict()
-                                          for c in certs.describe_pem(item.value["certs_pem"])]
-    return settings
-
-
-def effective_all(reveal: bool = False) -> dict[str, ProtocolSettings]:
-    """Effective settings of every protocol."""
-    return {p: effective(p, reveal) for p in PROTOCOLS}
-
-
-def findings(settings: ProtocolSettings) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """Blocking errors by field and warnings, for candidate or current settings."""
-    errors: dict[str, str] = {}
-    warnings: list[tuple[str, str]] = []
-    for item in rules.check(settings):
-        from_env = all(settings.fields[n].source == "env" for n in item.fields)
-        if item.severity == "error" and not from_env:
-            target = item.target
-            if settings.fields[target].source == "env":
-                target = next(n for n in item.fields if settings.fields[n].source != "env")
-            errors.setdefault(target, item.message)
-        else:
-            note = item.message if item.severity == "warning" else (
-                f"The environment sets conflicting values: {item.message}")
-            warnings.append((item.target, note))
-    for name, r in settings.fields.items():
-        if r.env_error:
-            warnings.append((name, r.env_error))
-        if r.conflict:
-            warnings.append((name, r.conflict))
-        if r.shadowed:
-            warnings.append((name, f"The saved value is shadowed by {r.env_var}."))
-    warnings += [("", note) for note in settings.notes]
-    return errors, warnings
 
 
 @dataclass
@@ -160,7 +68,7 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
     against the saved layer (or `saved`) and the environment, without saving."""
     check_protocol(protocol)
     prep = Prepared()
-    current = effective(protocol)
+    now = effective(protocol)
     saved = saved if saved is not None else saved_layer(protocol, reveal)
     old_values, old_secrets = dict(saved.values), set(saved.secrets)
     for name, raw in changes.items():
@@ -169,9 +77,9 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
             prep.errors[name] = f"{protocol} has no field '{name}'."
         elif f.is_file:
             prep.errors[name] = "Upload TLS files through the file upload, not as a value."
-        elif current.fields[name].source == "env":
+        elif now.fields[name].source == "env":
             prep.errors[name] = (f"Locked: set by the environment variable "
-                                 f"{current.fields[name].env_var}.")
+                                 f"{now.fields[name].env_var}.")
         elif raw is None:
             prep.parsed[name] = None
         else:
@@ -205,9 +113,7 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
 
 def _commit(candidate: Any, result: ChangeResult, *, actor: str | None, origin: str,
             action: str, confirm: bool, protocol: str | None) -> ChangeResult:
-    from .changes import commit
-
-    outcome = commit(candidate, actor=actor, origin=origin, action=action, confirm=confirm)
+    outcome = pipeline.commit(candidate, actor=actor, origin=origin, action=action, confirm=confirm)
     result.outcome = outcome
     result.changed = sorted({c.field for c in outcome.saved_changes if c.field != "priorities"}
                             | ({"priorities"} if any(c.field == "priorities"
@@ -221,17 +127,13 @@ def _commit(candidate: Any, result: ChangeResult, *, actor: str | None, origin: 
 
 def _rejected(result: ChangeResult, *, actor: str | None, origin: str, action: str,
               protocol: str | None) -> ChangeResult:
-    from .changes import record_rejection
-
-    record_rejection(action, actor=actor, origin=origin, protocol=protocol, errors=result.errors)
+    pipeline.record_rejection(action, actor=actor, origin=origin, protocol=protocol, errors=result.errors)
     return result
 
 
 def candidate_state(protocol: str, prep: Prepared):
     """The whole saved configuration with prepared changes of one protocol applied."""
-    from .state import read_state
-
-    candidate = read_state()
+    candidate = current().state.copy()
     candidate.values[protocol] = {k: prep.saved.values[k] for k in sorted(prep.saved.values)}
     secrets = candidate.secrets.setdefault(protocol, {})
     for name, value in prep.parsed.items():
@@ -265,16 +167,14 @@ def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
                 key_password: str | None = None, actor: str | None = None,
                 origin: str = "console", confirm: bool = False) -> ChangeResult:
     """Parse and store a truststore (slot tls_ca) or a client certificate with its key (tls_cert)."""
-    from .state import read_state
-
     check_protocol(protocol)
     result = ChangeResult()
     if slot not in FILE_SLOTS:
         result.errors[slot] = f"No file slot '{slot}': use tls_ca or tls_cert."
         return result
-    current = effective(protocol)
-    if current.fields[slot].source == "env":
-        result.errors[slot] = f"Locked: set by the environment variable {current.fields[slot].env_var}."
+    now = effective(protocol)
+    if now.fields[slot].source == "env":
+        result.errors[slot] = f"Locked: set by the environment variable {now.fields[slot].env_var}."
         return _rejected(result, actor=actor, origin=origin, action="upload", protocol=protocol)
     try:
         if slot == "tls_ca":
@@ -287,7 +187,7 @@ def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
     except certs.CertError as exc:
         result.errors[slot] = str(exc)
         return _rejected(result, actor=actor, origin=origin, action="upload", protocol=protocol)
-    candidate = read_state()
+    candidate = current().state.copy()
     candidate.files.setdefault(protocol, {})[slot] = {
         "filename": (filename or "upload")[:255], "format": parsed.format,
         "certs_pem": parsed.certs_pem, "key_ciphertext": encrypt(key_pem) if key_pem else None,
@@ -302,28 +202,15 @@ def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
 def delete_file(protocol: str, slot: str, actor: str | None = None, *, origin: str = "console",
                 confirm: bool = False) -> ChangeResult:
     """Remove a stored truststore or client certificate."""
-    from .state import read_state
-
     check_protocol(protocol)
     result = ChangeResult()
     if slot not in FILE_SLOTS:
         result.errors[slot] = f"No file slot '{slot}': use tls_ca or tls_cert."
         return result
-    candidate = read_state()
+    candidate = current().state.copy()
     candidate.files.get(protocol, {}).pop(slot, None)
     return _commit(candidate, result, actor=actor, origin=origin, action="remove_file",
                    confirm=confirm, protocol=protocol)
-
-
-def saved_priorities() -> list[str]:
-    """The saved priority order (empty when never saved)."""
-    rows = db.session.execute(db.select(Priority).order_by(Priority.position)).scalars()
-    return [r.protocol for r in rows]
-
-
-def priorities() -> tuple[list[str], dict[str, Any]]:
-    """Effective priority order and where it came from."""
-    return resolve_priorities(saved_priorities(), _env())
 
 
 def validate_priorities(order: Any) -> str | None:
@@ -348,14 +235,12 @@ def validate_priorities(order: Any) -> str | None:
 def set_priorities(order: Any, actor: str | None = None, *, origin: str = "console",
                    confirm: bool = False) -> ChangeResult:
     """Save a new priority order: every protocol exactly once."""
-    from .state import read_state
-
     result = ChangeResult()
     error = validate_priorities(order)
     if error:
         result.errors["priorities"] = error
         return _rejected(result, actor=actor, origin=origin, action="priorities", protocol=None)
-    candidate = read_state()
+    candidate = current().state.copy()
     candidate.priorities = list(order)
     return _commit(candidate, result, actor=actor, origin=origin, action="priorities",
                    confirm=confirm, protocol=None)

@@ -81,9 +81,10 @@ def read_state() -> State:
     return state
 
 
-def write_state(state: State, actor: str | None) -> None:
-    """Make the database hold `state` (added to the session; the caller commits)."""
-    current = read_state()
+def write_state(state: State, actor: str | None, current: State | None = None) -> None:
+    """Make the database hold `state` (added to the session; the caller commits); `current` is
+    what the database holds now, when the caller has read it already."""
+    current = current if current is not None else read_state()
     for protocol in PROTOCOLS:
         values = state.values.get(protocol, {})
         secrets = state.secrets.get(protocol, {})

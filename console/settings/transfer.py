@@ -19,14 +19,15 @@ from . import changes as change_log
 from . import service
 from .schema import FIELDS
 from .values import Invalid, parse_value
-from .state import State, read_state
+from .effective import current
+from .state import State
 
 FORMAT_VERSION = 1
 
 
 def export_document() -> dict[str, Any]:
     """The configuration as a plain structure (what the YAML holds)."""
-    state = read_state()
+    state = current().state
     brokers: dict[str, Any] = {}
     for protocol in PROTOCOLS:
         values = dict(state.values.get(protocol, {}))
@@ -164,7 +165,7 @@ def import_yaml(text: str, *, actor: str | None, origin: str, dry_run: bool = Fa
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         result.errors["file"] = f"Not valid YAML{where}: {getattr(exc, 'problem', exc)}."
     else:
-        candidate, result.errors = _candidate_from(document, read_state(), result.warnings)
+        candidate, result.errors = _candidate_from(document, current().state.copy(), result.warnings)
         if not result.errors:
             for protocol in PROTOCOLS:
                 settings = service.effective(protocol, saved=candidate.saved(protocol))

@@ -1,0 +1,201 @@
+"""API: configuration delivery — a service's configuration document (ETag, 304), its
+acknowledgements, roll-out state, adapters' configuration, and API tokens."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, make_response, request
+
+from ..adapters import service as registry
+from ..auth import actor, service_token
+from ..auth import tokens as api_tokens
+from ..delivery import documents, outbox
+from ..delivery import status as rollout
+from ..extensions import db
+from ..settings import changes as change_log
+from ..settings.effective import current
+from . import _error, bp, forbidden_service
+from .registry import service_document
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    tags = [t.strip().removeprefix("W/").strip('"') for t in header.split(",")]
+    return etag in tags
+
+
+def _service_or_404(name: str):
+    row = registry.find_service(name)
+    if row is None:
+        return None, _error(404, "not_found", f"No registered service named {name!r}. Register it "
+                                              "first: POST /api/v1/services.")
+    return row, None
+
+
+@bp.get("/services/<name>/config")
+def service_config(name: str):
+    row, missing = _service_or_404(name)
+    if missing:
+        return missing
+    own = service_token() is not None
+    if row.config_etag is None:      # registered before delivery existed: record its document now
+        outbox.refresh(current(), services=[row])
+        db.session.commit()
+    tag = row.config_etag if own else row.config_etag + documents.MASKED_SUFFIX
+    if _etag_matches(request.headers.get("If-None-Match"), tag):
+        if own and rollout.record_fetch(row, request.remote_addr):
+            db.session.commit()
+        response = make_response("", 304)
+        response.set_etag(tag)
+        return response
+    snap = current()
+    content = documents.content(snap, row, reveal=own)
+    if own:
+        etag = documents.etag_of(content)
+        if etag != row.config_etag:      # the environment of this process differs: say what it serves
+            row.config_etag = etag
+        tag = etag
+    body = {"service": row.name, "version": row.config_version, "etag": tag, **content}
+    if own:
+        rollout.record_fetch(row, request.remote_addr)
+        change_log.audit("read_config", "applied", actor=actor(), origin="api",
+                         protocols=list(content["brokers"]),
+                         summary=f"Service {row.name} read its configuration v{row.config_version} "
+                                 f"(secrets included) from {request.remote_addr}")
+        db.session.commit()
+    response = jsonify(body)
+    response.set_etag(tag)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/services/<name>/ack")
+def service_ack(name: str):
+    row, missing = _service_or_404(name)
+    if missing:
+        return missing
+    if service_token() is None:
+        return _error(403, "forbidden", "Acknowledgements come from the service's own token "
+                                        "(tokens create NAME --role service --service SERVICE).")
+    body = request.get_json(silent=True)
+    errors: dict[str, str] = {}
+    if not isinstance(body, dict):
+        return _error(400, "bad_request", 'Send {"version": 12, "status": "applied"|"failed", '
+                                          '"message": …}.')
+    version = body.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version < 2**31:
+        errors["version"] = "Give the version the service runs now, a whole number."
+    if body.get("status") not in ("applied", "failed"):
+        errors["status"] = "Say applied or failed."
+    message = body.get("message", "")
+    if message is None:
+        message = ""
+    if not isinstance(message, str) or len(message) > 2000:
+        errors["message"] = "Give the message as text of at most 2000 characters."
+    if errors:
+        return _error(422, "invalid", "The acknowledgement was not recorded.", errors=errors)
+    rollout.record_ack(row, version, body["status"], message)
+    db.session.commit()
+    return jsonify(rollout.service_state(row))
+
+
+@bp.get("/services/<name>")
+def service_status(name: str):
+    row, missing = _service_or_404(name)
+    if missing:
+        return missing
+    return jsonify(service_document(row))
+
+
+@bp.delete("/services/<name>")
+def delete_service(name: str):
+    row, missing = _service_or_404(name)
+    if missing:
+        return missing
+    try:
+        registry.delete_service(name, actor(), "api")
+    except registry.RegistryError as exc:
+        return _error(409, "conflict", "The service was not deleted.", errors=exc.errors)
+    return jsonify(deleted=name)
+
+
+@bp.get("/rollout")
+def rollout_status():
+    version = request.args.get("version", type=int)
+    return jsonify(rollout.rollout(version))
+
+
+@bp.get("/adapters/<name>/config")
+def adapter_config(name: str):
+    adapter = registry.find_adapter(name)
+    if adapter is None:
+        return _error(404, "not_found", f"No adapter named {name!r}.")
+    token = service_token()
+    if token is not None:
+        service = registry.find_service(token.service)
+        if service is None or service.id != adapter.service_id:
+            return forbidden_service()
+    document = registry.adapter_config(adapter, reveal=token is not None)
+    if token is not None:
+        change_log.audit("read_config", "applied", actor=actor(), origin="api",
+                         protocols=[adapter.protocol],
+                         summary=f"Adapter {adapter.name} configuration read (secrets included) "
+                                 f"from {request.remote_addr}")
+        db.session.commit()
+    response = jsonify(document)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/adapters/<name>/migrate")
+def migrate_adapter(name: str):
+    try:
+        adapter, selection = registry.migrate_adapter(name, actor(), "api")
+    except registry.RegistryError as exc:
+        status = 404 if "name" in exc.errors else 422
+        return _error(status, "not_found" if status == 404 else "invalid",
+                      "The adapter was not migrated.", errors=exc.errors)
+    return jsonify({**registry.adapter_config(adapter, reveal=False), "reason": selection.reason})
+
+
+@bp.delete("/adapters/<name>")
+def delete_adapter(name: str):
+    try:
+        registry.delete_adapter(name, actor(), "api")
+    except registry.RegistryError as exc:
+        return _error(404, "not_found", "The adapter was not deleted.", errors=exc.errors)
+    return jsonify(deleted=name)
+
+
+def _token_body() -> dict[str, Any] | None:
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else None
+
+
+@bp.get("/tokens")
+def list_tokens():
+    return jsonify(tokens=[api_tokens.document(t) for t in api_tokens.all_tokens()])
+
+
+@bp.post("/tokens")
+def create_token():
+    body = _token_body()
+    if body is None:
+        return _error(400, "bad_request", 'Send {"name": …, "role": "admin|viewer|service", '
+                                          '"service": …}.')
+    try:
+        row, token = api_tokens.create(body.get("name"), body.get("role"), body.get("service"),
+                                       actor=actor(), origin="api")
+    except api_tokens.TokenError as exc:
+        return _error(422, "invalid", "The token was not created.", errors=exc.errors)
+    return jsonify({**api_tokens.document(row), "token": token}), 201
+
+
+@bp.delete("/tokens/<name>")
+def revoke_token(name: str):
+    if not api_tokens.revoke(name, actor=actor(), origin="api"):
+        return _error(404, "not_found", f"No token named {name!r}.")
+    return jsonify(revoked=name)

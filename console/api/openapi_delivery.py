@@ -1,0 +1,113 @@
+"""The OpenAPI paths of configuration delivery: service documents, acknowledgements, roll-out,
+adapters' configuration and API tokens."""
+from __future__ import annotations
+
+from typing import Any
+
+PROTOCOL_NAMES = ["kafka", "pulsar", "mqtt", "nats", "rabbitmq"]
+
+
+def _error(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _name(what: str) -> dict[str, Any]:
+    return {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": what}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def delivery_paths() -> dict[str, Any]:
+    """Paths of configuration delivery and tokens."""
+    service, adapter = _name("service name"), _name("adapter name")
+    config = {"type": "object", "required": ["service", "version", "etag", "priorities",
+                                             "protocol", "brokers"], "properties": {
+        "service": {"type": "string"}, "version": {"type": ["integer", "null"]},
+        "etag": {"type": "string"}, "priorities": {"type": "array", "items": {"enum": PROTOCOL_NAMES}},
+        "protocol": {"enum": [*PROTOCOL_NAMES, None]}, "reason": {"type": "string"},
+        "brokers": {"type": "object", "additionalProperties": {
+            "type": "object", "description": "every field's effective value; secrets and TLS "
+                                             "material (PEM) only for the service's own token"}}}}
+    return {
+        "/services/{name}": {
+            "parameters": [service],
+            "get": {"summary": "A service, the protocol it gets, and its roll-out state",
+                    "responses": {"200": {"description": "OK"}, "404": _error("Not registered")}},
+            "delete": {"summary": "Delete a service without adapters",
+                       "responses": {"200": {"description": "Deleted"},
+                                     "404": _error("Not registered"),
+                                     "409": _error("It still has adapters")}},
+        },
+        "/services/{name}/config": {
+            "parameters": [service, {"name": "If-None-Match", "in": "header", "required": False,
+                                     "schema": {"type": "string"}}],
+            "get": {"summary": "The service's effective configuration (secrets only for its own "
+                               "service token; audited)",
+                    "responses": {"200": {"description": "OK", "headers": {"ETag": {
+                        "schema": {"type": "string"}}},
+                        "content": {"application/json": {"schema": config}}},
+                        "304": {"description": "Not modified (If-None-Match matched)"},
+                        "403": _error("A service token of another service"),
+                        "404": _error("Not registered")}},
+        },
+        "/services/{name}/ack": {
+            "parameters": [service],
+            "post": {"summary": "What the service runs now (from its own service token)",
+                     "requestBody": _json({"type": "object", "required": ["version", "status"],
+                                           "properties": {
+                                               "version": {"type": "integer", "minimum": 0},
+                                               "status": {"enum": ["applied", "failed"]},
+                                               "message": {"type": "string", "maxLength": 2000}}}),
+                     "responses": {"200": {"description": "Recorded"},
+                                   "400": _error("Not a JSON object"),
+                                   "403": _error("Not this service's token"),
+                                   "404": _error("Not registered"),
+                                   "422": _error("Invalid fields")}},
+        },
+        "/rollout": {"get": {"summary": "Roll-out of a version over all services",
+                             "parameters": [{"name": "version", "in": "query", "required": False,
+                                             "schema": {"type": "integer"}}],
+                             "responses": {"200": {"description": "OK"}}}},
+        "/adapters/{name}": {
+            "parameters": [adapter],
+            "delete": {"summary": "Delete an adapter", "responses": {
+                "200": {"description": "Deleted"}, "404": _error("No such adapter")}},
+        },
+        "/adapters/{name}/config": {
+            "parameters": [adapter],
+            "get": {"summary": "The settings the adapter must use now, and whether they diverge "
+                               "from its snapshot",
+                    "responses": {"200": {"description": "OK"}, "403": _error("Another service"),
+                                  "404": _error("No such adapter")}},
+        },
+        "/adapters/{name}/migrate": {
+            "parameters": [adapter],
+            "post": {"summary": "Move the adapter onto the current settings (protocol by priority, "
+                                "new snapshot)",
+                     "responses": {"200": {"description": "Migrated"},
+                                   "404": _error("No such adapter"),
+                                   "422": _error("No enabled protocol for its service")}},
+        },
+        "/tokens": {
+            "get": {"summary": "API tokens (never the tokens themselves)",
+                    "responses": {"200": {"description": "OK"}}},
+            "post": {"summary": "Create a token (answered once)",
+                     "requestBody": _json({"type": "object", "required": ["name", "role"],
+                                           "properties": {
+                                               "name": {"type": "string"},
+                                               "role": {"enum": ["admin", "viewer", "service"]},
+                                               "service": {"type": "string"}}}),
+                     "responses": {"201": {"description": "Created"},
+                                   "400": _error("Not a JSON object"),
+                                   "422": _error("Invalid fields")}},
+        },
+        "/tokens/{name}": {
+            "parameters": [_name("token name")],
+            "delete": {"summary": "Revoke a token", "responses": {
+                "200": {"description": "Revoked"}, "404": _error("No such token")}},
+        },
+    }

@@ -1,0 +1,71 @@
+"""A service's configuration document: the protocol chosen for it alone and, for every enabled
+protocol it supports, every field's effective value — secrets and TLS material (PEM) included when
+revealed, masked otherwise. Its ETag is a keyed digest of the revealed content, so it changes with
+every secret and says nothing about any."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from flask import current_app
+
+from ..models import ExtensionService
+from ..settings.effective import Snapshot
+from ..settings.identity import addresses, uses_tls
+from ..settings.resolve import ProtocolSettings
+from ..settings.schema import SCHEMA
+from ..settings.selection import select_protocol
+from ..settings.values import format_host_port
+
+MASKED_SUFFIX = "-masked"
+
+
+def _pem(value: Any, key: str) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, dict) and not value.get("error"):
+        return value.get(key) or None
+    return None
+
+
+def broker_values(settings: ProtocolSettings, reveal: bool) -> dict[str, Any]:
+    """Every field of one protocol as a service uses it (TLS material as PEM text)."""
+    out: dict[str, Any] = {}
+    for f in SCHEMA[settings.protocol]:
+        value = settings.get(f.name)
+        if f.name == "tls_key":
+            out[f.name] = _pem(value, "key_pem") if reveal else {"set": bool(value)}
+        elif f.is_file:
+            out[f.name] = _pem(value, "certs_pem")
+        elif f.secret:
+            out[f.name] = (value or None) if reveal else {"set": value not in (None, "")}
+        else:
+            out[f.name] = value
+    out["nodes"] = [format_host_port(h, p) for h, p in addresses(settings)]
+    out["tls_active"] = uses_tls(settings)
+    return out
+
+
+def content(snapshot: Snapshot, service: ExtensionService, reveal: bool) -> dict[str, Any]:
+    """The document of `service` without its version and ETag."""
+    order = snapshot.priorities()[0]
+    enabled = snapshot.enabled()
+    chosen = select_protocol({service.name: service.protocols}, order, enabled)
+    return {"service": service.name, "priorities": order, "protocol": chosen.protocol,
+            "reason": chosen.reason,
+            "brokers": {p: broker_values(snapshot.settings(p, reveal), reveal)
+                        for p in order if p in enabled and p in service.protocols}}
+
+
+def etag_of(revealed: dict[str, Any]) -> str:
+    """A stable keyed digest of a revealed document (the same on every replica)."""
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    body = json.dumps(revealed, sort_keys=True, default=str).encode()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()[:40]
+
+
+def etag_for(snapshot: Snapshot, service: ExtensionService) -> str:
+    """The ETag `service`'s document has under `snapshot`."""
+    return etag_of(content(snapshot, service, reveal=True))

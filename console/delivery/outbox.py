@@ -1,0 +1,279 @@
+"""The outbox of callbacks to services.
+
+`refresh()` runs inside the transaction of every committed change (and at registration and start-up):
+it recomputes each service's document, and where the ETag changed it records the new target version
+and, for a service with a callback URL, writes a delivery row — superseding any older one still
+waiting. Any replica's worker claims due rows with one conditional UPDATE (so exactly one sends each),
+POSTs `{service, version, etag}` with an HMAC signature, and on failure retries with exponential
+backoff up to a limit; the rows survive restarts.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app
+from sqlalchemy import or_, update
+
+from ..crypto import decrypt
+from ..extensions import db
+from ..models import ConfigVersion, Delivery, ExtensionService, utcnow
+from ..settings.effective import Snapshot
+from . import documents
+
+log = logging.getLogger(__name__)
+SIGNATURE_HEADER = "X-Console-Signature"
+_wake = threading.Event()
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header value of `body`: sha256=<hex HMAC-SHA256 with the signing secret>."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def current_version() -> int:
+    """The newest configuration version (0 before the first change)."""
+    return db.session.execute(db.select(db.func.max(ConfigVersion.id))).scalar() or 0
+
+
+def refresh(snapshot: Snapshot, version: int | None = None,
+            services: Iterable[ExtensionService] | None = None, *,
+            announce_first: bool = False) -> list[ExtensionService]:
+    """Record each service's new target where its document changed and queue its callback (in the
+    caller's transaction); the services whose document changed. A service's very first document is
+    not announced unless `announce_first`: it fetches it itself after registering."""
+    db.session.flush()
+    version = current_version() if version is None else version
+    rows = list(services) if services is not None else list(
+        db.session.execute(db.select(ExtensionService)).scalars())
+    changed: list[ExtensionService] = []
+    for row in rows:
+        etag = documents.etag_for(snapshot, row)
+        if etag == row.config_etag:
+            continue
+        first = row.config_etag is None
+        claimed = db.session.execute(
+            update(ExtensionService)
+            .where(ExtensionService.id == row.id,
+                   ExtensionService.config_etag.is_(None) if first
+                   else ExtensionService.config_etag == row.config_etag)
+            .values(config_etag=etag, config_version=version)
+            .execution_options(synchronize_session=False)).rowcount
+        if claimed != 1:       # another process recorded this change first
+            db.session.refresh(row)
+            continue
+        db.session.refresh(row)
+        changed.append(row)
+        if row.callback_url and (announce_first or not first):
+            enqueue(row, version, etag)
+    return changed
+
+
+def enqueue(service: ExtensionService, version: int, etag: str) -> Delivery:
+    """Queue a callback to `service`, superseding the ones still waiting."""
+    db.session.flush()
+    db.session.execute(update(Delivery).where(Delivery.service_id == service.id,
+                                              Delivery.state == "pending")
+                       .values(state="superseded", finished_at=utcnow(), claimed_until=None)
+                       .execution_options(synchronize_session=False))
+    item = Delivery(service_id=service.id, version=version, etag=etag, url=service.callback_url,
+                    state="pending", attempts=0, due_at=utcnow())
+    db.session.add(item)
+    return item
+
+
+def notified(before: Snapshot, after: Snapshot,
+             services: Iterable[ExtensionService]) -> list[dict[str, Any]]:
+    """The services a change from `before` to `after` notifies, with the protocol each will use."""
+    out = []
+    for row in services:
+        new = documents.content(after, row, reveal=True)
+        if documents.etag_of(new) != documents.etag_of(documents.content(before, row, reveal=True)):
+            out.append({"service": row.name, "protocol": new["protocol"],
+                        "callback": bool(row.callback_url)})
+    return out
+
+
+def wake() -> None:
+    """Tell this process's delivery worker that something was queued."""
+    _wake.set()
+
+
+@dataclass
+class Attempt:
+    """What one POST to a callback URL gave."""
+
+    ok: bool
+    error: str = ""
+
+
+def post(url: str, body: bytes, signature: str, timeout: float) -> Attempt:
+    """POST `body` to `url` once: http(s) only, no redirects followed, the answer's body unread."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return Attempt(False, f"Not an http(s) URL: {url}")
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request("POST", path, body=body, headers={
+            "Content-Type": "application/json", SIGNATURE_HEADER: signature,
+            "User-Agent": "messaging-console"})
+        response = conn.getresponse()
+        status = response.status
+    except (OSError, http.client.HTTPException) as exc:
+        reason = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else (
+            str(exc) or type(exc).__name__)
+        return Attempt(False, f"{reason} ({parts.hostname}:{parts.port or ''})".replace(":)", ")"))
+    finally:
+        conn.close()
+    if 200 <= status < 300:
+        return Attempt(True)
+    if 300 <= status < 400:
+        return Attempt(False, f"Answered {status} (redirect, not followed)")
+    return Attempt(False, f"Answered {status}")
+
+
+def _config(name: str, default: float) -> float:
+    try:
+        return float(current_app.config.get(name, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before retry number `attempts` (1, 2, …): exponential with jitter, capped."""
+    base = _config("DELIVERY_RETRY_BASE", 1.0)
+    cap = _config("DELIVERY_RETRY_MAX", 300.0)
+    return min(cap, base * 2 ** (attempts - 1)) * random.uniform(0.8, 1.0)
+
+
+def claim(limit: int = 50) -> tuple[str, list[Delivery]]:
+    """Claim due deliveries for this process: one conditional UPDATE, so no two replicas get one."""
+    now = utcnow()
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"[:80]
+    lease = dt.timedelta(seconds=_config("DELIVERY_LEASE_SECONDS", 30.0))
+    due = [i for (i,) in db.session.execute(
+        db.select(Delivery.id).where(Delivery.state == "pending", Delivery.due_at <= now,
+                                     or_(Delivery.claimed_until.is_(None),
+                                         Delivery.claimed_until < now))
+        .order_by(Delivery.due_at).limit(limit))]
+    if not due:
+        db.session.rollback()
+        return token, []
+    db.session.execute(update(Delivery).where(
+        Delivery.id.in_(due), Delivery.state == "pending",
+        or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now))
+        .values(claimed_by=token, claimed_until=now + lease)
+        .execution_options(synchronize_session=False))
+    db.session.commit()
+    rows = list(db.session.execute(db.select(Delivery).where(Delivery.claimed_by == token,
+                                                             Delivery.state == "pending")).scalars())
+    return token, rows
+
+
+def _payload(item: Delivery, service: ExtensionService) -> tuple[bytes, str]:
+    body = json.dumps({"service": service.name, "version": item.version, "etag": item.etag},
+                      separators=(",", ":")).encode()
+    return body, sign(decrypt(service.signing_secret) if service.signing_secret else "", body)
+
+
+def finish(token: str, item_id: int, attempt: Attempt) -> None:
+    """Record the result of one attempt on a claimed delivery."""
+    item = db.session.get(Delivery, item_id)
+    if item is None or item.claimed_by != token or item.state != "pending":
+        db.session.rollback()
+        return
+    now = utcnow()
+    item.attempts += 1
+    item.claimed_until = None
+    if attempt.ok:
+        item.state, item.finished_at, item.last_error = "delivered", now, None
+    else:
+        item.last_error = attempt.error[:1000]
+        if item.attempts >= int(_config("DELIVERY_MAX_ATTEMPTS", 10)):
+            item.state, item.finished_at = "failed", now
+        else:
+            item.due_at = now + dt.timedelta(seconds=backoff(item.attempts))
+    db.session.commit()
+
+
+def deliver_due(pool: ThreadPoolExecutor | None = None) -> int:
+    """Send every due delivery once (concurrently on `pool`); how many were attempted."""
+    token, items = claim()
+    if not items:
+        return 0
+    timeout = _config("DELIVERY_TIMEOUT", 3.0)
+    jobs = []
+    for item in items:
+        service = db.session.get(ExtensionService, item.service_id)
+        body, signature = _payload(item, service)
+        jobs.append((item.id, item.url, body, signature))
+    db.session.rollback()
+    if pool is None:
+        results = [(i, post(url, body, sig, timeout)) for i, url, body, sig in jobs]
+    else:
+        futures = [(i, pool.submit(post, url, body, sig, timeout)) for i, url, body, sig in jobs]
+        results = [(i, f.result()) for i, f in futures]
+    for item_id, attempt in results:
+        finish(token, item_id, attempt)
+    return len(results)
+
+
+class Worker:
+    """Delivers the outbox in the background of a serving process."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(
+            max_workers=int(app.config.get("DELIVERY_CONCURRENCY", 8) or 8),
+            thread_name_prefix="console-delivery")
+        self._thread = threading.Thread(target=self._loop, name="console-delivery", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        _wake.set()
+        self._thread.join(5)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _loop(self) -> None:
+        poll = float(self.app.config.get("DELIVERY_POLL_SECONDS", 1.0))
+        while not self._stop.is_set():
+            sent = 0
+            try:
+                with self.app.app_context():
+                    sent = deliver_due(self._pool)
+            except Exception:  # the database may be away for a moment; try again next round
+                log.exception("Delivering callbacks failed; retrying")
+            if not sent:
+                _wake.wait(poll)
+                _wake.clear()
+
+
+def start(app: Flask) -> Worker | None:
+    """Start the delivery worker of a serving process unless CONSOLE_DELIVERY_WORKER is false."""
+    enabled = str(app.config.get("DELIVERY_WORKER", "true")).lower() not in (
+        "0", "false", "no", "off")
+    if not enabled or "console_delivery" in app.extensions:
+        return None
+    worker = Worker(app)
+    app.extensions["console_delivery"] = worker
+    worker.start()
+    return worker

@@ -1,0 +1,113 @@
+"""Roll-out state: per service, the version it should run, what it fetched and acknowledged, and
+where its callback stands; and the summary of one version's roll-out over all services."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..extensions import db
+from ..models import Delivery, ExtensionService, utcnow
+
+FETCH_RECORD_EVERY = dt.timedelta(seconds=10)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def latest_deliveries(service_ids: list[int] | None = None) -> dict[int, Delivery]:
+    """The newest delivery of each service (one query)."""
+    newest = db.select(db.func.max(Delivery.id)).group_by(Delivery.service_id)
+    if service_ids is not None:
+        newest = newest.where(Delivery.service_id.in_(service_ids))
+    rows = db.session.execute(db.select(Delivery).where(Delivery.id.in_(newest))).scalars()
+    return {d.service_id: d for d in rows}
+
+
+def delivery_state(item: Delivery | None) -> dict[str, Any]:
+    """pending, retrying (with the last error), delivered, failed, or none."""
+    if item is None:
+        return {"state": "none"}
+    state = item.state
+    if state == "pending" and item.attempts:
+        state = "retrying"
+    out: dict[str, Any] = {"state": state, "version": item.version, "attempts": item.attempts,
+                           "created_at": _iso(item.created_at)}
+    if item.last_error:
+        out["last_error"] = item.last_error
+    if state in ("pending", "retrying"):
+        out["next_attempt_at"] = _iso(item.due_at)
+    if item.finished_at:
+        out["finished_at"] = _iso(item.finished_at)
+    return out
+
+
+def service_state(row: ExtensionService, delivery: Delivery | None = None) -> dict[str, Any]:
+    """Where one service stands: applied, failed, fetched (not acknowledged yet), or pending."""
+    current = row.config_etag is not None
+    if current and row.acked_etag == row.config_etag and row.ack_status == "applied":
+        state = "applied"
+    elif current and row.acked_etag == row.config_etag and row.ack_status == "failed":
+        state = "failed"
+    elif current and row.fetched_etag == row.config_etag:
+        state = "fetched"
+    else:
+        state = "pending"
+    return {
+        "name": row.name, "state": state,
+        "target": {"version": row.config_version, "etag": row.config_etag},
+        "fetched": {"version": row.fetched_version, "at": _iso(row.fetched_at),
+                    "from": row.fetched_from, "current": current and row.fetched_etag == row.config_etag},
+        "acknowledged": {"version": row.acked_version, "status": row.ack_status,
+                         "message": row.ack_message, "at": _iso(row.acked_at),
+                         "current": current and row.acked_etag == row.config_etag},
+        "callback": bool(row.callback_url),
+        "delivery": delivery_state(delivery),
+    }
+
+
+def rollout(version: int | None = None) -> dict[str, Any]:
+    """The roll-out of `version` (default: the newest any service should run) over all services."""
+    rows = list(db.session.execute(db.select(ExtensionService)
+                                   .order_by(ExtensionService.name)).scalars())
+    deliveries = latest_deliveries()
+    states = [service_state(r, deliveries.get(r.id)) for r in rows]
+    if version is None:
+        version = max((r.config_version or 0 for r in rows), default=0)
+    counts = {"applied": 0, "failed": 0, "fetched": 0, "pending": 0}
+    for s in states:
+        counts[s["state"]] += 1
+    total = len(states)
+    parts = [f"{counts['applied']} of {total} services applied v{version}"] if total else [
+        "No services are registered"]
+    for s in states:
+        if s["state"] == "failed":
+            parts.append(f"{s['name']} failed: {s['acknowledged']['message'] or 'no reason given'}")
+        elif s["delivery"]["state"] in ("retrying", "failed"):
+            parts.append(f"{s['name']}: callback {s['delivery']['state']}"
+                         f" ({s['delivery'].get('last_error', '')})")
+    settled = all(s["state"] in ("applied", "failed") or s["delivery"]["state"] == "failed"
+                  for s in states)
+    return {"version": version, "services": states, "counts": counts, "total": total,
+            "text": " · ".join(parts), "settled": settled}
+
+
+def record_fetch(row: ExtensionService, remote: str | None) -> bool:
+    """Note that `row` fetched its current document (throttled when nothing changed); True when a
+    write was made (the caller commits)."""
+    now = utcnow()
+    if (row.fetched_etag == row.config_etag and row.fetched_at is not None
+            and now - row.fetched_at < FETCH_RECORD_EVERY):
+        return False
+    row.fetched_version, row.fetched_etag = row.config_version, row.config_etag
+    row.fetched_at, row.fetched_from = now, (remote or "")[:64]
+    return True
+
+
+def record_ack(row: ExtensionService, version: int, status: str, message: str) -> None:
+    """Note what the service runs now (the caller commits)."""
+    row.acked_version, row.ack_status = version, status
+    row.ack_message = message[:2000] if message else None
+    row.acked_etag = row.fetched_etag if version == row.fetched_version else (
+        row.config_etag if version == row.config_version else None)
+    row.acked_at = utcnow()

@@ -1,0 +1,190 @@
+"""The read side of the settings: a saved State plus the environment, resolved once.
+
+A `Snapshot` resolves each protocol at most once (masked and, when asked, revealed), and the snapshot of
+what the database holds now is kept for the rest of the request (or CLI command) until a write replaces
+it. Views, the API, the checks and the change pipeline all read through here.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import g, has_app_context
+
+from .. import certs
+from ..brokers import PROTOCOLS
+from . import rules
+from .resolve import ProtocolSettings, Saved, resolve, resolve_priorities
+from .schema import ALIASES, FILE_SLOTS
+from .state import State, read_state
+
+
+class ProtocolUnknown(LookupError):
+    """No such protocol."""
+
+
+def check_protocol(protocol: str) -> str:
+    """`protocol` if it is one of the five, else ProtocolUnknown."""
+    if protocol not in PROTOCOLS:
+        raise ProtocolUnknown(protocol)
+    return protocol
+
+
+def environment() -> Mapping[str, str]:
+    """The environment the messaging overrides come from."""
+    return os.environ
+
+
+def environment_key() -> tuple[tuple[str, str], ...]:
+    """The messaging variables of the environment, to tell when a kept snapshot is out of date."""
+    return tuple(sorted((k, v) for k, v in environment().items()
+                        if k.startswith("SP_") or k in ALIASES))
+
+
+def _read_key_file(path: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        data = Path(path).read_bytes()
+        key = serialization.load_pem_private_key(data, password=None)
+    except OSError as exc:
+        raise certs.CertError(f"{path} cannot be read: {exc.strerror}.") from None
+    except (ValueError, TypeError):
+        raise certs.CertError(f"{path} is not an unencrypted PEM private key.") from None
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def _env_file_loader(reveal: bool):
+    def load(path: str, slot: str) -> dict[str, Any]:
+        if slot == "tls_key":
+            if not reveal:
+                if not Path(path).is_file():
+                    raise certs.CertError(f"{path} does not exist or is not a file.")
+                return {"path": path}
+            return {"path": path, "key_pem": _read_key_file(path)}
+        info = certs.load_pem_file(path)
+        return {"path": path, "format": "PEM", "certs_pem": info.certs_pem,
+                "certificates": [c.as_dict() for c in info.certificates]}
+    return load
+
+
+def resolve_layer(protocol: str, layer: Saved, reveal: bool = False) -> ProtocolSettings:
+    """Effective settings of one protocol from a saved layer and the environment."""
+    check_protocol(protocol)
+    settings = resolve(protocol, layer, environment(), _env_file_loader(reveal))
+    for slot in FILE_SLOTS:
+        item = settings.fields[slot]
+        if item.source == "saved" and item.value:
+            item.value["certificates"] = [c.as_dict()
+                                          for c in certs.describe_pem(item.value["certs_pem"])]
+    return settings
+
+
+class Snapshot:
+    """One saved State with the environment applied; every protocol resolved at most once."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.env_key = environment_key()
+        self._masked: dict[str, ProtocolSettings] = {}
+        self._revealed: dict[str, ProtocolSettings] = {}
+        self._priorities: tuple[list[str], dict[str, Any]] | None = None
+
+    def settings(self, protocol: str, reveal: bool = False) -> ProtocolSettings:
+        """Effective settings of `protocol` (secrets masked unless `reveal`)."""
+        cache = self._revealed if reveal else self._masked
+        if protocol not in cache:
+            cache[protocol] = resolve_layer(protocol, self.state.saved(protocol, reveal), reveal)
+        return cache[protocol]
+
+    def all(self, reveal: bool = False) -> dict[str, ProtocolSettings]:
+        """Effective settings of every protocol."""
+        return {p: self.settings(p, reveal) for p in PROTOCOLS}
+
+    def priorities(self) -> tuple[list[str], dict[str, Any]]:
+        """Effective priority order and where it came from."""
+        if self._priorities is None:
+            self._priorities = resolve_priorities(self.state.priorities, environment())
+        order, info = self._priorities
+        return list(order), dict(info, saved=list(info["saved"]))
+
+    def enabled(self) -> list[str]:
+        """The enabled protocols."""
+        return [p for p in PROTOCOLS if self.settings(p).enabled]
+
+
+_KEY = "console_snapshot"
+
+
+def current() -> Snapshot:
+    """The snapshot of the database as it is now, kept for the rest of this app context until
+    `forget()` (every write calls it)."""
+    if not has_app_context():
+        return Snapshot(read_state())
+    snap = g.get(_KEY)
+    if snap is None or snap.env_key != environment_key():
+        snap = Snapshot(read_state())
+        setattr(g, _KEY, snap)
+    return snap
+
+
+def remember(snapshot: Snapshot) -> None:
+    """Keep `snapshot` as what the database holds now (after a commit wrote its state)."""
+    if has_app_context():
+        setattr(g, _KEY, snapshot)
+
+
+def forget() -> None:
+    """Drop the kept snapshot: the stored configuration changed."""
+    if has_app_context():
+        g.pop(_KEY, None)
+
+
+def effective(protocol: str, reveal: bool = False, saved: Saved | None = None) -> ProtocolSettings:
+    """Effective settings of one protocol now (or of the saved layer `saved`)."""
+    if saved is not None:
+        return resolve_layer(protocol, saved, reveal)
+    return current().settings(check_protocol(protocol), reveal)
+
+
+def effective_all(reveal: bool = False) -> dict[str, ProtocolSettings]:
+    """Effective settings of every protocol now."""
+    return current().all(reveal)
+
+
+def saved_layer(protocol: str, reveal: bool = False) -> Saved:
+    """The saved settings of `protocol` now; secrets decrypted only when `reveal`."""
+    return current().state.saved(protocol, reveal)
+
+
+def priorities() -> tuple[list[str], dict[str, Any]]:
+    """Effective priority order now and where it came from."""
+    return current().priorities()
+
+
+def findings(settings: ProtocolSettings) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Blocking errors by field and warnings, for candidate or current settings."""
+    errors: dict[str, str] = {}
+    warnings: list[tuple[str, str]] = []
+    for item in rules.check(settings):
+        from_env = all(settings.fields[n].source == "env" for n in item.fields)
+        if item.severity == "error" and not from_env:
+            target = item.target
+            if settings.fields[target].source == "env":
+                target = next(n for n in item.fields if settings.fields[n].source != "env")
+            errors.setdefault(target, item.message)
+        else:
+            note = item.message if item.severity == "warning" else (
+                f"The environment sets conflicting values: {item.message}")
+            warnings.append((item.target, note))
+    for name, r in settings.fields.items():
+        if r.env_error:
+            warnings.append((name, r.env_error))
+        if r.conflict:
+            warnings.append((name, r.conflict))
+        if r.shadowed:
+            warnings.append((name, f"The saved value is shadowed by {r.env_var}."))
+    warnings += [("", note) for note in settings.notes]
+    return errors, warnings
