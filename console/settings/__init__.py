@@ -140,7 +140,7 @@ def save(protocol: str):
             context["guard"] = {"result": result, "fields": risky}
             return _section_response(protocol, context, 409)
     result = service.apply_changes(protocol, changes, actor(), origin="page",
-                                   confirm=bool(request.form.get("confirm")))
+                                   confirm=bool(request.form.get("confirm")), prepared=prep)
     if result.errors:
         context = section_context(protocol, errors=result.errors, submitted=submitted)
         return _section_response(protocol, context, 422)

@@ -176,9 +176,14 @@ def saved_diff(old: State, new: State) -> list[FieldChange]:
 
 def effective_diff(old: State | Snapshot, new: State | Snapshot) -> list[FieldChange]:
     """What changes in the effective settings (environment overrides applied)."""
-    before, after = effective_of(old, reveal=True), effective_of(new, reveal=True)
+    old = old if isinstance(old, Snapshot) else Snapshot(old)
+    new = new if isinstance(new, Snapshot) else Snapshot(new)
     out: list[FieldChange] = []
     for protocol in PROTOCOLS:
+        if new.shares(protocol):
+            continue
+        before, after = ({protocol: old.settings(protocol, True)},
+                         {protocol: new.settings(protocol, True)})
         for name, f in FIELDS[protocol].items():
             a, b = before[protocol].fields[name], after[protocol].fields[name]
             if f.is_file and not f.secret:
@@ -228,19 +233,15 @@ def assess(old: State | Snapshot, new: State | Snapshot, changes: list[FieldChan
     impact = Impact()
     old = old if isinstance(old, Snapshot) else Snapshot(old)
     new = new if isinstance(new, Snapshot) else Snapshot(new)
-    before, after = effective_of(old, reveal=True), effective_of(new, reveal=True)
-    ident_before = {p: identity(s) for p, s in before.items()}
-    ident_after = {p: identity(s) for p, s in after.items()}
-    secrets_changed = {p: any(c.secret and c.protocol == p and c.install_time for c in changes)
-                       for p in PROTOCOLS}
     services = db.session.execute(db.select(ExtensionService)).scalars().all()
     if not services:
         return impact
+    secrets_changed = {p: any(c.secret and c.protocol == p and c.install_time for c in changes)
+                       for p in PROTOCOLS}
     impact.notified = outbox.notified(old, new, services)
     names = {s.id: s.name for s in services}
     po, pn = priorities_of(old), priorities_of(new)
-    on_before = [p for p in PROTOCOLS if before[p].enabled]
-    on_after = [p for p in PROTOCOLS if after[p].enabled]
+    on_before, on_after = old.enabled(), new.enabled()
     moved: dict[int, tuple[str | None, str | None]] = {}
     for s in services:
         a = select_protocol({s.name: s.protocols}, po, on_before).protocol
@@ -254,10 +255,12 @@ def assess(old: State | Snapshot, new: State | Snapshot, changes: list[FieldChan
                               .order_by(Adapter.name))
     for name, service_id, protocol, digest, snapshot in rows:
         key = (protocol, digest)
-        if key not in groups:
-            was = _classify(snapshot, ident_before[protocol], before[protocol].enabled, False,
-                            protocol)
-            now = _classify(snapshot, ident_after[protocol], after[protocol].enabled,
+        if key not in groups and new.shares(protocol):
+            groups[key] = ("ok", "")
+        elif key not in groups:
+            before, after = old.settings(protocol, True), new.settings(protocol, True)
+            was = _classify(snapshot, identity(before), before.enabled, False, protocol)
+            now = _classify(snapshot, identity(after), after.enabled,
                             secrets_changed[protocol], protocol)
             groups[key] = now if now[0] != "ok" and now != was else ("ok", "")
         kind, reason = groups[key]
@@ -298,13 +301,17 @@ def _version(state: State, actor: str, origin: str, summary: str) -> ConfigVersi
 
 
 def commit(candidate: State, *, actor: str | None, origin: str, action: str,
-           confirm: bool = False, dry_run: bool = False, summary: str = "") -> Outcome:
-    """Apply `candidate` through the impact check; see the module docstring."""
+           confirm: bool = False, dry_run: bool = False, summary: str = "",
+           seed: dict[str, tuple[ProtocolSettings, bool]] | None = None) -> Outcome:
+    """Apply `candidate` through the impact check; see the module docstring. `seed` hands in
+    settings already resolved from the candidate (protocol → (settings, revealed))."""
     actor = actor or "unknown"
     before = current()
     if candidate.as_json() == before.state.as_json():
         return Outcome("unchanged")
-    after = Snapshot(candidate)
+    after = before.derive(candidate)
+    for protocol, (settings, reveal) in (seed or {}).items():
+        after.seed(protocol, settings, reveal)
     saved = saved_diff(before.state, candidate)
     effective = effective_diff(before, after)
     impact = assess(before, after, saved)

@@ -91,9 +91,30 @@ class Snapshot:
         self._masked: dict[str, ProtocolSettings] = {}
         self._revealed: dict[str, ProtocolSettings] = {}
         self._priorities: tuple[list[str], dict[str, Any]] | None = None
+        self._base: Snapshot | None = None
+        self._same: frozenset[str] = frozenset()
+
+    def derive(self, state: State) -> Snapshot:
+        """A snapshot of `state` that shares this one's resolution of every protocol whose saved
+        layer `state` leaves as it is (a change resolves only what it changes)."""
+        snap = Snapshot(state)
+        if snap.env_key == self.env_key:
+            snap._base = self
+            snap._same = frozenset(p for p in PROTOCOLS if _layer(self.state, p) == _layer(state, p))
+        return snap
+
+    def shares(self, protocol: str) -> bool:
+        """True when `protocol` resolves as in the snapshot this one was derived from."""
+        return protocol in self._same
+
+    def seed(self, protocol: str, settings: ProtocolSettings, reveal: bool) -> None:
+        """Keep settings already resolved from this snapshot's saved layer of `protocol`."""
+        (self._revealed if reveal else self._masked)[protocol] = settings
 
     def settings(self, protocol: str, reveal: bool = False) -> ProtocolSettings:
         """Effective settings of `protocol` (secrets masked unless `reveal`)."""
+        if self._base is not None and protocol in self._same:
+            return self._base.settings(protocol, reveal)
         cache = self._revealed if reveal else self._masked
         if protocol not in cache:
             cache[protocol] = resolve_layer(protocol, self.state.saved(protocol, reveal), reveal)
@@ -110,9 +131,21 @@ class Snapshot:
         order, info = self._priorities
         return list(order), dict(info, saved=list(info["saved"]))
 
+    def any(self, protocol: str) -> ProtocolSettings:
+        """The settings of `protocol` for what secrets do not change (identity, enabling):
+        whichever resolution is at hand, masked when none is."""
+        if self._base is not None and protocol in self._same:
+            return self._base.any(protocol)
+        return self._revealed.get(protocol) or self.settings(protocol)
+
     def enabled(self) -> list[str]:
         """The enabled protocols."""
-        return [p for p in PROTOCOLS if self.settings(p).enabled]
+        return [p for p in PROTOCOLS if self.any(p).enabled]
+
+
+def _layer(state: State, protocol: str) -> tuple[Any, Any, Any]:
+    return (state.values.get(protocol) or {}, state.secrets.get(protocol) or {},
+            state.files.get(protocol) or {})
 
 
 _KEY = "console_snapshot"

@@ -50,6 +50,7 @@ class Prepared:
     changed: list[str] = field(default_factory=list)
     saved: Saved | None = None
     settings: ProtocolSettings | None = None
+    revealed: bool = False
 
     def install_time_changes(self) -> list[str]:
         """The changed fields that adapters have baked in."""
@@ -106,14 +107,17 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
         if old_values.get(name) != saved.values.get(name):
             prep.changed.append(name)
     prep.saved = saved
+    prep.revealed = reveal
     prep.settings = effective(protocol, reveal=reveal, saved=saved)
     prep.errors, prep.warnings = findings(prep.settings)
     return prep
 
 
 def _commit(candidate: Any, result: ChangeResult, *, actor: str | None, origin: str,
-            action: str, confirm: bool, protocol: str | None) -> ChangeResult:
-    outcome = pipeline.commit(candidate, actor=actor, origin=origin, action=action, confirm=confirm)
+            action: str, confirm: bool, protocol: str | None,
+            seed: dict[str, Any] | None = None) -> ChangeResult:
+    outcome = pipeline.commit(candidate, actor=actor, origin=origin, action=action,
+                              confirm=confirm, seed=seed)
     result.outcome = outcome
     result.changed = sorted({c.field for c in outcome.saved_changes if c.field != "priorities"}
                             | ({"priorities"} if any(c.field == "priorities"
@@ -150,16 +154,18 @@ def candidate_state(protocol: str, prep: Prepared):
 
 
 def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, *,
-                  origin: str = "console", confirm: bool = False) -> ChangeResult:
-    """Validate `changes` and save them all, or nothing when any is invalid; when adapters are
-    affected, nothing is saved without `confirm`."""
-    prep = prepare_changes(protocol, changes)
+                  origin: str = "console", confirm: bool = False,
+                  prepared: Prepared | None = None) -> ChangeResult:
+    """Validate `changes` (or take them `prepared` already) and save them all, or nothing when
+    any is invalid; when adapters are affected, nothing is saved without `confirm`."""
+    prep = prepared if prepared is not None else prepare_changes(protocol, changes)
     result = ChangeResult(errors=prep.errors, warnings=prep.warnings, settings=prep.settings)
     if prep.errors:
         return _rejected(result, actor=actor, origin=origin, action="update", protocol=protocol)
     candidate = candidate_state(protocol, prep)
     return _commit(candidate, result, actor=actor, origin=origin, action="update",
-                   confirm=confirm, protocol=protocol)
+                   confirm=confirm, protocol=protocol,
+                   seed={protocol: (prep.settings, prep.revealed)})
 
 
 def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
