@@ -42,10 +42,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .health import bp as health_bp
     from .history import bp as history_bp
     from .settings import bp as settings_bp
+    from .tokens import bp as tokens_bp
     auth.init_app(app)
     errors.init_app(app)
     for blueprint in (settings_bp, history_bp, adapters_bp, audit_bp, diagnostics_bp, api_bp,
-                      health_bp):
+                      health_bp, tokens_bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
 

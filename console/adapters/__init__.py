@@ -13,6 +13,7 @@ from ..extensions import db
 from ..htmx import is_htmx
 from ..models import Adapter, ExtensionService
 from ..settings.identity import identity
+from ..delivery import status as rollout_status
 from . import service as registry
 
 bp = Blueprint("adapters", __name__)
@@ -56,14 +57,48 @@ def page_context(page: int, errors: dict[str, str] | None = None,
     adapters = [{"row": a, "service": name,
                  "differences": registry.snapshot_differences(a.snapshot, current[a.protocol])}
                 for a, name in rows]
+    deliveries = rollout_status.latest_deliveries()
     return {
-        "services": [{"row": s, "selection": registry.current_selection([s], settings)}
+        "services": [{"row": s, "selection": registry.current_selection([s], settings),
+                      "state": rollout_status.service_state(s, deliveries.get(s.id))}
                      for s in services],
+        "rollout": rollout_status.rollout() if services else None,
         "adapters": adapters, "total": total, "page": page, "pages": pages,
         "drift": registry.drift_summary(settings), "env_drift": env_drift(settings, rows),
         "errors": errors or {}, "message": message, "connection": connection,
         "PROTOCOLS": PROTOCOLS,
     }
+
+
+@bp.get("/adapters/rollout")
+@login_required
+def rollout():
+    """The roll-out fragment (polled by itself until every service settled)."""
+    data = rollout_status.rollout(request.args.get("version", type=int))
+    if is_htmx():
+        return render_template("adapters/_rollout.html", rollout=data)
+    return render_template("adapters/rollout.html", rollout=data)
+
+
+@bp.post("/adapters/<name>/migrate")
+@admin_required
+def migrate_adapter(name: str):
+    try:
+        adapter, selection = registry.migrate_adapter(name, actor(), "page")
+    except registry.RegistryError as exc:
+        return _respond(page_context(1, errors=exc.errors), 422)
+    return _respond(page_context(1, message=f"Adapter {adapter.name} now uses {adapter.protocol} "
+                                            f"at {adapter.snapshot.get('address')}."), 200)
+
+
+@bp.post("/adapters/<name>/delete")
+@admin_required
+def delete_adapter(name: str):
+    try:
+        registry.delete_adapter(name, actor(), "page")
+    except registry.RegistryError as exc:
+        return _respond(page_context(1, errors=exc.errors), 422)
+    return _respond(page_context(1, message=f"Adapter {name} deleted."), 200)
 
 
 @bp.get("/adapters")

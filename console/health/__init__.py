@@ -16,7 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import checks
 from ..brokers import PROTOCOLS
+from ..delivery import outbox
 from ..extensions import db
+from ..models import Delivery, ExtensionService
 from ..settings import service as settings_service
 
 bp = Blueprint("health", __name__)
@@ -87,6 +89,24 @@ def readyz():
     return Response(body, status=code, mimetype="application/json")
 
 
+def delivery_metrics(version, target, acked, applied, outbox_gauge):
+    """Fill the configuration delivery gauges (one query each)."""
+    version.add_metric([], float(outbox.current_version()))
+    for row in db.session.execute(db.select(ExtensionService)).scalars():
+        if row.config_version is not None:
+            target.add_metric([row.name], float(row.config_version))
+        if row.acked_version is not None and row.ack_status == "applied":
+            acked.add_metric([row.name], float(row.acked_version))
+        applied.add_metric([row.name], 1.0 if (row.ack_status == "applied" and row.acked_etag
+                                               and row.acked_etag == row.config_etag) else 0.0)
+    counts = dict(db.session.execute(db.select(Delivery.state, db.func.count(Delivery.id))
+                                     .where(Delivery.state.in_(("pending", "failed")))
+                                     .group_by(Delivery.state)).all())
+    for state in ("pending", "failed"):
+        outbox_gauge.add_metric([state], float(counts.get(state, 0)))
+    return version, target, acked, applied, outbox_gauge
+
+
 class BrokerCollector:
     """Prometheus collector that reads the stored check results and certificates at scrape time,
     so every worker answers the same."""
@@ -106,7 +126,23 @@ class BrokerCollector:
         expiry = GaugeMetricFamily("messaging_certificate_expiry_timestamp_seconds",
                                    "notAfter of each certificate the console knows.",
                                    labels=["protocol", "source", "subject", "sha256"])
+        version = GaugeMetricFamily("messaging_config_version",
+                                    "The newest configuration version.")
+        target = GaugeMetricFamily("messaging_service_config_version",
+                                   "The configuration version each service should run.",
+                                   labels=["service"])
+        acked = GaugeMetricFamily("messaging_service_acknowledged_version",
+                                  "The version each service last acknowledged as applied.",
+                                  labels=["service"])
+        current_ack = GaugeMetricFamily("messaging_service_config_applied",
+                                        "1 when the service acknowledged its current configuration "
+                                        "as applied.", labels=["service"])
+        outbox_gauge = GaugeMetricFamily("messaging_config_deliveries",
+                                         "Callbacks to services by state (pending includes retrying).",
+                                         labels=["state"])
         with self.app.app_context():
+            for family in delivery_metrics(version, target, acked, current_ack, outbox_gauge):
+                yield family
             rows = checks.latest()
             for protocol in PROTOCOLS:
                 settings = settings_service.effective(protocol)

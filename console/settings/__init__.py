@@ -9,6 +9,7 @@ from flask import (
 from flask_login import login_required
 
 from .. import checks
+from ..delivery import status as rollout_status
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
 from ..htmx import is_htmx
@@ -72,7 +73,9 @@ def page_context(**overrides: Any) -> dict[str, Any]:
 @bp.get("/messaging")
 @login_required
 def messaging():
-    return render_template("settings/messaging.html", **page_context())
+    version = request.args.get("rollout", type=int)
+    rollout = rollout_status.rollout(version) if version else None
+    return render_template("settings/messaging.html", **page_context(), rollout=rollout)
 
 
 @bp.get("/messaging/<protocol>")
@@ -109,6 +112,10 @@ def _section_response(protocol: str, context: dict[str, Any], status: int):
         return render_template("settings/_protocol.html", section=context), status
     if status == 200:
         flash(context.get("message") or "Saved.")
+        rollout = context.get("rollout")
+        if rollout:
+            return redirect(url_for("settings.messaging", rollout=rollout["version"],
+                                    _anchor=protocol))
         return redirect(url_for("settings.messaging", _anchor=protocol))
     return render_template("settings/messaging.html",
                            **page_context(sections={protocol: context})), status
@@ -150,7 +157,16 @@ def save(protocol: str):
                               "save_anyway": bool(request.form.get("save_anyway"))}
         return _section_response(protocol, context, 409)
     text = ("Saved: " + ", ".join(result.changed) + ".") if result.changed else "No changes."
-    return _section_response(protocol, section_context(protocol, message=text), 200)
+    context = section_context(protocol, message=text)
+    context["rollout"] = rollout_after(result.outcome)
+    return _section_response(protocol, context, 200)
+
+
+def rollout_after(outcome: Any) -> dict[str, Any] | None:
+    """The roll-out to follow after an applied change that told services of a new version."""
+    if outcome is None or outcome.status != "applied" or not outcome.impact.notified:
+        return None
+    return rollout_status.rollout(outcome.version_id)
 
 
 @bp.post("/messaging/<protocol>/test")

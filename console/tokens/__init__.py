@@ -1,0 +1,44 @@
+"""API tokens page for admins: create (shown once), list, revoke — the same as the CLI and the API."""
+from __future__ import annotations
+
+from flask import Blueprint, render_template, request
+
+from ..auth import actor, admin_required
+from ..auth import tokens as api_tokens
+from ..htmx import is_htmx
+from ..models import TOKEN_ROLES
+
+bp = Blueprint("tokens", __name__)
+
+
+def _render(status: int = 200, **context):
+    context = {"tokens": api_tokens.all_tokens(), "roles": TOKEN_ROLES, "errors": {},
+               "form": {}, **context}
+    template = "tokens/_tokens.html" if is_htmx() else "tokens/tokens.html"
+    return render_template(template, **context), status
+
+
+@bp.get("/tokens")
+@admin_required
+def tokens_page():
+    return _render()
+
+
+@bp.post("/tokens")
+@admin_required
+def create():
+    form = {k: request.form.get(k, "") for k in ("name", "role", "service")}
+    try:
+        row, token = api_tokens.create(form["name"], form["role"], form["service"] or None,
+                                       actor=actor(), origin="page")
+    except api_tokens.TokenError as exc:
+        return _render(422, errors=exc.errors, form=form)
+    return _render(201 if is_htmx() else 200, created={"row": row, "token": token})
+
+
+@bp.post("/tokens/<name>/revoke")
+@admin_required
+def revoke(name: str):
+    if not api_tokens.revoke(name, actor=actor(), origin="page"):
+        return _render(404, errors={"name": f"No token named {name}."})
+    return _render(message=f"Revoked {name}.")
