@@ -70,6 +70,11 @@ def make_app(instance: Path, **config) -> Flask:
     return _create(instance, **config)
 
 
+def reopen_app(instance: Path, **config) -> Flask:
+    """Another console process on the database already in `instance` (as after a restart)."""
+    return _create(instance, **config)
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
     app = make_app(tmp_path / "instance")
@@ -124,8 +129,9 @@ def viewer_client(app: Flask) -> FlaskClient:
     return login(app.test_client(), "viewer", VIEWER_PASSWORD)
 
 
-def make_token(app: Flask, name: str, role: str) -> str:
-    result = app.test_cli_runner().invoke(args=["tokens", "create", name, "--role", role])
+def make_token(app: Flask, name: str, role: str, service: str | None = None) -> str:
+    args = ["tokens", "create", name, "--role", role] + (["--service", service] if service else [])
+    result = app.test_cli_runner().invoke(args=args)
     assert result.exit_code == 0, result.output
     return result.output.strip()
 
