@@ -34,6 +34,7 @@ class ConsoleDouble:
 
     tokens: dict[str, str]
     host: str = "127.0.0.1"
+    port: int = 0
     version: int = 1
     protocol: str | None = None
     brokers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -47,7 +48,7 @@ class ConsoleDouble:
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.ack_event = threading.Condition(self.lock)
-        self.httpd = ThreadingHTTPServer((self.host, 0), self._handler())
+        self.httpd = ThreadingHTTPServer((self.host, self.port), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                        daemon=True)
