@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import queue
@@ -198,7 +199,7 @@ class ConsoleClient:
             raise _error(exc.code, payload, exc.headers.get("Location")) from None
         except urllib.error.URLError as exc:
             raise ConsoleUnavailable(None, f"{self.base_url}: {exc.reason}", "unreachable") from None
-        except (OSError, TimeoutError) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise ConsoleUnavailable(None, f"{self.base_url}: {exc}", "unreachable") from None
 
     # -- API ------------------------------------------------------------------------------------------
@@ -414,6 +415,7 @@ class CallbackServer:
         class Handler(BaseHTTPRequestHandler):
             server_version = "console-callback/1"
             protocol_version = "HTTP/1.1"
+            timeout = 10                    # seconds a client may take per read: no slow-loris hang
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
                 log.debug("%s %s", self.address_string(), format % args)

@@ -96,8 +96,8 @@ class Connection:
         self.host = str(settings.get("host") or "localhost")
         self.port = _int(settings.get("port"), DEFAULT_PORTS[self.protocol])
         self.timeout = float(_int(settings.get("connect_timeout"), 10))
-        self.tls = bool(settings.get("tls"))
-        self.pem = PemFiles(settings)
+        self.tls = _bool(settings.get("tls"), False)
+        self.pem = PemFiles({})
 
     @property
     def broker(self) -> str:
@@ -124,8 +124,11 @@ class Connection:
         self.pem.remove()
 
     def _ssl(self) -> ssl.SSLContext | None:
+        """The TLS context from the delivered PEM text (written to private files now), or None."""
         if not self.tls:
             return None
+        self.pem.remove()
+        self.pem = PemFiles(self.settings)
         return self.pem.ssl_context(_bool(self.settings.get("tls_verify_hostname"), True))
 
 
@@ -477,7 +480,11 @@ def open_connection(protocol: str, settings: Mapping[str, Any], name: str) -> Co
     kind = CONNECTIONS.get(protocol)
     if kind is None:
         raise ConnectFailed(f"this service speaks {', '.join(PROTOCOLS)}, not {protocol}")
-    connection = kind(settings, name)
+    try:
+        connection = kind(settings, name)
+    except (TypeError, ValueError) as exc:
+        raise ConnectFailed(f"{settings.get('host') or 'localhost'}:{settings.get('port') or '-'}: "
+                            f"the settings cannot be used: {exc}") from None
     try:
         connection.open()  # type: ignore[attr-defined]
     except ConnectFailed:

@@ -196,20 +196,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="register without a callback URL and only poll (SERVICE_NO_CALLBACK=1)")
     parser.add_argument("--protocols", type=_protocols, default=env("SERVICE_PROTOCOLS", "mqtt,rabbitmq"),
                         help="protocols this service supports (SERVICE_PROTOCOLS)")
-    parser.add_argument("--poll-interval", type=float, default=float(env("SERVICE_POLL_INTERVAL", "30")),
+    parser.add_argument("--poll-interval", type=float, default=env("SERVICE_POLL_INTERVAL", "30"),
                         help="seconds between polls when no callback comes (SERVICE_POLL_INTERVAL)")
-    parser.add_argument("--heartbeat", type=float, default=float(env("SERVICE_HEARTBEAT", "0")),
+    parser.add_argument("--heartbeat", type=float, default=env("SERVICE_HEARTBEAT", "0"),
                         help="seconds between round trips on the live connection, 0 = off (SERVICE_HEARTBEAT)")
-    parser.add_argument("--timeout", type=float, default=float(env("SERVICE_CONSOLE_TIMEOUT", "5")),
+    parser.add_argument("--timeout", type=float, default=env("SERVICE_CONSOLE_TIMEOUT", "5"),
                         help="seconds per console request (SERVICE_CONSOLE_TIMEOUT)")
     args = parser.parse_args(argv)
     for name in ("console", "token", "service"):
         if not getattr(args, name):
             parser.error(f"--{name} (or its environment variable) is required")
-    if isinstance(args.listen, str):
-        args.listen = _listen(args.listen)
-    if isinstance(args.protocols, str):
-        args.protocols = _protocols(args.protocols)
+    if args.poll_interval <= 0 or args.timeout <= 0 or args.heartbeat < 0:
+        parser.error("--poll-interval and --timeout must be positive, --heartbeat 0 or more")
     return args
 
 

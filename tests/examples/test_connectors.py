@@ -111,6 +111,23 @@ def test_bad_pem_material_is_a_clear_failure(mqtt_settings, private_tmp: Path) -
     assert _tls_dirs(private_tmp) == []
 
 
+def test_settings_paho_refuses_are_a_failure_not_a_crash(mqtt_settings, private_tmp: Path) -> None:
+    with pytest.raises(ConnectFailed, match="127.0.0.1:18883: the settings cannot be used: .*client id"):
+        open_connection("mqtt", mqtt_settings("tls", client_id="", clean_session=False), "edge")
+    assert _tls_dirs(private_tmp) == []
+
+
+def test_a_persistent_session_with_the_delivered_client_id(mqtt_settings) -> None:
+    for version in ("3.1.1", "5"):
+        connection = open_connection("mqtt", mqtt_settings(client_id=f"edge-persistent-{version}",
+                                                           clean_session=False, protocol_version=version), "edge")
+        try:
+            assert connection.client._client_id == f"edge-persistent-{version}".encode()
+            assert connection.round_trip() > 0
+        finally:
+            connection.close()
+
+
 def test_pem_files_without_tls_material_make_no_directory(private_tmp: Path) -> None:
     files = PemFiles({"tls_ca": None, "tls_cert": ""})
     assert files.directory is None and files.paths == {} and _tls_dirs(private_tmp) == []

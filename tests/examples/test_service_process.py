@@ -195,6 +195,10 @@ def test_missing_options_and_a_busy_port(console, spawn) -> None:
     missing = spawn("--console", console.url, "--service", "edge")
     assert missing.process.wait(timeout=20) == 2
     assert "--token (or its environment variable) is required" in missing._stderr()
+    bad = spawn("--console", console.url, "--token", TOKEN, "--service", "edge", "--listen", "8090",
+                "--protocols", "kafka")
+    assert bad.process.wait(timeout=20) == 2
+    assert "expected HOST:PORT, not '8090'" in bad._stderr()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
