@@ -83,8 +83,8 @@ class Config:
             if protocol is not None and not isinstance(protocol, str):
                 raise TypeError("protocol is not a string")
             return cls(service=str(document["service"]), version=version,
-                       etag=str(document.get("etag") or etag), priorities=list(document.get("priorities") or []),
-                       protocol=protocol, brokers={str(k): dict(v) for k, v in brokers.items()},
+                       etag=etag or str(document.get("etag") or ""),
+                       priorities=list(document.get("priorities") or []), protocol=protocol, brokers={str(k): dict(v) for k, v in brokers.items()},
                        raw=dict(document))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConsoleError(200, f"the console sent a configuration this client cannot read: {exc}",
@@ -166,6 +166,7 @@ class ConsoleClient:
         self.timeout = timeout
         self.signing_secret: Optional[str] = None
         self.etag: Optional[str] = None
+        self._etag_header: Optional[str] = None
         self.config: Optional[Config] = None
         self._opener = urllib.request.build_opener(_NoRedirect)
         self._wake: "queue.Queue[Optional[Notification]]" = queue.Queue()
@@ -224,15 +225,17 @@ class ConsoleClient:
         """The configuration when it changed since the last fetch (`If-None-Match`), else None (304)."""
         headers = {}
         if self.etag and not force:
-            headers["If-None-Match"] = _quote_etag(self.etag)
+            headers["If-None-Match"] = self._etag_header or _quote_etag(self.etag)
         status, answer_headers, document = self.request("GET", self._service_path("/config"), headers=headers)
         if status == HTTPStatus.NOT_MODIFIED:
             return None
         if not isinstance(document, dict):
             raise ConsoleError(status, "the console's configuration answer is not a JSON object", "bad_document")
-        etag = _unquote_etag(_header(answer_headers, "ETag") or "") or str(document.get("etag") or "")
+        header = (_header(answer_headers, "ETag") or "").strip()
+        etag = _unquote_etag(header) or str(document.get("etag") or "")
         config = Config.from_document(document, etag)
         self.etag = etag or config.etag or None
+        self._etag_header = header or None
         self.config = config
         return config
 
@@ -373,7 +376,8 @@ class CallbackServer:
 
     def stop(self) -> None:
         """Stop serving and let the worker finish the callback it runs."""
-        self._httpd.shutdown()
+        if self._threads:
+            self._httpd.shutdown()
         self._httpd.server_close()
         self._queue.put(None)
         for thread in self._threads:

@@ -49,6 +49,7 @@ class ExampleService:
         self.connection: Connection | None = None
         self.running_version: int | None = None
         self._switch = threading.Lock()
+        self._retiring: list[threading.Thread] = []
         self._state_lock = threading.Lock()
         self._state: dict[str, Any] = {"service": client.service, "version": None, "status": "starting",
                                        "message": "", "protocol": None, "broker": None, "round_trips": 0,
@@ -93,23 +94,27 @@ class ExampleService:
             self._update(running_version=config.version)
             self.out(f"applied v{config.version} {protocol} {current.broker} (settings unchanged)")
             return "applied", f"{protocol} settings unchanged; connection to {current.broker} kept"
-        if current is not None:
-            current.pause()
         try:
             connection = open_connection(protocol, settings, self.client.service)
         except ConnectFailed as exc:
-            if current is not None:
-                current.resume()
             return self._failed(config, protocol, _where(settings), str(exc))
         self.connection = connection
         if current is not None:
-            current.close()
+            self._retire(current)
         self.running_version = config.version
         with self._state_lock:
             self._state.update(protocol=protocol, broker=connection.broker, running_version=config.version,
                                round_trips=self._state["round_trips"] + 1)
         self.out(f"applied v{config.version} {protocol} {connection.broker}")
         return "applied", f"connected to {protocol} {connection.broker}; a message went there and back"
+
+    def _retire(self, connection: Connection) -> None:
+        """Close the replaced connection in the background (an MQTT session the new one took over may
+        sit in paho's reconnect wait for up to a second)."""
+        closing = threading.Thread(target=connection.close, name="retire", daemon=True)
+        with self._state_lock:
+            self._retiring = [t for t in self._retiring if t.is_alive()] + [closing]
+        closing.start()
 
     def _failed(self, config: Config, protocol: str | None, broker: str | None, reason: str) -> tuple[str, str]:
         current = self.connection
@@ -153,11 +158,13 @@ class ExampleService:
                 self._switch.release()
 
     def close(self) -> None:
-        """Close the broker connection."""
+        """Close the broker connection and wait for replaced ones to finish closing."""
         with self._switch:
             if self.connection is not None:
                 self.connection.close()
                 self.connection = None
+            for thread in self._retiring:
+                thread.join(timeout=5)
 
 
 def _where(settings: dict[str, Any]) -> str:
@@ -267,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return
         outcome["code"] = 0
 
-    worker = threading.Thread(target=run, name="watch")
+    worker = threading.Thread(target=run, name="watch", daemon=True)
     worker.start()
     while worker.is_alive():
         received = signal.sigtimedwait(signals, 0.2)
@@ -280,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.stop()
     service.close()
     out("stopped")
-    return outcome.get("code", 0)
+    return outcome.get("code", 1)
 
 
 def _printer() -> Callable[[str], None]:

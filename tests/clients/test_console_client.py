@@ -197,6 +197,14 @@ def test_get_routes_answer_json(server) -> None:
     connection.close()
 
 
+def test_a_server_that_never_started_stops_at_once() -> None:
+    srv = cc.CallbackServer("127.0.0.1", 0, lambda: SECRET, lambda _n: None)
+    stopping = threading.Thread(target=srv.stop, daemon=True)
+    stopping.start()
+    stopping.join(5)
+    assert not stopping.is_alive()
+
+
 def test_the_console_is_answered_while_the_work_still_runs() -> None:
     """on_change blocks until the test has the 204: a receiver working inside the request would time out."""
     release, started, done = threading.Event(), threading.Event(), []
@@ -251,6 +259,20 @@ def test_fetch_sends_the_token_and_the_last_etag_and_304_gives_none(console: Con
     assert newer.etag != config.etag and client.etag == newer.etag
     assert client.fetch(force=True) == newer
     assert "if-none-match" not in console.config_reads("edge")[-1].headers
+
+
+def test_the_etag_is_sent_back_as_the_console_wrote_it(console: ConsoleDouble) -> None:
+    document = json.dumps({"service": "edge", "version": 5, "etag": "body-tag", "priorities": [], "protocol": None,
+                           "brokers": {}}).encode()
+    client = cc.ConsoleClient(console.url, TOKEN, "edge")
+    console.fail_next.append((200, document, {"ETag": 'W/"weak-tag"'}))
+    assert client.fetch().etag == "weak-tag"
+    client.fetch()
+    assert console.config_reads("edge")[-1].headers["if-none-match"] == 'W/"weak-tag"'
+    console.fail_next.append((200, document, {}))
+    assert client.fetch(force=True).etag == "body-tag"
+    client.fetch()
+    assert console.config_reads("edge")[-1].headers["if-none-match"] == '"body-tag"'
 
 
 def test_a_token_of_another_service_is_403_with_the_console_message(console: ConsoleDouble) -> None:

@@ -33,6 +33,13 @@ def service(console: ConsoleDouble) -> Iterator[Any]:
     svc.close()
 
 
+def _eventually(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
 def _deliver(console: ConsoleDouble, service: Any, protocol: str | None, brokers: dict[str, Any]) -> Config:
     """A change on the console, fetched by the service's client and applied."""
     console.change(protocol, brokers)
@@ -55,7 +62,7 @@ def test_mqtt_plain_then_the_password_listener_then_a_wrong_password(console, se
 
     v3 = _deliver(console, service, "mqtt", {"mqtt": mqtt_settings("plain_auth")})
     assert console.wait_ack(v3.version)["status"] == "applied"
-    assert service.connection is not first and not first.connected
+    assert service.connection is not first and _eventually(lambda: not first.connected)
     assert service.connection.broker == "127.0.0.1:11884" and service.connection.round_trip() > 0
     assert service.status()["round_trips"] == 2
 
@@ -85,10 +92,27 @@ def test_mqtt_to_rabbitmq_and_back_over_tls(console, service, mqtt_settings, rab
 
     assert console.wait_ack(_deliver(console, service, "rabbitmq", brokers).version)["status"] == "applied"
     assert service.connection.protocol == "rabbitmq" and service.connection.broker == "127.0.0.1:17671"
-    assert not mqtt_connection.connected and service.connection.round_trip() > 0
+    assert _eventually(lambda: not mqtt_connection.connected) and service.connection.round_trip() > 0
 
     assert console.wait_ack(_deliver(console, service, "mqtt", brokers).version)["status"] == "applied"
     assert service.status()["protocol"] == "mqtt" and service.status()["round_trips"] == 3
+
+
+def test_the_replaced_session_of_the_same_client_id_does_not_take_over_again(console, service,
+                                                                            mqtt_settings) -> None:
+    """Both listeners are one Mosquitto: the new session takes the client id over; the old one, closed
+    in the background, must not reconnect after paho's 1 s reconnect delay and kick the new one out."""
+    _deliver(console, service, "mqtt", {"mqtt": mqtt_settings("plain")})
+    first = service.connection
+    _deliver(console, service, "mqtt", {"mqtt": mqtt_settings("plain_auth")})
+    second = service.connection
+    assert first.client_id == second.client_id == "example-edge"
+    assert _eventually(lambda: not first.client.is_connected())
+    watched_until = time.monotonic() + 2.5
+    while time.monotonic() < watched_until:
+        assert second.connected and not first.client.is_connected()
+        time.sleep(0.05)
+    assert second.round_trip() > 0
 
 
 def test_rabbitmq_wrong_password_keeps_the_running_connection(console, service, rabbitmq_settings) -> None:
