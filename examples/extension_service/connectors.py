@@ -99,6 +99,8 @@ class Connection:
         self.timeout = float(_int(settings.get("connect_timeout"), 10))
         self.tls = _bool(settings.get("tls"), False)
         self.pem = PemFiles({})
+        self.on_event: Callable[[str], None] | None = None
+        self._closed = False
 
     @property
     def broker(self) -> str:
@@ -117,6 +119,11 @@ class Connection:
     def close(self) -> None:
         """Close the connection and remove its TLS files."""
         self.pem.remove()
+
+    def _event(self, what: str, detail: str = "") -> None:
+        """Tell `on_event` that the open connection was lost or came back (not while opening or closing)."""
+        if self.on_event is not None and not self._closed:
+            self.on_event(f"{what} {self.protocol} {self.broker}" + (f": {detail}" if detail else ""))
 
     def _ssl(self) -> ssl.SSLContext | None:
         """The TLS context from the delivered PEM text (written to private files now), or None."""
@@ -159,10 +166,15 @@ class MqttConnection(Connection):
     def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, code: Any, _props: Any) -> None:
         self._up = not code.is_failure
         self._signal("connack", code)
+        if self._threaded:
+            self._event("reconnected" if self._up else "reconnect-refused", "" if self._up else str(code))
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, code: Any, _props: Any) -> None:
-        self._up = False
+        was_up, self._up = self._up, False
         self._signal("disconnect", code)
+        if self._threaded and was_up:
+            reason = str(code) if self.version == mqtt.MQTTv5 else "the connection was closed"
+            self._event("connection-lost", reason)
 
     def _on_subscribe(self, _client: Any, _userdata: Any, mid: int, codes: list[Any], _props: Any) -> None:
         self._signal(f"suback-{mid}", codes)
@@ -273,6 +285,7 @@ class MqttConnection(Connection):
 
     def close(self) -> None:
         """Disconnect (which also ends paho's reconnect wait, within a second) and stop its thread."""
+        self._closed = True
         try:
             connected = self.client.is_connected()
             self.client.disconnect()
@@ -356,6 +369,7 @@ class RabbitmqConnection(Connection):
                 pass
 
     def close(self) -> None:
+        self._closed = True
         self._closing.set()
         self._wake()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
@@ -442,16 +456,19 @@ class RabbitmqConnection(Connection):
                     try:
                         self._connect()
                         backoff = 1.0
-                    except ConnectFailed:
+                        self._event("reconnected")
+                    except ConnectFailed as exc:
                         next_attempt = time.monotonic() + backoff
                         backoff = min(backoff * 2, 30.0)
+                        self._event("reconnect-failed", str(exc).removeprefix(f"{self.broker}: "))
                 self._closing.wait(0.1)
                 continue
             try:
                 self._connection.process_data_events(time_limit=0.2)
-            except Exception:  # noqa: BLE001 - the connection is lost; reconnect with a backoff
+            except Exception as exc:  # noqa: BLE001 - the connection is lost; reconnect with a backoff
                 self._drop()
                 next_attempt = time.monotonic() + backoff
+                self._event("connection-lost", _pika_text(exc))
         self._drop()
 
     def _drop(self) -> None:

@@ -94,10 +94,15 @@ class ExampleService:
             self._update(running_version=config.version)
             self.out(f"applied v{config.version} {protocol} {current.broker} (settings unchanged)")
             return "applied", f"{protocol} settings unchanged; connection to {current.broker} kept"
+        if current is not None:
+            current.on_event = None     # a session the new one takes over is not news
         try:
             connection = open_connection(protocol, settings, self.client.service)
         except ConnectFailed as exc:
+            if current is not None:
+                current.on_event = self.out
             return self._failed(config, protocol, _where(settings), str(exc))
+        connection.on_event = self.out
         self.connection = connection
         if current is not None:
             self._retire(current)

@@ -2,13 +2,18 @@
 good settings, the broker's own reason with bad ones, TLS from delivered PEM text in private files."""
 from __future__ import annotations
 
+import secrets
 import stat
 import tempfile
+import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from connectors import ConnectFailed, PemFiles, _addresses, open_connection
+from tests.lab_fixtures import load_brokerlab
 
 
 @pytest.fixture
@@ -16,6 +21,13 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The connectors' temporary files go to a directory of this test only."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     return tmp_path
+
+
+def _eventually(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
 
 
 def _tls_dirs(root: Path) -> list[Path]:
@@ -207,3 +219,46 @@ def test_rabbitmq_addresses_forms(value, expected) -> None:
 def test_an_unknown_protocol_is_refused() -> None:
     with pytest.raises(ConnectFailed, match="this service speaks mqtt, rabbitmq, not kafka"):
         open_connection("kafka", {"host": "127.0.0.1", "port": 19092}, "edge")
+
+
+# -- losing the broker --------------------------------------------------------------------------------
+def test_mqtt_reconnects_after_the_broker_drops_the_session(mqtt_settings) -> None:
+    """Another client taking over the client id makes Mosquitto drop ours; paho reconnects by itself."""
+    events: list[str] = []
+    client_id = f"example-takeover-{secrets.token_hex(3)}"
+    connection = open_connection("mqtt", mqtt_settings(client_id=client_id), "edge")
+    connection.on_event = events.append
+    intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    try:
+        intruder.connect("127.0.0.1", connection.port)
+        intruder.loop(timeout=0.5)
+        assert _eventually(lambda: any(e.startswith("connection-lost mqtt 127.0.0.1:11883") for e in events))
+        intruder.disconnect()
+        assert _eventually(lambda: connection.connected, timeout=10)
+        assert "reconnected mqtt 127.0.0.1:11883" in events, events
+        assert connection.round_trip() > 0
+    finally:
+        intruder._reset_sockets()
+        connection.close()
+
+
+def test_rabbitmq_reconnects_after_the_broker_closes_the_connection(lab: dict, rabbitmq_settings) -> None:
+    events: list[str] = []
+    name = f"reconnect-{secrets.token_hex(4)}"
+    connection = open_connection("rabbitmq", rabbitmq_settings(), name)
+    connection.on_event = events.append
+    brokerlab, rabbitmq_dir = load_brokerlab(), Path(lab["dir"])
+    try:
+        listed = brokerlab._rabbitmqctl(rabbitmq_dir, "-q", "list_connections", "--no-table-headers", "pid",
+                                        "client_properties")
+        pids = [line.split("\t")[0] for line in listed.stdout.splitlines()
+                if f'{{"connection_name","{name} (console example service)"}}' in line]
+        assert len(pids) == 1, listed.stdout + listed.stderr
+        closed = brokerlab._rabbitmqctl(rabbitmq_dir, "-q", "close_connection", pids[0], "test closes it")
+        assert closed.returncode == 0, closed.stderr
+        assert _eventually(lambda: any(e.startswith("connection-lost rabbitmq 127.0.0.1:17672: CONNECTION_FORCED")
+                                       for e in events), timeout=10), events
+        assert _eventually(lambda: "reconnected rabbitmq 127.0.0.1:17672" in events, timeout=10), events
+        assert connection.connected and connection.round_trip() > 0
+    finally:
+        connection.close()
