@@ -84,8 +84,8 @@ class Config:
                 raise TypeError("protocol is not a string")
             return cls(service=str(document["service"]), version=version,
                        etag=etag or str(document.get("etag") or ""),
-                       priorities=list(document.get("priorities") or []), protocol=protocol, brokers={str(k): dict(v) for k, v in brokers.items()},
-                       raw=dict(document))
+                       priorities=list(document.get("priorities") or []), protocol=protocol,
+                       brokers={str(k): dict(v) for k, v in brokers.items()}, raw=dict(document))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConsoleError(200, f"the console sent a configuration this client cannot read: {exc}",
                                "bad_document") from None

@@ -221,8 +221,8 @@ class MqttConnection(Connection):
             self.client.tls_set_context(context)
         self.client.connect_timeout = self.timeout
         try:
-            self.client.connect(self.host, self.port, keepalive=self.keepalive,
-                                clean_start=self.clean if self.version == mqtt.MQTTv5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY)
+            clean_start = self.clean if self.version == mqtt.MQTTv5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+            self.client.connect(self.host, self.port, keepalive=self.keepalive, clean_start=clean_start)
         except (OSError, ValueError) as exc:
             raise ConnectFailed(f"{self.broker}: {_os_text(exc)}") from None
         try:
@@ -357,7 +357,8 @@ class RabbitmqConnection(Connection):
         try:
             return done.result(timeout=self.timeout + 5)
         except FutureTimeout:
-            raise ConnectFailed(f"{self.broker}: the round trip did not finish within the connect timeout") from None
+            raise ConnectFailed(f"{self.broker}: the round trip did not finish within the connect "
+                                "timeout") from None
 
     def _wake(self) -> None:
         """Make the connection thread's `process_data_events` return now (thread-safe)."""

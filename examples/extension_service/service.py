@@ -155,7 +155,7 @@ class ExampleService:
                 try:
                     connection.round_trip()
                 except ConnectFailed as exc:
-                    self.out(f"round-trip-failed {connection.protocol} {connection.broker}: {exc}")
+                    self.out(f"round-trip-failed {connection.protocol} {exc}")
                     continue
                 with self._state_lock:
                     self._state["round_trips"] += 1

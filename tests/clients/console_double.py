@@ -121,7 +121,8 @@ class ConsoleDouble:
             return exc.code
 
     # -- HTTP ------------------------------------------------------------------------------------
-    def _answer(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, bytes, dict[str, str]]:
+    def _answer(self, method: str, path: str, headers: dict[str, str],
+                raw: bytes) -> tuple[int, bytes, dict[str, str]]:
         if self.fail_next:
             return self.fail_next.pop(0)
         auth = headers.get("authorization", "")

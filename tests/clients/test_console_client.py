@@ -291,7 +291,8 @@ def test_error_mapping(console: ConsoleDouble) -> None:
     assert (caught.value.status, caught.value.error) == (401, "unauthorized")
 
     client = cc.ConsoleClient(console.url, TOKEN, "edge")
-    console.fail_next.append((500, b"<html><body>Internal Server Error</body></html>", {"Content-Type": "text/html"}))
+    console.fail_next.append((500, b"<html><body>Internal Server Error</body></html>",
+                              {"Content-Type": "text/html"}))
     with pytest.raises(cc.ConsoleError) as caught:
         client.fetch()
     assert (caught.value.status, caught.value.message) == (500, "Internal Server Error")

@@ -91,7 +91,8 @@ def test_mqtt_client_certificate_from_pem(lab: dict, mqtt_settings, private_tmp:
     ("tls_expired", "TLS: certificate verify failed: certificate has expired"),
     ("tls_wronghost", "TLS: certificate verify failed: IP address mismatch"),
 ])
-def test_mqtt_tls_failures_name_the_certificate_problem(mqtt_settings, private_tmp: Path, listener, reason) -> None:
+def test_mqtt_tls_failures_name_the_certificate_problem(mqtt_settings, private_tmp: Path, listener: str,
+                                                       reason: str) -> None:
     with pytest.raises(ConnectFailed, match=reason):
         open_connection("mqtt", mqtt_settings(listener), "edge")
     assert _tls_dirs(private_tmp) == []
@@ -168,7 +169,8 @@ def test_rabbitmq_wrong_password_is_the_brokers_reason(rabbitmq_settings) -> Non
 
 def test_rabbitmq_vhost_without_permission(lab: dict, rabbitmq_settings) -> None:
     denied = lab["brokers"]["rabbitmq"]["denied_vhost"]
-    with pytest.raises(ConnectFailed, match=f"NOT_ALLOWED - access to vhost '{denied}' refused for user 'labuser'"):
+    refused = f"NOT_ALLOWED - access to vhost '{denied}' refused for user 'labuser'"
+    with pytest.raises(ConnectFailed, match=refused):
         open_connection("rabbitmq", rabbitmq_settings(vhost=denied), "edge")
 
 

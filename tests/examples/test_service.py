@@ -133,7 +133,8 @@ def test_unchanged_settings_keep_the_connection(console, service, mqtt_settings,
     connection = service.connection
     config = _deliver(console, service, "mqtt", {"mqtt": settings, "rabbitmq": rabbitmq_settings()})
     assert console.wait_ack(config.version) == {
-        "version": 3, "status": "applied", "message": "mqtt settings unchanged; connection to 127.0.0.1:11883 kept"}
+        "version": 3, "status": "applied",
+        "message": "mqtt settings unchanged; connection to 127.0.0.1:11883 kept"}
     assert service.connection is connection and service.status()["round_trips"] == 1
 
 

@@ -127,7 +127,8 @@ def test_callbacks_switch_listeners_without_a_restart(console, spawn, mqtt_setti
 
     console.change("mqtt", {"mqtt": mqtt_settings("plain_auth")})
     body = json.dumps({"service": "edge", "version": 3, "etag": console.etag("edge")}).encode()
-    assert console.callback("edge", body=body.replace(b"3", b"4"), signature=console.signature("edge", body)) == 401
+    forged = body.replace(b"3", b"4")
+    assert console.callback("edge", body=forged, signature=console.signature("edge", body)) == 401
     assert console.callback("edge", body=body) == 204
     service.expect(r"applied v3 mqtt 127\.0\.0\.1:11884")
     assert console.wait_ack(3)["status"] == "applied"
