@@ -83,10 +83,14 @@ def refresh(snapshot: Snapshot, version: int | None = None,
 
 
 def enqueue(service: ExtensionService, version: int, etag: str) -> Delivery:
-    """Queue a callback to `service`, superseding the ones still waiting."""
+    """Queue a callback to `service`, superseding the ones still waiting (one being sent right
+    now is left to finish)."""
     db.session.flush()
+    now = utcnow()
     db.session.execute(update(Delivery).where(Delivery.service_id == service.id,
-                                              Delivery.state == "pending")
+                                              Delivery.state == "pending",
+                                              or_(Delivery.claimed_until.is_(None),
+                                                  Delivery.claimed_until < now))
                        .values(state="superseded", finished_at=utcnow(), claimed_until=None)
                        .execution_options(synchronize_session=False))
     item = Delivery(service_id=service.id, version=version, etag=etag, url=service.callback_url,
