@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 BIND ?= $(or $(CONSOLE_BIND),127.0.0.1:8000)
 
-.PHONY: install install-dev run serve test system-deps brokers brokers-stop brokers-status clean
+.PHONY: install install-dev run serve test system-deps brokers brokers-stop brokers-status bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -53,6 +53,12 @@ test: install-dev system-deps
 	$(BIN)/python scripts/brokerlab.py start
 	bash scripts/postgres-test-db.sh
 	$(BIN)/python -m pytest -q tests
+
+## bench: every benchmark under bench/ against the broker lab (by hand, never in CI); prints the
+## distributions and writes bench/results/<name>.json and .png; `make bench BENCH="checks --scale 0.2"`
+bench: install-dev
+	$(BIN)/python scripts/brokerlab.py start
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,22 +1,20 @@
 """Connection-check benchmark against the local broker lab (`make brokers` first).
 
-    .venv/bin/python bench/checks.py [--repeat 15]
+    .venv/bin/python -m bench checks [--scale 0.2]      (or: make bench)
 
-Prints, in one run:
-1. per protocol, the median latency of the console's check and of the bare client library doing the
-   same minimal operation (target ratio ≤ 1.5);
-2. the wall time of checking all five concurrently over the slowest single check (target ≤ 1.3);
-3. the overrun of a check against a blackholed port over its timeout (target ≤ 10 %);
+Figures, each side of every ratio alternating with the other in rounds:
+1. per protocol, the console's check against the bare client library doing the same minimal operation
+   (target: ratio of the medians ≤ 1.5; for Kafka also the check's p90 ≤ 1.5 × the bare client's p50);
+2. checking all five concurrently against the slowest single check (target ≤ 1.3);
+3. the overrun of a check against a silent and a SYN-dropping port over its timeout (target ≤ 10 %);
 4. /readyz requests per second against a trivial Flask route under the same server (target ≥ 0.8).
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import http.client
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench.stats import Run, benchmark, main  # noqa: E402 - after the path set-up, as a script too
 
 
 def lab() -> dict:
@@ -55,13 +55,19 @@ def configs(data: dict):
                                  username=b["rabbitmq"]["username"],
                                  password=b["rabbitmq"]["password"],
                                  options={"vhost": b["rabbitmq"]["vhost"]}),
+        "kafka tls": BrokerConfig("kafka", h, b["kafka"]["tls"], servers=((h, b["kafka"]["tls"]),),
+                                  tls=True, tls_ca_file=data["certs"]["ca"],
+                                  options={"security_protocol": "SSL", "client_id": "bench"}),
     }
 
 
 def bare_kafka(c) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": f"{c.host}:{c.port}", "log_level": 0})
+    conf = {"bootstrap.servers": f"{c.host}:{c.port}", "log_level": 0}
+    if c.tls:
+        conf.update({"security.protocol": "SSL", "ssl.ca.location": c.tls_ca_file})
+    admin = AdminClient(conf)
     admin.list_topics(timeout=5)
 
 
@@ -115,60 +121,59 @@ def bare_rabbitmq(c) -> None:
 
 
 BARE = {"kafka": bare_kafka, "pulsar": bare_pulsar, "mqtt": bare_mqtt, "nats": bare_nats,
-        "rabbitmq": bare_rabbitmq}
+        "rabbitmq": bare_rabbitmq, "kafka tls": bare_kafka}
 
 
-def median_ms(fn, repeat: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
-
-
-def latencies(cfg: dict, repeat: int) -> dict[str, float]:
+def latencies(run: Run, cfg: dict) -> dict[str, float]:
+    """Check against bare client per protocol; the median of each check, by protocol."""
     from console.brokers import get_checker
 
-    print("1. check latency vs bare client (median of %d)" % repeat)
-    slowest = {}
+    run.say("1. check latency vs bare client")
+    medians = {}
     for protocol, c in cfg.items():
-        checker = get_checker(protocol)
+        checker = get_checker(protocol.split()[0])
 
-        def ours():
+        def ours(checker=checker, c=c):
             result = checker.check(c, 5)
             assert result.up, result.as_dict()
 
-        mine = median_ms(ours, repeat)
-        bare = median_ms(lambda: BARE[protocol](c), repeat)
-        slowest[protocol] = mine
-        print(f"   {protocol:<9} check {mine:7.2f} ms   bare {bare:7.2f} ms   ratio {mine / bare:5.2f}"
-              f"  (target ≤ 1.5)")
-    return slowest
+        comparison = run.compare(protocol, {"console check": ours,
+                                            "bare client": lambda c=c, p=protocol: BARE[p](c)},
+                                 rounds=10, per_round=10, target=1.5)
+        check = comparison.distribution("console check").summary()
+        bare = comparison.distribution("bare client").summary()
+        medians[protocol] = check["p50"]
+        if protocol.startswith("kafka"):
+            ratio = check["p90"] / bare["p50"]
+            run.value(f"{protocol}: check p90 / bare client p50", ratio, "", "≤ 1.5", ratio <= 1.5)
+    return medians
 
 
-def fan_out(cfg: dict, repeat: int) -> None:
-    from console.brokers import get_checker
+def fan_out(run: Run, cfg: dict, medians: dict[str, float]) -> None:
+    """All five concurrently against the slowest single check."""
     from concurrent.futures import ThreadPoolExecutor
 
-    singles = {p: median_ms(lambda p=p: get_checker(p).check(cfg[p], 5), repeat) for p in cfg}
-    with ThreadPoolExecutor(max_workers=len(cfg)) as pool:
+    from console.brokers import get_checker
+
+    five = {p: c for p, c in cfg.items() if " " not in p}
+    slowest = max(five, key=lambda p: medians[p])
+    run.say(f"2. fan-out: all five checks concurrently vs the slowest single one ({slowest})")
+    with ThreadPoolExecutor(max_workers=len(five)) as pool:
         def all_five():
-            results = list(pool.map(lambda p: get_checker(p).check(cfg[p], 5), cfg))
-            assert all(r.up for r in results)
-        wall = median_ms(all_five, repeat)
-    slowest = max(singles.values())
-    print(f"2. fan-out: all five concurrently {wall:.2f} ms, slowest single "
-          f"{slowest:.2f} ms ({max(singles, key=singles.get)}): ratio {wall / slowest:.2f} "
-          f"(target ≤ 1.3)")
+            results = list(pool.map(lambda p: get_checker(p).check(five[p], 5), five))
+            assert all(r.up for r in results), [r.as_dict() for r in results if not r.up]
+
+        run.compare("fan-out", {"all five": all_five,
+                                f"{slowest} alone": lambda: get_checker(slowest).check(five[slowest], 5)},
+                    rounds=10, per_round=5, target=1.3)
 
 
-def blackhole(data: dict) -> None:
+def blackhole(run: Run, data: dict) -> None:
+    """Overrun of one check per protocol against a silent and a SYN-dropping port, timeout 2 s."""
     from console.brokers import get_checker
     from console.brokers.base import BrokerConfig
 
-    print("3. overrun on a silent port (accepts, never answers) and a SYN-dropping port, timeout 2 s")
+    run.say("3. overrun on a silent port (accepts, never answers) and a SYN-dropping port, timeout 2 s")
     for name in ("silent", "syn_drop"):
         port = data["faults"][name]
         for protocol in ("kafka", "pulsar", "mqtt", "nats", "rabbitmq"):
@@ -178,9 +183,9 @@ def blackhole(data: dict) -> None:
                                   options={"security_protocol": "PLAINTEXT"})
             started = time.perf_counter()
             result = get_checker(protocol).check(config, 2.0)
-            elapsed = time.perf_counter() - started
-            print(f"   {name:<8} {protocol:<9} {elapsed:5.2f} s  overrun {(elapsed / 2 - 1) * 100:+5.1f} %"
-                  f"  cause {result.cause}")
+            overrun = (time.perf_counter() - started) / 2 - 1
+            run.value(f"{name:<8} {protocol:<9} overrun (cause {result.cause})", overrun * 100, "%",
+                      "≤ 10 %", overrun <= 0.10)
 
 
 def free_port() -> int:
@@ -211,7 +216,8 @@ def hammer(port: int, path: str, seconds: float, threads: int = 4) -> float:
     return sum(count) / seconds
 
 
-def readyz_throughput(data: dict) -> None:
+def readyz_throughput(run: Run, data: dict) -> None:
+    """/readyz against a trivial route of the same app under the same gunicorn, 2 s per side and round."""
     port = free_port()
     instance = tempfile.mkdtemp(prefix="bench-readyz-")
     env = {**os.environ, "CONSOLE_INSTANCE_PATH": instance, "CONSOLE_BIND": f"127.0.0.1:{port}",
@@ -223,7 +229,7 @@ def readyz_throughput(data: dict) -> None:
     subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT,
                    env=env, check=True, capture_output=True)
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                               "--access-logfile", "/dev/null", "bench.trivial_app:app"],
+                               "--access-logfile", "/dev/null", "bench._trivial_app:app"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
@@ -234,34 +240,27 @@ def readyz_throughput(data: dict) -> None:
             except OSError:
                 time.sleep(0.1)
         time.sleep(3)
-        hammer(port, "/bench/trivial", 1)
-        rounds = []
-        for _ in range(5):
-            trivial = hammer(port, "/bench/trivial", 2)
-            ready = hammer(port, "/readyz", 2)
-            rounds.append((ready, trivial))
-        ready = statistics.median(r for r, _ in rounds)
-        trivial = statistics.median(t for _, t in rounds)
-        ratio = statistics.median(r / t for r, t in rounds)
-        print(f"4. /readyz {ready:7.0f} req/s, trivial route {trivial:7.0f} req/s under the same "
-              f"gunicorn (2 workers × 4 threads), median of 5 alternating rounds: ratio "
-              f"{ratio:.2f} (target ≥ 0.8)")
+        run.say("4. /readyz vs a trivial route under the same gunicorn (2 workers × 4 threads), "
+                "4 client threads, 2 s per sample")
+        run.compare("/readyz throughput", {"/readyz": lambda: hammer(port, "/readyz", 2),
+                                           "trivial route": lambda: hammer(port, "/bench/trivial", 2)},
+                    rounds=6, per_round=1, sample=lambda fn: fn(), unit="req/s", target=0.8,
+                    higher_is_better=True)
     finally:
         server.terminate()
         server.wait(20)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=15)
-    args = parser.parse_args()
+@benchmark("checks", "Connection checks against the broker lab: console vs bare client library")
+def checks(run: Run) -> None:
+    """The four figures of the module docstring."""
     data = lab()
     cfg = configs(data)
-    latencies(cfg, args.repeat)
-    fan_out(cfg, args.repeat)
-    blackhole(data)
-    readyz_throughput(data)
+    medians = latencies(run, cfg)
+    fan_out(run, cfg, medians)
+    blackhole(run, data)
+    readyz_throughput(run, data)
 
 
 if __name__ == "__main__":
-    main()
+    main(only="checks")

@@ -1,24 +1,26 @@
 """Impact preview and adapters page render time for 50, 500 and 5,000 adapters.
 
-    .venv/bin/python bench/impact.py [--repeat 5]
+    .venv/bin/python -m bench impact [--scale 0.2]      (or: make bench)
 
 Each size gets a fresh SQLite database with two services and N adapters (half on MQTT, half on
-Kafka). Measured: the impact preview of a change that affects every MQTT adapter (a dry-run of a
-new MQTT host, as the page and `PATCH … {"dry_run": true}` do it) and one render of the adapters
-page (page 1 of N/50). Targets: the page grows ≤ 2× from 50 to 5,000 (pagination); the preview grows
-linearly (≈ 100×).
+Kafka); the three sizes are measured in alternating rounds. Measured: the impact preview of a change
+that affects every MQTT adapter (a dry-run of a new MQTT host, as the page and `PATCH … {"dry_run":
+true}` do it) and one render of the adapters page (page 1 of N/50). Targets: the page grows ≤ 2× from
+50 to 5,000 (pagination); the preview grows at most linearly (≤ 100×).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.stats import Run, benchmark, main  # noqa: E402 - after the path set-up, as a script too
+
+SIZES = (50, 500, 5000)
 
 
 def build(n: int, directory: Path):
@@ -50,44 +52,36 @@ def build(n: int, directory: Path):
     return app, client
 
 
-def timed(fn, repeat: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+@benchmark("impact", "Impact preview and adapters page for 50, 500 and 5,000 adapters")
+def impact(run: Run) -> None:
+    """Both figures per size, the sizes alternating in rounds; growth from 50 to 5,000 with its spread."""
+    previews, pages = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in SIZES:
+            app, client = build(n, Path(tmp) / str(n))
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    results = {}
-    for n in (50, 500, 5000):
-        with tempfile.TemporaryDirectory() as tmp:
-            app, client = build(n, Path(tmp))
-
-            def preview():
+            def preview(client=client, n=n):
                 response = client.patch("/api/v1/brokers/mqtt",
                                         json={"host": "mqtt-moved", "dry_run": True})
                 assert response.status_code == 200
                 assert response.get_json()["impact"]["counts"]["breaks"] == n // 2
 
-            def page():
+            def page(client=client):
                 response = client.get("/adapters")
                 assert response.status_code == 200 and b"kafka-00000" in response.data
 
-            results[n] = (timed(preview, args.repeat), timed(page, args.repeat))
-            print(f"{n:>5} adapters: impact preview {results[n][0] * 1000:8.1f} ms   "
-                  f"adapters page {results[n][1] * 1000:7.1f} ms")
-    p50, p5000 = results[50], results[5000]
-    print(f"growth 50 → 5,000: preview ×{p5000[0] / p50[0]:.1f} (linear would be ×100), "
-          f"page ×{p5000[1] / p50[1]:.2f} (target ≤ 2)")
-    per = [(results[n][0] - results[50][0]) / (n - 50) * 1e6 for n in (500, 5000)]
-    print(f"preview cost per extra adapter: {per[0]:.1f} µs (500), {per[1]:.1f} µs (5,000)")
+            previews[f"{n:,} adapters"] = preview
+            pages[f"{n:,} adapters"] = page
+        big, small = f"{SIZES[-1]:,} adapters", f"{SIZES[0]:,} adapters"
+        preview = run.compare("impact preview (dry run of a new MQTT host)", previews, rounds=6,
+                              per_round=3, ratio_of=(big, small), target=100)
+        run.compare("adapters page, page 1", pages, rounds=6, per_round=3, ratio_of=(big, small),
+                    target=2)
+        medians = {n: statistics.median(preview.distribution(f"{n:,} adapters").samples) for n in SIZES}
+        for n in SIZES[1:]:
+            per = (medians[n] - medians[SIZES[0]]) / (n - SIZES[0]) * 1000
+            run.value(f"preview cost per extra adapter ({SIZES[0]} → {n:,})", per, "µs")
 
 
 if __name__ == "__main__":
-    main()
+    main(only="impact")

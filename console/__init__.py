@@ -9,6 +9,7 @@ from flask import Flask, redirect, url_for
 
 from .config import Defaults
 from .crypto import read_or_create_key_file
+from .lazy import LazyAppGroup
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +22,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
     )
+    app.cli = LazyAppGroup(app.name)
     app.config.from_object(Defaults)
     app.config.from_prefixed_env("CONSOLE", loads=str)
     if test_config:

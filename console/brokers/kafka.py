@@ -15,6 +15,12 @@ Traps handled:
   cause reaches `error_cb` only on `poll()`; a refused port is retried until the timeout. The check loops
   `list_topics(timeout=0.05)` + `poll(0)` and stops at the first decisive `error_cb` (authentication, SSL,
   name resolution, all brokers down);
+- a fresh client's metadata request lost its bootstrap connection in about one run in four and waited
+  ~50 ms: librdkafka (>= 2.10) decommissions the bootstrap broker as soon as its own "connected" metadata
+  names the real broker (here the same address), the application's request still in flight on it fails,
+  and with sparse connections the new broker is only dialled after `reconnect.backoff.ms / 2` (the
+  sparse-connect interval). `enable.sparse.connections=false` dials every learned broker at once, so the
+  retried request costs one more connection (~1 ms) instead of 50 ms (bench/README.md has the evidence);
 - `socket.connection.setup.timeout.ms` (default 30 s), `socket.timeout.ms` and
   `api.version.request.timeout.ms` are set from the deadline;
 - CA, expiry and host-name failures all read "certificate verify failed": a Python handshake with the
@@ -73,6 +79,7 @@ def client_conf(config: BrokerConfig, budget: float,
         "api.version.request.timeout.ms": ms,
         "reconnect.backoff.ms": 100,
         "reconnect.backoff.max.ms": 1000,
+        "enable.sparse.connections": False,
     }
     if protocol in ("SSL", "SASL_SSL"):
         conf["ssl.ca.location"] = config.tls_ca_file or "probe"
