@@ -37,8 +37,8 @@ def build(n: int, directory: Path):
 
         service.apply_changes("mqtt", {"enabled": True}, "bench")
         service.apply_changes("kafka", {"enabled": True}, "bench")
-        edge, _ = registry.register_service("edge", ["mqtt"])
-        lake, _ = registry.register_service("lake", ["kafka"])
+        edge = registry.register_service("edge", ["mqtt"]).service
+        lake = registry.register_service("lake", ["kafka"]).service
         rows = []
         for protocol, svc in (("mqtt", edge), ("kafka", lake)):
             snap = identity(service.effective(protocol))
