@@ -26,4 +26,4 @@ class Defaults:
     DELIVERY_RETRY_BASE: float = 1.0         # first retry after this, doubling each time
     DELIVERY_RETRY_MAX: float = 300.0        # longest wait between retries
     DELIVERY_LEASE_SECONDS: float = 30.0     # a claimed delivery is retaken by others after this
-    DELIVERY_CONCURRENCY: int = 8            # callbacks sent at once per process
+    DELIVERY_CONCURRENCY: int = 16           # callbacks sent at once per process

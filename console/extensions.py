@@ -1,13 +1,15 @@
 """Flask extensions, created unbound and initialised in the app factory."""
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from flask import Flask
 from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
 from .lazy import LazyAppGroup, load
@@ -55,3 +57,15 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrations()
 csrf = CSRFProtect()
 login_manager = LoginManager()
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite serves several workers: write-ahead logging lets readers run beside the one writer,
+    and NORMAL synchronisation (safe with WAL) spares an fsync per commit."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()

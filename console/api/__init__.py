@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, g, jsonify, request
+from flask import Blueprint, abort, current_app, g, jsonify, make_response, request
 from flask_login import current_user
 
-from ..auth import actor, bearer_token, is_admin, service_token
+from ..auth import actor, bearer_token, is_admin, presented_token, service_token
+from ..crypto import token_digest
+from ..delivery import status as rollout
 from ..brokers import PROTOCOLS
 from ..extensions import csrf
 from ..settings import service
@@ -32,6 +34,11 @@ def _authenticate():
     g.api_token = None
     if request.endpoint in PUBLIC:
         return None
+    if request.endpoint == "api.service_config" and request.headers.get("If-None-Match"):
+        tag = rollout.not_modified(token_digest(presented_token()), request.view_args["name"],
+                                   request.headers["If-None-Match"], request.remote_addr)
+        if tag is not None:     # a service polling its own unchanged document: answered here
+            return not_modified(tag)
     if request.headers.get("Authorization"):
         token = bearer_token()
         if token is None:
@@ -57,6 +64,13 @@ def _authenticate():
             and not is_admin()):
         return _error(403, "forbidden", "This needs the admin role.")
     return None
+
+
+def not_modified(tag: str):
+    """A 304 with the document's ETag."""
+    response = make_response("", 304)
+    response.set_etag(tag)
+    return response
 
 
 def forbidden_service():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import jsonify, make_response, request
+from flask import jsonify, request
 
 from ..adapters import service as registry
 from ..auth import actor, service_token
@@ -14,17 +14,8 @@ from ..delivery import status as rollout
 from ..extensions import db
 from ..settings import changes as change_log
 from ..settings.effective import current
-from . import _error, bp, forbidden_service
+from . import _error, bp, forbidden_service, not_modified
 from .registry import service_document
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    tags = [t.strip().removeprefix("W/").strip('"') for t in header.split(",")]
-    return etag in tags
 
 
 def _service_or_404(name: str):
@@ -37,20 +28,18 @@ def _service_or_404(name: str):
 
 @bp.get("/services/<name>/config")
 def service_config(name: str):
+    own = service_token() is not None
     row, missing = _service_or_404(name)
     if missing:
         return missing
-    own = service_token() is not None
     if row.config_etag is None:      # registered before delivery existed: record its document now
         outbox.refresh(current(), services=[row])
         db.session.commit()
-    tag = row.config_etag if own else row.config_etag + documents.MASKED_SUFFIX
-    if _etag_matches(request.headers.get("If-None-Match"), tag):
+    tag = row.config_etag + ("" if own else documents.MASKED_SUFFIX)
+    if rollout.etag_matches(request.headers.get("If-None-Match"), tag):
         if own and rollout.record_fetch(row, request.remote_addr):
             db.session.commit()
-        response = make_response("", 304)
-        response.set_etag(tag)
-        return response
+        return not_modified(tag)
     snap = current()
     content = documents.content(snap, row, reveal=own)
     if own:

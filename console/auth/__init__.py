@@ -62,12 +62,15 @@ def logout():
     return redirect(url_for("auth.login"))
 
 
+def presented_token() -> str:
+    """The bearer token of this request's Authorization header ("" when there is none)."""
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else ""
+
+
 def bearer_token() -> ApiToken | None:
     """The API token of this request's Authorization header, if valid."""
-    header = request.headers.get("Authorization", "")
-    if not header.lower().startswith("bearer "):
-        return None
-    token = header[7:].strip()
+    token = presented_token()
     if not token:
         return None
     row = db.session.execute(

@@ -55,8 +55,15 @@ def content(snapshot: Snapshot, service: ExtensionService, reveal: bool) -> dict
     chosen = select_protocol({service.name: service.protocols}, order, enabled)
     return {"service": service.name, "priorities": order, "protocol": chosen.protocol,
             "reason": chosen.reason,
-            "brokers": {p: broker_values(snapshot.settings(p, reveal), reveal)
+            "brokers": {p: _values(snapshot, p, reveal)
                         for p in order if p in enabled and p in service.protocols}}
+
+
+def _values(snapshot: Snapshot, protocol: str, reveal: bool) -> dict[str, Any]:
+    key = ("broker_values", protocol, reveal)
+    if key not in snapshot.memo:
+        snapshot.memo[key] = broker_values(snapshot.settings(protocol, reveal), reveal)
+    return snapshot.memo[key]
 
 
 def etag_of(revealed: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, current_app
 from sqlalchemy import or_, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..crypto import decrypt
 from ..extensions import db
@@ -75,7 +76,8 @@ def refresh(snapshot: Snapshot, version: int | None = None,
         if claimed != 1:       # another process recorded this change first
             db.session.refresh(row)
             continue
-        db.session.refresh(row)
+        set_committed_value(row, "config_etag", etag)
+        set_committed_value(row, "config_version", version)
         changed.append(row)
         if row.callback_url and (announce_first or not first):
             enqueue(row, version, etag)
@@ -165,7 +167,7 @@ def backoff(attempts: int) -> float:
     return min(cap, base * 2 ** (attempts - 1)) * random.uniform(0.8, 1.0)
 
 
-def claim(limit: int = 50) -> tuple[str, list[Delivery]]:
+def claim(limit: int = 500) -> tuple[str, list[Delivery]]:
     """Claim due deliveries for this process: one conditional UPDATE, so no two replicas get one."""
     now = utcnow()
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"[:80]
@@ -197,21 +199,29 @@ def _payload(item: Delivery, service: ExtensionService) -> tuple[bytes, str]:
 
 def finish(token: str, item_id: int, attempt: Attempt) -> None:
     """Record the result of one attempt on a claimed delivery."""
-    item = db.session.get(Delivery, item_id)
-    if item is None or item.claimed_by != token or item.state != "pending":
-        db.session.rollback()
-        return
+    finish_all(token, [(item_id, attempt)])
+
+
+def finish_all(token: str, results: list[tuple[int, Attempt]]) -> None:
+    """Record the results of attempts on claimed deliveries, in one transaction."""
+    items = {d.id: d for d in db.session.execute(db.select(Delivery).where(
+        Delivery.id.in_([i for i, _ in results]))).scalars()}
     now = utcnow()
-    item.attempts += 1
-    item.claimed_until = None
-    if attempt.ok:
-        item.state, item.finished_at, item.last_error = "delivered", now, None
-    else:
-        item.last_error = attempt.error[:1000]
-        if item.attempts >= int(_config("DELIVERY_MAX_ATTEMPTS", 10)):
-            item.state, item.finished_at = "failed", now
+    limit = int(_config("DELIVERY_MAX_ATTEMPTS", 10))
+    for item_id, attempt in results:
+        item = items.get(item_id)
+        if item is None or item.claimed_by != token or item.state != "pending":
+            continue
+        item.attempts += 1
+        item.claimed_until = None
+        if attempt.ok:
+            item.state, item.finished_at, item.last_error = "delivered", now, None
         else:
-            item.due_at = now + dt.timedelta(seconds=backoff(item.attempts))
+            item.last_error = attempt.error[:1000]
+            if item.attempts >= limit:
+                item.state, item.finished_at = "failed", now
+            else:
+                item.due_at = now + dt.timedelta(seconds=backoff(item.attempts))
     db.session.commit()
 
 
@@ -221,10 +231,11 @@ def deliver_due(pool: ThreadPoolExecutor | None = None) -> int:
     if not items:
         return 0
     timeout = _config("DELIVERY_TIMEOUT", 3.0)
+    services = {s.id: s for s in db.session.execute(db.select(ExtensionService).where(
+        ExtensionService.id.in_({i.service_id for i in items}))).scalars()}
     jobs = []
     for item in items:
-        service = db.session.get(ExtensionService, item.service_id)
-        body, signature = _payload(item, service)
+        body, signature = _payload(item, services[item.service_id])
         jobs.append((item.id, item.url, body, signature))
     db.session.rollback()
     if pool is None:
@@ -232,8 +243,7 @@ def deliver_due(pool: ThreadPoolExecutor | None = None) -> int:
     else:
         futures = [(i, pool.submit(post, url, body, sig, timeout)) for i, url, body, sig in jobs]
         results = [(i, f.result()) for i, f in futures]
-    for item_id, attempt in results:
-        finish(token, item_id, attempt)
+    finish_all(token, results)
     return len(results)
 
 

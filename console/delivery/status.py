@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sqlalchemy import bindparam, select
+
 from ..extensions import db
-from ..models import Delivery, ExtensionService, utcnow
+from ..models import ApiToken, Delivery, ExtensionService, utcnow
 
 FETCH_RECORD_EVERY = dt.timedelta(seconds=10)
+TOKEN_USED_EVERY = dt.timedelta(seconds=60)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -90,6 +93,57 @@ def rollout(version: int | None = None) -> dict[str, Any]:
                   for s in states)
     return {"version": version, "services": states, "counts": counts, "total": total,
             "text": " · ".join(parts), "settled": settled}
+
+
+def etag_matches(header: str | None, etag: str | None) -> bool:
+    """Whether an If-None-Match header names `etag`."""
+    if not header or not etag:
+        return False
+    if header.strip() == "*":
+        return True
+    return etag in [t.strip().removeprefix("W/").strip('"') for t in header.split(",")]
+
+
+def not_modified(token_digest: str, name: str, header: str | None,
+                 remote: str | None) -> str | None:
+    """The ETag to answer 304 with when a service's own token asks with an If-None-Match that names
+    its current document, else None (the full path then answers). One light query for the token and
+    the service together — nothing resolved, nothing decrypted; the fetch and the token's use are
+    recorded at most every few seconds."""
+    if not header:
+        return None
+    tokens, services = ApiToken.__table__, ExtensionService.__table__
+    row = db.session.execute(_CONDITIONAL_FETCH, {"digest": token_digest, "name": name}).first()
+    if row is None or not etag_matches(header, row.config_etag):
+        return None
+    now = utcnow()
+    if (row.fetched_etag != row.config_etag or row.fetched_at is None
+            or now - _aware(row.fetched_at) >= FETCH_RECORD_EVERY):
+        db.session.execute(services.update().where(services.c.id == row.id).values(
+            fetched_version=row.config_version, fetched_etag=row.config_etag, fetched_at=now,
+            fetched_from=(remote or "")[:64]))
+    if row.last_used_at is None or now - _aware(row.last_used_at) >= TOKEN_USED_EVERY:
+        db.session.execute(tokens.update().where(tokens.c.id == row.token_id)
+                           .values(last_used_at=now))
+    db.session.commit()
+    return row.config_etag
+
+
+def _conditional_fetch():
+    tokens, services = ApiToken.__table__, ExtensionService.__table__
+    return (select(tokens.c.id.label("token_id"), tokens.c.last_used_at, services.c.id,
+                   services.c.config_etag, services.c.config_version, services.c.fetched_etag,
+                   services.c.fetched_at)
+            .select_from(tokens.join(services, services.c.name == tokens.c.service))
+            .where(tokens.c.digest == bindparam("digest"), tokens.c.role == "service",
+                   services.c.name == bindparam("name")))
+
+
+_CONDITIONAL_FETCH = _conditional_fetch()
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def record_fetch(row: ExtensionService, remote: str | None) -> bool:

@@ -93,6 +93,7 @@ class Snapshot:
         self._priorities: tuple[list[str], dict[str, Any]] | None = None
         self._base: Snapshot | None = None
         self._same: frozenset[str] = frozenset()
+        self.memo: dict[Any, Any] = {}      # what readers derive from this snapshot, kept with it
 
     def derive(self, state: State) -> Snapshot:
         """A snapshot of `state` that shares this one's resolution of every protocol whose saved
