@@ -34,7 +34,6 @@ from connectors import PROTOCOLS, ConnectFailed, Connection, open_connection  # 
 from console_client import CallbackServer, Config, ConsoleClient, ConsoleError  # noqa: E402
 
 log = logging.getLogger("extension_service")
-FATAL_STATUSES = (401, 403)
 
 
 class ExampleService:
@@ -138,7 +137,7 @@ class ExampleService:
                 return
             except ConsoleError as exc:
                 log.warning("acknowledging v%s failed (%s)", version, exc)
-                if exc.status in FATAL_STATUSES or attempt == 2:
+                if (exc.status is not None and exc.status < 500) or attempt == 2:
                     self.out(f"ack-failed v{version}: {exc}")
                     return
                 time.sleep(1 + attempt)
