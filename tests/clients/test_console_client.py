@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -42,6 +43,16 @@ def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple
         return answer.status, answer.read()
     finally:
         connection.close()
+
+
+def test_the_client_needs_nothing_but_the_standard_library() -> None:
+    """Imported by an interpreter with no site-packages at all (-S -I)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import console_client; "
+            "print(all(not m.__file__ or 'site-packages' not in m.__file__ for m in list(sys.modules.values()) "
+            "if getattr(m, '__file__', None)))")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(ROOT / "clients" / "python")],
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout.strip()) == (0, "True"), result.stderr
 
 
 # -- signatures ---------------------------------------------------------------------------------------

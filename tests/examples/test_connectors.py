@@ -201,6 +201,14 @@ def test_rabbitmq_tls_failures(rabbitmq_settings, private_tmp: Path, listener: s
     assert _tls_dirs(private_tmp) == []
 
 
+def test_rabbitmq_hostname_check_off_accepts_the_wrong_host_certificate(rabbitmq_settings) -> None:
+    connection = open_connection("rabbitmq", rabbitmq_settings("tls_wronghost", tls_verify_hostname=False), "edge")
+    try:
+        assert connection.round_trip() > 0
+    finally:
+        connection.close()
+
+
 def test_rabbitmq_silent_port_ends_at_the_connect_timeout(lab: dict, rabbitmq_settings) -> None:
     silent = lab["faults"]["silent"]
     with pytest.raises(ConnectFailed, match="no AMQP handshake within the connect timeout"):
