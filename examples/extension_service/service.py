@@ -217,6 +217,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("console", "token", "service"):
         if not getattr(args, name):
             parser.error(f"--{name} (or its environment variable) is required")
+    if args.listen[0] in ("0.0.0.0", "::", "") and not (args.callback_url or args.no_callback):
+        parser.error("listening on every address: give --callback-url with an address the console can reach")
     if args.poll_interval <= 0 or args.timeout <= 0 or args.heartbeat < 0:
         parser.error("--poll-interval and --timeout must be positive, --heartbeat 0 or more")
     return args

@@ -208,6 +208,21 @@ def test_get_routes_answer_json(server) -> None:
     connection.close()
 
 
+def test_the_receiver_listens_on_ipv6_loopback(received) -> None:
+    try:
+        srv = cc.CallbackServer("::1", 0, lambda: SECRET, received.append)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with srv:
+        assert srv.url == f"http://[::1]:{srv.port}/console-callback"
+        connection = http.client.HTTPConnection("::1", srv.port, timeout=5)
+        connection.request("POST", "/console-callback", body=BODY,
+                           headers={cc.SIGNATURE_HEADER: cc.sign(SECRET, BODY)})
+        assert connection.getresponse().status == 204
+        connection.close()
+    assert received == [cc.Notification("edge", 12, "abc123")]
+
+
 def test_a_server_that_never_started_stops_at_once() -> None:
     srv = cc.CallbackServer("127.0.0.1", 0, lambda: SECRET, lambda _n: None)
     stopping = threading.Thread(target=srv.stop, daemon=True)

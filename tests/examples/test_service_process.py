@@ -132,6 +132,9 @@ def test_missing_options_and_a_busy_port(console, spawn) -> None:
                 "--protocols", "kafka")
     assert bad.process.wait(timeout=20) == 2
     assert "expected HOST:PORT, not '8090'" in bad.stderr()
+    everywhere = spawn("--console", console.url, "--token", TOKEN, "--service", "edge", "--listen", "0.0.0.0:0")
+    assert everywhere.process.wait(timeout=20) == 2
+    assert "give --callback-url with an address the console can reach" in everywhere.stderr()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
