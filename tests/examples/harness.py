@@ -82,6 +82,14 @@ class ExampleProcess:
             self.process.wait()
             raise AssertionError("the service did not exit within 30 s of SIGTERM") from None
 
+    def output(self) -> str:
+        """Every stdout line so far, those not yet matched by `expect` included (complete once exited)."""
+        if self.process.poll() is not None:
+            self._readers[0].join(timeout=5)
+        while not self._queue.empty():
+            self.lines.append(self._queue.get_nowait())
+        return "\n".join(self.lines)
+
     def stderr(self) -> str:
         """What the process wrote to stderr so far (complete once it has exited)."""
         if self.process.poll() is not None:

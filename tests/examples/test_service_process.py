@@ -80,6 +80,8 @@ def test_callbacks_switch_listeners_without_a_restart(console, spawn, mqtt_setti
     service.expect("stopping on SIGTERM")
     service.expect("stopped")
     assert service.stderr() == ""
+    seen = service.output() + json.dumps(status)
+    assert TOKEN not in seen and "labpass" not in seen and console.secrets["edge"] not in seen
 
 
 def test_polling_only_from_environment_variables(console, spawn, rabbitmq_settings, mqtt_settings) -> None:
@@ -128,6 +130,9 @@ def test_missing_options_and_a_busy_port(console, spawn) -> None:
     missing = spawn("--console", console.url, "--service", "edge")
     assert missing.process.wait(timeout=20) == 2
     assert "--token (or its environment variable) is required" in missing.stderr()
+    helped = spawn("--help", env={"CONSOLE_TOKEN": "secret-token-in-env"})
+    assert helped.process.wait(timeout=20) == 0
+    assert "--token TOKEN" in helped.output() and "secret-token-in-env" not in helped.output()
     bad = spawn("--console", console.url, "--token", TOKEN, "--service", "edge", "--listen", "8090",
                 "--protocols", "kafka")
     assert bad.process.wait(timeout=20) == 2
