@@ -19,6 +19,7 @@ import http.client
 import json
 import logging
 import queue
+import socket
 import threading
 import urllib.error
 import urllib.parse
@@ -342,7 +343,8 @@ class CallbackServer:
         self.received = 0
         self.rejected = 0
         self._queue: "queue.Queue[Optional[Notification]]" = queue.Queue()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self._httpd = server_class((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._threads: List[threading.Thread] = []
 
@@ -466,6 +468,12 @@ class CallbackServer:
                 self._send(HTTPStatus.OK, payload)
 
         return Handler
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    """The threading HTTP server on an IPv6 address."""
+
+    address_family = socket.AF_INET6
 
 
 def _decode(payload: bytes) -> Any:

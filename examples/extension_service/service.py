@@ -34,7 +34,6 @@ from connectors import PROTOCOLS, ConnectFailed, Connection, open_connection  # 
 from console_client import CallbackServer, Config, ConsoleClient, ConsoleError  # noqa: E402
 
 log = logging.getLogger("extension_service")
-FATAL_STATUSES = (401, 403)
 
 
 class ExampleService:
@@ -138,7 +137,7 @@ class ExampleService:
                 return
             except ConsoleError as exc:
                 log.warning("acknowledging v%s failed (%s)", version, exc)
-                if exc.status in FATAL_STATUSES or attempt == 2:
+                if (exc.status is not None and exc.status < 500) or attempt == 2:
                     self.out(f"ack-failed v{version}: {exc}")
                     return
                 time.sleep(1 + attempt)
@@ -194,30 +193,32 @@ def _protocols(value: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options, each with an environment variable as its default."""
     env = os.environ.get
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])   # no defaults shown: the token
     parser.add_argument("--console", default=env("CONSOLE_URL"), help="console base URL (CONSOLE_URL)")
     parser.add_argument("--token", default=env("CONSOLE_TOKEN"), help="service token (CONSOLE_TOKEN)")
     parser.add_argument("--service", default=env("CONSOLE_SERVICE"), help="service name (CONSOLE_SERVICE)")
     parser.add_argument("--listen", type=_listen, default=env("SERVICE_LISTEN", "127.0.0.1:8090"),
-                        help="HOST:PORT for the callback and /status; port 0 picks one (SERVICE_LISTEN)")
+                        help="HOST:PORT for the callback and /status; port 0 picks one (SERVICE_LISTEN; "
+                             "127.0.0.1:8090)")
     parser.add_argument("--callback-url", default=env("SERVICE_CALLBACK_URL"),
                         help="callback URL the console can reach (SERVICE_CALLBACK_URL); default: "
                              "http://<listen>/console-callback")
     parser.add_argument("--no-callback", action="store_true", default=env("SERVICE_NO_CALLBACK") == "1",
                         help="register without a callback URL and only poll (SERVICE_NO_CALLBACK=1)")
     parser.add_argument("--protocols", type=_protocols, default=env("SERVICE_PROTOCOLS", "mqtt,rabbitmq"),
-                        help="protocols this service supports (SERVICE_PROTOCOLS)")
+                        help="protocols this service supports (SERVICE_PROTOCOLS; mqtt,rabbitmq)")
     parser.add_argument("--poll-interval", type=float, default=env("SERVICE_POLL_INTERVAL", "30"),
-                        help="seconds between polls when no callback comes (SERVICE_POLL_INTERVAL)")
+                        help="seconds between polls when no callback comes (SERVICE_POLL_INTERVAL; 30)")
     parser.add_argument("--heartbeat", type=float, default=env("SERVICE_HEARTBEAT", "0"),
-                        help="seconds between round trips on the live connection, 0 = off (SERVICE_HEARTBEAT)")
+                        help="seconds between round trips on the live connection, 0 = off (SERVICE_HEARTBEAT; 0)")
     parser.add_argument("--timeout", type=float, default=env("SERVICE_CONSOLE_TIMEOUT", "5"),
-                        help="seconds per console request (SERVICE_CONSOLE_TIMEOUT)")
+                        help="seconds per console request (SERVICE_CONSOLE_TIMEOUT; 5)")
     args = parser.parse_args(argv)
     for name in ("console", "token", "service"):
         if not getattr(args, name):
             parser.error(f"--{name} (or its environment variable) is required")
+    if args.listen[0] in ("0.0.0.0", "::", "") and not (args.callback_url or args.no_callback):
+        parser.error("listening on every address: give --callback-url with an address the console can reach")
     if args.poll_interval <= 0 or args.timeout <= 0 or args.heartbeat < 0:
         parser.error("--poll-interval and --timeout must be positive, --heartbeat 0 or more")
     return args

@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -42,6 +43,16 @@ def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple
         return answer.status, answer.read()
     finally:
         connection.close()
+
+
+def test_the_client_needs_nothing_but_the_standard_library() -> None:
+    """Imported by an interpreter with no site-packages at all (-S -I)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import console_client; "
+            "print(all(not m.__file__ or 'site-packages' not in m.__file__ for m in list(sys.modules.values()) "
+            "if getattr(m, '__file__', None)))")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(ROOT / "clients" / "python")],
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout.strip()) == (0, "True"), result.stderr
 
 
 # -- signatures ---------------------------------------------------------------------------------------
@@ -195,6 +206,21 @@ def test_get_routes_answer_json(server) -> None:
     connection.request("GET", "/nothing")
     assert connection.getresponse().status == 404
     connection.close()
+
+
+def test_the_receiver_listens_on_ipv6_loopback(received) -> None:
+    try:
+        srv = cc.CallbackServer("::1", 0, lambda: SECRET, received.append)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with srv:
+        assert srv.url == f"http://[::1]:{srv.port}/console-callback"
+        connection = http.client.HTTPConnection("::1", srv.port, timeout=5)
+        connection.request("POST", "/console-callback", body=BODY,
+                           headers={cc.SIGNATURE_HEADER: cc.sign(SECRET, BODY)})
+        assert connection.getresponse().status == 204
+        connection.close()
+    assert received == [cc.Notification("edge", 12, "abc123")]
 
 
 def test_a_server_that_never_started_stops_at_once() -> None:

@@ -151,6 +151,24 @@ def test_no_protocol_or_no_settings_is_failed(console, service, mqtt_settings) -
         "the console chose kafka, which this service does not speak; still running v4 on mqtt 127.0.0.1:11883")
 
 
+def test_an_ack_the_console_refuses_is_reported_once_and_an_outage_is_retried(console, service,
+                                                                             mqtt_settings) -> None:
+    console.change("mqtt", {"mqtt": mqtt_settings()})
+    config = service.client.fetch()
+    console.fail_next.append((400, b'{"error": "invalid", "message": "message too long"}', {}))
+    service.apply(config)
+    assert service.lines[-1] == "ack-failed v2: HTTP 400: message too long (invalid)"
+    assert [r.status for r in console.requests if r.path.endswith("/ack")] == [400]
+
+    console.change("mqtt", {"mqtt": mqtt_settings("plain_auth")})
+    config = service.client.fetch()
+    console.fail_next.append((503, b"", {}))
+    service.apply(config)
+    assert console.wait_ack(config.version)["status"] == "applied"
+    assert [r.status for r in console.requests if r.path.endswith("/ack")] == [400, 503, 200]
+    assert service.status()["acked_version"] == 3
+
+
 def test_heartbeat_counts_round_trips_on_the_live_connection(console, mqtt_settings) -> None:
     module = load_service()
     svc = module.ExampleService(ConsoleClient(console.url, TOKEN, "edge"), ["mqtt"], heartbeat=0.05,

@@ -4,83 +4,16 @@ The console side is the double of tests/clients (the end-to-end tests run it aga
 from __future__ import annotations
 
 import json
-import os
-import queue
-import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from typing import Any, Iterator
 
 import pytest
 
 from tests.clients.console_double import ConsoleDouble
-from tests.examples.conftest import EXAMPLE_DIR
+from tests.examples.harness import ExampleProcess
 
 TOKEN = "svc-token-edge"
-SCRIPT = EXAMPLE_DIR / "service.py"
-
-
-class Service:
-    """The example service as a child process, its stdout lines collected as they come."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str] = queue.Queue()
-        self.process = subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})})
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.port = 0
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._queue.put(line.rstrip("\n"))
-
-    def expect(self, pattern: str, timeout: float = 20) -> re.Match[str]:
-        """The next stdout line matching `pattern` (earlier lines are kept in `lines`)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                line = self._queue.get(timeout=max(left, 0.01))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r} within {timeout} s; got {self.lines}; "
-                                     f"stderr: {self._stderr()}") from None
-            self.lines.append(line)
-            found = re.fullmatch(pattern, line)
-            if found:
-                return found
-
-    def started(self) -> "Service":
-        self.port = int(self.expect(r"listening 127\.0\.0\.1:(\d+)").group(1))
-        return self
-
-    def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as answer:
-            return json.loads(answer.read())
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError("the service did not exit within 30 s of SIGTERM") from None
-
-    def _stderr(self) -> str:
-        if self.process.poll() is None or self.process.stderr is None:
-            return "(running)"
-        return self.process.stderr.read()
 
 
 @pytest.fixture
@@ -92,18 +25,16 @@ def console() -> Iterator[ConsoleDouble]:
 
 @pytest.fixture
 def spawn() -> Iterator[Any]:
-    started: list[Service] = []
+    started: list[ExampleProcess] = []
 
-    def run(*args: str, env: dict[str, str] | None = None) -> Service:
-        service = Service(*args, env=env)
+    def run(*args: str, env: dict[str, str] | None = None) -> ExampleProcess:
+        service = ExampleProcess(*args, env=env)
         started.append(service)
         return service
 
     yield run
     for service in started:
-        if service.process.poll() is None:
-            service.process.kill()
-            service.process.wait()
+        service.kill()
 
 
 def _free_port() -> int:
@@ -148,6 +79,9 @@ def test_callbacks_switch_listeners_without_a_restart(console, spawn, mqtt_setti
     assert service.stop() == 0
     service.expect("stopping on SIGTERM")
     service.expect("stopped")
+    assert service.stderr() == ""
+    seen = service.output() + json.dumps(status)
+    assert TOKEN not in seen and "labpass" not in seen and console.secrets["edge"] not in seen
 
 
 def test_polling_only_from_environment_variables(console, spawn, rabbitmq_settings, mqtt_settings) -> None:
@@ -195,11 +129,17 @@ def test_a_refused_token_exits_1(console, spawn) -> None:
 def test_missing_options_and_a_busy_port(console, spawn) -> None:
     missing = spawn("--console", console.url, "--service", "edge")
     assert missing.process.wait(timeout=20) == 2
-    assert "--token (or its environment variable) is required" in missing._stderr()
+    assert "--token (or its environment variable) is required" in missing.stderr()
+    helped = spawn("--help", env={"CONSOLE_TOKEN": "secret-token-in-env"})
+    assert helped.process.wait(timeout=20) == 0
+    assert "--token TOKEN" in helped.output() and "secret-token-in-env" not in helped.output()
     bad = spawn("--console", console.url, "--token", TOKEN, "--service", "edge", "--listen", "8090",
                 "--protocols", "kafka")
     assert bad.process.wait(timeout=20) == 2
-    assert "expected HOST:PORT, not '8090'" in bad._stderr()
+    assert "expected HOST:PORT, not '8090'" in bad.stderr()
+    everywhere = spawn("--console", console.url, "--token", TOKEN, "--service", "edge", "--listen", "0.0.0.0:0")
+    assert everywhere.process.wait(timeout=20) == 2
+    assert "give --callback-url with an address the console can reach" in everywhere.stderr()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
