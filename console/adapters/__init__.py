@@ -76,7 +76,8 @@ def rollout():
     """The roll-out fragment (polled by itself until every service settled)."""
     data = rollout_status.rollout(request.args.get("version", type=int))
     if is_htmx():
-        return render_template("adapters/_rollout.html", rollout=data)
+        return render_template("adapters/_rollout.html", rollout=data,
+                               compact=bool(request.args.get("compact")))
     return render_template("adapters/rollout.html", rollout=data)
 
 

@@ -81,7 +81,8 @@ def rollout(version: int | None = None) -> dict[str, Any]:
     for s in states:
         counts[s["state"]] += 1
     total = len(states)
-    parts = [f"{counts['applied']} of {total} services applied v{version}"] if total else [
+    noun = "service" if total == 1 else "services"
+    parts = [f"{counts['applied']} of {total} {noun} applied v{version}"] if total else [
         "No services are registered"]
     for s in states:
         if s["state"] == "failed":

@@ -116,7 +116,7 @@ def test_a_page_change_reaches_the_running_service_without_a_restart(console, la
         assert service.process.pid == pid and service.process.poll() is None   # no restart
         rollout = page.get(f"/adapters/rollout?version={second['version']}",
                            headers={"HX-Request": "true"}).get_data(as_text=True)
-        assert f"1 of 1 services applied v{second['version']}" in rollout
+        assert f"1 of 1 service applied v{second['version']}" in rollout
         assert f"applied v{second['version']}" in page.get("/adapters").get_data(as_text=True)
 
         # a wrong password: the guard's failed test asks for "save anyway"; then the service
