@@ -17,7 +17,8 @@ Mosquitto 1883, NATS 4222, PostgreSQL 5432) are never touched: every port below 
 process is stopped by its own PID only. The ports are fixed, so one lab runs per machine at a time.
 
 Importable API (pytest): `start(dir) -> dict` (the lab.json content), `stop(dir)`, `load(dir) -> dict|None`,
-`status(dir) -> list[dict]`, `env_vars() -> dict`.
+`status(dir) -> list[dict]`, `console_settings() -> dict`, `env_vars() -> dict`. The console never imports
+this script: `flask brokers use-lab` reads lab.json (found like DIR above).
 
 lab.json (every port is on host 127.0.0.1; "tls*" listeners use certs.server_crt unless named otherwise;
 "tls_expired" serves certs.expired_crt, "tls_wronghost" serves certs.wronghost_crt (SAN wrong.example);
@@ -50,6 +51,8 @@ all leaf certificates are signed by certs.ca; certs.other_ca is an unrelated CA)
                   (socat TLS fronts to 16650), "notes"}},
      "faults": {"host", "silent": 17001 (accepts TCP, never speaks), "syn_drop": 17002 (SYNs dropped:
                 listen backlog 0, queue pre-filled), "refused": 17999 (nothing listens)},
+     "console_settings": {PROTOCOL: {FIELD: value}} (console_settings(): the plain listeners, as the
+                console's field names; `flask brokers use-lab` saves them),
      "processes": {NAME: {"pid", "log", "ports"}}, "logs": DIR/logs}
 """
 from __future__ import annotations
@@ -610,6 +613,7 @@ def _lab_dict(d: Path, procs: list[Proc]) -> dict:
                                  "consumers fail (the lookup returns no TLS broker URL)"]},
         },
         "faults": {**host, **FAULTS},
+        "console_settings": console_settings(),
         "processes": processes,
         "logs": str(d / "logs"),
     }
@@ -621,6 +625,24 @@ def load(directory: str | os.PathLike[str] | None = None) -> dict | None:
         return json.loads((_dir(directory) / "lab.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def _write_lab(d: Path, lab: dict) -> None:
+    tmp = d / "lab.json.tmp"
+    tmp.write_text(json.dumps(lab, indent=2) + "\n")
+    tmp.replace(d / "lab.json")
+
+
+def _refreshed(d: Path) -> dict:
+    """lab.json of a lab started by another checkout, with the keys this version derives from its
+    constants added when that checkout's brokerlab did not write them."""
+    lab = json.loads((d / "lab.json").read_text())
+    if lab.get("console_settings") != console_settings():
+        with _locked(d):
+            lab = json.loads((d / "lab.json").read_text())
+            lab["console_settings"] = console_settings()
+            _write_lab(d, lab)
+    return lab
 
 
 def _healthy(d: Path) -> bool:
@@ -637,7 +659,7 @@ def start(directory: str | os.PathLike[str] | None = None, verbose: bool = False
     other = _active()
     if other is not None and other != d and _healthy(other):
         say(f"reusing the lab running from {other}")
-        return json.loads((other / "lab.json").read_text())
+        return _refreshed(other)
     with _locked(d):
         ensure_packages()
         procs = _procs(d)
@@ -666,9 +688,7 @@ def start(directory: str | os.PathLike[str] | None = None, verbose: bool = False
         if any(pr.name == "rabbitmq" for pr in todo):
             _provision_rabbit(d)
         lab = _lab_dict(d, procs)
-        tmp = d / "lab.json.tmp"
-        tmp.write_text(json.dumps(lab, indent=2) + "\n")
-        tmp.replace(d / "lab.json")
+        _write_lab(d, lab)
         ACTIVE.write_text(str(d) + "\n")
         say(f"{len(procs) - len(todo)} already running, {len(todo)} started; {d / 'lab.json'}")
         return lab
@@ -797,17 +817,25 @@ def status(directory: str | os.PathLike[str] | None = None) -> list[dict]:
     return rows
 
 
-def env_vars() -> dict[str, str]:
-    """SP_* settings that point the console at the plain lab listeners."""
+def console_settings() -> dict[str, dict[str, str | bool]]:
+    """The console's settings (field names as in the API) that point every protocol at its plain,
+    working lab listener; written into lab.json as "console_settings" for `flask brokers use-lab`."""
     return {
-        "SP_KAFKA_HOST": HOST, "SP_KAFKA_PORT": str(PORTS["kafka"]["plain"]),
-        "SP_PULSAR_URL": f"pulsar://{HOST}:{PORTS['pulsar']['plain']}",
-        "SP_MQTT_HOST": HOST, "SP_MQTT_PORT": str(PORTS["mqtt"]["plain"]),
-        "SP_NATS_HOST": HOST, "SP_NATS_PORT": str(PORTS["nats"]["plain"]),
-        "SP_RABBITMQ_HOST": HOST, "SP_RABBITMQ_PORT": str(PORTS["rabbitmq"]["plain"]),
-        "SP_RABBITMQ_USERNAME": USERNAME, "SP_RABBITMQ_PASSWORD": PASSWORD,
-        "SP_RABBITMQ_VHOST": RABBIT_VHOST,
+        "kafka": {"enabled": True, "host": HOST, "port": str(PORTS["kafka"]["plain"])},
+        "pulsar": {"enabled": True, "url": f"pulsar://{HOST}:{PORTS['pulsar']['plain']}"},
+        "mqtt": {"enabled": True, "host": HOST, "port": str(PORTS["mqtt"]["plain"])},
+        "nats": {"enabled": True, "host": HOST, "port": str(PORTS["nats"]["plain"])},
+        "rabbitmq": {"enabled": True, "host": HOST, "port": str(PORTS["rabbitmq"]["plain"]),
+                     "username": USERNAME, "password": PASSWORD, "vhost": RABBIT_VHOST},
     }
+
+
+def env_vars() -> dict[str, str]:
+    """SP_* settings that point the console at the plain lab listeners (console_settings() as
+    environment variables, `enabled` left out)."""
+    return {f"SP_{protocol.upper()}_{name.upper()}": str(value)
+            for protocol, values in console_settings().items()
+            for name, value in values.items() if name != "enabled"}
 
 
 # ------------------------------------------------------------------------------------ fault helper

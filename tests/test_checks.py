@@ -23,9 +23,11 @@ def ctx(app: Flask):
 
 
 def store(protocol: str, status: str = "up", cause: str = "ok", ago: float = 0.0,
-          latency: float | None = 3.0) -> None:
+          latency: float | None = 3.0, digest: str | None = None) -> None:
+    """Record a result as if checked with the current settings (or with settings `digest`)."""
     result = CheckResult(protocol, status, latency, cause, "msg", {"target": "t"},
-                         utcnow() - dt.timedelta(seconds=ago))
+                         utcnow() - dt.timedelta(seconds=ago),
+                         settings_digest=digest or checks.current_digests([protocol])[protocol])
     checks.record(result, "test")
 
 
@@ -110,11 +112,12 @@ def test_healthz_does_no_broker_io(client) -> None:
 def test_metrics(app: Flask, client, pki) -> None:
     with app.app_context():
         service.apply_changes("mqtt", {"enabled": True}, "t")
+        service.upload_file("mqtt", "tls_ca", pki["soon.crt"].read_bytes(), filename="soon.crt")
         store("mqtt", latency=12.5)
         store("kafka", "down", "connection_refused", latency=None)
-        service.upload_file("mqtt", "tls_ca", pki["soon.crt"].read_bytes(), filename="soon.crt")
     text = client.get("/metrics").get_data(as_text=True)
     assert 'messaging_broker_up{protocol="mqtt"} 1.0' in text
+    assert 'messaging_broker_check_current{protocol="mqtt"} 1.0' in text
     assert 'messaging_broker_up{protocol="kafka"} 0.0' in text
     assert 'messaging_broker_check_latency_seconds{protocol="mqtt"} 0.0125' in text
     assert 'messaging_broker_enabled{protocol="mqtt"} 1.0' in text

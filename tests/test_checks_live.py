@@ -95,7 +95,11 @@ def test_check_now_and_status_fragment(app: Flask, admin_client, lab) -> None:
     point(app, "nats", port=lab["faults"]["refused"])
     admin_client.post("/settings/messaging/nats/check", headers=HX)
     status = admin_client.get("/settings/messaging/nats/status", headers=HX).get_data(as_text=True)
-    assert "● down" in status and "connection_refused" in status and "<svg" in status
+    assert "● down" in status and "connection_refused" in status
+    assert "<svg" not in status, "the sparkline shows only checks made with the current settings"
+    admin_client.post("/settings/messaging/nats/check", headers=HX)
+    status = admin_client.get("/settings/messaging/nats/status", headers=HX).get_data(as_text=True)
+    assert "<svg" in status and 'aria-label="Last 2 checks with the current settings"' in status
     assert 'hx-trigger="every 5s"' in status
 
 

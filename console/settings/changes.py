@@ -12,7 +12,9 @@ from typing import Any
 
 from flask import has_request_context, request
 
+from .. import checks
 from ..brokers import PROTOCOLS
+from ..checks.scheduler import kick as kick_checks
 from ..crypto import decrypt
 from ..extensions import db
 from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
@@ -48,6 +50,16 @@ class FieldChange:
         if self.secret:
             return f"{where}: {SECRET_SHOWN}"
         return f"{where}: {self._side(self.old)} → {self._side(self.new)}"
+
+    @property
+    def shown_old(self) -> str:
+        """The old value as the version list and the audit log word it ("localhost (default)")."""
+        return self._side(self.old)
+
+    @property
+    def shown_new(self) -> str:
+        """The new value, worded like shown_old."""
+        return self._side(self.new)
 
     def _side(self, value: Any) -> str:
         if self.field == "priorities" and not value:
@@ -198,13 +210,16 @@ def _classify(snapshot: dict[str, Any], current: dict[str, Any], enabled: bool,
     label = PROTOCOL_LABELS[protocol]
     if not enabled:
         return "breaks", f"{label} is disabled."
-    if snapshot.get("address") != current.get("address"):
+    respelt = snapshot.get("address") != current.get("address")
+    if respelt and not checks.same_endpoints(snapshot.get("address"), current.get("address")):
         return "breaks", (f"The {label} broker moves from {snapshot.get('address')} to "
                           f"{current.get('address')}.")
     keys = sorted(k for k in set(snapshot) | set(current)
                   if k != "address" and snapshot.get(k) != current.get(k))
-    if keys or secrets_changed:
-        parts = keys + (["credentials"] if secrets_changed else [])
+    if keys or secrets_changed or respelt:
+        parts = ([f"address {snapshot.get('address')} (the same broker as "
+                  f"{current.get('address')})"] if respelt else [])
+        parts += keys + (["credentials"] if secrets_changed else [])
         return "diverges", f"Created with other {label} settings: {', '.join(parts)}."
     return "ok", ""
 
@@ -298,6 +313,8 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     if candidate.as_json() == current.as_json():
         return Outcome("unchanged")
     saved = saved_diff(current, candidate)
+    if not saved:
+        return Outcome("unchanged")
     effective = effective_diff(current, candidate)
     impact = assess(current, candidate, saved)
     protocols = sorted({c.protocol for c in saved if c.protocol})
@@ -322,6 +339,7 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     audit(action, "applied", actor=actor, origin=origin, protocols=protocols, summary=text,
           changes=saved, version_id=version.id, extra=extra)
     db.session.commit()
+    kick_checks()
     outcome.status = "applied"
     outcome.version_id = version.id
     return outcome
