@@ -201,7 +201,7 @@ def brokers_check(protocols: tuple[str, ...], as_json: bool, timeout: float | No
 
 @brokers.command("diagnose")
 @click.argument("protocol", type=click.Choice(PROTOCOLS))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the CONTRACT.md format).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the format of docs/interface.md).")
 @click.option("--timeout", type=click.FloatRange(0.1, 300), default=None,
               help="Seconds for the whole diagnosis (default CONSOLE_CHECK_TIMEOUT).")
 def brokers_diagnose(protocol: str, as_json: bool, timeout: float | None) -> None:
@@ -234,10 +234,10 @@ def brokers_diagnose(protocol: str, as_json: bool, timeout: float | None) -> Non
 @brokers.command("use-lab")
 def brokers_use_lab() -> None:
     """Save the running broker lab's plain listeners as the settings (local demo; `make brokers`)."""
-    from .lab import LabUnavailable, lab_settings, read_lab
+    from .lab import LabUnavailable, lab_settings
 
     try:
-        changes = lab_settings(read_lab())
+        changes = lab_settings()
     except LabUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     failed = False

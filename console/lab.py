@@ -1,5 +1,6 @@
 """The running broker lab (scripts/brokerlab.py), as `flask brokers use-lab` sees it: read from the
-lab.json the lab writes, never by importing the script.
+files the lab writes (lab.json while it runs, console-settings.json with the settings that point at it),
+never by importing the script.
 
 The lab's directory is $BROKERLAB_DIR, else the one named in <tmp>/messaging-console-lab.active (written
 by `brokerlab.py start`), else <tmp>/messaging-console-lab — the same order the lab itself uses.
@@ -14,6 +15,7 @@ from typing import Any, Mapping
 
 ACTIVE_NAME = "messaging-console-lab.active"
 DEFAULT_NAME = "messaging-console-lab"
+SETTINGS_NAME = "console-settings.json"
 
 
 class LabUnavailable(RuntimeError):
@@ -50,11 +52,19 @@ def read_lab(directory: Path | None = None) -> dict[str, Any]:
     return data
 
 
-def lab_settings(lab: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The settings (protocol → field → value) that point the console at the lab's plain listeners."""
-    settings = lab.get("console_settings")
+def lab_settings(directory: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The settings (protocol → field → value) that point the console at the running lab's plain
+    listeners, from the console-settings.json the lab writes next to its lab.json."""
+    directory = directory or lab_dir()
+    read_lab(directory)
+    file = directory / SETTINGS_NAME
+    try:
+        settings = json.loads(file.read_text())
+    except OSError:
+        raise LabUnavailable(f"The running lab has no {file} (it was started by an older "
+                             f"scripts/brokerlab.py): run `make brokers` again.") from None
+    except ValueError as exc:
+        raise LabUnavailable(f"{file} is not valid JSON: {exc}.") from None
     if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
-        raise LabUnavailable("The running lab's lab.json has no console_settings (it was started by "
-                             "an older scripts/brokerlab.py): run `python scripts/brokerlab.py "
-                             "start` again.")
+        raise LabUnavailable(f"{file} does not hold settings per protocol.")
     return settings

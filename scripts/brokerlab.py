@@ -18,7 +18,10 @@ process is stopped by its own PID only. The ports are fixed, so one lab runs per
 
 Importable API (pytest): `start(dir) -> dict` (the lab.json content), `stop(dir)`, `load(dir) -> dict|None`,
 `status(dir) -> list[dict]`, `console_settings() -> dict`, `env_vars() -> dict`. The console never imports
-this script: `flask brokers use-lab` reads lab.json (found like DIR above).
+this script: `start` also writes DIR/console-settings.json ({PROTOCOL: {FIELD: value}}: the plain
+listeners in the console's field names), which `flask brokers use-lab` saves while DIR/lab.json says the
+lab runs (DIR found as above). It is a file of its own so that a lab.json rewritten by another checkout's
+older brokerlab.py keeps it.
 
 lab.json (every port is on host 127.0.0.1; "tls*" listeners use certs.server_crt unless named otherwise;
 "tls_expired" serves certs.expired_crt, "tls_wronghost" serves certs.wronghost_crt (SAN wrong.example);
@@ -51,8 +54,6 @@ all leaf certificates are signed by certs.ca; certs.other_ca is an unrelated CA)
                   (socat TLS fronts to 16650), "notes"}},
      "faults": {"host", "silent": 17001 (accepts TCP, never speaks), "syn_drop": 17002 (SYNs dropped:
                 listen backlog 0, queue pre-filled), "refused": 17999 (nothing listens)},
-     "console_settings": {PROTOCOL: {FIELD: value}} (console_settings(): the plain listeners, as the
-                console's field names; `flask brokers use-lab` saves them),
      "processes": {NAME: {"pid", "log", "ports"}}, "logs": DIR/logs}
 """
 from __future__ import annotations
@@ -613,7 +614,6 @@ def _lab_dict(d: Path, procs: list[Proc]) -> dict:
                                  "consumers fail (the lookup returns no TLS broker URL)"]},
         },
         "faults": {**host, **FAULTS},
-        "console_settings": console_settings(),
         "processes": processes,
         "logs": str(d / "logs"),
     }
@@ -633,16 +633,21 @@ def _write_lab(d: Path, lab: dict) -> None:
     tmp.replace(d / "lab.json")
 
 
-def _refreshed(d: Path) -> dict:
-    """lab.json of a lab started by another checkout, with the keys this version derives from its
-    constants added when that checkout's brokerlab did not write them."""
-    lab = json.loads((d / "lab.json").read_text())
-    if lab.get("console_settings") != console_settings():
+CONSOLE_SETTINGS = "console-settings.json"
+
+
+def _write_console_settings(d: Path) -> None:
+    _write(d / CONSOLE_SETTINGS, json.dumps(console_settings(), indent=2) + "\n")
+
+
+def _reused(d: Path) -> dict:
+    """lab.json of a lab started by another checkout, whose console-settings.json is written when
+    that checkout's brokerlab.py did not write it."""
+    path = d / CONSOLE_SETTINGS
+    if not path.is_file() or json.loads(path.read_text()) != console_settings():
         with _locked(d):
-            lab = json.loads((d / "lab.json").read_text())
-            lab["console_settings"] = console_settings()
-            _write_lab(d, lab)
-    return lab
+            _write_console_settings(d)
+    return json.loads((d / "lab.json").read_text())
 
 
 def _healthy(d: Path) -> bool:
@@ -659,7 +664,7 @@ def start(directory: str | os.PathLike[str] | None = None, verbose: bool = False
     other = _active()
     if other is not None and other != d and _healthy(other):
         say(f"reusing the lab running from {other}")
-        return _refreshed(other)
+        return _reused(other)
     with _locked(d):
         ensure_packages()
         procs = _procs(d)
@@ -689,6 +694,7 @@ def start(directory: str | os.PathLike[str] | None = None, verbose: bool = False
             _provision_rabbit(d)
         lab = _lab_dict(d, procs)
         _write_lab(d, lab)
+        _write_console_settings(d)
         ACTIVE.write_text(str(d) + "\n")
         say(f"{len(procs) - len(todo)} already running, {len(todo)} started; {d / 'lab.json'}")
         return lab
@@ -752,7 +758,8 @@ def _stop_locked(d: Path, procs: list[Proc]) -> list[str]:
     for pid in left:
         _signal_group(pid, targets[pid][1], signal.SIGKILL)
     _wait_dead(left, 3.0)
-    _kill_private_epmd(d)
+    if rabbit_ctl is not None or "rabbitmq" in stopped:
+        _kill_private_epmd(d)   # only this lab's: a directory with no RabbitMQ leaves the machine's alone
     for pr in procs:
         with contextlib.suppress(FileNotFoundError):
             _pidfile(d, pr.name).unlink()
