@@ -201,7 +201,7 @@ def brokers_check(protocols: tuple[str, ...], as_json: bool, timeout: float | No
 
 @brokers.command("diagnose")
 @click.argument("protocol", type=click.Choice(PROTOCOLS))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the CONTRACT.md format).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the format of docs/interface.md).")
 @click.option("--timeout", type=click.FloatRange(0.1, 300), default=None,
               help="Seconds for the whole diagnosis (default CONSOLE_CHECK_TIMEOUT).")
 def brokers_diagnose(protocol: str, as_json: bool, timeout: float | None) -> None:
@@ -234,27 +234,22 @@ def brokers_diagnose(protocol: str, as_json: bool, timeout: float | None) -> Non
 @brokers.command("use-lab")
 def brokers_use_lab() -> None:
     """Save the running broker lab's plain listeners as the settings (local demo; `make brokers`)."""
-    import importlib.util
-    from pathlib import Path
+    from .lab import LabUnavailable, lab_settings
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "brokerlab.py"
-    spec = importlib.util.spec_from_file_location("brokerlab", path)
-    lab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lab)
-    if lab.load() is None:
-        raise click.ClickException("The broker lab is not running: make brokers")
-    changes: dict[str, dict[str, str | bool]] = {p: {"enabled": True} for p in PROTOCOLS}
-    for variable, value in lab.env_vars().items():
-        _, protocol, field = variable.split("_", 2)
-        changes[protocol.lower()][field.lower()] = value
+    try:
+        changes = lab_settings()
+    except LabUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     failed = False
-    for protocol, values in changes.items():
-        result = service.apply_changes(protocol, values, "make brokers")
+    for protocol in PROTOCOLS:
+        result = service.apply_changes(protocol, changes.get(protocol, {}), "make brokers",
+                                       origin="cli")
         if result.ok:
             click.echo(f"{PROTOCOL_LABELS[protocol]:<9} {', '.join(result.changed) or 'unchanged'}")
         else:
             failed = True
-            click.echo(f"{PROTOCOL_LABELS[protocol]:<9} not saved: {result.errors}", err=True)
+            why = result.errors or "affects adapters; confirm the change on the page or the API"
+            click.echo(f"{PROTOCOL_LABELS[protocol]:<9} not saved: {why}", err=True)
     if failed:
         sys.exit(1)
 

@@ -127,7 +127,8 @@ class BrokerCheck(db.Model):
     """One connection check's result; the newest per protocol is what /readyz and the page show."""
 
     __tablename__ = "broker_checks"
-    __table_args__ = (Index("ix_broker_checks_protocol_checked_at", "protocol", "checked_at"),)
+    __table_args__ = (Index("ix_broker_checks_protocol_checked_at", "protocol", "checked_at"),
+                      Index("ix_broker_checks_protocol_digest", "protocol", "settings_digest"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     protocol: Mapped[str] = mapped_column(String(16))
@@ -139,6 +140,9 @@ class BrokerCheck(db.Model):
     target: Mapped[str] = mapped_column(String(255), default="")
     origin: Mapped[str] = mapped_column(String(16), default="scheduler")
     checked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # keyed digest of the effective settings the check ran with (console.checks.settings_digest);
+    # a result whose digest is not the current settings' is never shown as current
+    settings_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class CheckLease(db.Model):
@@ -151,6 +155,8 @@ class CheckLease(db.Model):
     protocol: Mapped[str] = mapped_column(String(16), primary_key=True)
     due_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     holder: Mapped[str | None] = mapped_column(String(80))
+    # the settings digest of the last claimed check: other settings make the protocol due at once
+    settings_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class ExtensionService(db.Model):

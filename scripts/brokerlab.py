@@ -17,7 +17,11 @@ Mosquitto 1883, NATS 4222, PostgreSQL 5432) are never touched: every port below 
 process is stopped by its own PID only. The ports are fixed, so one lab runs per machine at a time.
 
 Importable API (pytest): `start(dir) -> dict` (the lab.json content), `stop(dir)`, `load(dir) -> dict|None`,
-`status(dir) -> list[dict]`, `env_vars() -> dict`.
+`status(dir) -> list[dict]`, `console_settings() -> dict`, `env_vars() -> dict`. The console never imports
+this script: `start` also writes DIR/console-settings.json ({PROTOCOL: {FIELD: value}}: the plain
+listeners in the console's field names), which `flask brokers use-lab` saves while DIR/lab.json says the
+lab runs (DIR found as above). It is a file of its own so that a lab.json rewritten by another checkout's
+older brokerlab.py keeps it.
 
 lab.json (every port is on host 127.0.0.1; "tls*" listeners use certs.server_crt unless named otherwise;
 "tls_expired" serves certs.expired_crt, "tls_wronghost" serves certs.wronghost_crt (SAN wrong.example);
@@ -623,6 +627,29 @@ def load(directory: str | os.PathLike[str] | None = None) -> dict | None:
         return None
 
 
+def _write_lab(d: Path, lab: dict) -> None:
+    tmp = d / "lab.json.tmp"
+    tmp.write_text(json.dumps(lab, indent=2) + "\n")
+    tmp.replace(d / "lab.json")
+
+
+CONSOLE_SETTINGS = "console-settings.json"
+
+
+def _write_console_settings(d: Path) -> None:
+    _write(d / CONSOLE_SETTINGS, json.dumps(console_settings(), indent=2) + "\n")
+
+
+def _reused(d: Path) -> dict:
+    """lab.json of a lab started by another checkout, whose console-settings.json is written when
+    that checkout's brokerlab.py did not write it."""
+    path = d / CONSOLE_SETTINGS
+    if not path.is_file() or json.loads(path.read_text()) != console_settings():
+        with _locked(d):
+            _write_console_settings(d)
+    return json.loads((d / "lab.json").read_text())
+
+
 def _healthy(d: Path) -> bool:
     return all(_running(d, pr) is not None for pr in _procs(d))
 
@@ -637,7 +664,7 @@ def start(directory: str | os.PathLike[str] | None = None, verbose: bool = False
     other = _active()
     if other is not None and other != d and _healthy(other):
         say(f"reusing the lab running from {other}")
-        return json.loads((other / "lab.json").read_text())
+        return _reused(other)
     with _locked(d):
         ensure_packages()
         procs = _procs(d)
@@ -666,9 +693,8 @@ def start(directory: str | os.PathLike[str] | None = None, verbose: bool = False
         if any(pr.name == "rabbitmq" for pr in todo):
             _provision_rabbit(d)
         lab = _lab_dict(d, procs)
-        tmp = d / "lab.json.tmp"
-        tmp.write_text(json.dumps(lab, indent=2) + "\n")
-        tmp.replace(d / "lab.json")
+        _write_lab(d, lab)
+        _write_console_settings(d)
         ACTIVE.write_text(str(d) + "\n")
         say(f"{len(procs) - len(todo)} already running, {len(todo)} started; {d / 'lab.json'}")
         return lab
@@ -732,7 +758,8 @@ def _stop_locked(d: Path, procs: list[Proc]) -> list[str]:
     for pid in left:
         _signal_group(pid, targets[pid][1], signal.SIGKILL)
     _wait_dead(left, 3.0)
-    _kill_private_epmd(d)
+    if rabbit_ctl is not None or "rabbitmq" in stopped:
+        _kill_private_epmd(d)   # only this lab's: a directory with no RabbitMQ leaves the machine's alone
     for pr in procs:
         with contextlib.suppress(FileNotFoundError):
             _pidfile(d, pr.name).unlink()
@@ -797,17 +824,25 @@ def status(directory: str | os.PathLike[str] | None = None) -> list[dict]:
     return rows
 
 
-def env_vars() -> dict[str, str]:
-    """SP_* settings that point the console at the plain lab listeners."""
+def console_settings() -> dict[str, dict[str, str | bool]]:
+    """The console's settings (field names as in the API) that point every protocol at its plain,
+    working lab listener; written into lab.json as "console_settings" for `flask brokers use-lab`."""
     return {
-        "SP_KAFKA_HOST": HOST, "SP_KAFKA_PORT": str(PORTS["kafka"]["plain"]),
-        "SP_PULSAR_URL": f"pulsar://{HOST}:{PORTS['pulsar']['plain']}",
-        "SP_MQTT_HOST": HOST, "SP_MQTT_PORT": str(PORTS["mqtt"]["plain"]),
-        "SP_NATS_HOST": HOST, "SP_NATS_PORT": str(PORTS["nats"]["plain"]),
-        "SP_RABBITMQ_HOST": HOST, "SP_RABBITMQ_PORT": str(PORTS["rabbitmq"]["plain"]),
-        "SP_RABBITMQ_USERNAME": USERNAME, "SP_RABBITMQ_PASSWORD": PASSWORD,
-        "SP_RABBITMQ_VHOST": RABBIT_VHOST,
+        "kafka": {"enabled": True, "host": HOST, "port": str(PORTS["kafka"]["plain"])},
+        "pulsar": {"enabled": True, "url": f"pulsar://{HOST}:{PORTS['pulsar']['plain']}"},
+        "mqtt": {"enabled": True, "host": HOST, "port": str(PORTS["mqtt"]["plain"])},
+        "nats": {"enabled": True, "host": HOST, "port": str(PORTS["nats"]["plain"])},
+        "rabbitmq": {"enabled": True, "host": HOST, "port": str(PORTS["rabbitmq"]["plain"]),
+                     "username": USERNAME, "password": PASSWORD, "vhost": RABBIT_VHOST},
     }
+
+
+def env_vars() -> dict[str, str]:
+    """SP_* settings that point the console at the plain lab listeners (console_settings() as
+    environment variables, `enabled` left out)."""
+    return {f"SP_{protocol.upper()}_{name.upper()}": str(value)
+            for protocol, values in console_settings().items()
+            for name, value in values.items() if name != "enabled"}
 
 
 # ------------------------------------------------------------------------------------ fault helper

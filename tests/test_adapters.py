@@ -399,3 +399,66 @@ def test_import_needing_confirmation(fleet, tmp_path, runner) -> None:
     api = fleet.post("/api/v1/config/import?dry_run=true", data=text)
     assert api.status_code == 200 and api.get_json()["impact"]["counts"]["breaks"] == 3
     assert runner.invoke(args=["config", "import", str(path), "--confirm"]).exit_code == 0
+
+
+# --- words an operator reads as they are --------------------------------------------------------
+
+def test_the_same_broker_spelt_otherwise_is_not_breaks(fleet) -> None:
+    respelt = fleet.patch("/api/v1/brokers/mqtt", json={"host": "127.0.0.1"})
+    assert respelt.status_code == 409 and kinds(respelt) == {"m1": "diverges", "m2": "diverges"}
+    reason = respelt.get_json()["impact"]["adapters"][0]["reason"]
+    assert "address localhost:1883 (the same broker as 127.0.0.1:1883)" in reason
+    moved = fleet.patch("/api/v1/brokers/mqtt", json={"host": "127.0.0.2"})
+    assert kinds(moved) == {"m1": "breaks", "m2": "breaks"}
+    other_port = fleet.patch("/api/v1/brokers/mqtt", json={"host": "127.0.0.1", "port": 1884})
+    assert kinds(other_port) == {"m1": "breaks", "m2": "breaks"}
+
+
+def test_history_diff_names_the_default_like_the_version_list(fleet, admin_client) -> None:
+    fleet.patch("/api/v1/brokers/nats", json={"host": "nats-a"})
+    fleet.patch("/api/v1/brokers/nats", json={"host": None})
+    page = admin_client.get("/settings/messaging/history").get_data(as_text=True)
+    diff = page.split('<section id="diff"', 1)[1].split("</section>", 1)[0]
+    assert "<td>nats-a</td><td>localhost (default)</td>" in diff
+    assert "(none)" not in diff and "<td></td>" not in diff
+    assert "NATS host: nats-a → localhost (default)" in page, "the version list words it alike"
+    from console.settings.changes import FieldChange
+
+    order = FieldChange(None, "priorities", [], ["mqtt", "kafka"])
+    assert (order.shown_old, order.shown_new) == ("(default order)", "mqtt > kafka")
+
+
+def _field_row(html: str, name: str) -> str:
+    return html.split(f'data-field="{name}"', 1)[1].split('<div class="field', 1)[0]
+
+
+def test_confirm_step_does_not_call_typed_values_saved(fleet, admin_client) -> None:
+    fleet.patch("/api/v1/brokers/mqtt", json={"host": "mqtt-a", "confirm": True})
+    fleet.post("/api/v1/adapters", json={"name": "m3", "service": "edge"})
+    step = admin_client.post("/settings/messaging/mqtt", headers=HX,
+                             data={"host": "mqtt-b", "port": "1883", "save_anyway": "1"})
+    html = step.get_data(as_text=True)
+    assert step.status_code == 409 and "Confirm and save" in html
+    host = _field_row(html, "host")
+    assert 'value="mqtt-b"' in host and ">unsaved</span>" in host and "src-saved" not in host
+    assert "in effect is mqtt-a (saved)" in host
+    port = _field_row(html, "port")
+    assert "unsaved" not in port and "src-default" in port, "an untouched value keeps its source"
+
+
+def test_importing_an_unchanged_export_records_nothing(app: Flask, runner, tmp_path) -> None:
+    """The default priority order is exported as a list; importing it back is not a saved order."""
+    from console.models import ConfigVersion
+    from console.settings import service
+
+    with app.app_context():
+        service.apply_changes("mqtt", {"enabled": True, "host": "m1"}, "t")
+        from console.extensions import db
+        count = db.session.execute(db.select(db.func.count(ConfigVersion.id))).scalar()
+    target = tmp_path / "c.yaml"
+    assert runner.invoke(args=["config", "export", "-o", str(target)]).exit_code == 0
+    again = runner.invoke(args=["config", "import", str(target)])
+    assert again.exit_code == 0 and "nothing to do" in again.output, again.output
+    with app.app_context():
+        assert db.session.execute(db.select(db.func.count(ConfigVersion.id))).scalar() == count
+        assert service.priorities()[1]["source"] == "default"

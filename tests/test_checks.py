@@ -23,9 +23,11 @@ def ctx(app: Flask):
 
 
 def store(protocol: str, status: str = "up", cause: str = "ok", ago: float = 0.0,
-          latency: float | None = 3.0) -> None:
+          latency: float | None = 3.0, digest: str | None = None) -> None:
+    """Record a result as if checked with the current settings (or with settings `digest`)."""
     result = CheckResult(protocol, status, latency, cause, "msg", {"target": "t"},
-                         utcnow() - dt.timedelta(seconds=ago))
+                         utcnow() - dt.timedelta(seconds=ago),
+                         settings_digest=digest or checks.current_digests([protocol])[protocol])
     checks.record(result, "test")
 
 
@@ -110,11 +112,12 @@ def test_healthz_does_no_broker_io(client) -> None:
 def test_metrics(app: Flask, client, pki) -> None:
     with app.app_context():
         service.apply_changes("mqtt", {"enabled": True}, "t")
+        service.upload_file("mqtt", "tls_ca", pki["soon.crt"].read_bytes(), filename="soon.crt")
         store("mqtt", latency=12.5)
         store("kafka", "down", "connection_refused", latency=None)
-        service.upload_file("mqtt", "tls_ca", pki["soon.crt"].read_bytes(), filename="soon.crt")
     text = client.get("/metrics").get_data(as_text=True)
     assert 'messaging_broker_up{protocol="mqtt"} 1.0' in text
+    assert 'messaging_broker_check_current{protocol="mqtt"} 1.0' in text
     assert 'messaging_broker_up{protocol="kafka"} 0.0' in text
     assert 'messaging_broker_check_latency_seconds{protocol="mqtt"} 0.0125' in text
     assert 'messaging_broker_enabled{protocol="mqtt"} 1.0' in text
@@ -195,3 +198,146 @@ def test_readyz_snapshot_is_reused_within_its_ttl(app: Flask, client, monkeypatc
     app.config["READY_CACHE_SECONDS"] = 0
     client.get("/readyz")
     assert len(calls) == 2
+
+
+# --- a status is the status of the current settings ---------------------------------------------
+
+def test_digest_follows_every_setting_a_check_uses(ctx, pki) -> None:
+    service.apply_changes("rabbitmq", {"enabled": True, "password": "pw-1"}, "t")
+    first = checks.current_digest("rabbitmq")
+    assert first == checks.current_digest("rabbitmq") and len(first) == 64
+    service.apply_changes("rabbitmq", {"enabled": False}, "t")
+    assert checks.current_digest("rabbitmq") == first, "enabling is not another setting"
+    service.apply_changes("rabbitmq", {"password": "pw-2"}, "t")
+    second = checks.current_digest("rabbitmq")
+    assert second != first, "a changed password is other settings"
+    service.apply_changes("rabbitmq", {"heartbeat": 30}, "t")
+    assert checks.current_digest("rabbitmq") != second
+    settings = service.effective("rabbitmq", reveal=True)
+    assert checks.settings_digest(settings, "other-key") != checks.settings_digest(settings)
+
+
+def test_digest_ignores_what_the_clock_changes(ctx, pki) -> None:
+    service.upload_file("mqtt", "tls_ca", pki["soon.crt"].read_bytes(), filename="soon.crt")
+    settings = service.effective("mqtt", reveal=True)
+    digest = checks.settings_digest(settings)
+    for cert in settings.fields["tls_ca"].value["certificates"]:
+        cert["days_left"] -= 1
+        cert["status"] = "expired"
+    assert checks.settings_digest(settings) == digest
+
+
+def test_digest_of_prepared_values_is_the_digest_once_saved(ctx, pki) -> None:
+    prep = service.prepare_changes("nats", {"enabled": True, "host": "n1", "port": "4223",
+                                            "password": "pw", "username": "u"}, reveal=True)
+    before = checks.settings_digest(prep.settings)
+    service.apply_changes("nats", {"enabled": True, "host": "n1", "port": "4223", "password": "pw",
+                                   "username": "u"}, "t")
+    assert checks.current_digest("nats") == before
+
+
+def test_result_of_other_settings_is_rechecking_everywhere(app: Flask, client, admin_client) -> None:
+    with app.app_context():
+        service.apply_changes("mqtt", {"enabled": True}, "t")
+        store("mqtt")
+    assert client.get("/readyz").get_json()["brokers"]["mqtt"]["status"] == "up"
+    admin_client.patch("/api/v1/brokers/mqtt", json={"port": 1884})
+    ready = client.get("/readyz")
+    mqtt = ready.get_json()["brokers"]["mqtt"]
+    assert ready.status_code == 503 and mqtt["status"] == "unknown" and mqtt["rechecking"] is True
+    assert mqtt["checked_at"] is None and mqtt["previous_checked_at"]
+    api = admin_client.get("/api/v1/brokers/mqtt").get_json()["status"]
+    assert api["status"] == "unknown" and api["rechecking"] is True
+    badge = admin_client.get("/settings/messaging/mqtt/status", headers={"HX-Request": "true"})
+    html = badge.get_data(as_text=True)
+    assert "● re-checking" in html and "● up" not in html and 'hx-trigger="every 1s"' in html
+    overview = admin_client.get("/settings/messaging/overview", headers={"HX-Request": "true"})
+    assert "● re-checking" in overview.get_data(as_text=True)
+    assert "● up" not in overview.get_data(as_text=True)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'messaging_broker_check_current{protocol="mqtt"} 0.0' in text
+    assert 'messaging_broker_up{protocol="mqtt"}' not in text
+    assert 'messaging_broker_last_check_timestamp_seconds{protocol="mqtt"}' not in text
+    with app.app_context():
+        store("mqtt", "down", "connection_refused", latency=None)
+    mqtt = client.get("/readyz").get_json()["brokers"]["mqtt"]
+    assert mqtt["status"] == "down" and "rechecking" not in mqtt
+
+
+def test_a_test_of_unsaved_values_does_not_hide_the_current_result(app: Flask, client) -> None:
+    with app.app_context():
+        service.apply_changes("nats", {"enabled": True}, "t")
+        store("nats")
+        store("nats", "down", "connection_refused", latency=None, digest="f" * 64)
+        assert checks.latest()["nats"].status == "down"
+    assert client.get("/readyz").get_json()["brokers"]["nats"]["status"] == "up"
+
+
+def test_unreadable_secret_is_unknown_not_up(app: Flask, client) -> None:
+    with app.app_context():
+        service.apply_changes("nats", {"enabled": True, "password": "pw", "username": "u"}, "t")
+        store("nats")
+    app.extensions.pop("console_fernet")
+    app.config["ENCRYPTION_KEY"] = "some-other-key"
+    nats = client.get("/readyz").get_json()["brokers"]["nats"]
+    assert nats["status"] == "unknown" and nats["cause"] == "secret_unreadable"
+
+
+def test_claim_with_other_settings_is_due_at_once(ctx) -> None:
+    now = utcnow()
+    assert checks.claim("mqtt", 60, "a", now, digest="d1") is True
+    assert checks.claim("mqtt", 60, "b", now, digest="d1") is False
+    assert checks.claim("mqtt", 60, "b", now, digest="d2") is True, "changed settings: at once"
+    assert checks.claim("mqtt", 60, "a", now, digest="d2") is False, "and only once"
+    assert checks.claim("mqtt", 60, "a", now) is False
+
+
+def test_scheduler_wakes_on_a_saved_change(app: Flask) -> None:
+    import threading
+
+    from console.checks.scheduler import Scheduler
+
+    rounds: list[float] = []
+    woke = threading.Event()
+    scheduler = Scheduler(app, tick=60)
+    scheduler.run_due = lambda: rounds.append(1) or (woke.set() if len(rounds) > 1 else None) or []
+    app.extensions["console_scheduler"] = scheduler
+    scheduler.start()
+    try:
+        with app.app_context():
+            service.apply_changes("mqtt", {"port": 1999}, "t")
+        assert woke.wait(10), "the save did not wake the scheduler (its tick is 60 s)"
+    finally:
+        scheduler.stop()
+        app.extensions.pop("console_scheduler")
+
+
+def test_same_endpoints_compares_what_names_resolve_to() -> None:
+    hosts = {"localhost": ["127.0.0.1"], "broker": ["10.1.2.3"], "twin": ["10.1.2.3", "10.1.2.4"]}
+
+    def resolver(host: str, port: int) -> list[str]:
+        if host not in hosts:
+            raise socket.gaierror(socket.EAI_NONAME, "unknown")
+        return hosts[host]
+
+    same = checks.same_endpoints
+    assert same("127.0.0.1:1883", "localhost:1883", resolver=resolver)
+    assert same("broker:9092,localhost:9093", "127.0.0.1:9093,twin:9092", resolver=resolver)
+    assert not same("127.0.0.1:1883", "localhost:1884", resolver=resolver)
+    assert not same("127.0.0.1:1883", "broker:1883", resolver=resolver)
+    assert not same("pulsar://localhost:6650", "pulsar+ssl://127.0.0.1:6650", resolver=resolver)
+    assert same("pulsar://localhost:6650", "pulsar://127.0.0.1:6650", resolver=resolver)
+    assert not same("nowhere:1883", "127.0.0.1:1883", resolver=resolver)
+    assert not same(None, "127.0.0.1:1883", resolver=resolver)
+
+
+def test_identity_in_words() -> None:
+    words = checks.describe_identity
+    assert words({"target": "h:1", "product": "RabbitMQ", "version": "3.10.8", "cluster_name": "",
+                  "vhost": "labvhost", "tls": False}) == ["RabbitMQ 3.10.8", "vhost labvhost", "TLS off"]
+    assert words({"cluster_id": "c1", "controller_id": 1, "controller": "h:9092", "brokers": 3,
+                  "tls": True}) == ["cluster c1", "controller h:9092", "3 brokers", "TLS on"]
+    assert words({"server_name": "n1", "server_id": "X", "version": "2.9", "rtt_ms": 0.2,
+                  "tls": False}) == ["server n1", "version 2.9", "round trip 0.2 ms", "TLS off"]
+    assert words({"protocol_version": "3.1.1", "session_present": False, "tls": False}) == [
+        "protocol version 3.1.1", "session present no", "TLS off"]

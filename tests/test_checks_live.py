@@ -95,7 +95,11 @@ def test_check_now_and_status_fragment(app: Flask, admin_client, lab) -> None:
     point(app, "nats", port=lab["faults"]["refused"])
     admin_client.post("/settings/messaging/nats/check", headers=HX)
     status = admin_client.get("/settings/messaging/nats/status", headers=HX).get_data(as_text=True)
-    assert "● down" in status and "connection_refused" in status and "<svg" in status
+    assert "● down" in status and "connection_refused" in status
+    assert "<svg" not in status, "the sparkline shows only checks made with the current settings"
+    admin_client.post("/settings/messaging/nats/check", headers=HX)
+    status = admin_client.get("/settings/messaging/nats/status", headers=HX).get_data(as_text=True)
+    assert "<svg" in status and 'aria-label="Last 2 checks with the current settings"' in status
     assert 'hx-trigger="every 5s"' in status
 
 
@@ -229,3 +233,86 @@ def test_stopped_broker_turns_red_within_one_interval(app: Flask, admin_client, 
             server.kill()
         if "scheduler" in locals():
             scheduler.stop()
+
+
+# --- a status is the status of the current settings ---------------------------------------------
+
+def _status(admin_client, protocol: str) -> str:
+    return admin_client.get(f"/settings/messaging/{protocol}/status", headers=HX).get_data(as_text=True)
+
+
+def test_save_anyway_with_a_wrong_port_never_shows_the_old_up(app: Flask, admin_client, client,
+                                                              lab) -> None:
+    plain, refused = str(lab["brokers"]["mqtt"]["plain"]), str(lab["faults"]["refused"])
+    point(app, "mqtt", host="127.0.0.1", port=plain)
+    admin_client.post("/settings/messaging/mqtt/check", headers=HX)
+    assert "● up" in _status(admin_client, "mqtt")
+    form = {"enabled": ["false", "true"], "host": "127.0.0.1", "port": refused}
+    guarded = admin_client.post("/settings/messaging/mqtt", headers=HX, data=form)
+    assert guarded.status_code == 409 and "Save anyway" in guarded.get_data(as_text=True)
+    assert "● up" in _status(admin_client, "mqtt"), "a test of unsaved values hides nothing"
+    assert client.get("/readyz").get_json()["brokers"]["mqtt"]["status"] == "up"
+    forced = admin_client.post("/settings/messaging/mqtt", headers=HX, data={**form, "save_anyway": "1"})
+    html = forced.get_data(as_text=True)
+    assert forced.status_code == 200 and forced.headers["HX-Trigger"] == "settings-saved"
+    badge = html.split('id="mqtt-status"', 1)[1].split("</div>", 1)[0]
+    assert "● down" in badge and "connection_refused" in badge and "● up" not in badge
+    overview = admin_client.get("/settings/messaging/overview", headers=HX).get_data(as_text=True)
+    row = overview.split('href="#mqtt"', 1)[1].split("</tr>", 1)[0]
+    assert "● down" in row and "connection_refused" in row
+    mqtt = client.get("/readyz").get_json()["brokers"]["mqtt"]
+    assert (mqtt["status"], mqtt["cause"]) == ("down", "connection_refused")
+    assert admin_client.get("/api/v1/brokers/mqtt").get_json()["status"]["status"] == "down"
+    assert 'messaging_broker_up{protocol="mqtt"} 0.0' in client.get("/metrics").get_data(as_text=True)
+    with app.app_context():
+        from console import checks
+        assert checks.latest()["mqtt"].origin == "guard", "the save guard's test is the check"
+
+
+def test_a_change_is_re_checked_at_once(app: Flask, admin_client, client, lab) -> None:
+    from console import checks
+    from console.checks.scheduler import Scheduler
+
+    point(app, "nats", host="127.0.0.1", port=lab["brokers"]["nats"]["plain"])
+    app.config["CHECK_INTERVAL"] = 600
+    scheduler = Scheduler(app)
+
+    def settled() -> dict:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with scheduler._lock:
+                busy = bool(scheduler._running)
+            nats = client.get("/readyz").get_json()["brokers"]["nats"]
+            if not busy and not nats.get("rechecking") and nats["status"] != "unknown":
+                return nats
+            time.sleep(0.05)
+        raise AssertionError(f"no result for the current settings: {nats}")
+
+    try:
+        assert scheduler.run_due() == ["nats"]
+        assert settled()["status"] == "up"
+        assert scheduler.run_due() == [], "not due again within the interval"
+        patched = admin_client.patch("/api/v1/brokers/nats", json={"port": lab["faults"]["refused"]})
+        assert patched.status_code == 200 and patched.get_json()["status"]["rechecking"] is True
+        assert client.get("/readyz").get_json()["brokers"]["nats"]["rechecking"] is True
+        assert "● re-checking" in _status(admin_client, "nats")
+        assert scheduler.run_due() == ["nats"], "other settings: due at once, not in 600 s"
+        nats = settled()
+        assert (nats["status"], nats["cause"]) == ("down", "connection_refused")
+        assert "● down" in _status(admin_client, "nats")
+        assert scheduler.run_due() == []
+    finally:
+        scheduler.stop()
+    with app.app_context():
+        assert checks.latest()["nats"].origin == "scheduler"
+
+
+def test_test_connection_says_tls_off_in_words(app: Flask, admin_client, lab) -> None:
+    rabbit = lab["brokers"]["rabbitmq"]
+    ok = admin_client.post("/settings/messaging/rabbitmq/test", headers=HX,
+                           data={"host": "127.0.0.1", "port": str(rabbit["plain"]),
+                                 "username": rabbit["username"], "password": rabbit["password"],
+                                 "vhost": rabbit["vhost"]})
+    text = ok.get_data(as_text=True)
+    assert "Connected" in text and "TLS off" in text and f"vhost {rabbit['vhost']}" in text
+    assert "tls False" not in text and "False" not in text and "cluster_name" not in text

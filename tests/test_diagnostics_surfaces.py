@@ -3,6 +3,7 @@ the certificate inventory (uploaded and presented), /readyz and /metrics — aga
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from flask import Flask
@@ -68,7 +69,13 @@ def test_page_diagnose_shows_steps_then_result(app: Flask, admin_client, lab) ->
     assert 'data-status="done"' in html and "hx-trigger" not in html
     assert "handshake_timeout" in html and "Fix:" in html
     report = admin_client.get(f"/settings/messaging/diagnoses/{run_id}/report")
-    assert report.status_code == 200 and "Diagnosis report: MQTT" in report.get_data(as_text=True)
+    text = report.get_data(as_text=True)
+    assert report.status_code == 200 and "Diagnosis report: MQTT" in text
+    assert 'aria-label="Breadcrumb"' in text and 'href="/settings/messaging#mqtt"' in text
+    assert 'class="topbar"' in text and "Log out" in text, "the report has the console's navigation"
+    started_at = re.search(r"started <time datetime=\"([^\"]+)\">([^<]+)</time>", text)
+    assert started_at and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", started_at.group(2))
+    assert "T" in started_at.group(1) and "+00:00" not in started_at.group(2)
     download = admin_client.get(f"/settings/messaging/diagnoses/{run_id}/report.json")
     assert "attachment" in download.headers["Content-Disposition"]
     assert json.loads(download.data)["diagnosis"]["cause"] == "handshake_timeout"

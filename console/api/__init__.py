@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, g, jsonify, make_response, request
 from flask_login import current_user
 
+from .. import checks
 from ..auth import actor, bearer_token, is_admin, presented_token, service_token
 from ..crypto import token_digest
 from ..delivery import status as rollout
@@ -88,8 +89,8 @@ def _protocol(protocol: str) -> str:
     return protocol
 
 
-def broker_document(protocol: str) -> dict[str, Any]:
-    """Public JSON of one protocol's effective settings."""
+def broker_document(protocol: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Public JSON of one protocol's effective settings and its check status (the /readyz view)."""
     settings = service.effective(protocol)
     errors, warnings = service.findings(settings)
     return {
@@ -97,6 +98,7 @@ def broker_document(protocol: str) -> dict[str, Any]:
         "enabled": settings.enabled,
         "settings": settings.public(),
         "warnings": [{"field": f or None, "message": m} for f, m in warnings],
+        "status": status or checks.current_statuses([protocol])[protocol],
     }
 
 
@@ -107,7 +109,8 @@ def openapi():
 
 @bp.get("/brokers")
 def brokers():
-    return jsonify(brokers={p: broker_document(p) for p in PROTOCOLS})
+    statuses = checks.current_statuses()
+    return jsonify(brokers={p: broker_document(p, statuses[p]) for p in PROTOCOLS})
 
 
 @bp.get("/brokers/<protocol>")

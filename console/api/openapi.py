@@ -204,7 +204,17 @@ def openapi_document() -> dict[str, Any]:
                     "protocol": {"enum": list(PROTOCOLS)}, "enabled": {"type": "boolean"},
                     "settings": {"type": "object",
                                  "additionalProperties": {"$ref": "#/components/schemas/Value"}},
-                    "warnings": {"type": "array"}}},
+                    "warnings": {"type": "array"},
+                    "status": {"type": "object", "description": (
+                        "The last check made with the current settings, as in /readyz: status "
+                        "up|down|disabled|unknown; unknown with rechecking true while changed "
+                        "settings are being checked (a result made with other settings is never "
+                        "shown as current)"), "properties": {
+                        "status": {"enum": ["up", "down", "disabled", "unknown"]},
+                        "rechecking": {"type": "boolean"}, "stale": {"type": "boolean"},
+                        "latency_ms": {"type": ["number", "null"]},
+                        "cause": {"type": ["string", "null"]},
+                        "checked_at": {"type": ["string", "null"]}}}}},
                 "Priorities": {"type": "object", "required": ["priorities"], "properties": {
                     "priorities": {"type": "array", "items": {"enum": list(PROTOCOLS)}}}},
                 **{f"{p.capitalize()}Patch": _patch_schema(p) for p in PROTOCOLS},

@@ -56,6 +56,7 @@ class CheckResult:
     message: str = ""
     identity: dict[str, Any] = field(default_factory=dict)   # cluster id, server version, node name
     checked_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    settings_digest: str | None = None     # set by console.checks: which settings were checked
 
     @property
     def up(self) -> bool:

@@ -3,7 +3,10 @@ that /readyz, /metrics and the page read."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -14,16 +17,19 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import func, update
+from flask import current_app
+from sqlalchemy import and_, func, or_, update
 
 from ..brokers import PROTOCOLS, get_checker
 from ..brokers.base import BrokerConfig, CheckResult
+from ..crypto import SecretUnreadable
 from ..extensions import db
 from ..models import BrokerCheck, CheckLease, utcnow
-from ..settings import service as settings_service
+from ..settings import effective as settings_read
 from ..settings.resolve import ProtocolSettings
 from ..settings import identity
 from ..settings.rules import kafka_security
+from ..settings.values import split_host_port
 
 HISTORY_KEEP = 200
 Resolver = Callable[[str, int], list[str]]
@@ -126,18 +132,60 @@ def target_of(config: BrokerConfig) -> str:
     return ",".join(f"{h}:{p}" for h, p in config.addresses)
 
 
+def _digest_value(value: Any) -> Any:
+    """What of a resolved value a check depends on: TLS material by content, never its derived
+    description (certificate status and days left change with the clock, not with the settings)."""
+    if isinstance(value, dict):
+        return {k: value.get(k) for k in ("certs_pem", "key_pem", "path", "error") if value.get(k)}
+    return value
+
+
+def settings_digest(settings: ProtocolSettings, key: bytes | str | None = None) -> str:
+    """A keyed digest (HMAC-SHA256 with the console's secret key) of every effective value a check
+    of revealed `settings` depends on; `enabled` is left out. Secrets are part of it, so a changed
+    password is other settings, and the key keeps them from being guessed from the digest."""
+    key = current_app.secret_key if key is None else key
+    if isinstance(key, str):
+        key = key.encode()
+    body = {name: _digest_value(value) for name, value in settings.values().items()
+            if name != "enabled"}
+    text = json.dumps({"protocol": settings.protocol, "values": body}, sort_keys=True, default=str)
+    return hmac.new(key or b"", text.encode(), hashlib.sha256).hexdigest()
+
+
+UNREADABLE = "unreadable"   # the digest when a stored secret cannot be decrypted: nothing can check
+
+
+def current_digest(protocol: str) -> str:
+    """The settings digest of the protocol's current effective settings (UNREADABLE when a stored
+    secret cannot be decrypted with the configured key)."""
+    try:
+        return settings_digest(settings_read.effective(protocol, reveal=True))
+    except SecretUnreadable:
+        return UNREADABLE
+
+
+def current_digests(protocols: list[str] | None = None) -> dict[str, str]:
+    """current_digest() of each protocol."""
+    return {p: current_digest(p) for p in protocols or PROTOCOLS}
+
+
 def check_settings(settings: ProtocolSettings, timeout: float,
-                   resolver: Resolver = system_resolver) -> CheckResult:
-    """Run one real check for revealed effective settings: DNS first, then the protocol's checker."""
+                   resolver: Resolver = system_resolver, digest: str | None = None) -> CheckResult:
+    """Run one real check for revealed effective settings: DNS first, then the protocol's checker.
+    The result carries the digest of `settings` (given, when called outside an app context)."""
+    digest = digest or settings_digest(settings)
     started = time.monotonic()
     with broker_config(settings) as config:
         _, dns_error = resolve_hosts(config.addresses, timeout, resolver)
         if dns_error:
             return CheckResult(settings.protocol, "down", (time.monotonic() - started) * 1000,
-                               "dns_failure", dns_error, {"target": target_of(config)})
+                               "dns_failure", dns_error, {"target": target_of(config)},
+                               settings_digest=digest)
         remaining = max(0.1, timeout - (time.monotonic() - started))
         result = get_checker(settings.protocol).check(config, remaining)
         result.identity.setdefault("target", target_of(config))
+        result.settings_digest = digest
         return result
 
 
@@ -145,22 +193,24 @@ def run_checks(protocols: list[str] | None = None, timeout: float | None = None,
                settings: dict[str, ProtocolSettings] | None = None,
                resolver: Resolver = system_resolver) -> dict[str, CheckResult]:
     """Check several protocols concurrently (wall time ≈ the slowest one)."""
-    from flask import current_app
-
     timeout = timeout or current_app.config["CHECK_TIMEOUT"]
     protocols = protocols or list(PROTOCOLS)
-    resolved = settings or {p: settings_service.effective(p, reveal=True) for p in protocols}
+    resolved = settings or {p: settings_read.effective(p, reveal=True) for p in protocols}
+    digests = {p: settings_digest(resolved[p]) for p in protocols}
     with ThreadPoolExecutor(max_workers=len(protocols), thread_name_prefix="console-check") as pool:
-        futures = {p: pool.submit(check_settings, resolved[p], timeout, resolver) for p in protocols}
+        futures = {p: pool.submit(check_settings, resolved[p], timeout, resolver, digests[p])
+                   for p in protocols}
         return {p: f.result() for p, f in futures.items()}
 
 
 def record(result: CheckResult, origin: str) -> BrokerCheck:
-    """Store a check result and prune the protocol's old history."""
+    """Store a check result (with the digest of the settings it was made with) and prune the
+    protocol's old history."""
     row = BrokerCheck(protocol=result.protocol, status=result.status, latency_ms=result.latency_ms,
                       cause=result.cause, message=result.message[:2000],
                       identity=result.identity, target=str(result.identity.get("target", ""))[:255],
-                      origin=origin, checked_at=result.checked_at)
+                      origin=origin, checked_at=result.checked_at,
+                      settings_digest=result.settings_digest)
     db.session.add(row)
     db.session.commit()
     cutoff = db.session.execute(
@@ -173,24 +223,39 @@ def record(result: CheckResult, origin: str) -> BrokerCheck:
     return row
 
 
-def latest() -> dict[str, BrokerCheck]:
-    """The newest stored result per protocol."""
+def _newest(condition: Any) -> dict[str, BrokerCheck]:
     newest = (db.select(BrokerCheck.protocol, func.max(BrokerCheck.id).label("id"))
-              .group_by(BrokerCheck.protocol).subquery())
+              .where(condition).group_by(BrokerCheck.protocol).subquery())
     rows = db.session.execute(db.select(BrokerCheck).join(newest, BrokerCheck.id == newest.c.id))
     return {row.protocol: row for row in rows.scalars()}
 
 
-def history(protocol: str, limit: int = 30) -> list[BrokerCheck]:
-    """Recent results of one protocol, oldest first."""
-    rows = db.session.execute(db.select(BrokerCheck).where(BrokerCheck.protocol == protocol)
-                              .order_by(BrokerCheck.id.desc()).limit(limit)).scalars().all()
+def latest(digests: dict[str, str] | None = None) -> dict[str, BrokerCheck]:
+    """The newest stored result per protocol; with `digests`, the newest one made with those
+    settings where there is one (a test of values never saved does not hide it), else the newest."""
+    rows = _newest(BrokerCheck.protocol.in_(PROTOCOLS))
+    if digests:
+        matching = _newest(or_(*(and_(BrokerCheck.protocol == p, BrokerCheck.settings_digest == d)
+                                 for p, d in digests.items())))
+        rows.update(matching)
+    return rows
+
+
+def history(protocol: str, limit: int = 30, digest: str | None = None) -> list[BrokerCheck]:
+    """Recent results of one protocol (only those made with settings `digest`, when given),
+    oldest first."""
+    query = db.select(BrokerCheck).where(BrokerCheck.protocol == protocol)
+    if digest is not None:
+        query = query.where(BrokerCheck.settings_digest == digest)
+    rows = db.session.execute(query.order_by(BrokerCheck.id.desc()).limit(limit)).scalars().all()
     return list(reversed(rows))
 
 
-def claim(protocol: str, interval: float, holder: str, now: dt.datetime | None = None) -> bool:
-    """Take the protocol's next background check if it is due; True for exactly one claimant per
-    interval, across processes sharing the database."""
+def claim(protocol: str, interval: float, holder: str, now: dt.datetime | None = None,
+          digest: str | None = None) -> bool:
+    """Take the protocol's next background check if it is due — or, with `digest`, at once when the
+    last claimed check was made with other settings; True for exactly one claimant, across
+    processes sharing the database."""
     now = now or utcnow()
     if db.session.get(CheckLease, protocol) is None:
         try:
@@ -198,22 +263,32 @@ def claim(protocol: str, interval: float, holder: str, now: dt.datetime | None =
             db.session.commit()
         except Exception:  # noqa: BLE001 - another worker created it first
             db.session.rollback()
+    due = CheckLease.due_at <= now
+    values: dict[str, Any] = {"due_at": now + dt.timedelta(seconds=interval), "holder": holder}
+    if digest is not None:
+        due = or_(due, CheckLease.settings_digest.is_(None), CheckLease.settings_digest != digest)
+        values["settings_digest"] = digest
     outcome = db.session.execute(
-        update(CheckLease)
-        .where(CheckLease.protocol == protocol, CheckLease.due_at <= now)
-        .values(due_at=now + dt.timedelta(seconds=interval), holder=holder)
+        update(CheckLease).where(CheckLease.protocol == protocol, due).values(**values)
         .execution_options(synchronize_session=False))
     db.session.commit()
     return outcome.rowcount == 1
 
 
 def status_of(protocol: str, settings: ProtocolSettings, row: BrokerCheck | None,
-              interval: float) -> dict[str, Any]:
-    """The /readyz view of one protocol: disabled, unknown (no fresh result), up or down."""
+              interval: float, digest: str | None = None) -> dict[str, Any]:
+    """The /readyz view of one protocol: disabled, unknown (no fresh result, or — with `digest`,
+    the current settings' — only a result made with other settings: `rechecking`), up or down."""
     if not settings.enabled:
         return {"status": "disabled"}
+    if digest == UNREADABLE:
+        return {"status": "unknown", "latency_ms": None, "cause": "secret_unreadable",
+                "checked_at": None}
     if row is None:
         return {"status": "unknown", "latency_ms": None, "cause": None, "checked_at": None}
+    if digest is not None and row.settings_digest != digest:
+        return {"status": "unknown", "rechecking": True, "latency_ms": None, "cause": None,
+                "checked_at": None, "previous_checked_at": row.checked_at.isoformat()}
     stale = (utcnow() - row.checked_at).total_seconds() > max(3 * interval, interval + 30)
     return {
         "status": "unknown" if stale else row.status,
@@ -222,3 +297,76 @@ def status_of(protocol: str, settings: ProtocolSettings, row: BrokerCheck | None
         "checked_at": row.checked_at.isoformat(),
         **({"stale": True} if stale else {}),
     }
+
+
+def current_statuses(protocols: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """status_of() of every protocol against its current settings (page, API, /readyz)."""
+    protocols = protocols or list(PROTOCOLS)
+    interval = current_app.config["CHECK_INTERVAL"]
+    digests = current_digests(protocols)
+    rows = latest(digests)
+    return {p: status_of(p, settings_read.effective(p), rows.get(p), interval, digests[p])
+            for p in protocols}
+
+
+IDENTITY_LABELS = {"cluster_id": "cluster", "cluster_name": "cluster", "cluster": "cluster",
+                   "controller": "controller", "controller_id": None, "server_name": "server",
+                   "server_id": None, "product": None, "version": "version", "vhost": "vhost",
+                   "rtt_ms": "round trip", "partitions": "partitions"}
+
+
+def describe_identity(identity: dict[str, Any]) -> list[str]:
+    """What a check learnt about the broker, as short phrases an operator reads as they are
+    ("TLS off", "RabbitMQ 3.10.8", "3 brokers"); the target is left out."""
+    out: list[str] = []
+    product = identity.get("product")
+    if product:
+        out.append(f"{product} {identity.get('version') or ''}".strip())
+    for key, value in identity.items():
+        if key in ("target", "tls", "product") or value in (None, "") or (
+                key == "version" and product):
+            continue
+        if key == "brokers" and isinstance(value, int):
+            out.append(f"{value} broker{'s' if value != 1 else ''}")
+        elif key == "rtt_ms":
+            out.append(f"round trip {value} ms")
+        elif key in IDENTITY_LABELS and IDENTITY_LABELS[key] is None:
+            continue
+        elif isinstance(value, bool):
+            out.append(f"{IDENTITY_LABELS.get(key, key.replace('_', ' '))} {'yes' if value else 'no'}")
+        else:
+            out.append(f"{IDENTITY_LABELS.get(key, key.replace('_', ' '))} {value}")
+    if "tls" in identity:
+        out.append("TLS on" if identity["tls"] else "TLS off")
+    return out
+
+
+def _endpoints(address: str) -> tuple[str, tuple[tuple[str, int], ...]] | None:
+    """(scheme, ((host, port), …)) of an address label (a host:port list or a URL), or None."""
+    scheme, _, rest = address.rpartition("://")
+    try:
+        return scheme, tuple(split_host_port(part.strip()) for part in rest.split(",") if part.strip())
+    except (ValueError, TypeError):
+        return None
+
+
+def same_endpoints(old: str | None, new: str | None, timeout: float = 1.0,
+                   resolver: Resolver = system_resolver) -> bool:
+    """Whether two address labels reach the same brokers: the same scheme and ports, and host names
+    that resolve to a common address (`127.0.0.1:1883` and `localhost:1883`)."""
+    if old == new:
+        return True
+    a, b = _endpoints(old or ""), _endpoints(new or "")
+    if a is None or b is None or a[0] != b[0] or len(a[1]) != len(b[1]):
+        return False
+    if sorted(port for _, port in a[1]) != sorted(port for _, port in b[1]):
+        return False
+    found, error = resolve_hosts(tuple(set(a[1]) | set(b[1])), timeout, resolver)
+    if error:
+        return False
+
+    def covered(these: tuple[tuple[str, int], ...], those: tuple[tuple[str, int], ...]) -> bool:
+        return all(any(port == p and set(found.get(host, [])) & set(found.get(h, []))
+                       for h, p in those) for host, port in these)
+
+    return covered(a[1], b[1]) and covered(b[1], a[1])

@@ -1,6 +1,7 @@
 """Background checks: a daemon thread per console process that, every second, claims the enabled
 protocols that are due (through the database, so that several workers or replicas check each one at
-most once per CONSOLE_CHECK_INTERVAL) and checks them concurrently."""
+most once per CONSOLE_CHECK_INTERVAL) and checks them concurrently. A protocol whose settings changed
+since its last claimed check is due at once; a saved change wakes the scheduler (`kick`)."""
 from __future__ import annotations
 
 import logging
@@ -9,9 +10,11 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from flask import Flask
+from flask import Flask, current_app, has_app_context
 
 from ..brokers import PROTOCOLS
+from ..settings import effective as settings_read
+from . import UNREADABLE, check_settings, claim, current_digest, record
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,7 @@ class Scheduler:
         self.tick = tick
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:80]
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=len(PROTOCOLS),
                                         thread_name_prefix="console-bgcheck")
@@ -34,8 +38,13 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="console-scheduler", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run the next round now instead of at the next tick."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(5)
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -46,13 +55,11 @@ class Scheduler:
                 self.run_due()
             except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
                 log.exception("background check round failed")
-            self._stop.wait(self.tick)
+            self._wake.wait(self.tick)
+            self._wake.clear()
 
     def run_due(self) -> list[str]:
         """Claim and start every due check; returns the protocols started."""
-        from ..settings import service as settings_service
-        from . import claim
-
         started = []
         with self.app.app_context():
             interval = self.app.config["CHECK_INTERVAL"]
@@ -60,9 +67,11 @@ class Scheduler:
                 with self._lock:
                     if protocol in self._running:
                         continue
-                if not settings_service.effective(protocol).enabled:
+                if not settings_read.effective(protocol).enabled:
                     continue
-                if claim(protocol, interval, self.holder):
+                digest = current_digest(protocol)
+                if claim(protocol, interval, self.holder,
+                         digest=None if digest == UNREADABLE else digest):
                     with self._lock:
                         self._running.add(protocol)
                     self._pool.submit(self._check, protocol)
@@ -70,12 +79,9 @@ class Scheduler:
         return started
 
     def _check(self, protocol: str) -> None:
-        from ..settings import service as settings_service
-        from . import check_settings, record
-
         try:
             with self.app.app_context():
-                settings = settings_service.effective(protocol, reveal=True)
+                settings = settings_read.effective(protocol, reveal=True)
                 result = check_settings(settings, self.app.config["CHECK_TIMEOUT"])
                 record(result, "scheduler")
         except Exception:  # noqa: BLE001
@@ -83,6 +89,15 @@ class Scheduler:
         finally:
             with self._lock:
                 self._running.discard(protocol)
+
+
+def kick() -> None:
+    """After a saved change: let this process's scheduler (if it runs one) check at once the
+    protocols whose settings changed; other processes see the change at their next tick."""
+    if has_app_context():
+        scheduler = current_app.extensions.get("console_scheduler")
+        if scheduler is not None:
+            scheduler.wake()
 
 
 def start(app: Flask) -> Scheduler | None:

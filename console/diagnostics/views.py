@@ -1,6 +1,7 @@
 """Pages of the diagnostics: the Diagnose button's live steps, reports, certificate inventory."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from flask import Blueprint, Response, abort, current_app, render_template
@@ -13,6 +14,21 @@ from ..settings import service as settings_service
 from .lint import lint
 
 bp = Blueprint("diagnostics", __name__)
+
+
+@bp.app_template_filter("when")
+def when(value: dt.datetime | str | None) -> str:
+    """A moment as an operator reads it: `2026-12-01 11:12:13 UTC` (from a datetime or ISO text)."""
+    if not value:
+        return "—"
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.post("/settings/messaging/<protocol>/diagnose")

@@ -45,12 +45,7 @@ def required_protocols(enabled: list[str]) -> list[str]:
 
 def readiness() -> tuple[dict[str, Any], int]:
     """The /readyz document and its HTTP status, from stored results only."""
-    interval = current_app.config["CHECK_INTERVAL"]
-    rows = checks.latest()
-    brokers: dict[str, Any] = {}
-    for protocol in PROTOCOLS:
-        settings = settings_service.effective(protocol)
-        brokers[protocol] = checks.status_of(protocol, settings, rows.get(protocol), interval)
+    brokers = checks.current_statuses()
     enabled = [p for p, b in brokers.items() if b["status"] != "disabled"]
     required = required_protocols(enabled)
     bad = [p for p in enabled if brokers[p]["status"] != "up"]
@@ -123,6 +118,11 @@ class BrokerCollector:
                                     "When the broker was last checked.", labels=["protocol"])
         enabled = GaugeMetricFamily("messaging_broker_enabled", "1 when the protocol is enabled.",
                                     labels=["protocol"])
+        current = GaugeMetricFamily("messaging_broker_check_current",
+                                    "1 when the last check was made with the current settings; 0 "
+                                    "while the changed settings are re-checked (then the up, "
+                                    "latency and last check series are left out).",
+                                    labels=["protocol"])
         expiry = GaugeMetricFamily("messaging_certificate_expiry_timestamp_seconds",
                                    "notAfter of each certificate the console knows.",
                                    labels=["protocol", "source", "subject", "sha256"])
@@ -143,12 +143,16 @@ class BrokerCollector:
         with self.app.app_context():
             for family in delivery_metrics(version, target, acked, current_ack, outbox_gauge):
                 yield family
-            rows = checks.latest()
+            digests = checks.current_digests()
+            rows = checks.latest(digests)
             for protocol in PROTOCOLS:
                 settings = settings_service.effective(protocol)
                 enabled.add_metric([protocol], 1.0 if settings.enabled else 0.0)
                 row = rows.get(protocol)
                 if row is not None:
+                    current.add_metric([protocol], 1.0 if row.settings_digest == digests[protocol]
+                                       else 0.0)
+                if row is not None and row.settings_digest == digests[protocol]:
                     up.add_metric([protocol], 1.0 if row.status == "up" else 0.0)
                     if row.latency_ms is not None:
                         latency.add_metric([protocol], row.latency_ms / 1000)
@@ -159,7 +163,7 @@ class BrokerCollector:
                 expiry.add_metric([cert["protocol"], cert["source"].split(" ")[0], cert["subject"],
                                    cert["sha256"]],
                                   dt.datetime.fromisoformat(cert["not_after"]).timestamp())
-        yield from (up, latency, checked, enabled, expiry)
+        yield from (up, latency, checked, enabled, current, expiry)
 
 
 @bp.get("/metrics")

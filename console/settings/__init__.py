@@ -16,13 +16,15 @@ from ..htmx import is_htmx
 from . import changes as change_log
 from . import service
 from .schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
+from .values import Invalid, parse_value
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
 
 @bp.record_once
 def _labels(state) -> None:
-    state.app.jinja_env.globals.update(PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS)
+    state.app.jinja_env.globals.update(PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS,
+                                       describe_identity=checks.describe_identity)
 
 
 def section_context(protocol: str, *, errors: dict[str, str] | None = None,
@@ -39,6 +41,7 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
 
     return {
         "protocol": protocol,
+        "unsaved": unsaved_fields(protocol, current, submitted or {}),
         "address": address_label(current),
         "tls": uses_tls(current),
         "status": status_context(protocol),
@@ -50,6 +53,22 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
         "submitted": submitted or {},
         "message": message,
     }
+
+
+def unsaved_fields(protocol: str, current: service.ProtocolSettings,
+                   submitted: dict[str, Any]) -> set[str]:
+    """Fields whose value shown back in the form differs from the one in effect (typed, not saved)."""
+    out = set()
+    for name, raw in submitted.items():
+        try:
+            value = parse_value(FIELDS[protocol][name], raw)
+        except Invalid:
+            out.add(name)
+            continue
+        if value != current.fields[name].value and not (value in ("", None)
+                                                        and current.fields[name].value in ("", None)):
+            out.add(name)
+    return out
 
 
 def priority_context(errors: dict[str, str] | None = None, message: str | None = None) -> dict[str, Any]:
@@ -76,6 +95,16 @@ def messaging():
     version = request.args.get("rollout", type=int)
     rollout = rollout_status.rollout(version) if version else None
     return render_template("settings/messaging.html", **page_context(), rollout=rollout)
+
+
+@bp.get("/messaging/overview")
+@login_required
+def overview():
+    """The overview table alone (it polls itself and refreshes after every save)."""
+    if not is_htmx():
+        return redirect(url_for("settings.messaging"))
+    return render_template("settings/_overview.html",
+                           sections={p: section_context(p) for p in PROTOCOLS})
 
 
 @bp.get("/messaging/<protocol>")
@@ -107,9 +136,12 @@ def form_changes(protocol: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return changes, submitted
 
 
+SAVED_EVENT = {"HX-Trigger": "settings-saved"}   # the overview refreshes itself on it
+
+
 def _section_response(protocol: str, context: dict[str, Any], status: int):
     if is_htmx():
-        return render_template("settings/_protocol.html", section=context), status
+        return render_template("settings/_protocol.html", section=context), status, SAVED_EVENT
     if status == 200:
         flash(context.get("message") or "Saved.")
         rollout = context.get("rollout")
@@ -142,6 +174,7 @@ def save(protocol: str):
     risky = prep.install_time_changes()
     if risky and prep.settings.enabled and not request.form.get("save_anyway"):
         result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+        checks.record(result, "guard")
         if not result.up:
             context = section_context(protocol, submitted=submitted)
             context["guard"] = {"result": result, "fields": risky}
@@ -185,9 +218,13 @@ def test_connection(protocol: str):
 def status_context(protocol: str) -> dict[str, Any]:
     """The status badge and recent history of one protocol."""
     settings = service.effective(protocol)
-    rows = checks.history(protocol, 30)
+    digest = checks.current_digest(protocol)
+    rows = checks.history(protocol, 30, digest)
     state = checks.status_of(protocol, settings, rows[-1] if rows else None,
-                             current_app.config["CHECK_INTERVAL"])
+                             current_app.config["CHECK_INTERVAL"], digest)
+    if (not rows and settings.enabled and digest != checks.UNREADABLE
+            and checks.history(protocol, 1)):
+        state = {"status": "unknown", "rechecking": True}
     return {"protocol": protocol, "state": state, "history": rows,
             "last": rows[-1] if rows else None}
 
@@ -210,7 +247,7 @@ def check_now(protocol: str):
     checks.record(checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"]), "manual")
     if not is_htmx():
         return redirect(url_for("settings.messaging", _anchor=protocol))
-    return render_template("settings/_status.html", status=status_context(protocol))
+    return render_template("settings/_status.html", status=status_context(protocol)), SAVED_EVENT
 
 
 @bp.post("/messaging/<protocol>/files/<slot>")

@@ -12,7 +12,9 @@ from typing import Any
 
 from flask import has_request_context, request
 
+from .. import checks
 from ..brokers import PROTOCOLS
+from ..checks.scheduler import kick as kick_checks
 from ..crypto import decrypt
 from ..extensions import db
 from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
@@ -50,6 +52,16 @@ class FieldChange:
         if self.secret:
             return f"{where}: {SECRET_SHOWN}"
         return f"{where}: {self._side(self.old)} → {self._side(self.new)}"
+
+    @property
+    def shown_old(self) -> str:
+        """The old value as the version list and the audit log word it ("localhost (default)")."""
+        return self._side(self.old)
+
+    @property
+    def shown_new(self) -> str:
+        """The new value, worded like shown_old."""
+        return self._side(self.new)
 
     def _side(self, value: Any) -> str:
         if self.field == "priorities" and not value:
@@ -208,13 +220,16 @@ def _classify(snapshot: dict[str, Any], current: dict[str, Any], enabled: bool,
     label = PROTOCOL_LABELS[protocol]
     if not enabled:
         return "breaks", f"{label} is disabled."
-    if snapshot.get("address") != current.get("address"):
+    respelt = snapshot.get("address") != current.get("address")
+    if respelt and not checks.same_endpoints(snapshot.get("address"), current.get("address")):
         return "breaks", (f"The {label} broker moves from {snapshot.get('address')} to "
                           f"{current.get('address')}.")
     keys = sorted(k for k in set(snapshot) | set(current)
                   if k != "address" and snapshot.get(k) != current.get(k))
-    if keys or secrets_changed:
-        parts = keys + (["credentials"] if secrets_changed else [])
+    if keys or secrets_changed or respelt:
+        parts = ([f"address {snapshot.get('address')} (the same broker as "
+                  f"{current.get('address')})"] if respelt else [])
+        parts += keys + (["credentials"] if secrets_changed else [])
         return "diverges", f"Created with other {label} settings: {', '.join(parts)}."
     return "ok", ""
 
@@ -313,6 +328,8 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     for protocol, (settings, reveal) in (seed or {}).items():
         after.seed(protocol, settings, reveal)
     saved = saved_diff(before.state, candidate)
+    if not saved:
+        return Outcome("unchanged")
     effective = effective_diff(before, after)
     impact = assess(before, after, saved)
     protocols = sorted({c.protocol for c in saved if c.protocol})
@@ -341,6 +358,7 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     db.session.commit()
     remember(after)
     outbox.wake()
+    kick_checks()
     outcome.status = "applied"
     outcome.version_id = version.id
     return outcome

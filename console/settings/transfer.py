@@ -149,7 +149,7 @@ def _candidate_from(document: Any, current: State,
         problem = service.validate_priorities(document["priorities"])
         if problem:
             errors["priorities"] = problem
-        else:
+        elif current.priorities or list(document["priorities"]) != list(PROTOCOLS):
             candidate.priorities = list(document["priorities"])
     return candidate, errors
 
