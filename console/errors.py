@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 
 from .crypto import SecretUnreadable
@@ -33,7 +33,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(413)
     def too_large(_error):
-        return _answer(413, "too_large", "The upload is larger than 2 MiB.")
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return _answer(413, "too_large", f"The request is larger than {limit / 1048576:g} MiB "
+                                         "(CONSOLE_MAX_CONTENT_LENGTH).")
 
     @app.errorhandler(CSRFError)
     def csrf(_error):
