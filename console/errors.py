@@ -11,7 +11,8 @@ from .crypto import SecretUnreadable
 log = logging.getLogger(__name__)
 
 
-def _answer(code: int, error: str, message: str):
+def answer(code: int, error: str, message: str):
+    """A JSON error under /api/, the error page elsewhere."""
     if request.path.startswith("/api/"):
         return jsonify(error=error, message=message), code
     return render_template("error.html", code=code, message=message), code
@@ -23,33 +24,33 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(403)
     def forbidden(_error):
         if request.path.startswith("/api/"):
-            return _answer(403, "forbidden", "This needs the admin role.")
-        return _answer(403, "forbidden", "Your role (viewer) can look but not change.")
+            return answer(403, "forbidden", "This needs the admin role.")
+        return answer(403, "forbidden", "Your role (viewer) can look but not change.")
 
     @app.errorhandler(404)
     def not_found(_error):
-        return _answer(404, "not_found", "No such resource." if request.path.startswith("/api/")
+        return answer(404, "not_found", "No such resource." if request.path.startswith("/api/")
                        else "No such page.")
 
     @app.errorhandler(413)
     def too_large(_error):
         limit = current_app.config["MAX_CONTENT_LENGTH"]
-        return _answer(413, "too_large", f"The request is larger than {limit / 1048576:g} MiB "
+        return answer(413, "too_large", f"The request is larger than {limit / 1048576:g} MiB "
                                          "(CONSOLE_MAX_CONTENT_LENGTH).")
 
     @app.errorhandler(CSRFError)
     def csrf(_error):
-        return _answer(400, "csrf", "The form has expired or is not from this console (CSRF check "
+        return answer(400, "csrf", "The form has expired or is not from this console (CSRF check "
                                     "failed). Reload the page and try again.")
 
     @app.errorhandler(SecretUnreadable)
     def secret_unreadable(error):
         log.error("stored secret cannot be decrypted: %s", error)
-        return _answer(500, "secret_unreadable",
+        return answer(500, "secret_unreadable",
                        f"{error} Set CONSOLE_ENCRYPTION_KEY to the key the secrets were saved with "
                        "(a comma list may hold the old and the new key), or set the secrets again.")
 
     @app.errorhandler(500)
     def internal(_error):
-        return _answer(500, "internal_error", "Something went wrong on the console's side; the "
+        return answer(500, "internal_error", "Something went wrong on the console's side; the "
                                               "details are in its log.")

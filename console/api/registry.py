@@ -8,6 +8,7 @@ from flask import jsonify, request
 from ..adapters import service as registry
 from ..auth import actor
 from ..extensions import db
+from ..inputs import query_int
 from ..models import Adapter, ExtensionService
 from . import _error, bp
 
@@ -71,11 +72,8 @@ def create_adapter():
 def list_adapters():
     from ..settings.identity import identity
 
-    try:
-        page = max(1, int(request.args.get("page", 1)))
-        per_page = min(500, max(1, int(request.args.get("per_page", 50))))
-    except ValueError:
-        return _error(400, "bad_request", "page and per_page are whole numbers.")
+    page = query_int(request.args, "page", 1)
+    per_page = query_int(request.args, "per_page", 50, 1, 500)
     settings = registry.effective_all()
     current = {p: identity(s) for p, s in settings.items()}
     names = dict(db.session.execute(db.select(ExtensionService.id, ExtensionService.name)).all())
