@@ -14,7 +14,26 @@ from tests.conftest import _create, make_app
 
 PG_URL = os.environ.get("CONSOLE_TEST_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/console_test")
-_MIGRATED: dict[str, bool] = {}
+_MIGRATED: dict[str, str] = {}
+
+
+def _own_database() -> str:
+    """A database of these tests' own next to CONSOLE_TEST_PG_URL's (made anew once per session), so
+    that they never touch the database other tests migrate up and down."""
+    base, name = PG_URL.rsplit("/", 1)
+    own = f"{name}_boundary"
+    admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{own}"'))
+    except Exception as exc:  # noqa: BLE001 - no server to test against
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is needed in CI: {exc}")
+        pytest.skip(f"no PostgreSQL: {exc}")
+    finally:
+        admin.dispose()
+    return f"{base}/{own}"
 
 
 def _pg_app(instance: Path, **config) -> Flask:
@@ -22,23 +41,13 @@ def _pg_app(instance: Path, **config) -> Flask:
 
     from console.extensions import db
 
-    try:
-        engine = sa.create_engine(PG_URL)
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - no server to test against
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is needed in CI: {exc}")
-        pytest.skip(f"no PostgreSQL: {exc}")
-    app = _create(instance, SQLALCHEMY_DATABASE_URI=PG_URL, **config)
-    with app.app_context():
-        if not _MIGRATED.get(PG_URL):
-            with db.engine.begin() as conn:
-                conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-                conn.execute(sa.text("CREATE SCHEMA public"))
+    if "url" not in _MIGRATED:
+        _MIGRATED["url"] = _own_database()
+        app = _create(instance, SQLALCHEMY_DATABASE_URI=_MIGRATED["url"], **config)
+        with app.app_context():
             upgrade()
-            _MIGRATED[PG_URL] = True
+    app = _create(instance, SQLALCHEMY_DATABASE_URI=_MIGRATED["url"], **config)
+    with app.app_context():
         tables = [t.name for t in db.metadata.sorted_tables]
         with db.engine.begin() as conn:
             conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
