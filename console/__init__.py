@@ -38,8 +38,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from . import auth, cli, errors, inputs, ratelimit
+    from . import auth, cli, errors, headers, inputs, ratelimit
     inputs.init_app(app)
+    headers.init_app(app)
     ratelimit.init_app(app)
     from .adapters import bp as adapters_bp
     from .api import bp as api_bp
