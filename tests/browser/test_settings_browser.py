@@ -50,4 +50,4 @@ def test_login_reorder_and_fix_a_field_error(guarded_page) -> None:
     page.reload()
     expect(page.locator("#kafka-port")).to_have_value("9093")
     expect(page.locator('section#kafka [data-field="port"] .src-saved')).to_be_visible()
-    assert page.locator("#priorities li").first.get_attribute("data-protocol") == "mqtt"
+    assert page.locator("#priorities li").first.get_attribute("data-protocol") == "nats"
