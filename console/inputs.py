@@ -155,11 +155,12 @@ def check_request(req: Request) -> None:
         if data and not req.form and not req.files:
             _strict_multipart(req, data)
         for key, value in req.form.items(multi=True):
-            for part in (key, value):
+            for part in (key or "", value or ""):
                 problem = text_problem(part) or ("is not valid UTF-8" if "\ufffd" in part else None)
                 if problem:
                     raise BadInput(f"The form field {_show(key)} {problem}.")
         for key, upload in req.files.items(multi=True):
+            key = key or ""
             name = upload.filename or ""
             problem = text_problem(name) or ("is not valid UTF-8" if "\ufffd" in name else None)
             if problem:
