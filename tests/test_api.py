@@ -126,7 +126,7 @@ def test_openapi_document(client) -> None:
     assert {"/brokers", "/brokers/kafka", "/brokers/rabbitmq", "/priorities",
             "/brokers/{protocol}/files/{slot}"} <= set(doc["paths"])
     kafka = doc["components"]["schemas"]["KafkaPatch"]["properties"]
-    assert kafka["sasl_mechanism"]["enum"] == ["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    assert kafka["sasl_mechanism"]["enum"] == ["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", None]
     assert kafka["password"]["writeOnly"] is True and "tls_ca" not in kafka
 
 
