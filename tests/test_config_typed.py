@@ -172,3 +172,9 @@ def test_nothing_starts_at_import_time() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.split() == ["1", "0", "None"], done.stderr
+
+
+def test_readme_documents_every_variable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for key in declared():
+        assert f"CONSOLE_{key}" in readme, key
