@@ -72,13 +72,14 @@ class Defaults:
     MAX_CONTENT_LENGTH: Annotated[int, Range(64 * 1024, 1024 * MiB)] = 2 * MiB
     SESSION_COOKIE_SECURE: bool = False
     SESSION_COOKIE_SAMESITE: Annotated[str, OneOf(("Lax", "Strict"))] = "Lax"
-    SESSION_COOKIE_HTTPONLY: bool = True
-    REMEMBER_COOKIE_HTTPONLY: bool = True
     WTF_CSRF_TIME_LIMIT: Annotated[int, Range(60, 7 * 86400)] = 8 * 3600
     LOGIN_LIMIT_PER_USER: Annotated[str, RateLimit()] = "5 per minute; 30 per hour"
     LOGIN_LIMIT_PER_ADDRESS: Annotated[str, RateLimit()] = "20 per minute; 200 per hour"
     RATELIMIT_STORAGE_URI: str = "console-db://"
+    # fixed, not read from the environment (no annotation)
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    SESSION_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_HTTPONLY = True
     RATELIMIT_HEADERS_ENABLED = True
 
 
