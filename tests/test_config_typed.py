@@ -167,11 +167,13 @@ def test_server_logs_ignored_values_at_start_up(app, monkeypatch: pytest.MonkeyP
 
 def test_nothing_starts_at_import_time() -> None:
     code = ("import threading, logging, console.checks, console.brokers.rabbitmq, console.diagnostics;"
+            "import console.brokers.nats, console.diagnostics.protocols.nats;"
             "import console.checks as c;"
-            "print(threading.active_count(), logging.getLogger('pika').level, c._DNS_POOL)")
+            "print(threading.active_count(), logging.getLogger('pika').level, c._DNS_POOL,"
+            " len(logging.getLogger('asyncio').filters))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
-    assert done.stdout.split() == ["1", "0", "None"], done.stderr
+    assert done.stdout.split() == ["1", "0", "None", "0"], done.stderr
 
 
 def test_readme_documents_every_variable() -> None:
