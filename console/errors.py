@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, flash, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 
 from .crypto import SecretUnreadable
+from .htmx import is_htmx
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,16 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf(_error):
-        return answer(400, "csrf", "The form has expired or is not from this console (CSRF check "
-                                    "failed). Reload the page and try again.")
+        message = ("The form has expired or is not from this console (CSRF check failed). Reload "
+                   "the page and try again.")
+        if is_htmx():
+            # htmx swaps no 4xx answer: reload the page (with a fresh token) and say why there
+            flash("The page had expired (its CSRF token is older than CONSOLE_WTF_CSRF_TIME_LIMIT); "
+                  "it was reloaded: repeat the change.")
+            response = make_response(message, 400)
+            response.headers["HX-Refresh"] = "true"
+            return response
+        return answer(400, "csrf", message)
 
     @app.errorhandler(SecretUnreadable)
     def secret_unreadable(error):

@@ -195,3 +195,16 @@ def test_session_cookie_secure_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     header = app.test_client().get("/login").headers["Set-Cookie"]
     assert ("; Secure" in header) is secure
     assert "SameSite=Lax" in header and "HttpOnly" in header
+
+
+def test_an_expired_token_on_an_htmx_save_reloads_the_page_with_a_message(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "i", WTF_CSRF_ENABLED=True)
+    add_user(app, "admin", "admin", ADMIN_PASSWORD)
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    client.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token})
+    response = client.post("/settings/messaging/kafka", data={"host": "k"},
+                           headers={"HX-Request": "true", "X-CSRFToken": "stale"})
+    assert response.status_code == 400 and response.headers["HX-Refresh"] == "true"
+    assert "it was reloaded: repeat the change" in client.get("/settings/messaging").get_data(as_text=True)
