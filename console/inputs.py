@@ -113,20 +113,32 @@ def _check_pairs(raw: str, what: str) -> None:
                 raise BadInput(f"The {what} parameter {_show(key)} {problem}.")
 
 
-def _walk_json(value: Any, where: str = "body") -> None:
-    if isinstance(value, str):
-        problem = text_problem(value)
-        if problem:
-            raise BadInput(f"The JSON value at {where} {problem}.")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            problem = text_problem(key)
+MAX_JSON_DEPTH = 32
+
+
+def _walk_json(body: Any) -> None:
+    """BadInput for a string or key that cannot be stored, or nesting deeper than MAX_JSON_DEPTH."""
+    stack: list[tuple[Any, str, int]] = [(body, "body", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadInput(f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.")
+        if isinstance(value, str):
+            problem = text_problem(value)
             if problem:
-                raise BadInput(f"A JSON key in {where} {problem}.")
-            _walk_json(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _walk_json(item, f"{where}[{i}]")
+                raise BadInput(f"The JSON value at {where} {problem}.")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                problem = text_problem(key)
+                if problem:
+                    raise BadInput(f"A JSON key in {where} {problem}.")
+                stack.append((item, f"{where}.{key}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _strict_multipart(req: Request, data: bytes) -> None:
@@ -175,9 +187,10 @@ def check_request(req: Request) -> None:
     text = _strict(data, "request body")
     if req.is_json:
         try:
-            body = json.loads(text)
-        except ValueError:
-            raise BadInput("The request body is not valid JSON.") from None
+            body = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            raise BadInput("The request body is not valid JSON (or nested too deeply, or holds "
+                           "NaN, Infinity or a number of more than 4300 digits).") from None
         _walk_json(body)
         if req.path.startswith("/api/") and not isinstance(body, dict):
             raise BadInput('Send a JSON object ({"field": value, …}), not '

@@ -230,3 +230,17 @@ def test_helpers() -> None:
     assert query_int({}, "page", 7) == 7 and query_int({"page": ""}, "page", 7) == 7
     with pytest.raises(BadInput, match="page must be a whole number from 1 to 9"):
         query_int({"page": "10"}, "page", 1, 1, 9)
+
+
+@pytest.mark.parametrize("raw", ["[" * 100000 + "]" * 100000, '{"a":' * 40 + "1" + "}" * 40,
+                                 '{"connect_timeout": NaN}', '{"port": Infinity}',
+                                 '{"port": 1' + "0" * 4400 + "}"])
+def test_deep_or_non_finite_json_is_400(clients, raw: str) -> None:
+    response = clients["api"].patch("/api/v1/brokers/kafka", data=raw, content_type="application/json")
+    assert response.status_code == 400 and response.json["error"] == "bad_request"
+
+
+def test_deeply_nested_yaml_is_refused_not_500(clients) -> None:
+    response = clients["api"].post("/api/v1/config/import", data="[" * 5000,
+                                   content_type="application/yaml")
+    assert response.status_code == 422 and "nested far too deeply" in response.json["errors"]["file"]
