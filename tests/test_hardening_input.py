@@ -9,6 +9,8 @@ import re
 
 import pytest
 from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from flask.testing import FlaskClient
 
 from console.inputs import MAX_INT, BadInput, bounded_int, query_int
@@ -244,3 +246,27 @@ def test_deeply_nested_yaml_is_refused_not_500(clients) -> None:
     response = clients["api"].post("/api/v1/config/import", data="[" * 5000,
                                    content_type="application/yaml")
     assert response.status_code == 422 and "nested far too deeply" in response.json["errors"]["file"]
+
+
+FORM_TEXT = st.one_of(st.text(max_size=40), st.sampled_from(
+    ["", "0", "-1", "65536", "99999999999999999999", "1e400", "nan", "true", "x" * 5000, "ü.example",
+     "pulsar://", "a:b:c", ",,,", "localhost:99999"]))
+
+
+@pytest.mark.parametrize("protocol", ["kafka", "pulsar", "mqtt", "nats", "rabbitmq"])
+def test_page_form_values_never_give_a_5xx(db_app: Flask, clients, protocol: str) -> None:  # noqa: F811
+    """The Save form of each protocol with arbitrary text in every field (the protocol stays
+    disabled, so no save runs a connection test)."""
+    from console.settings.schema import SCHEMA
+
+    names = [f.name for f in SCHEMA[protocol] if not f.is_file and f.name != "enabled"]
+
+    @settings(max_examples=25, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(st.sampled_from(names), FORM_TEXT, min_size=1, max_size=6))
+    def post(form: dict[str, str]) -> None:
+        response = clients["page"].post(f"/settings/messaging/{protocol}", data=form,
+                                        headers={"HX-Request": "true"})
+        assert response.status_code < 500, (form, response.data[:300])
+
+    post()
