@@ -1,11 +1,23 @@
 """gunicorn settings read by `make run` and the container: every worker records the environment
-overrides in the audit log (once per change) and runs the background checks, coordinated through
-the database."""
+overrides in the audit log (once per change), logs the SP_* values it ignores, and runs the
+background checks, coordinated through the database. A wrong CONSOLE_* variable stops the master
+with one line naming it."""
+import logging
 import os
+import sys
 
-bind = os.environ.get("CONSOLE_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("CONSOLE_WORKERS", "2"))
-threads = int(os.environ.get("CONSOLE_THREADS", "4"))
+from console.config import ConfigError, Defaults, parse_environment
+
+try:
+    _settings = {"BIND": Defaults.BIND, "WORKERS": Defaults.WORKERS, "THREADS": Defaults.THREADS,
+                 **parse_environment(os.environ)}
+except ConfigError as exc:
+    print(f"Messaging Console: configuration error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+bind = _settings["BIND"]
+workers = _settings["WORKERS"]
+threads = _settings["THREADS"]
 accesslog = "-"
 
 
@@ -13,8 +25,10 @@ def post_worker_init(worker):
     from console.checks.scheduler import start
     from console.delivery import outbox
     from console.settings.changes import record_environment
+    from console.settings.environment import log_environment_warnings
 
     with worker.wsgi.app_context():
         record_environment()
+        log_environment_warnings(logging.getLogger("console"))
     start(worker.wsgi)
     outbox.start(worker.wsgi)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, redirect, url_for
 
-from .config import Defaults
+from .config import Defaults, finish, parse_environment
 from .crypto import read_or_create_key_file
 from .lazy import LazyAppGroup
 
@@ -15,18 +15,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the console: code defaults, then CONSOLE_* environment variables, then `test_config`."""
+    """Build the console: code defaults, then CONSOLE_* environment variables, then `test_config`.
+
+    A variable that does not fit its declared type raises ConfigError (one line naming it)."""
+    environment = parse_environment(os.environ)
     app = Flask(
         __name__,
-        instance_path=os.environ.get("CONSOLE_INSTANCE_PATH", str(ROOT / "instance")),
+        instance_path=environment.get("INSTANCE_PATH") or str(ROOT / "instance"),
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
     )
     app.cli = LazyAppGroup(app.name)
     app.config.from_object(Defaults)
-    app.config.from_prefixed_env("CONSOLE", loads=str)
+    app.config.update(environment)
     if test_config:
         app.config.update(test_config)
+    finish(app.config)
     _finish_config(app)
 
     from .extensions import csrf, db, login_manager, migrate
@@ -36,7 +40,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from . import auth, cli, errors
+    from . import auth, cli, errors, headers, inputs, ratelimit
+    inputs.init_app(app)
+    headers.init_app(app)
+    ratelimit.init_app(app)
     from .adapters import bp as adapters_bp
     from .api import bp as api_bp
     from .audit import bp as audit_bp
@@ -61,8 +68,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 def _finish_config(app: Flask) -> None:
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    for key in ("CHECK_INTERVAL", "CHECK_TIMEOUT"):
-        app.config[key] = float(app.config[key])
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         url = app.config.get("DATABASE_URL") or (
             "sqlite:///" + str(Path(app.instance_path) / "console.db"))

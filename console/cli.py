@@ -15,6 +15,7 @@ from .crypto import SecretUnreadable
 from .extensions import db
 from .models import ROLES, TOKEN_ROLES, User
 from .settings import service
+from .settings.environment import settings_warnings
 from .settings.schema import PROTOCOL_LABELS
 
 users = AppGroup("users", help="Console users.")
@@ -145,12 +146,16 @@ def brokers_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({
             "priorities": order,
+            "priority_source": info["source"],
+            "warnings": [w.as_dict() for w in settings_warnings()],
             "brokers": {p: {"enabled": s.enabled, "settings": s.public(),
                             "warnings": [m for _, m in service.findings(s)[1]]}
                         for p, s in data.items()},
         }, indent=2, default=str))
         return
     click.echo("Priority: " + " > ".join(order) + f"  [{info['source']}]")
+    if info.get("env_error"):
+        click.echo(f"  ! {info['env_error']}")
     for protocol, settings in data.items():
         click.echo("")
         click.echo(f"{PROTOCOL_LABELS[protocol]} ({'enabled' if settings.enabled else 'disabled'})")

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, flash, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 
 from .crypto import SecretUnreadable
+from .htmx import is_htmx
 
 log = logging.getLogger(__name__)
 
 
-def _answer(code: int, error: str, message: str):
+def answer(code: int, error: str, message: str):
+    """A JSON error under /api/, the error page elsewhere."""
     if request.path.startswith("/api/"):
         return jsonify(error=error, message=message), code
     return render_template("error.html", code=code, message=message), code
@@ -23,31 +25,41 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(403)
     def forbidden(_error):
         if request.path.startswith("/api/"):
-            return _answer(403, "forbidden", "This needs the admin role.")
-        return _answer(403, "forbidden", "Your role (viewer) can look but not change.")
+            return answer(403, "forbidden", "This needs the admin role.")
+        return answer(403, "forbidden", "Your role (viewer) can look but not change.")
 
     @app.errorhandler(404)
     def not_found(_error):
-        return _answer(404, "not_found", "No such resource." if request.path.startswith("/api/")
+        return answer(404, "not_found", "No such resource." if request.path.startswith("/api/")
                        else "No such page.")
 
     @app.errorhandler(413)
     def too_large(_error):
-        return _answer(413, "too_large", "The upload is larger than 2 MiB.")
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return answer(413, "too_large", f"The request is larger than {limit / 1048576:g} MiB "
+                                         "(CONSOLE_MAX_CONTENT_LENGTH).")
 
     @app.errorhandler(CSRFError)
     def csrf(_error):
-        return _answer(400, "csrf", "The form has expired or is not from this console (CSRF check "
-                                    "failed). Reload the page and try again.")
+        message = ("The form has expired or is not from this console (CSRF check failed). Reload "
+                   "the page and try again.")
+        if is_htmx():
+            # htmx swaps no 4xx answer: reload the page (with a fresh token) and say why there
+            flash("The page had expired (its CSRF token is older than CONSOLE_WTF_CSRF_TIME_LIMIT); "
+                  "it was reloaded: repeat the change.")
+            response = make_response(message, 400)
+            response.headers["HX-Refresh"] = "true"
+            return response
+        return answer(400, "csrf", message)
 
     @app.errorhandler(SecretUnreadable)
     def secret_unreadable(error):
         log.error("stored secret cannot be decrypted: %s", error)
-        return _answer(500, "secret_unreadable",
+        return answer(500, "secret_unreadable",
                        f"{error} Set CONSOLE_ENCRYPTION_KEY to the key the secrets were saved with "
                        "(a comma list may hold the old and the new key), or set the secrets again.")
 
     @app.errorhandler(500)
     def internal(_error):
-        return _answer(500, "internal_error", "Something went wrong on the console's side; the "
+        return answer(500, "internal_error", "Something went wrong on the console's side; the "
                                               "details are in its log.")

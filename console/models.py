@@ -51,12 +51,24 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="viewer")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # part of every session's user id: logging out (or a new password) raises it, which ends every
+    # session of this user on the server, so a replayed cookie is refused
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
+        self.end_sessions()
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
+
+    def get_id(self) -> str:
+        """The session's user id: id and session generation."""
+        return f"{self.id}:{self.session_generation or 0}"
+
+    def end_sessions(self) -> None:
+        """End every session of this user (the caller commits)."""
+        self.session_generation = (self.session_generation or 0) + 1
 
     @property
     def is_admin(self) -> bool:
@@ -275,3 +287,14 @@ class DiagnosisRun(db.Model):
     started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class RateLimitCounter(db.Model):
+    """One fixed-window counter of a rate limit (login attempts), shared by every worker and
+    replica through the database."""
+
+    __tablename__ = "rate_limit_counters"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

@@ -65,7 +65,7 @@ def test_readyz_states(app: Flask, client) -> None:
     assert down["status"] == "down" and down["brokers"]["nats"]["cause"] == "connection_refused"
     assert down["brokers"]["mqtt"] == {"status": "up", "latency_ms": 3.0, "cause": None,
                                        "checked_at": down["brokers"]["mqtt"]["checked_at"]}
-    app.config["READY_REQUIRED"] = "mqtt"
+    app.config["READY_REQUIRED"] = ["mqtt"]
     degraded = client.get("/readyz")
     assert degraded.status_code == 200 and degraded.get_json()["status"] == "degraded"
     with app.app_context():

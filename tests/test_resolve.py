@@ -112,10 +112,18 @@ def test_broken_alias_is_reported_not_applied() -> None:
 
 def test_priorities_default_saved_and_env() -> None:
     order, info = resolve_priorities([], {})
-    assert order == list(PROTOCOLS) and info["source"] == "default"
+    assert order == ["kafka", "mqtt", "nats", "pulsar", "rabbitmq"] and info["source"] == "default"
     order, info = resolve_priorities(["mqtt", "kafka", "nats", "pulsar", "rabbitmq"],
                                      {"SP_PRIORITIZED_PROTOCOL": "NATS"})
     assert order == ["nats", "mqtt", "kafka", "pulsar", "rabbitmq"]
     assert info["source"] == "env" and info["top"] == "nats"
     order, info = resolve_priorities(["mqtt"], {"SP_PRIORITIZED_PROTOCOL": "jms"})
     assert order[0] == "mqtt" and "SP_PRIORITIZED_PROTOCOL=jms is ignored" in info["env_error"]
+
+
+def test_default_order_follows_streampipes_for_pulsar_and_mqtt() -> None:
+    """A service speaking Pulsar and MQTT gets MQTT, as in StreamPipes (kafka, mqtt, jms, nats, pulsar)."""
+    order, _ = resolve_priorities([], {})
+    assert order.index("mqtt") < order.index("nats") < order.index("pulsar")
+    order, _ = resolve_priorities(["nats"], {})
+    assert order == ["nats", "kafka", "mqtt", "pulsar", "rabbitmq"]

@@ -269,7 +269,7 @@ def test_priorities_validation(ctx) -> None:
 
 
 def test_move_priority(ctx) -> None:
-    service.move_priority("mqtt", "up")
+    service.move_priority("pulsar", "up")
     assert service.priorities()[0] == ["kafka", "mqtt", "pulsar", "nats", "rabbitmq"]
     service.move_priority("kafka", "up")
     assert service.priorities()[0][0] == "kafka"

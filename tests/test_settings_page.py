@@ -109,7 +109,7 @@ def test_priorities_reorder_in_place(admin_client: FlaskClient) -> None:
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and html.lstrip().startswith('<section id="priorities"')
     order = re.findall(r'<li data-protocol="(\w+)"', html)
-    assert order == ["kafka", "pulsar", "mqtt", "rabbitmq", "nats"]
+    assert order == ["kafka", "mqtt", "nats", "rabbitmq", "pulsar"]
     assert "Priority saved." in html
 
 

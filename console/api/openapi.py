@@ -4,8 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..brokers import PROTOCOLS
+from ..inputs import MAX_INT
 from ..settings.schema import SCHEMA, Field
 from .openapi_delivery import delivery_paths
+
+ID = {"type": "integer", "minimum": 1, "maximum": MAX_INT}
+CHANGE_FLAGS = {"confirm": {"type": "boolean", "description": "apply even when adapters are "
+                            "affected (otherwise 409 with the impact)"},
+                "dry_run": {"type": "boolean", "description": "only preview the diff and impact"}}
 
 KIND_TYPES: dict[str, dict[str, Any]] = {
     "bool": {"type": "boolean"},
@@ -21,11 +27,15 @@ KIND_TYPES: dict[str, dict[str, Any]] = {
 
 def _field_schema(f: Field) -> dict[str, Any]:
     if f.kind == "int":
-        out: dict[str, Any] = {"type": "integer", "minimum": f.minimum, "maximum": f.maximum}
+        out: dict[str, Any] = {"type": ["integer", "null"]}
+        out.update({k: v for k, v in (("minimum", f.minimum), ("maximum", f.maximum))
+                    if v is not None})
     elif f.kind == "choice":
-        out = {"type": "string", "enum": list(f.choices)}
+        out = {"type": ["string", "null"], "enum": [*f.choices, None]}
     else:
         out = dict(KIND_TYPES[f.kind])
+        kinds = out["type"] if isinstance(out["type"], list) else [out["type"]]
+        out["type"] = [*dict.fromkeys([*kinds, "null"])]
     out["description"] = " ".join(x for x in (
         f.label + ".", f.help, f"{f.change_kind}: {f.reason}", "null resets it to the default.")
         if x)
@@ -38,7 +48,9 @@ def _patch_schema(protocol: str) -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
-        "properties": {f.name: _field_schema(f) for f in SCHEMA[protocol] if not f.is_file},
+        "minProperties": 1,
+        "properties": {**{f.name: _field_schema(f) for f in SCHEMA[protocol] if not f.is_file},
+                       **CHANGE_FLAGS},
     }
 
 
@@ -56,20 +68,27 @@ def _op(summary: str, ok: str = "OK", *, body: dict[str, Any] | None = None,
     return op
 
 
+QUERY_TYPES: dict[str, dict[str, Any]] = {
+    "page": {"type": "integer", "minimum": 1, "maximum": MAX_INT, "default": 1},
+    "per_page": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+    "against": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+    "timeout": {"type": "number", "minimum": 0.1, "maximum": 300},
+    "dry_run": {"type": "boolean"},
+    "confirm": {"type": "boolean"},
+    "since": {"type": "string", "description": "ISO date or time"},
+    "until": {"type": "string", "description": "ISO date or time"},
+}
+
+
 def _query(*names: str) -> list[dict[str, Any]]:
-    return [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-            for n in names]
-
-
-CHANGE_FLAGS = {"confirm": {"type": "boolean", "description": "apply even when adapters are "
-                            "affected (otherwise 409 with the impact)"},
-                "dry_run": {"type": "boolean", "description": "only preview the diff and impact"}}
+    return [{"name": n, "in": "query", "required": False,
+             "schema": QUERY_TYPES.get(n, {"type": "string"})} for n in names]
 
 
 def _more_paths() -> dict[str, Any]:
     """Registry, audit, history, export/import and diagnostics."""
-    version = {"name": "version_id", "in": "path", "required": True, "schema": {"type": "integer"}}
-    run = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    version = {"name": "version_id", "in": "path", "required": True, "schema": ID}
+    run = {"name": "run_id", "in": "path", "required": True, "schema": ID}
     protocol = {"name": "protocol", "in": "path", "required": True,
                 "schema": {"type": "string", "enum": list(PROTOCOLS)}}
     names = {"type": "array", "items": {"type": "string"}}
@@ -86,7 +105,8 @@ def _more_paths() -> dict[str, Any]:
         },
         "/adapters": {
             "get": _op("Adapters, paginated, each with whether its snapshot still matches",
-                       params=_query("page", "per_page")),
+                       params=[*_query("page"), {**_query("per_page")[0], "schema": {
+                           **QUERY_TYPES["per_page"], "maximum": 500}}]),
             "post": _op("Create an adapter on a service (protocol by the priority rule)", "Created",
                         body={"type": "object", "required": ["name", "service"], "properties": {
                             "name": {"type": "string"}, "service": {"type": "string"}}},
@@ -95,14 +115,16 @@ def _more_paths() -> dict[str, Any]:
         "/connections/check": {"post": _op(
             "The protocol connecting these services would use", body={
                 "type": "object", "required": ["services"], "properties": {"services": names}},
-            errors={"409": "No common protocol (with what each supports)"})},
+            errors={"409": "No common protocol (with what each supports)",
+                    "422": "A service is not registered"})},
         "/audit": {"get": _op("Audit entries, newest first", params=_query(
             "actor", "origin", "action", "outcome", "protocol", "q", "since", "until", "page",
             "per_page"), errors={"400": "Bad filter"})},
         "/versions": {"get": _op("Configuration versions, newest first")},
         "/versions/{version_id}/diff": {"get": _op(
             "Saved-configuration diff from ?against= to this version",
-            params=[version, *_query("against")], errors={"404": "No such version"})},
+            params=[version, {**_query("against")[0], "required": True}],
+            errors={"404": "No such version"})},
         "/versions/{version_id}/rollback": {"post": _op(
             "Roll back to this version through the impact check",
             params=[version], body={"type": "object", "properties": CHANGE_FLAGS},
@@ -127,6 +149,57 @@ def _more_paths() -> dict[str, Any]:
     }
 
 
+def _broker_path(protocol: str, broker_ref: dict[str, Any], json_error: dict[str, Any]) -> dict[str, Any]:
+    """GET and PATCH of one protocol, its PATCH body that protocol's fields only."""
+    label = protocol.capitalize()
+    return {
+        "get": {"summary": f"{label}: effective settings, each with its source",
+                "responses": {"200": broker_ref | {"description": "OK"}}},
+        "patch": {"summary": f"{label}: change some fields; nothing is saved when any is invalid",
+                  "requestBody": {"required": True, "content": {"application/json": {
+                      "schema": {"$ref": f"#/components/schemas/{label}Patch"}}}},
+                  "responses": {"200": broker_ref | {"description": "Saved (or the dry-run preview)"},
+                                "409": json_error | {"description": "Adapters affected: confirm"},
+                                "412": json_error | {"description": "If-Match does not match the "
+                                                     "current ETag: changed since read, nothing saved"},
+                                "422": json_error | {"description": "Per-field errors, nothing saved"}}},
+    }
+
+
+# Answers every operation can give, documented on each (see _complete)
+STANDARD = {
+    "400": "Bad input: a NUL byte or invalid UTF-8, a number out of range, JSON of the wrong shape",
+    "401": "No valid bearer token or session",
+    "403": "This needs the admin role",
+    "404": "No such resource",
+    "409": "The change affects existing adapters: repeat with confirm",
+    "413": "The request body is larger than CONSOLE_MAX_CONTENT_LENGTH",
+    "422": "Invalid values, nothing saved",
+}
+READ_ONLY_POSTS = {("/connections/check", "post")}
+CHANGES = {"patch", "put", "delete"}
+
+
+def _complete(document: dict[str, Any]) -> None:
+    """Add the standard error answers each operation can give, with the Error schema."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            codes = ["400", "401"]
+            if method != "get" and (path, method) not in READ_ONLY_POSTS:
+                codes.append("403")
+            if "{" in path:
+                codes.append("404")
+            if "requestBody" in op:
+                codes.append("413")
+            if method in CHANGES or path.endswith(("/rollback", "/import", "/files/{slot}")):
+                codes += ["409", "422"]
+            for code in codes:
+                op["responses"].setdefault(code, {"description": STANDARD[code], **error})
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     error = {"$ref": "#/components/schemas/Error"}
@@ -136,8 +209,6 @@ def openapi_document() -> dict[str, Any]:
                       "schema": {"type": "string", "enum": list(PROTOCOLS)}}
     slot_param = {"name": "slot", "in": "path", "required": True,
                   "schema": {"type": "string", "enum": ["tls_ca", "tls_cert"]}}
-    patch_bodies = {"oneOf": [{"$ref": f"#/components/schemas/{p.capitalize()}Patch"}
-                              for p in PROTOCOLS]}
     document = {
         "openapi": "3.1.0",
         "info": {"title": "Messaging Console API", "version": "1",
@@ -148,20 +219,8 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"bearer": []}, {"session": []}],
         "paths": {
             "/brokers": {"get": {"summary": "Effective settings of every protocol",
-                                 "responses": {"200": {"description": "OK"}, "401": json_error}}},
-            "/brokers/{protocol}": {
-                "parameters": [protocol_param],
-                "get": {"summary": "One protocol's effective settings, each with its source",
-                        "responses": {"200": broker_ref | {"description": "OK"},
-                                      "404": json_error | {"description": "No such protocol"}}},
-                "patch": {"summary": "Change some fields; nothing is saved when any is invalid",
-                          "requestBody": {"required": True, "content": {
-                              "application/json": {"schema": patch_bodies}}},
-                          "responses": {"200": broker_ref | {"description": "Saved"},
-                                        "400": json_error | {"description": "Not a JSON object"},
-                                        "403": json_error | {"description": "Viewer role"},
-                                        "422": json_error | {"description": "Per-field errors"}}},
-            },
+                                 "responses": {"200": {"description": "OK"}}}},
+            **{f"/brokers/{p}": _broker_path(p, broker_ref, json_error) for p in PROTOCOLS},
             "/brokers/{protocol}/files/{slot}": {
                 "parameters": [protocol_param, slot_param],
                 "post": {"summary": "Upload a truststore (tls_ca) or client certificate (tls_cert)",
@@ -182,7 +241,9 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"$ref": "#/components/schemas/Priorities"}}}}}},
                 "put": {"summary": "Save the priority order (every protocol once)",
                         "requestBody": {"required": True, "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/Priorities"}}}},
+                            "schema": {"type": "object", "required": ["priorities"], "properties": {
+                                "priorities": {"type": "array", "items": {"enum": list(PROTOCOLS)}},
+                                **CHANGE_FLAGS}}}}},
                         "responses": {"200": {"description": "Saved"},
                                       "422": json_error | {"description": "Invalid order"}}},
             },
@@ -223,4 +284,5 @@ def openapi_document() -> dict[str, Any]:
     }
     document["paths"].update(_more_paths())
     document["paths"].update(delivery_paths())
+    _complete(document)
     return document

@@ -9,6 +9,7 @@ from ..adapters import service as registry
 from ..auth import actor, service_token
 from ..delivery import status as rollout
 from ..extensions import db
+from ..inputs import query_int
 from ..models import Adapter, Delivery, ExtensionService
 from ..settings.identity import identity
 from . import _error, bp, forbidden_service
@@ -87,11 +88,8 @@ def create_adapter():
 
 @bp.get("/adapters")
 def list_adapters():
-    try:
-        page = max(1, int(request.args.get("page", 1)))
-        per_page = min(500, max(1, int(request.args.get("per_page", 50))))
-    except ValueError:
-        return _error(400, "bad_request", "page and per_page are whole numbers.")
+    page = query_int(request.args, "page", 1)
+    per_page = query_int(request.args, "per_page", 50, 1, 500)
     settings = registry.effective_all()
     current = {p: identity(s) for p, s in settings.items()}
     names = dict(db.session.execute(db.select(ExtensionService.id, ExtensionService.name)).all())

@@ -9,6 +9,7 @@ from flask_login import login_required
 
 from ..extensions import db
 from ..htmx import render_page_or_fragment
+from ..inputs import query_int
 from ..models import AuditEntry
 
 bp = Blueprint("audit", __name__)
@@ -43,11 +44,8 @@ def query_entries(args: Mapping[str, Any]) -> tuple[list[AuditEntry], int, int, 
         query = query.where(AuditEntry.at >= _when(args["since"], "since"))
     if args.get("until"):
         query = query.where(AuditEntry.at <= _when(args["until"], "until"))
-    try:
-        page = max(1, int(args.get("page", 1) or 1))
-        per_page = min(200, max(1, int(args.get("per_page", 50) or 50)))
-    except ValueError:
-        raise ValueError("page and per_page are whole numbers.") from None
+    page = query_int(args, "page", 1)
+    per_page = query_int(args, "per_page", 50, 1, 200)
     total = db.session.execute(db.select(db.func.count()).select_from(query.subquery())).scalar()
     entries = db.session.execute(query.order_by(AuditEntry.id.desc())
                                  .offset((page - 1) * per_page).limit(per_page)).scalars().all()

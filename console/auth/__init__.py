@@ -2,11 +2,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from functools import wraps
+import math
+import re
+import secrets
+import time
+from functools import lru_cache, wraps
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint, Flask, Response, abort, current_app, flash, g, jsonify, redirect, render_template,
+    request, url_for,
+)
+from flask_limiter import RateLimitExceeded
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
+from werkzeug.security import check_password_hash, generate_password_hash
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
@@ -14,6 +25,7 @@ from wtforms.validators import DataRequired, Length
 from ..crypto import token_digest
 from ..extensions import db, login_manager
 from ..models import ApiToken, User, utcnow
+from ..ratelimit import limiter
 
 bp = Blueprint("auth", __name__)
 LAST_USED_EVERY = dt.timedelta(seconds=60)   # a token's last use is written at most this often
@@ -25,28 +37,80 @@ class LoginForm(FlaskForm):
 
 
 @login_manager.user_loader
-def _load_user(user_id: str) -> User | None:
-    if not user_id.isdigit():
+def _load_user(session_id: str) -> User | None:
+    """The user of a session id "<id>:<generation>"; None once that session was ended (logout)."""
+    user_id, _, generation = session_id.partition(":")
+    if not user_id.isdigit() or not generation.isdigit() or len(user_id) > 10 or len(generation) > 10:
         return None
-    return db.session.get(User, int(user_id))
+    user = db.session.get(User, int(user_id))
+    if user is None or (user.session_generation or 0) != int(generation):
+        return None
+    return user
 
 
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return url_for("settings.messaging")
+_UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def safe_next(target: str | None) -> str:
+    """`target` when it is a same-site relative path, else the settings page: no scheme, no host, no
+    "//", no backslash and no control or white-space character (browsers drop tabs and new lines,
+    and read a backslash as a slash, which makes "/\t/evil.example" a link to another site)."""
+    fallback = url_for("settings.messaging")
+    if not target or not target.startswith("/") or target.startswith("//") or _UNSAFE.search(target):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return fallback
+    return target
+
+
+def _login_user_key() -> str:
+    return "login-user:" + (request.form.get("username") or "").strip().lower()[:80]
+
+
+def _login_address_key() -> str:
+    return "login-address:" + (get_remote_address() or "unknown")
+
+
+def _failed(response: Response) -> bool:
+    return response.status_code == 401
+
+
+_limit_user = limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_USER"],
+                            key_func=_login_user_key, methods=["POST"], deduct_when=_failed,
+                            scope="login-user")
+_limit_address = limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_ADDRESS"],
+                               key_func=_login_address_key, methods=["POST"], deduct_when=_failed,
+                               scope="login-address")
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def authenticate(username: str, password: str) -> User | None:
+    """The user with this name and password, or None; an unknown name costs one password hash too,
+    so that timing does not tell which names exist."""
+    user = db.session.execute(
+        db.select(User).where(User.username == username.strip())).scalar_one_or_none()
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
+        return None
+    return user if user.check_password(password) else None
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@_limit_address
+@_limit_user
 def login():
     form = LoginForm()
     status = 200
     if form.validate_on_submit():
-        user = db.session.execute(
-            db.select(User).where(User.username == form.username.data.strip())).scalar_one_or_none()
-        if user is not None and user.check_password(form.password.data):
+        user = authenticate(form.username.data, form.password.data)
+        if user is not None:
             login_user(user)
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(safe_next(request.args.get("next")))
         form.password.errors.append("Wrong username or password.")
         status = 401
     elif request.method == "POST":
@@ -54,9 +118,24 @@ def login():
     return render_template("auth/login.html", form=form), status
 
 
+def _too_many(error: RateLimitExceeded):
+    """429 with the login form and when to try again."""
+    current = limiter.current_limit
+    retry = max(1, math.ceil(current.reset_at - time.time())) if current is not None else None
+    message = ("Too many failed log-ins for this user or from this address. "
+               + (f"Try again in {retry} seconds." if retry else "Try again later."))
+    if request.path.startswith("/api/"):
+        return jsonify(error="rate_limited", message=message), 429
+    form = LoginForm()
+    form.password.errors = [message]
+    return render_template("auth/login.html", form=form), 429
+
+
 @bp.post("/logout")
 @login_required
 def logout():
+    current_user.end_sessions()
+    db.session.commit()
     logout_user()
     flash("Logged out.")
     return redirect(url_for("auth.login"))
@@ -122,6 +201,7 @@ def init_app(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Log in to see the console."
     app.register_blueprint(bp)
+    app.register_error_handler(RateLimitExceeded, _too_many)
 
     @app.context_processor
     def _roles() -> dict[str, Any]:

@@ -75,7 +75,7 @@ class _QuietSslEof(logging.Filter):
         return "eof_received()" not in record.getMessage()
 
 
-logging.getLogger("asyncio").addFilter(_QuietSslEof())
+_QUIET_SSL_EOF = _QuietSslEof()
 
 
 def _url(config: BrokerConfig) -> str:
@@ -172,6 +172,7 @@ def connect_options(config: BrokerConfig, budget: float, on_error: Callable[[Exc
                     context: ssl.SSLContext | None, url: str) -> dict[str, Any]:
     """nats-py connect options for one attempt within `budget` seconds: no reconnects (0 would mean
     forever), the configured credentials, token and TLS context."""
+    logging.getLogger("asyncio").addFilter(_QUIET_SSL_EOF)   # once: the same filter object
     options: dict[str, Any] = {
         "servers": [url], "connect_timeout": max(budget, 0.05),
         "allow_reconnect": False, "max_reconnect_attempts": 1, "reconnect_time_wait": 0,

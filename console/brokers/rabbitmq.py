@@ -38,8 +38,6 @@ AMQP_GREETING = Greeting("AMQP", b"AMQP\x00\x00\x09\x01",
 
 _LOGIN_ERRORS = (pex.ProbableAuthenticationError, pex.AuthenticationError)
 
-logging.getLogger("pika").setLevel(logging.CRITICAL)
-
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
@@ -132,6 +130,7 @@ def connection_parameters(config: BrokerConfig, budget: float, vhost: str, purpo
                           server_name: str | None = None) -> pika.ConnectionParameters:
     """pika parameters for one attempt within `budget` seconds (socket and AMQP handshake), with the
     configured credentials, TLS and heartbeat."""
+    logging.getLogger("pika").setLevel(logging.CRITICAL)   # its refusals are reported as causes
     budget = max(budget, 0.05)
     kwargs: dict[str, Any] = {}
     if config.username:

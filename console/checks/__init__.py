@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -97,7 +98,17 @@ def system_resolver(host: str, port: int) -> list[str]:
     return sorted({info[4][0] for info in infos})
 
 
-_DNS_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="console-dns")
+_DNS_POOL: ThreadPoolExecutor | None = None
+_DNS_POOL_LOCK = threading.Lock()
+
+
+def _dns_pool() -> ThreadPoolExecutor:
+    """The small pool that runs resolver calls (created on first use, not at import)."""
+    global _DNS_POOL
+    with _DNS_POOL_LOCK:
+        if _DNS_POOL is None:
+            _DNS_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="console-dns")
+        return _DNS_POOL
 
 
 def resolve_hosts(addresses: tuple[tuple[str, int], ...], timeout: float,
@@ -114,7 +125,7 @@ def resolve_hosts(addresses: tuple[tuple[str, int], ...], timeout: float,
             continue
         except ValueError:
             pass
-        future = _DNS_POOL.submit(resolver, host, port)
+        future = _dns_pool().submit(resolver, host, port)
         try:
             out[host] = future.result(timeout=max(0.05, deadline - time.monotonic()))
         except FutureTimeout:

@@ -103,8 +103,7 @@ def kick() -> None:
 def start(app: Flask) -> Scheduler | None:
     """Start the background checks of a serving process (gunicorn.conf.py calls this in every
     worker), unless CONSOLE_CHECK_SCHEDULER is false."""
-    enabled = str(app.config.get("CHECK_SCHEDULER", "true")).lower() not in ("0", "false", "no", "off")
-    if not enabled or "console_scheduler" in app.extensions:
+    if not app.config["CHECK_SCHEDULER"] or "console_scheduler" in app.extensions:
         return None
     scheduler = Scheduler(app)
     app.extensions["console_scheduler"] = scheduler

@@ -36,10 +36,9 @@ def healthz():
 
 def required_protocols(enabled: list[str]) -> list[str]:
     """Protocols whose outage makes the console not ready: CONSOLE_READY_REQUIRED, else all enabled."""
-    configured = current_app.config.get("READY_REQUIRED")
-    if not configured:
+    wanted = current_app.config["READY_REQUIRED"]
+    if not wanted:
         return enabled
-    wanted = [p.strip().lower() for p in str(configured).split(",") if p.strip()]
     return [p for p in wanted if p in enabled]
 
 
@@ -64,7 +63,7 @@ def readiness() -> tuple[dict[str, Any], int]:
 def cached_readiness() -> tuple[bytes, int]:
     """The encoded readiness() answer, reused for CONSOLE_READY_CACHE_SECONDS (default 1 s) by each
     worker: probes and scrapers may call it often, and it changes only with the next check."""
-    ttl = float(current_app.config.get("READY_CACHE_SECONDS", 1.0))
+    ttl = current_app.config["READY_CACHE_SECONDS"]
     cache = current_app.extensions.setdefault("console_readiness", {"at": float("-inf")})
     now = time.monotonic()
     if ttl <= 0 or now - cache["at"] >= ttl:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
 from ..brokers import PROTOCOLS
-from .schema import ALIASES, FIELDS, PRIORITY_ENV, SCHEMA, Field
+from .schema import ALIASES, DEFAULT_PRIORITIES, FIELDS, PRIORITY_ENV, SCHEMA, Field
 from .values import Invalid, parse_amqp_url, parse_nats_url, parse_value
 
 Source = Literal["default", "saved", "env"]
@@ -235,7 +235,7 @@ def _check_env_pairs(settings: ProtocolSettings, env: Mapping[str, str]) -> None
 def resolve_priorities(saved: list[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, Any]]:
     """Effective priority list and a description of where it came from."""
     order = [p for p in saved if p in PROTOCOLS]
-    order += [p for p in PROTOCOLS if p not in order]
+    order += [p for p in DEFAULT_PRIORITIES if p not in order]
     info: dict[str, Any] = {"source": "saved" if saved else "default", "saved": order[:]}
     raw = env.get(PRIORITY_ENV, "").strip()
     if raw:

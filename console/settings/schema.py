@@ -227,6 +227,10 @@ GROUP_LABELS = {"connection": "Connection", "security": "Security", "options": "
 PRIORITY_REASON = ("Installation-time: the platform picks each new adapter's protocol from this "
                    "order; existing adapters keep theirs.")
 PRIORITY_ENV = "SP_PRIORITIZED_PROTOCOL"
+# Apache StreamPipes orders kafka, mqtt, (jms), nats, pulsar by default; the console follows it, so a
+# service that speaks Pulsar and MQTT gets the protocol it would get in StreamPipes.
+DEFAULT_PRIORITIES: tuple[str, ...] = ("kafka", "mqtt", "nats", "pulsar", "rabbitmq")
+assert sorted(DEFAULT_PRIORITIES) == sorted(PROTOCOLS)
 ALIASES = {
     "KAFKA_BROKERS": "kafka",
     "NATS_SERVER_URL": "nats",

@@ -164,6 +164,8 @@ def import_yaml(text: str, *, actor: str | None, origin: str, dry_run: bool = Fa
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         result.errors["file"] = f"Not valid YAML{where}: {getattr(exc, 'problem', exc)}."
+    except RecursionError:
+        result.errors["file"] = "Not a console export: the YAML is nested far too deeply."
     else:
         candidate, result.errors = _candidate_from(document, current().state.copy(), result.warnings)
         if not result.errors:

@@ -23,14 +23,14 @@ def test_login_reorder_and_fix_a_field_error(guarded_page) -> None:
     items = page.locator("#priorities li")
     expect(items).to_have_count(5)
     assert items.evaluate_all("els => els.map(e => e.dataset.protocol)") == [
-        "kafka", "pulsar", "mqtt", "nats", "rabbitmq"]
+        "kafka", "mqtt", "nats", "pulsar", "rabbitmq"]
 
-    page.get_by_role("button", name="Move MQTT up").click()
+    page.get_by_role("button", name="Move NATS up").click()
     expect(page.locator("#priorities")).to_contain_text("Priority saved.")
     assert page.locator("#priorities li").evaluate_all(
-        "els => els.map(e => e.dataset.protocol)") == ["kafka", "mqtt", "pulsar", "nats", "rabbitmq"]
-    page.get_by_role("button", name="Move MQTT up").click()
-    expect(page.locator("#priorities li").first).to_have_attribute("data-protocol", "mqtt")
+        "els => els.map(e => e.dataset.protocol)") == ["kafka", "nats", "mqtt", "pulsar", "rabbitmq"]
+    page.get_by_role("button", name="Move NATS up").click()
+    expect(page.locator("#priorities li").first).to_have_attribute("data-protocol", "nats")
 
     kafka = page.locator("section#kafka")
     kafka.locator("#kafka-port").fill("70000")
@@ -50,4 +50,4 @@ def test_login_reorder_and_fix_a_field_error(guarded_page) -> None:
     page.reload()
     expect(page.locator("#kafka-port")).to_have_value("9093")
     expect(page.locator('section#kafka [data-field="port"] .src-saved')).to_be_visible()
-    assert page.locator("#priorities li").first.get_attribute("data-protocol") == "mqtt"
+    assert page.locator("#priorities li").first.get_attribute("data-protocol") == "nats"

@@ -1,0 +1,83 @@
+"""Rate limits (Flask-Limiter) kept in the console's own database, so that every gunicorn worker and
+every replica on that database counts the same attempts. `CONSOLE_RATELIMIT_STORAGE_URI` may name
+any other storage of the `limits` library (e.g. `redis://…`) instead."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits.storage import Storage
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .extensions import db
+from .models import RateLimitCounter
+
+SCHEME = "console-db"
+
+
+class DatabaseStorage(Storage):
+    """Fixed-window counters in the table rate_limit_counters: one atomic upsert per hit."""
+
+    STORAGE_SCHEME = [SCHEME]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: Any) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return sa.exc.SQLAlchemyError
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        table = RateLimitCounter.__table__
+        now = time.time()
+        insert = (postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert)(table)
+        expired = table.c.expires_at <= now
+        statement = insert.values(key=key, count=amount, expires_at=now + expiry).on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={"count": sa.case((expired, amount), else_=table.c.count + amount),
+                  "expires_at": sa.case((expired, now + expiry), else_=table.c.expires_at)},
+        ).returning(table.c.count)
+        with db.engine.begin() as conn:
+            count = conn.execute(statement).scalar_one()
+            conn.execute(table.delete().where(table.c.expires_at < now - 3600))
+        return int(count)
+
+    def get(self, key: str) -> int:
+        table = RateLimitCounter.__table__
+        with db.engine.connect() as conn:
+            count = conn.execute(sa.select(table.c.count).where(
+                table.c.key == key, table.c.expires_at > time.time())).scalar()
+        return int(count or 0)
+
+    def get_expiry(self, key: str) -> float:
+        table = RateLimitCounter.__table__
+        with db.engine.connect() as conn:
+            at = conn.execute(sa.select(table.c.expires_at).where(table.c.key == key)).scalar()
+        return float(at) if at is not None else time.time()
+
+    def check(self) -> bool:
+        with db.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return True
+
+    def reset(self) -> int | None:
+        with db.engine.begin() as conn:
+            return conn.execute(RateLimitCounter.__table__.delete()).rowcount
+
+    def clear(self, key: str) -> None:
+        table = RateLimitCounter.__table__
+        with db.engine.begin() as conn:
+            conn.execute(table.delete().where(table.c.key == key))
+
+
+limiter = Limiter(key_func=get_remote_address, strategy="fixed-window")
+
+
+def init_app(app: Flask) -> None:
+    """Bind the limiter to the app (its storage from RATELIMIT_STORAGE_URI)."""
+    app.config.setdefault("RATELIMIT_STORAGE_URI", f"{SCHEME}://")
+    limiter.init_app(app)
