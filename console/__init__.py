@@ -50,7 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .diagnostics.views import bp as diagnostics_bp
     from .health import bp as health_bp
     from .history import bp as history_bp
-    from .settings import bp as settings_bp
+    from .settings.views import bp as settings_bp
     from .tokens import bp as tokens_bp
     auth.init_app(app)
     errors.init_app(app)

@@ -1,7 +1,7 @@
 """login hardening: session generation per user, rate limit counters
 
 Revision ID: 0030
-Revises: 0004
+Revises: 0020
 Create Date: 2026-12-01 11:20:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0030'
-down_revision = '0004'
+down_revision = '0020'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,310 @@
+"""Settings → Messaging: the page, its per-protocol fragments, uploads and the priority list."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint, abort, current_app, flash, redirect, render_template, request, url_for,
+)
+from flask_login import login_required
+
+from .. import checks
+from ..delivery import status as rollout_status
+from ..auth import actor, admin_required
+from ..brokers import PROTOCOLS
+from ..htmx import is_htmx
+from . import changes as change_log
+from . import service
+from .schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
+from .values import Invalid, parse_value
+
+bp = Blueprint("settings", __name__, url_prefix="/settings")
+
+
+@bp.record_once
+def _labels(state) -> None:
+    state.app.jinja_env.globals.update(PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS,
+                                       describe_identity=checks.describe_identity)
+
+
+def section_context(protocol: str, *, errors: dict[str, str] | None = None,
+                    submitted: dict[str, Any] | None = None, message: str | None = None,
+                    settings: service.ProtocolSettings | None = None) -> dict[str, Any]:
+    """Everything the protocol section template needs."""
+    current = settings or service.effective(protocol)
+    _, warnings = service.findings(current)
+    by_field: dict[str, list[str]] = {}
+    general: list[str] = []
+    for name, text in warnings:
+        (by_field.setdefault(name, []) if name else general).append(text)
+    from .identity import address_label, uses_tls
+
+    return {
+        "protocol": protocol,
+        "unsaved": unsaved_fields(protocol, current, submitted or {}),
+        "address": address_label(current),
+        "tls": uses_tls(current),
+        "status": status_context(protocol),
+        "fields": SCHEMA[protocol],
+        "settings": current,
+        "errors": errors or {},
+        "warnings": by_field,
+        "general_warnings": general,
+        "submitted": submitted or {},
+        "message": message,
+    }
+
+
+def unsaved_fields(protocol: str, current: service.ProtocolSettings,
+                   submitted: dict[str, Any]) -> set[str]:
+    """Fields whose value shown back in the form differs from the one in effect (typed, not saved)."""
+    out = set()
+    for name, raw in submitted.items():
+        try:
+            value = parse_value(FIELDS[protocol][name], raw)
+        except Invalid:
+            out.add(name)
+            continue
+        if value != current.fields[name].value and not (value in ("", None)
+                                                        and current.fields[name].value in ("", None)):
+            out.add(name)
+    return out
+
+
+def priority_context(errors: dict[str, str] | None = None, message: str | None = None) -> dict[str, Any]:
+    """Everything the priority list template needs."""
+    order, info = service.priorities()
+    return {"order": order, "info": info, "priority_errors": errors or {},
+            "priority_message": message, "PRIORITY_REASON": PRIORITY_REASON,
+            "PRIORITY_ENV": PRIORITY_ENV}
+
+
+def page_context(**overrides: Any) -> dict[str, Any]:
+    from ..extensions import db
+    from ..models import Adapter
+
+    sections = {p: section_context(p) for p in PROTOCOLS}
+    sections.update(overrides.pop("sections", {}))
+    count = db.session.execute(db.select(db.func.count(Adapter.id))).scalar()
+    return {"sections": sections, **priority_context(), "adapter_count": count, **overrides}
+
+
+@bp.get("/messaging")
+@login_required
+def messaging():
+    version = request.args.get("rollout", type=int)
+    rollout = rollout_status.rollout(version) if version else None
+    return render_template("settings/messaging.html", **page_context(), rollout=rollout)
+
+
+@bp.get("/messaging/overview")
+@login_required
+def overview():
+    """The overview table alone (it polls itself and refreshes after every save)."""
+    if not is_htmx():
+        return redirect(url_for("settings.messaging"))
+    return render_template("settings/_overview.html",
+                           sections={p: section_context(p) for p in PROTOCOLS})
+
+
+@bp.get("/messaging/<protocol>")
+@login_required
+def section(protocol: str):
+    if protocol not in PROTOCOLS:
+        abort(404)
+    if not is_htmx():
+        return redirect(url_for("settings.messaging", _anchor=protocol))
+    return render_template("settings/_protocol.html", section=section_context(protocol))
+
+
+def form_changes(protocol: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Changes submitted by the section form, and the raw values to show back."""
+    changes: dict[str, Any] = {}
+    for f in SCHEMA[protocol]:
+        if f.is_file:
+            continue
+        if f.secret:
+            if request.form.get(f"{f.name}__clear"):
+                changes[f.name] = None
+            elif request.form.get(f.name):
+                changes[f.name] = request.form[f.name]
+            continue
+        values = request.form.getlist(f.name)
+        if values:
+            changes[f.name] = values[-1]
+    submitted = {k: v for k, v in changes.items() if not FIELDS[protocol][k].secret}
+    return changes, submitted
+
+
+SAVED_EVENT = {"HX-Trigger": "settings-saved"}   # the overview refreshes itself on it
+
+
+def _section_response(protocol: str, context: dict[str, Any], status: int):
+    if is_htmx():
+        return render_template("settings/_protocol.html", section=context), status, SAVED_EVENT
+    if status == 200:
+        flash(context.get("message") or "Saved.")
+        rollout = context.get("rollout")
+        if rollout:
+            return redirect(url_for("settings.messaging", rollout=rollout["version"],
+                                    _anchor=protocol))
+        return redirect(url_for("settings.messaging", _anchor=protocol))
+    return render_template("settings/messaging.html",
+                           **page_context(sections={protocol: context})), status
+
+
+def prepared_form(protocol: str) -> tuple[dict[str, Any], dict[str, Any], service.Prepared]:
+    """The section form's changes, the values to show back, and their validation (secrets
+    revealed, for a connection test)."""
+    if protocol not in PROTOCOLS:
+        abort(404)
+    changes, submitted = form_changes(protocol)
+    return changes, submitted, service.prepare_changes(protocol, changes, reveal=True)
+
+
+@bp.post("/messaging/<protocol>")
+@admin_required
+def save(protocol: str):
+    changes, submitted, prep = prepared_form(protocol)
+    if prep.errors:
+        change_log.record_rejection("update", actor=actor(), origin="page", protocol=protocol,
+                                    errors=prep.errors)
+        context = section_context(protocol, errors=prep.errors, submitted=submitted)
+        return _section_response(protocol, context, 422)
+    risky = prep.install_time_changes()
+    if risky and prep.settings.enabled and not request.form.get("save_anyway"):
+        result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+        checks.record(result, "guard")
+        if not result.up:
+            context = section_context(protocol, submitted=submitted)
+            context["guard"] = {"result": result, "fields": risky}
+            return _section_response(protocol, context, 409)
+    result = service.apply_changes(protocol, changes, actor(), origin="page",
+                                   confirm=bool(request.form.get("confirm")), prepared=prep)
+    if result.errors:
+        context = section_context(protocol, errors=result.errors, submitted=submitted)
+        return _section_response(protocol, context, 422)
+    if result.needs_confirmation:
+        context = section_context(protocol, submitted=submitted)
+        context["confirm"] = {"outcome": result.outcome,
+                              "save_anyway": bool(request.form.get("save_anyway"))}
+        return _section_response(protocol, context, 409)
+    text = ("Saved: " + ", ".join(result.changed) + ".") if result.changed else "No changes."
+    context = section_context(protocol, message=text)
+    context["rollout"] = rollout_after(result.outcome)
+    return _section_response(protocol, context, 200)
+
+
+def rollout_after(outcome: Any) -> dict[str, Any] | None:
+    """The roll-out to follow after an applied change that told services of a new version."""
+    if outcome is None or outcome.status != "applied" or not outcome.impact.notified:
+        return None
+    return rollout_status.rollout(outcome.version_id)
+
+
+@bp.post("/messaging/<protocol>/test")
+@admin_required
+def test_connection(protocol: str):
+    """Check the form's unsaved values against the real broker."""
+    _, _, prep = prepared_form(protocol)
+    if prep.errors:
+        return render_template("settings/_test_result.html", protocol=protocol, result=None,
+                               errors=prep.errors), 200
+    result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+    return render_template("settings/_test_result.html", protocol=protocol, result=result,
+                           errors={}), 200
+
+
+def status_context(protocol: str) -> dict[str, Any]:
+    """The status badge and recent history of one protocol."""
+    settings = service.effective(protocol)
+    digest = checks.current_digest(protocol)
+    rows = checks.history(protocol, 30, digest)
+    state = checks.status_of(protocol, settings, rows[-1] if rows else None,
+                             current_app.config["CHECK_INTERVAL"], digest)
+    if (not rows and settings.enabled and digest != checks.UNREADABLE
+            and checks.history(protocol, 1)):
+        state = {"status": "unknown", "rechecking": True}
+    return {"protocol": protocol, "state": state, "history": rows,
+            "last": rows[-1] if rows else None}
+
+
+@bp.get("/messaging/<protocol>/status")
+@login_required
+def status(protocol: str):
+    if protocol not in PROTOCOLS:
+        abort(404)
+    return render_template("settings/_status.html", status=status_context(protocol))
+
+
+@bp.post("/messaging/<protocol>/check")
+@admin_required
+def check_now(protocol: str):
+    """Check the saved settings now and record the result."""
+    if protocol not in PROTOCOLS:
+        abort(404)
+    settings = service.effective(protocol, reveal=True)
+    checks.record(checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"]), "manual")
+    if not is_htmx():
+        return redirect(url_for("settings.messaging", _anchor=protocol))
+    return render_template("settings/_status.html", status=status_context(protocol)), SAVED_EVENT
+
+
+@bp.post("/messaging/<protocol>/files/<slot>")
+@admin_required
+def upload(protocol: str, slot: str):
+    if protocol not in PROTOCOLS or slot not in ("tls_ca", "tls_cert"):
+        abort(404)
+    confirm = bool(request.form.get("confirm"))
+    main = None
+    if request.form.get("delete"):
+        result = service.delete_file(protocol, slot, actor(), origin="page", confirm=confirm)
+        message = "Removed." if result.changed else "Nothing to remove."
+    else:
+        main = request.files.get("file")
+        key = request.files.get("key_file")
+        if main is None or not main.filename:
+            result = service.ChangeResult(errors={slot: "Choose a file to upload."})
+        else:
+            key_data = key.read() if key is not None and key.filename else None
+            result = service.upload_file(
+                protocol, slot, main.read(), filename=main.filename,
+                password=request.form.get("password") or None, key_data=key_data,
+                key_password=request.form.get("key_password") or None, actor=actor(),
+                origin="page", confirm=confirm)
+        message = f"Uploaded {main.filename}." if result.ok and main is not None else None
+    if result.errors:
+        return _section_response(protocol, section_context(protocol, errors=result.errors), 422)
+    if result.needs_confirmation:
+        context = section_context(protocol)
+        context["confirm"] = {"outcome": result.outcome, "file_action": True}
+        return _section_response(protocol, context, 409)
+    return _section_response(protocol, section_context(protocol, message=message), 200)
+
+
+@bp.post("/messaging/priorities")
+@admin_required
+def priorities():
+    move = request.form.get("move", "")
+    if move:
+        protocol, _, direction = move.partition(":")
+        if protocol not in PROTOCOLS or direction not in ("up", "down"):
+            result = service.ChangeResult(errors={"priorities": "Unknown move."})
+        else:
+            result = service.move_priority(protocol, direction, actor(), origin="page",
+                                           confirm=bool(request.form.get("confirm")))
+    else:
+        result = service.set_priorities(request.form.getlist("order"), actor(), origin="page",
+                                        confirm=bool(request.form.get("confirm")))
+    status = 422 if result.errors else (409 if result.needs_confirmation else 200)
+    message = "Priority saved." if result.ok and result.changed else None
+    context = priority_context(result.errors, message)
+    if result.needs_confirmation:
+        context["priority_confirm"] = {"outcome": result.outcome, "move": move,
+                                       "order": request.form.getlist("order")}
+    if is_htmx():
+        return render_template("settings/_priorities.html", **context), status
+    if status == 200:
+        flash(message or "No changes.")
+        return redirect(url_for("settings.messaging", _anchor="priorities"))
+    return render_template("settings/messaging.html", **page_context(**context)), status
