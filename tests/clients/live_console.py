@@ -187,6 +187,11 @@ class LiveConsole:
         return [r for r in self.requests if r.method == "GET" and r.path == f"/api/v1/services/{name}/config"]
 
     # -- callbacks sent by hand (forged or repeated ones) -----------------------------------------
+    def sign(self, name: str, body: bytes) -> str:
+        """The X-Console-Signature of `body` with `name`'s signing secret (computed here, not by the client)."""
+        secret = self.signing_secret(name) or ""
+        return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
     def callback(self, name: str, body: bytes | None = None, signature: str | None = None) -> int:
         """POST a change notification to `name`'s registered callback URL; the answer's status."""
         state = self.service(name)
@@ -194,8 +199,7 @@ class LiveConsole:
             target = state["rollout"]["target"]
             body = json.dumps({"service": name, "version": target["version"], "etag": target["etag"]}).encode()
         if signature is None:
-            secret = self.signing_secret(name) or ""
-            signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            signature = self.sign(name, body)
         request = urllib.request.Request(state["callback_url"], data=body, method="POST",
                                          headers={"Content-Type": "application/json",
                                                   "X-Console-Signature": signature})
