@@ -82,6 +82,7 @@ class LiveConsole:
     free one), `stop()` ends serving and the worker."""
 
     def __init__(self, instance: Path, **config: Any) -> None:
+        self.instance = instance
         self.app: Flask = make_app(instance, **{**FAST_DELIVERY, **config})
         self.requests: list[Seen] = []
         self.fail_next: list[Canned] = []
@@ -129,6 +130,10 @@ class LiveConsole:
             db.engine.dispose()
 
     # -- the admin side ----------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """Environment for a `flask --app app …` command on this console's database and keys."""
+        return {"CONSOLE_INSTANCE_PATH": str(self.instance)}
+
     def token(self, name: str, service: str) -> str:
         """A new `service` token for `service`, made with `flask tokens create` as an operator does."""
         return make_token(self.app, name, "service", service)
@@ -169,7 +174,9 @@ class LiveConsole:
         """The acknowledgement of `version` by `name`, waiting for it; AssertionError after `timeout`."""
         deadline = time.monotonic() + timeout
         while True:
-            state = self.service(name)["rollout"]
+            status, body = self.api("GET", f"/api/v1/services/{name}")     # 404 until it registers
+            assert status in (200, 404), (status, body)
+            state = body.get("rollout") or {} if status == 200 else {"acknowledged": {"version": None}}
             if state["acknowledged"]["version"] == version:
                 return state["acknowledged"]
             if time.monotonic() > deadline:
