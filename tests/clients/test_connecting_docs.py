@@ -20,6 +20,7 @@ from tests.delivery.receiver import Receiver, free_port
 
 DOC = ROOT / "docs" / "connecting-a-service.md"
 README = ROOT / "README.md"
+EXAMPLE_README = ROOT / "examples" / "extension_service" / "README.md"
 BIN = str(Path(sys.executable).parent) + "/"
 
 
@@ -82,6 +83,14 @@ def end(process: subprocess.Popen[str]) -> str:
         process.kill()
         out, _ = process.communicate()
     return out or ""
+
+
+def stop_shell(shell: subprocess.Popen[str]) -> int:
+    """SIGTERM to the command a documented shell block runs (its child, or the shell itself when bash
+    exec'd the last command); the shell's exit code."""
+    if subprocess.run(["pkill", "-TERM", "-P", str(shell.pid)], check=False).returncode != 0:
+        shell.send_signal(signal.SIGTERM)
+    return shell.wait(timeout=30)
 
 
 # -- docs/connecting-a-service.md -----------------------------------------------------------------------
@@ -208,9 +217,30 @@ def test_the_example_service_commands(console: LiveConsole, lab: dict) -> None:
         assert {k: status[k] for k in documented} == documented
         assert console.wait_ack("edge", version)["status"] == "applied"
     finally:
-        subprocess.run(["pkill", "-TERM", "-P", str(service.pid)], check=False)   # the service, not its shell
-        assert service.wait(timeout=30) == 0
+        assert stop_shell(service) == 0
     assert service.stdout.read().splitlines()[-2:] == ["stopping on SIGTERM", "stopped"]
+
+
+def test_the_example_readme_commands(console: LiveConsole, lab: dict) -> None:
+    """examples/extension_service/README.md: the token made by the CLI, then the service started with it."""
+    mqtt = lab["brokers"]["mqtt"]
+    version = console.change("mqtt", enabled=True, host="127.0.0.1", port=mqtt["plain"],
+                             client_id=f"readme-example-{uuid.uuid4().hex[:8]}")
+    (block,) = [b for b in code_blocks(EXAMPLE_README.read_text(), "bash") if "service.py" in b]
+    port = free_port()
+    service = subprocess.Popen(["bash", "-euo", "pipefail", "-c", localized(block, console, port)], cwd=ROOT,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, **console.env(), "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = [service.stdout.readline().rstrip("\n") for _ in range(3)]
+        assert lines == [f"listening 127.0.0.1:{port}",
+                         f"registered edge mqtt,rabbitmq callback=http://127.0.0.1:{port}/console-callback",
+                         f"applied v{version} mqtt 127.0.0.1:{mqtt['plain']}"], lines
+        assert console.wait_ack("edge", version)["status"] == "applied"
+        tokens = {t["name"]: t for t in console.api("GET", "/api/v1/tokens")[1]["tokens"]}
+        assert tokens["edge-token"]["service"] == "edge"
+    finally:
+        assert stop_shell(service) == 0
 
 
 # -- README.md ------------------------------------------------------------------------------------------
