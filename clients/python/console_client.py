@@ -206,10 +206,11 @@ class ConsoleClient:
 
     # -- API ------------------------------------------------------------------------------------------
     def register(self, protocols: List[str], callback_url: Optional[str] = None) -> Dict[str, Any]:
-        """Register (or update) this service; keeps the signing secret a callback URL brings."""
-        body: Dict[str, Any] = {"name": self.service, "protocols": list(protocols)}
-        if callback_url:
-            body["callback_url"] = callback_url
+        """Register (or update) this service; keeps the signing secret a callback URL brings. Without
+        a callback URL, `callback_url: null` turns off the callbacks of an earlier registration (the
+        console keeps a registered URL when the field is left out)."""
+        body: Dict[str, Any] = {"name": self.service, "protocols": list(protocols),
+                                "callback_url": callback_url or None}
         _status, _headers, document = self.request("POST", "/api/v1/services", body)
         document = document if isinstance(document, dict) else {}
         secret = document.get("signing_secret")

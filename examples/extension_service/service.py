@@ -77,10 +77,9 @@ class ExampleService:
 
     def _apply(self, config: Config) -> tuple[str, str]:
         protocol, settings = config.protocol, config.settings
-        if protocol is None:
-            offered = ", ".join(self.protocols)
-            return self._failed(config, None, None, f"the console chose no protocol for this service: none "
-                                                    f"of {offered} is enabled")
+        if protocol is None:       # the console says why (its `reason`), e.g. none of ours is enabled
+            reason = config.raw.get("reason") or f"none of {', '.join(self.protocols)} is enabled"
+            return self._failed(config, None, None, f"the console chose no protocol for this service: {reason}")
         if protocol not in PROTOCOLS:
             return self._failed(config, protocol, None, f"the console chose {protocol}, which this service "
                                                         f"does not speak")

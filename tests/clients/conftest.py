@@ -1,9 +1,9 @@
-"""Fixtures for the Python client: the client directory on sys.path and a console double per test."""
+"""Fixtures for the Python client: the client directory on sys.path, the real console serving on a
+loopback port per test (tests/clients/live_console.py) and service tokens made on it."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -12,15 +12,16 @@ CLIENT_DIR = ROOT / "clients" / "python"
 if str(CLIENT_DIR) not in sys.path:
     sys.path.insert(0, str(CLIENT_DIR))
 
-from tests.clients.console_double import ConsoleDouble  # noqa: E402
-
-TOKEN = "svc-token-edge"
-OTHER_TOKEN = "svc-token-billing"
+from tests.clients.live_console import LiveConsole, console  # noqa: E402,F401 - the fixture
 
 
 @pytest.fixture
-def console() -> Iterator[ConsoleDouble]:
-    """A console double for services `edge` and `billing`, serving on a free loopback port."""
-    double = ConsoleDouble({TOKEN: "edge", OTHER_TOKEN: "billing"}).start()
-    yield double
-    double.stop()
+def token(console: LiveConsole) -> str:
+    """A service token for `edge`."""
+    return console.token("edge-token", "edge")
+
+
+@pytest.fixture
+def other_token(console: LiveConsole) -> str:
+    """A service token for `billing`."""
+    return console.token("billing-token", "billing")

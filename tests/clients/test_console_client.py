@@ -1,5 +1,7 @@
 """clients/python/console_client.py: signatures, the callback receiver over real HTTP, ETag/304, error
-mapping, registration, acknowledgements and watch(), against a console double on a real local server."""
+mapping, registration, acknowledgements and watch(), against the real console serving on real HTTP with
+its delivery worker (tests/clients/live_console.py); only answers the console never gives (a proxy's 5xx,
+a redirect, a foreign document) are canned in front of it."""
 from __future__ import annotations
 
 import http.client
@@ -15,12 +17,13 @@ from pathlib import Path
 import pytest
 
 import console_client as cc
-from tests.clients.conftest import OTHER_TOKEN, ROOT, TOKEN
-from tests.clients.console_double import ConsoleDouble
+from tests.clients.conftest import ROOT
+from tests.clients.live_console import LiveConsole
 
 SECRET = "5f2b8c0d1e9a4b7c"
+TOKEN = "a-token-for-calls-that-never-reach-a-console"
 BODY = b'{"service": "edge", "version": 12, "etag": "abc123"}'
-MQTT = {"host": "127.0.0.1", "port": 11883, "client_id": "edge", "tls": False}
+MQTT = {"enabled": True, "host": "127.0.0.1", "port": 11883, "client_id": "edge"}
 
 
 def _eventually(predicate, timeout: float = 5.0) -> bool:
@@ -265,32 +268,51 @@ def test_an_exception_in_on_change_does_not_stop_the_receiver() -> None:
 
 
 # -- fetch, ETag, errors ------------------------------------------------------------------------------
-def test_fetch_sends_the_token_and_the_last_etag_and_304_gives_none(console: ConsoleDouble) -> None:
-    console.change("mqtt", {"mqtt": MQTT})
-    client = cc.ConsoleClient(console.url, TOKEN, "edge")
+def _client(console: LiveConsole, token: str, protocols=("mqtt", "rabbitmq"), **kwargs) -> cc.ConsoleClient:
+    """A client of `edge`, registered without a callback."""
+    client = cc.ConsoleClient(console.url, token, "edge", **kwargs)
+    client.register(list(protocols))
+    return client
+
+
+def test_fetch_sends_the_token_and_the_last_etag_and_304_gives_none(console: LiveConsole, token: str) -> None:
+    version = console.change("mqtt", **MQTT)
+    client = _client(console, token)
     config = client.fetch()
     assert config is not None
-    assert (config.service, config.version, config.protocol, config.settings) == ("edge", 2, "mqtt", MQTT)
-    assert config.priorities == ["mqtt", "rabbitmq"] and config.etag == console.etag("edge") == client.etag
+    assert (config.service, config.version, config.protocol) == ("edge", version, "mqtt")
+    assert {k: config.settings[k] for k in MQTT} == MQTT and config.settings["nodes"] == ["127.0.0.1:11883"]
+    assert config.priorities == ["kafka", "pulsar", "mqtt", "nats", "rabbitmq"]
+    assert config.etag == console.service("edge")["rollout"]["target"]["etag"] == client.etag
     assert client.fetch() is None
     assert client.fetch() is None
     first, second, third = console.config_reads("edge")
-    assert first.headers["authorization"] == f"Bearer {TOKEN}" and "if-none-match" not in first.headers
+    assert first.headers["authorization"] == f"Bearer {token}" and "if-none-match" not in first.headers
     assert second.headers["if-none-match"] == f'"{config.etag}"' and (second.status, third.status) == (304, 304)
     assert client.config is config
+    assert console.service("edge")["rollout"]["fetched"]["version"] == version
 
-    console.change("mqtt", {"mqtt": {**MQTT, "port": 11884}})
+    newer_version = console.change("mqtt", port=11884)
     newer = client.fetch()
-    assert newer is not None and newer.version == 3 and newer.settings["port"] == 11884
+    assert newer is not None and newer.version == newer_version > version and newer.settings["port"] == 11884
     assert newer.etag != config.etag and client.etag == newer.etag
     assert client.fetch(force=True) == newer
     assert "if-none-match" not in console.config_reads("edge")[-1].headers
 
 
-def test_the_etag_is_sent_back_as_the_console_wrote_it(console: ConsoleDouble) -> None:
+def test_secrets_reach_the_service_token_only(console: LiveConsole, token: str) -> None:
+    console.change("mqtt", **MQTT, username="edge-user", password="edge-pass-1")
+    own = _client(console, token).fetch()
+    assert (own.settings["username"], own.settings["password"]) == ("edge-user", "edge-pass-1")
+    masked = cc.ConsoleClient(console.url, console.admin_token, "edge").fetch()
+    assert masked.settings["password"] == {"set": True} and masked.etag != own.etag
+
+
+def test_the_etag_is_sent_back_as_the_console_wrote_it(console: LiveConsole, token: str) -> None:
+    """A weak ETag, or none in the header (as a rewriting proxy may leave it): canned in front."""
     document = json.dumps({"service": "edge", "version": 5, "etag": "body-tag", "priorities": [], "protocol": None,
                            "brokers": {}}).encode()
-    client = cc.ConsoleClient(console.url, TOKEN, "edge")
+    client = _client(console, token)
     console.fail_next.append((200, document, {"ETag": 'W/"weak-tag"'}))
     assert client.fetch().etag == "weak-tag"
     client.fetch()
@@ -301,22 +323,52 @@ def test_the_etag_is_sent_back_as_the_console_wrote_it(console: ConsoleDouble) -
     assert console.config_reads("edge")[-1].headers["if-none-match"] == '"body-tag"'
 
 
-def test_a_token_of_another_service_is_403_with_the_console_message(console: ConsoleDouble) -> None:
-    client = cc.ConsoleClient(console.url, OTHER_TOKEN, "edge")
+def test_a_token_of_another_service_is_403_with_the_console_message(console: LiveConsole, token: str,
+                                                                     other_token: str) -> None:
+    _client(console, token)
+    client = cc.ConsoleClient(console.url, other_token, "edge")
     with pytest.raises(cc.ConsoleError) as caught:
         client.fetch()
     assert caught.value.status == 403 and caught.value.error == "forbidden"
-    assert caught.value.message == "This token belongs to another service."
-    assert str(caught.value) == "HTTP 403: This token belongs to another service. (forbidden)"
+    assert caught.value.message == "This token is for service billing."
+    assert str(caught.value) == "HTTP 403: This token is for service billing. (forbidden)"
+    with pytest.raises(cc.ConsoleError, match="HTTP 403: This token is for service billing"):
+        client.register(["mqtt"])
+    with pytest.raises(cc.ConsoleError, match="HTTP 403: This token is for service billing"):
+        client.ack(1, "applied")
 
 
-def test_error_mapping(console: ConsoleDouble) -> None:
+def test_error_mapping_of_the_console_answers(console: LiveConsole, token: str) -> None:
     client = cc.ConsoleClient(console.url, "not-a-token", "edge")
     with pytest.raises(cc.ConsoleError) as caught:
         client.fetch()
     assert (caught.value.status, caught.value.error) == (401, "unauthorized")
+    assert caught.value.message == "The bearer token is not valid."
 
-    client = cc.ConsoleClient(console.url, TOKEN, "edge")
+    client = cc.ConsoleClient(console.url, token, "edge")
+    with pytest.raises(cc.ConsoleError) as caught:            # not registered yet
+        client.fetch()
+    assert (caught.value.status, caught.value.error) == (404, "not_found")
+    assert caught.value.message == "No registered service named 'edge'. Register it first: POST /api/v1/services."
+    with pytest.raises(cc.ConsoleError) as caught:
+        client.register(["smtp"])
+    assert (caught.value.status, caught.value.error) == (422, "invalid")
+    assert caught.value.message.startswith("The service was not registered. protocols: ")
+    assert "protocols" in caught.value.body["errors"]
+
+    client.register(["mqtt"])
+    with pytest.raises(cc.ConsoleError) as caught:
+        client.request("POST", "/api/v1/services/edge/ack", {"version": 1, "status": "maybe"})
+    assert (caught.value.status, caught.value.error) == (422, "invalid")
+    assert caught.value.message == "The acknowledgement was not recorded. status: Say applied or failed."
+    with pytest.raises(cc.ConsoleError) as caught:
+        client.request("POST", "/api/v1/services/edge/ack", [1])
+    assert (caught.value.status, caught.value.error) == (400, "bad_request")
+
+
+def test_error_mapping_of_answers_from_in_front_of_the_console(console: LiveConsole, token: str) -> None:
+    """What a proxy or a wrong URL answers (the console never does): canned in front of it."""
+    client = _client(console, token)
     console.fail_next.append((500, b"<html><body>Internal Server Error</body></html>",
                               {"Content-Type": "text/html"}))
     with pytest.raises(cc.ConsoleError) as caught:
@@ -331,7 +383,7 @@ def test_error_mapping(console: ConsoleDouble) -> None:
     with pytest.raises(cc.ConsoleError) as caught:
         client.fetch()
     assert caught.value.status == 302 and "redirects are not followed" in caught.value.message
-    assert [r.path for r in console.requests][-1] == "/api/v1/services/edge/config"
+    assert console.requests[-1].path == "/api/v1/services/edge/config"
 
     console.fail_next.append((200, b"not json", {}))
     with pytest.raises(cc.ConsoleError, match="not a JSON object"):
@@ -339,10 +391,7 @@ def test_error_mapping(console: ConsoleDouble) -> None:
     console.fail_next.append((200, b'{"service": "edge", "version": "7"}', {}))
     with pytest.raises(cc.ConsoleError, match="cannot read: version is not an integer"):
         client.fetch()
-
-    with pytest.raises(cc.ConsoleError) as caught:
-        client.request("POST", "/api/v1/services/edge/ack", {"version": 1, "status": "maybe"})
-    assert caught.value.status == 400 and caught.value.message.endswith("status: must be applied or failed")
+    assert client.fetch() is not None                  # the console itself answers again
 
 
 def test_a_console_that_cannot_be_reached_is_console_unavailable() -> None:
@@ -365,36 +414,45 @@ def test_bad_arguments_are_refused_early() -> None:
 
 
 # -- register, ack ------------------------------------------------------------------------------------
-def test_register_keeps_the_secret_and_each_registration_rotates_it(console: ConsoleDouble) -> None:
-    client = cc.ConsoleClient(console.url, TOKEN, "edge")
+def test_register_keeps_the_secret_and_each_registration_rotates_it(console: LiveConsole, token: str) -> None:
+    client = cc.ConsoleClient(console.url, token, "edge")
     answer = client.register(["mqtt", "rabbitmq"], callback_url="http://127.0.0.1:9/console-callback")
     assert answer["service"]["protocols"] == ["mqtt", "rabbitmq"]
+    assert answer["service"]["callback_url"] == "http://127.0.0.1:9/console-callback"
     first = client.signing_secret
-    assert first == console.secrets["edge"] == answer["signing_secret"]
-    body = json.loads(json.dumps(console.requests[-1].body))
-    assert body == {"name": "edge", "protocols": ["mqtt", "rabbitmq"],
-                    "callback_url": "http://127.0.0.1:9/console-callback"}
+    assert first == console.signing_secret("edge") == answer["signing_secret"]
+    assert console.requests[-1].status == 201
     client.register(["mqtt"], callback_url="http://127.0.0.1:9/console-callback")
-    assert client.signing_secret not in (None, first)
+    assert console.requests[-1].status == 200
+    assert client.signing_secret not in (None, first) and client.signing_secret == console.signing_secret("edge")
     old_signature = cc.sign(first, BODY)
     assert not client.verify_signature(BODY, old_signature)
-    assert client.verify_signature(BODY, console.signature("edge", BODY))
+    assert client.verify_signature(BODY, cc.sign(console.signing_secret("edge"), BODY))
+    assert console.service("edge")["protocols"] == ["mqtt"]
 
-    client.register(["mqtt"])
-    assert client.signing_secret is None and "callback_url" not in console.requests[-1].body
+    client.register(["mqtt"])                 # no callback URL: the console's callbacks are turned off
+    assert client.signing_secret is None and console.signing_secret("edge") is None
+    assert console.service("edge")["callback_url"] is None
 
 
-def test_a_registration_with_a_callback_but_no_secret_is_an_error(console: ConsoleDouble) -> None:
+def test_a_registration_with_a_callback_but_no_secret_is_an_error(console: LiveConsole, token: str) -> None:
+    """A 201 without the secret (the console always sends it): canned in front of the console."""
     console.fail_next.append((201, b'{"service": {"name": "edge"}}', {}))
     with pytest.raises(cc.ConsoleError, match="no signing secret"):
-        cc.ConsoleClient(console.url, TOKEN, "edge").register(["mqtt"], "http://127.0.0.1:9/cb")
+        cc.ConsoleClient(console.url, token, "edge").register(["mqtt"], "http://127.0.0.1:9/cb")
 
 
-def test_ack_posts_version_status_and_message(console: ConsoleDouble) -> None:
-    client = cc.ConsoleClient(console.url, TOKEN, "edge")
-    assert client.ack(12, "failed", "Not authorized") == {"ok": True}
-    assert console.acks == [{"version": 12, "status": "failed", "message": "Not authorized"}]
+def test_ack_posts_version_status_and_message(console: LiveConsole, token: str) -> None:
+    version = console.change("mqtt", **MQTT)
+    client = _client(console, token)
+    assert client.fetch().version == version
+    answer = client.ack(version, "failed", "Not authorized")
+    assert answer["state"] == "failed" and answer["acknowledged"]["current"] is True
+    assert {k: answer["acknowledged"][k] for k in ("version", "status", "message")} == {
+        "version": version, "status": "failed", "message": "Not authorized"}
     assert console.requests[-1].path == "/api/v1/services/edge/ack"
+    assert client.ack(version, "applied")["state"] == "applied"
+    assert console.api("GET", f"/api/v1/rollout?version={version}")[1]["counts"]["applied"] == 1
 
 
 # -- watch --------------------------------------------------------------------------------------------
@@ -426,63 +484,67 @@ class Watcher:
         assert not self.thread.is_alive(), "watch() did not stop"
 
 
-def test_watch_follows_signed_callbacks_without_polling(console: ConsoleDouble) -> None:
-    console.change("mqtt", {"mqtt": MQTT})
-    client = cc.ConsoleClient(console.url, TOKEN, "edge")
+def test_watch_follows_the_console_callbacks_without_polling(console: LiveConsole, token: str) -> None:
+    first = console.change("mqtt", **MQTT)
+    client = cc.ConsoleClient(console.url, token, "edge")
     with cc.CallbackServer("127.0.0.1", 0, client.signing_secret_getter, client.notify,
                            expected_service="edge") as srv:
         client.register(["mqtt"], callback_url=srv.url)
         with Watcher(client, poll_interval=600) as watcher:
-            assert _eventually(lambda: watcher.versions() == [2])
-            console.change("mqtt", {"mqtt": {**MQTT, "port": 11884}})
-            assert console.callback("edge") == 204
-            assert _eventually(lambda: watcher.versions() == [2, 3])
+            assert _eventually(lambda: watcher.versions() == [first])
+            second = console.change("mqtt", port=11884)          # the console's worker calls back
+            assert _eventually(lambda: watcher.versions() == [first, second], timeout=15)
             assert watcher.configs[-1].settings["port"] == 11884
+            assert _eventually(lambda: console.service("edge")["rollout"]["delivery"]["state"] == "delivered")
+            assert srv.received == 1 and srv.rejected == 0
             reads = len(console.config_reads("edge"))
             assert console.callback("edge") == 204          # same etag again: nothing to fetch
             assert console.callback("edge", signature="sha256=" + "0" * 64) == 401
             time.sleep(0.3)
-            assert len(console.config_reads("edge")) == reads and watcher.versions() == [2, 3]
+            assert len(console.config_reads("edge")) == reads and watcher.versions() == [first, second]
 
 
-def test_watch_polls_with_the_etag_when_no_callback_comes(console: ConsoleDouble) -> None:
-    console.change("rabbitmq", {"rabbitmq": {"host": "127.0.0.1", "port": 17672}})
-    client = cc.ConsoleClient(console.url, TOKEN, "edge")
+def test_watch_polls_with_the_etag_when_no_callback_comes(console: LiveConsole, token: str) -> None:
+    first = console.change("rabbitmq", enabled=True, host="127.0.0.1", port=17672)
+    client = _client(console, token)
     with Watcher(client, poll_interval=0.1) as watcher:
-        assert _eventually(lambda: watcher.versions() == [2])
+        assert _eventually(lambda: watcher.versions() == [first])
         assert _eventually(lambda: len(console.config_reads("edge")) >= 4)
         assert {r.status for r in console.config_reads("edge")[1:]} == {304}
-        console.change("rabbitmq", {"rabbitmq": {"host": "127.0.0.1", "port": 17671, "tls": True}})
-        assert _eventually(lambda: watcher.versions() == [2, 3])
+        second = console.change("rabbitmq", port=17671, tls=True)
+        assert _eventually(lambda: watcher.versions() == [first, second])
 
 
-def test_watch_retries_an_unavailable_console_and_stops_on_a_refused_token(console: ConsoleDouble) -> None:
+def test_watch_retries_an_unavailable_console_and_stops_on_a_refused_token(console: LiveConsole,
+                                                                            token: str) -> None:
+    """A proxy in front answering 503 and 502 (canned), then the console itself."""
+    client = _client(console, token)
     console.fail_next.extend([(503, b"", {}), (502, b"", {})])
-    client = cc.ConsoleClient(console.url, TOKEN, "edge")
     with Watcher(client, poll_interval=600, retry_max=0.1) as watcher:
-        assert _eventually(lambda: watcher.versions() == [1])
+        assert _eventually(lambda: watcher.versions() == [0])
     assert [r.status for r in console.config_reads("edge")] == [503, 502, 200]
 
-    refused = cc.ConsoleClient(console.url, "revoked", "edge")
+    console.api("DELETE", "/api/v1/tokens/edge-token")
+    refused = cc.ConsoleClient(console.url, token, "edge")
     with Watcher(refused, poll_interval=600) as watcher:
         assert _eventually(lambda: not watcher.thread.is_alive())
     assert isinstance(watcher.error, cc.ConsoleError) and watcher.error.status == 401
 
 
-def test_watch_goes_on_after_on_config_raises(console: ConsoleDouble) -> None:
-    client = cc.ConsoleClient(console.url, TOKEN, "edge")
+def test_watch_goes_on_after_on_config_raises(console: LiveConsole, token: str) -> None:
+    client = _client(console, token)
     seen: list[int] = []
     stop = threading.Event()
 
     def on_config(config: cc.Config) -> None:
         seen.append(config.version)
-        if config.version == 1:
+        if len(seen) == 1:
             raise RuntimeError("apply failed")
         stop.set()
 
     thread = threading.Thread(target=client.watch, args=(on_config,), kwargs={"poll_interval": 0.05, "stop": stop})
     thread.start()
-    assert _eventually(lambda: seen == [1])
-    console.change(None, {})
+    assert _eventually(lambda: seen == [0])
+    version = console.change("mqtt", **MQTT)
     thread.join(5)
-    assert seen == [1, 2] and not thread.is_alive()
+    assert seen == [0, version] and not thread.is_alive()

@@ -1,5 +1,6 @@
-"""Fixtures for the example extension service: its modules on sys.path and lab broker settings in the
-console's field names (as GET /api/v1/services/<name>/config delivers them)."""
+"""Fixtures for the example extension service: its modules on sys.path, lab broker settings in the
+console's field names (as GET /api/v1/services/<name>/config delivers them), and the real console on a
+loopback port (tests/clients/live_console.py) with a service token for `edge`."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,6 +16,14 @@ EXAMPLE_DIR = ROOT / "examples" / "extension_service"
 for _path in (EXAMPLE_DIR, ROOT / "clients" / "python"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+from tests.clients.live_console import LiveConsole, console  # noqa: E402,F401 - the fixture
+
+
+@pytest.fixture
+def token(console: LiveConsole) -> str:
+    """A service token for `edge`, made with `flask tokens create`."""
+    return console.token("edge-token", "edge")
 
 
 def load_service() -> ModuleType:

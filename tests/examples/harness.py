@@ -1,5 +1,5 @@
 """The example extension service as a child process, for tests: its stdout lines as they come, /status,
-SIGTERM. Usable by any test that runs the example against a console (the double or the real one):
+SIGTERM. Usable by any test that runs the example against a console (tests/clients/live_console.py):
 
     service = ExampleProcess("--console", url, "--token", token, "--service", "edge",
                              "--listen", "127.0.0.1:0").started()

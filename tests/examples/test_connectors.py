@@ -193,6 +193,12 @@ def test_rabbitmq_tries_every_address_in_order(lab: dict, rabbitmq_settings) -> 
         connection.close()
     with pytest.raises(ConnectFailed, match=f"127.0.0.1:{refused}: connection refused"):
         open_connection("rabbitmq", rabbitmq_settings(addresses=f"127.0.0.1:{refused}"), "edge")
+    nodes = rabbitmq_settings(addresses=None, port=refused, nodes=[f"127.0.0.1:{refused}", "127.0.0.1:17672"])
+    connection = open_connection("rabbitmq", nodes, "edge")          # the console's field name
+    try:
+        assert connection.broker == "127.0.0.1:17672"
+    finally:
+        connection.close()
 
 
 @pytest.mark.parametrize("listener, reason", [

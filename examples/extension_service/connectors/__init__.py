@@ -9,7 +9,7 @@ a private temporary directory (0700, files 0600) that lives as long as the conne
 
 Settings are the console's field names (console/settings/schema.py): `host`, `port`, `username`,
 `password`, `tls`, `tls_ca`, `tls_cert`, `tls_key`, `tls_verify_hostname`, `connect_timeout`; MQTT
-`client_id`, `protocol_version`, `keepalive`, `clean_session`, `qos`; RabbitMQ `addresses`, `vhost`,
+`client_id`, `protocol_version`, `keepalive`, `clean_session`, `qos`; RabbitMQ `nodes`, `vhost`,
 `exchange`, `heartbeat`, `prefetch`.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """RabbitMQ connection of the example service (pika `BlockingConnection`, AMQP 0-9-1).
 
-Settings: `addresses` (tried in order; else `host`/`port`), `vhost`, `username`/`password` (PLAIN),
-`tls`, `tls_ca`/`tls_cert`/`tls_key` (PEM), `tls_verify_hostname`, `exchange` (must exist: declared
-passively), `heartbeat`, `prefetch`, `connect_timeout`.
+Settings: `nodes` (the console's list of `host:port`, tried in order; `addresses` too; else `host`/`port`),
+`vhost`, `username`/`password` (PLAIN), `tls`, `tls_ca`/`tls_cert`/`tls_key` (PEM), `tls_verify_hostname`,
+`exchange` (must exist: declared passively), `heartbeat`, `prefetch`, `connect_timeout`.
 
 The proof: a private exclusive queue, a confirmed mandatory publish of a random payload to it through the
 default exchange (never the configured exchange, whose other queues must not see it), and `basic_get`
@@ -42,7 +42,7 @@ class RabbitmqConnection(Connection):
         self.exchange = str(settings.get("exchange") or "")
         self.heartbeat = int_setting(settings.get("heartbeat"), 60)
         self.prefetch = int_setting(settings.get("prefetch"), 10)
-        self.addresses = addresses(settings.get("addresses"), self.host, self.port)
+        self.addresses = addresses(settings.get("addresses") or settings.get("nodes"), self.host, self.port)
         self.host, self.port = self.addresses[0]
         self._commands: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._closing = threading.Event()
