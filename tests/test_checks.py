@@ -341,3 +341,14 @@ def test_identity_in_words() -> None:
                   "tls": False}) == ["server n1", "version 2.9", "round trip 0.2 ms", "TLS off"]
     assert words({"protocol_version": "3.1.1", "session_present": False, "tls": False}) == [
         "protocol version 3.1.1", "session present no", "TLS off"]
+
+
+def test_a_save_drops_the_cached_readiness_answer(app: Flask, client) -> None:
+    app.config["READY_CACHE_SECONDS"] = 60
+    with app.app_context():
+        service.apply_changes("mqtt", {"enabled": True}, "t")
+        store("mqtt")
+    assert client.get("/readyz").get_json()["brokers"]["mqtt"]["status"] == "up"
+    with app.app_context():
+        service.apply_changes("mqtt", {"port": 1999}, "t")
+    assert client.get("/readyz").get_json()["brokers"]["mqtt"]["rechecking"] is True

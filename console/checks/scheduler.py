@@ -92,9 +92,11 @@ class Scheduler:
 
 
 def kick() -> None:
-    """After a saved change: let this process's scheduler (if it runs one) check at once the
-    protocols whose settings changed; other processes see the change at their next tick."""
+    """After a saved change: forget this process's cached /readyz answer and let its scheduler (if
+    it runs one) check at once the protocols whose settings changed; other processes see the change
+    at their next tick (and their cached answer expires within CONSOLE_READY_CACHE_SECONDS)."""
     if has_app_context():
+        current_app.extensions.pop("console_readiness", None)
         scheduler = current_app.extensions.get("console_scheduler")
         if scheduler is not None:
             scheduler.wake()

@@ -55,7 +55,7 @@ def test_rollback_previews_replace_each_other(guarded_page, live_app) -> None:
             service.apply_changes("mqtt", {"host": host}, "seed")
     page = guarded_page
     log_in(page)
-    page.get_by_role("link", name="History").click()
+    page.get_by_role("link", name="History", exact=True).click()
     buttons = page.get_by_role("button", name="Roll back to this…")
     buttons.nth(0).click()
     expect(page.locator("#rollback-preview")).to_contain_text("Roll back to version")
