@@ -3,8 +3,9 @@
     .venv/bin/python -m bench startup [--scale 0.2]      (or: make bench)
 
 Each sample starts one process and waits for it to end (wall time); the commands alternate in rounds.
-The instance is a fresh SQLite database (migrated once, before the rounds). Target: every listing
-command under 0.5 s at the median.
+The instance is a fresh SQLite database (migrated once, before the rounds). Beside the bare interpreter,
+a process that only imports Flask, Flask-Login and SQLAlchemy shows the floor every command stands on.
+Target: every listing command under 0.5 s at the median.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from bench.stats import Run, benchmark, main  # noqa: E402 - after the path set-up, as a script too
 
 FLASK = [sys.executable, "-m", "flask", "--app", "app"]
+FLOOR = "import flask.cli, flask_login, flask_sqlalchemy, sqlalchemy.orm"   # what every command needs
 COMMANDS = {
     "brokers list": ["brokers", "list"],
     "users list": ["users", "list"],
@@ -53,9 +55,10 @@ def startup(run: Run) -> None:
                     "SP_MQTT_HOST": "127.0.0.1", "SP_MQTT_PORT": str(closed_port())})
         subprocess.run([*FLASK, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
         sides = {name: (lambda args=args: wall_ms([*FLASK, *args], env)) for name, args in COMMANDS.items()}
+        sides["import flask, sqlalchemy"] = lambda: wall_ms([sys.executable, "-c", FLOOR], env)
         sides["python -c pass"] = lambda: wall_ms([sys.executable, "-c", "pass"], env)
         comparison = run.compare("start-up, whole process", sides, rounds=6, per_round=3,
-                                 sample=lambda fn: fn(), ratio_of=("brokers list", "python -c pass"))
+                                 sample=lambda fn: fn(), ratio_of=("brokers list", "import flask, sqlalchemy"))
         for name in COMMANDS:
             p50 = comparison.distribution(name).summary()["p50"]
             if name != "brokers check mqtt":

@@ -294,7 +294,9 @@ def plot(run: Run, directory: Path = RESULTS) -> Path | None:
     plain = FuncFormatter(lambda v, _: f"{v:g}")
 
     panels = run.comparisons
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.55 + 1.05 * len(panels)), squeeze=False)
+    heights = [0.5 + 0.28 * len(c.sides) for c in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.6 + 0.55 * len(panels) + sum(heights)),
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
     colours = ["#1f6fb4", "#e07b00", "#2a9d3c", "#b03060", "#6a4c9c"]
     for ax, c in zip(axes[:, 0], panels):
         names = list(c.sides)
