@@ -146,6 +146,9 @@ def latencies(run: Run, cfg: dict) -> dict[str, float]:
         if protocol.startswith("kafka"):
             ratio = check["p90"] / bare["p50"]
             run.value(f"{protocol}: check p90 / bare client p50", ratio, "", "≤ 1.5", ratio <= 1.5)
+            if bare["bimodal"]:
+                fast = check["p90"] / bare["bimodal"]["low"]
+                run.value(f"{protocol}: check p90 / bare client's fast mode", fast, "", "≤ 1.5", fast <= 1.5)
     return medians
 
 

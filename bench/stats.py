@@ -168,6 +168,15 @@ class Comparison:
                 "ratio": self.ratio()}
 
 
+def fmt(value: float | None) -> str:
+    """A figure with about three significant digits, never in exponent form."""
+    if value is None or math.isnan(value):
+        return "-"
+    size = abs(value)
+    return f"{value:.0f}" if size >= 100 else f"{value:.1f}" if size >= 10 else f"{value:.2f}" \
+        if size >= 1 else f"{value:.3f}"
+
+
 def timed_ms(fn: Callable[[], Any]) -> float:
     """Milliseconds one call of `fn` takes."""
     started = time.perf_counter()
@@ -222,7 +231,7 @@ class Run:
         """Record and print one figure that is not a distribution (an overrun, a derived ratio)."""
         self.values.append({"label": label, "value": number, "unit": unit, "target": target, "met": met})
         verdict = "" if met is None else ("  met" if met else "  MISSED")
-        self.say(f"  {label}: {number:.3g}{(' ' + unit) if unit else ''}"
+        self.say(f"  {label}: {fmt(number)}{(' ' + unit) if unit else ''}"
                  f"{('  (target ' + target + ')') if target else ''}{verdict}")
 
     def note(self, text: str) -> None:
@@ -233,12 +242,13 @@ class Run:
     def print_comparison(self, c: Comparison) -> None:
         """The comparison's lines: one per side, then the ratio with its spread."""
         self.say(f"  {c.label}")
+        width = max(len(side) for side in c.sides)
         for side in c.sides:
             s = c.distribution(side).summary()
-            self.say(f"    {side:<14} n={s['n']:<4} p50 {s['p50']:8.3g}  p90 {s['p90']:8.3g}  "
-                     f"p99 {s['p99']:8.3g}  min {s['min']:8.3g}  max {s['max']:8.3g} {c.unit}")
+            self.say(f"    {side:<{width}}  n={s['n']:<4} p50 {fmt(s['p50']):>6}  p90 {fmt(s['p90']):>6}  "
+                     f"p99 {fmt(s['p99']):>6}  min {fmt(s['min']):>6}  max {fmt(s['max']):>6} {c.unit}")
             if s["bimodal"]:
-                self.say(f"    {'':<14} !! {Modes(**s['bimodal']).describe(c.unit)}")
+                self.say(f"    {'':<{width}}  !! {Modes(**s['bimodal']).describe(c.unit)}")
         r = c.ratio()
         if r["median"] is None:
             return
@@ -284,7 +294,9 @@ def plot(run: Run, directory: Path = RESULTS) -> Path | None:
     plain = FuncFormatter(lambda v, _: f"{v:g}")
 
     panels = run.comparisons
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.55 + 1.05 * len(panels)), squeeze=False)
+    heights = [0.5 + 0.28 * len(c.sides) for c in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.6 + 0.55 * len(panels) + sum(heights)),
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
     colours = ["#1f6fb4", "#e07b00", "#2a9d3c", "#b03060", "#6a4c9c"]
     for ax, c in zip(axes[:, 0], panels):
         names = list(c.sides)

@@ -76,3 +76,18 @@ def test_discovery_registers_every_benchmark_module_without_running_it() -> None
     registry = stats.discover()
     assert {"checks", "impact"} <= set(registry)
     assert registry["checks"].module == "bench.checks"
+
+
+def test_make_bench_runs_the_runner_and_the_runner_lists_benchmarks() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    dry = subprocess.run(["make", "-n", "bench", "BENCH=checks --scale 0.2"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert dry.returncode == 0 and "-m bench checks --scale 0.2" in dry.stdout
+    listed = subprocess.run([sys.executable, "-m", "bench", "--list"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0
+    assert {line.split()[0] for line in listed.stdout.splitlines()} >= {"checks", "impact", "startup"}
