@@ -279,7 +279,9 @@ def upload(protocol: str, slot: str):
         context = section_context(protocol)
         context["confirm"] = {"outcome": result.outcome, "file_action": True}
         return _section_response(protocol, context, 409)
-    return _section_response(protocol, section_context(protocol, message=message), 200)
+    context = section_context(protocol, message=message)
+    context["rollout"] = rollout_after(result.outcome)
+    return _section_response(protocol, context, 200)
 
 
 @bp.post("/messaging/priorities")
@@ -302,9 +304,12 @@ def priorities():
     if result.needs_confirmation:
         context["priority_confirm"] = {"outcome": result.outcome, "move": move,
                                        "order": request.form.getlist("order")}
+    rollout = rollout_after(result.outcome)
     if is_htmx():
-        return render_template("settings/_priorities.html", **context), status
+        return render_template("settings/_priorities.html", **context,
+                               priority_rollout=rollout), status
     if status == 200:
         flash(message or "No changes.")
-        return redirect(url_for("settings.messaging", _anchor="priorities"))
+        return redirect(url_for("settings.messaging", _anchor="priorities",
+                                rollout=rollout["version"] if rollout else None))
     return render_template("settings/messaging.html", **page_context(**context)), status

@@ -113,7 +113,7 @@ def test_the_curl_walkthrough(console: LiveConsole) -> None:
     assert {k: config["brokers"]["mqtt"][k] for k in ("host", "port", "nodes", "password", "tls", "tls_ca")} == {
         "host": "127.0.0.1", "port": 11883, "nodes": ["127.0.0.1:11883"], "password": None, "tls": False,
         "tls_ca": None}
-    assert config["priorities"] == ["kafka", "pulsar", "mqtt", "nats", "rabbitmq"]
+    assert config["priorities"] == ["kafka", "mqtt", "nats", "pulsar", "rabbitmq"]
     assert re.search(r"^304$", out, re.M)
     assert 304 in [r.status for r in console.config_reads("edge")]
 

@@ -282,7 +282,7 @@ def test_fetch_sends_the_token_and_the_last_etag_and_304_gives_none(console: Liv
     assert config is not None
     assert (config.service, config.version, config.protocol) == ("edge", version, "mqtt")
     assert {k: config.settings[k] for k in MQTT} == MQTT and config.settings["nodes"] == ["127.0.0.1:11883"]
-    assert config.priorities == ["kafka", "pulsar", "mqtt", "nats", "rabbitmq"]
+    assert config.priorities == ["kafka", "mqtt", "nats", "pulsar", "rabbitmq"]
     assert config.etag == console.service("edge")["rollout"]["target"]["etag"] == client.etag
     assert client.fetch() is None
     assert client.fetch() is None
