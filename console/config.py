@@ -90,6 +90,7 @@ class Defaults:
     SESSION_COOKIE_HTTPONLY = True
     REMEMBER_COOKIE_HTTPONLY = True
     RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True      # a database outage is reported by the view, not the limiter
 
 
 def declared() -> dict[str, Any]:

@@ -208,3 +208,18 @@ def test_an_expired_token_on_an_htmx_save_reloads_the_page_with_a_message(tmp_pa
                            headers={"HX-Request": "true", "X-CSRFToken": "stale"})
     assert response.status_code == 400 and response.headers["HX-Refresh"] == "true"
     assert "it was reloaded: repeat the change" in client.get("/settings/messaging").get_data(as_text=True)
+
+
+def test_a_broken_limit_storage_does_not_hide_the_login(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limiter lets the request through (and logs) when its storage fails; the view answers."""
+    import sqlalchemy as sa
+
+    from console.ratelimit import DatabaseStorage
+
+    def broken(self, *args, **kwargs):
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("database is down"))
+
+    add_user(app, "admin", "admin", ADMIN_PASSWORD)
+    for name in ("incr", "get", "get_expiry"):
+        monkeypatch.setattr(DatabaseStorage, name, broken)
+    assert _login(app.test_client()).status_code == 302
