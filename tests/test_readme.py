@@ -60,10 +60,11 @@ COVERED: dict[str, str] = {
     "make run": "test_make_run_serves_and_makes_a_first_admin",
     "make brokers": "test_make_brokers_saves_the_lab_and_is_idempotent",
     "make test": "test_make_test_is_what_ci_runs",
+    "make bench": "test_make_bench_runs_every_benchmark_by_hand",
     "make brokers-stop": "test_make_brokers_stop_runs_without_touching_the_shared_lab",
     f"{FLASK} users create NAME --role admin|viewer [--password-stdin]": "test_cli_users",
     f"{FLASK} users set-password NAME": "test_cli_users",
-    f"{FLASK} tokens create NAME --role admin|viewer": "test_cli_tokens",
+    f"{FLASK} tokens create NAME --role admin|viewer|service [--service SVC]": "test_cli_tokens",
     f"{FLASK} tokens list | tokens revoke NAME": "test_cli_tokens",
     f"{FLASK} brokers list [--json]": "test_cli_brokers_list",
     f"{FLASK} brokers check [PROTOCOL…] [--json] [--timeout S]": "test_cli_brokers_check",
@@ -73,6 +74,16 @@ COVERED: dict[str, str] = {
     f"{FLASK} config import FILE [--dry-run] [--confirm]": "test_cli_config_export_and_import",
     f"{FLASK} db upgrade | db downgrade": "test_cli_db_upgrade_and_downgrade",
 }
+# The "Connecting a service" lines run against a live console, with the docs they come from.
+_DOCS = "tests/clients/test_connecting_docs.py::test_the_readme_curl_lines"
+for _line in ('TOKEN=$(.venv/bin/flask --app app tokens create edge-token --role service --service edge)',
+              'AUTH="Authorization: Bearer $TOKEN"; JSON=\'Content-Type: application/json\'; '
+              'API=http://127.0.0.1:8000/api/v1',
+              'curl -sS -X POST "$API/services" -H "$AUTH" -H "$JSON" -d \'{"name": "edge", "protocols": ["mqtt"]}\'',
+              'curl -sS -D - "$API/services/edge/config" -H "$AUTH"',
+              'curl -sS -X POST "$API/services/edge/ack" -H "$AUTH" -H "$JSON" \\',
+              '-d \'{"version": 12, "status": "applied", "message": "connected"}\''):
+    COVERED[_line] = _DOCS
 
 
 def test_every_readme_command_has_a_test() -> None:
@@ -81,7 +92,13 @@ def test_every_readme_command_has_a_test() -> None:
     assert not missing, f"README commands without a test in tests/test_readme.py: {missing}"
     gone = [c for c in COVERED if c not in shown]
     assert not gone, f"tests/test_readme.py covers commands the README no longer shows: {gone}"
-    assert all(name in globals() for name in COVERED.values())
+    for name in COVERED.values():
+        if "::" in name:
+            path, _, function = name.partition("::")
+            module = __import__(path[:-3].replace("/", "."), fromlist=[function])
+            assert hasattr(module, function), name
+        else:
+            assert name in globals(), name
 
 
 def test_readme_parser_sees_new_commands() -> None:
@@ -234,6 +251,20 @@ def test_make_test_is_what_ci_runs() -> None:
     assert "postgres-test-db.sh" in steps and steps.rstrip().endswith("pytest -q tests")
 
 
+def test_make_bench_runs_every_benchmark_by_hand() -> None:
+    """`make bench` is run by hand, never in the suite (it takes minutes and prints figures, it asserts
+    nothing): its recipe starts the lab and runs every benchmark the runner discovers."""
+    plan = subprocess.run(["make", "-n", "bench"], cwd=ROOT, capture_output=True, text=True,
+                          env=_env(ROOT / "instance"), timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    assert "brokerlab.py start" in plan.stdout and "-m bench" in plan.stdout
+    listed = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "bench", "--list"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    for name in ("checks", "impact", "delivery"):
+        assert name in listed.stdout
+
+
 def test_install_targets_do_nothing_when_done(tmp_path: Path) -> None:
     """The targets that install packages are idempotent: when everything is there they install
     nothing (the time they then take is measured by bench/readme.py)."""
@@ -351,10 +382,13 @@ def test_cli_tokens(demo: dict) -> None:
     assert token.returncode == 0 and token.stdout.startswith("mc_"), token.stderr
     viewer = flask(env, "tokens", "create", "readme-viewer", "--role", "viewer")
     assert viewer.returncode == 0
+    bound = flask(env, "tokens", "create", "readme-service", "--role", "service", "--service", "edge")
+    assert bound.returncode == 0 and bound.stdout.startswith("mc_")
     listing = flask(env, "tokens", "list")
     assert "readme-admin\tadmin" in listing.stdout and "readme-viewer\tviewer" in listing.stdout
+    assert "readme-service\tservice:edge" in listing.stdout
     assert token.stdout.strip() not in listing.stdout
-    for name in ("readme-admin", "readme-viewer"):
+    for name in ("readme-admin", "readme-viewer", "readme-service"):
         revoked = flask(env, "tokens", "revoke", name)
         assert revoked.returncode == 0 and f"Revoked {name}." in revoked.stdout
     assert "readme-" not in flask(env, "tokens", "list").stdout

@@ -17,7 +17,7 @@ from ..extensions import db
 from ..models import ConfigVersion, utcnow
 from . import changes as change_log
 from . import service
-from .schema import FIELDS
+from .schema import DEFAULT_PRIORITIES, FIELDS
 from .values import Invalid, parse_value
 from .effective import current
 from .state import State
@@ -149,7 +149,7 @@ def _candidate_from(document: Any, current: State,
         problem = service.validate_priorities(document["priorities"])
         if problem:
             errors["priorities"] = problem
-        elif current.priorities or list(document["priorities"]) != list(PROTOCOLS):
+        elif current.priorities or list(document["priorities"]) != list(DEFAULT_PRIORITIES):
             candidate.priorities = list(document["priorities"])
     return candidate, errors
 

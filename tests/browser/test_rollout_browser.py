@@ -58,7 +58,7 @@ def test_rollout_updates_live_until_the_service_applied(guarded_page, delivering
         expect(section.locator(".rollout")).to_contain_text("edge failed:", timeout=15000)
         expect(section.locator(".rollout")).to_contain_text("Not authorized")
         shot = tmp_path / "rollout.png"
-        section.screenshot(path=str(shot), clip=None)
+        section.screenshot(path=str(shot))
         if os.environ.get("SCREENSHOTS"):
             box = section.bounding_box()
             page.screenshot(path=str(DOCS / "rollout.png"),
