@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from sqlalchemy import func, update
 
-from ..brokers import PROTOCOLS, get_checker
+from ..brokers import PROTOCOLS, get_driver
 from ..brokers.base import BrokerConfig, CheckResult
 from ..extensions import db
 from ..models import BrokerCheck, CheckLease, utcnow
@@ -128,7 +128,7 @@ def target_of(config: BrokerConfig) -> str:
 
 def check_settings(settings: ProtocolSettings, timeout: float,
                    resolver: Resolver = system_resolver) -> CheckResult:
-    """Run one real check for revealed effective settings: DNS first, then the protocol's checker."""
+    """Run one real check for revealed effective settings: DNS first, then the protocol's driver."""
     started = time.monotonic()
     with broker_config(settings) as config:
         _, dns_error = resolve_hosts(config.addresses, timeout, resolver)
@@ -136,7 +136,7 @@ def check_settings(settings: ProtocolSettings, timeout: float,
             return CheckResult(settings.protocol, "down", (time.monotonic() - started) * 1000,
                                "dns_failure", dns_error, {"target": target_of(config)})
         remaining = max(0.1, timeout - (time.monotonic() - started))
-        result = get_checker(settings.protocol).check(config, remaining)
+        result = get_driver(settings.protocol).check(config, remaining)
         result.identity.setdefault("target", target_of(config))
         return result
 

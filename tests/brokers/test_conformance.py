@@ -1,4 +1,4 @@
-"""One conformance suite for every broker checker, against its real broker in the lab.
+"""One conformance suite for every broker driver, against its real broker in the lab.
 
 In the style of go-cloud's drivertest: the same contract cases run for all five drivers (up with identity,
 refused, silent, SYN-dropped, TLS good / wrong CA / system store / expired / host-name mismatch and
@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from console.brokers import PROTOCOLS, check_all, get_checker
+from console.brokers import PROTOCOLS, check_all, get_driver
 from console.brokers.base import CAUSES, BrokerConfig, CheckResult
 
 HOST = "127.0.0.1"
@@ -202,7 +202,7 @@ CASES = contract_cases() + driver_cases()
 
 def run_check(cfg: BrokerConfig, timeout: float) -> tuple[CheckResult, float]:
     started = time.monotonic()
-    result = get_checker(cfg.protocol).check(cfg, timeout)
+    result = get_driver(cfg.protocol).check(cfg, timeout)
     return result, time.monotonic() - started
 
 
@@ -248,7 +248,7 @@ class Resources:
 def warm(lab: dict) -> dict:
     """One successful check per protocol first: one-time library set-up is not a leak."""
     for protocol in PROTOCOLS:
-        get_checker(protocol).check(config(lab, protocol), TIMEOUT)
+        get_driver(protocol).check(config(lab, protocol), TIMEOUT)
     return lab
 
 
