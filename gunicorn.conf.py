@@ -1,6 +1,6 @@
 """gunicorn settings read by `make run` and the container: every worker records the environment
-overrides in the audit log (once per change) and runs the background checks, coordinated through
-the database."""
+overrides in the audit log (once per change) and runs the background checks and the delivery worker
+(console/background.py), coordinated through the database."""
 import os
 
 bind = os.environ.get("CONSOLE_BIND", "127.0.0.1:8000")
@@ -10,11 +10,6 @@ accesslog = "-"
 
 
 def post_worker_init(worker):
-    from console.checks.scheduler import start
-    from console.delivery import outbox
-    from console.settings.changes import record_environment
+    from console import background
 
-    with worker.wsgi.app_context():
-        record_environment()
-    start(worker.wsgi)
-    outbox.start(worker.wsgi)
+    background.start(worker.wsgi)

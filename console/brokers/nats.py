@@ -88,7 +88,14 @@ class _QuietSslEof(logging.Filter):
         return "eof_received()" not in record.getMessage()
 
 
-logging.getLogger("asyncio").addFilter(_QuietSslEof())
+_QUIET = _QuietSslEof()
+
+
+def _quiet_asyncio() -> None:
+    """Drop asyncio's "eof_received()" noise of aborted TLS transports: at first use, never at import."""
+    logger = logging.getLogger("asyncio")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
 
 
 def _line_complete(data: bytes) -> bool:
@@ -193,6 +200,7 @@ class NatsDriver(Driver):
 
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
         """Connect and measure one round trip within `deadline`; the server's identity."""
+        _quiet_asyncio()
         library = deadline.share(self.library_share)
         context = ssl_context(config) if config.tls else None
         outcome = run_async(lambda: self._session(config, library, context), deadline.remaining() + 0.05)
@@ -303,6 +311,7 @@ class NatsDriver(Driver):
 
     def auth(self, deadline: Deadline, link: Link) -> Passed:
         self.facts.update(username=self.config.username, login=self.login_words())
+        _quiet_asyncio()
         self.runner = _LoopThread()
         context = ssl_context(self.config) if self.config.tls else None
         outcome = self.runner.run(self._connect(deadline, context), deadline.remaining())

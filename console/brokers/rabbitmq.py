@@ -24,7 +24,7 @@ Traps handled:
 - a lost stream (plain client on a TLS port, another protocol on the port) is diagnosed with an AMQP
   protocol header probe and a TLS probe (`net.diagnose`);
 - pika logs every failed connection at ERROR with a traceback: its `pika` logger is set to CRITICAL (only
-  the checks use pika; the check result carries the cause);
+  the checks use pika; the check result carries the cause) at the first check or diagnosis, not at import;
 - pika's blocking calls have no time limit of their own: the diagnosis's channel and declare are driven
   through the connection's asynchronous layer with `process_data_events(time_limit)` up to the deadline.
 """
@@ -52,7 +52,14 @@ _STEP = 0.001
 _CLOSED = re.compile(r"\((\d{3})\)\s*['\"](.+?)['\"]\)?,?\)?$")
 _PROBE_EXCHANGE = "amq.direct"
 
-logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+def _quiet_pika() -> None:
+    """Silence pika's ERROR tracebacks of failed connections (the check or diagnosis carries the cause):
+    done at first use, never at import, so that importing the driver changes no logging set-up."""
+    logger = logging.getLogger("pika")
+    if logger.level < logging.CRITICAL:
+        logger.setLevel(logging.CRITICAL)
 
 
 def _text(value: Any) -> str:
@@ -110,6 +117,7 @@ class RabbitmqDriver(Driver):
 
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
         """Connect and open a channel within `deadline`; the broker's identity."""
+        _quiet_pika()
         library = deadline.share(self.library_share)
         vhost = str(config.options.get("vhost") or "/")
         try:
@@ -182,6 +190,7 @@ class RabbitmqDriver(Driver):
     # -- the diagnosis ---------------------------------------------------------------------------------
 
     def begin(self, config: BrokerConfig) -> "RabbitmqDriver":
+        _quiet_pika()
         super().begin(config)
         self.vhost = str(config.options.get("vhost") or "/")
         self.facts.update(vhost=self.vhost, username=config.username or "guest")

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -91,7 +92,17 @@ def system_resolver(host: str, port: int) -> list[str]:
     return sorted({info[4][0] for info in infos})
 
 
-_DNS_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="console-dns")
+_dns_pool: list[ThreadPoolExecutor] = []
+_dns_lock = threading.Lock()
+
+
+def _resolver_pool() -> ThreadPoolExecutor:
+    """The small pool DNS lookups run in (so that a slow resolver cannot outlive the deadline), made at
+    first use, never at import."""
+    with _dns_lock:
+        if not _dns_pool:
+            _dns_pool.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="console-dns"))
+        return _dns_pool[0]
 
 
 def resolve_hosts(addresses: tuple[tuple[str, int], ...], timeout: float,
@@ -108,7 +119,7 @@ def resolve_hosts(addresses: tuple[tuple[str, int], ...], timeout: float,
             continue
         except ValueError:
             pass
-        future = _DNS_POOL.submit(resolver, host, port)
+        future = _resolver_pool().submit(resolver, host, port)
         try:
             out[host] = future.result(timeout=max(0.05, deadline - time.monotonic()))
         except FutureTimeout:
