@@ -4,7 +4,8 @@ Check: connect, wait for CONNACK, disconnect. Diagnosis: the handshake is a raw 
 answered by CONNACK (the broker speaks MQTT, whatever it thinks of anonymous clients); the login is
 paho's CONNECT with the configured credentials (the CONNACK reason code); the operation subscribes to a
 private diagnostics topic (`messaging-console/diagnostics/<random>`), publishes one message with the
-configured QoS and receives it back. One classifier (`refusal`) names a refused CONNACK for both.
+configured QoS and receives it back. One classifier (`refusal`, `no_connack`, `connect_error`) names
+paho's outcomes for both.
 
 Connection string: `host`/`port` of the `BrokerConfig` (`mqtt://host:1883`, `mqtts://host:8883`).
 
@@ -73,6 +74,27 @@ def refusal(config: BrokerConfig, code: Any) -> StepFailed:
     return StepFailed(cause, words, words=words)
 
 
+def no_connack(where: str, disconnect: Any | None, log: list[str]) -> StepFailed:
+    """The cause when no CONNACK came: a client certificate the broker's TLS alert refused (paho's log),
+    a lost connection or silence (both `unsure`: a transport fault may hide behind them)."""
+    words = "; ".join(log[-2:])
+    if any(word in words for word in _CLIENT_CERT_WORDS):
+        return StepFailed("auth_failed", f"{where}: the broker rejected the client certificate ({words})",
+                          words=words, variant="client_certificate")
+    if disconnect is not None:
+        detail = one_line(disconnect) + (f"; {words}" if words else "")
+        return StepFailed("unknown", f"{where}: connection lost before CONNACK ({detail})", unsure=True)
+    return StepFailed("handshake_timeout", f"{where}: no CONNACK within the time left", unsure=True)
+
+
+def connect_error(where: str, exc: BaseException, tls: bool) -> StepFailed:
+    """The cause of an exception from paho's connect (timeouts `unsure`)."""
+    found = classify(exc, during_tls=tls, where=where)
+    if found is None:
+        return StepFailed("unknown", f"{where}: {one_line(repr(exc))}", unsure=True)
+    return StepFailed(found.cause, found.message, unsure=found.cause in ("connect_timeout", "handshake_timeout"))
+
+
 def _mqtt_complete(data: bytes) -> bool:
     length, shift, i = 0, 0, 1
     while i < len(data) and i <= 4:
@@ -115,6 +137,7 @@ class MqttDriver(Driver):
         super().__init__()
         self.client: mqtt.Client | None = None
         self.events: dict[str, Any] = {}
+        self.log: list[str] = []
         self.version: tuple[int, str] = protocol_version(None)
 
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
@@ -158,24 +181,17 @@ class MqttDriver(Driver):
             deadline.done()
             return {"protocol_version": label, "session_present": bool(flags.session_present),
                     "tls": config.tls}
-        words = "; ".join(log[-2:])
-        if any(word in words for word in _CLIENT_CERT_WORDS):
-            raise CheckFailed("auth_failed", f"{where}: the broker rejected the client certificate ({words})")
-        if "disconnect" in outcome:
-            detail = one_line(outcome["disconnect"]) + (f"; {words}" if words else "")
-            fallback = CheckFailed("unknown", f"{where}: connection lost before CONNACK ({detail})")
-        else:
-            fallback = CheckFailed("handshake_timeout", f"{where}: no CONNACK within the timeout")
-        raise diagnose(config, config.host, config.port, deadline, MQTT_GREETING, fallback)
+        failed = no_connack(where, outcome.get("disconnect"), log)
+        if failed.unsure:
+            raise diagnose(config, config.host, config.port, deadline, MQTT_GREETING, failed)
+        raise failed
 
     @staticmethod
     def _connect_error(config: BrokerConfig, deadline: Deadline, exc: BaseException) -> CheckFailed:
-        where = f"{config.host}:{config.port}"
-        found = classify(exc, during_tls=config.tls, where=where)
-        if found is not None and found.cause not in ("connect_timeout", "handshake_timeout"):
-            return found
-        fallback = found or CheckFailed("unknown", f"{where}: {one_line(repr(exc))}")
-        return diagnose(config, config.host, config.port, deadline, MQTT_GREETING, fallback)
+        failed = connect_error(f"{config.host}:{config.port}", exc, config.tls)
+        if failed.unsure:
+            return diagnose(config, config.host, config.port, deadline, MQTT_GREETING, failed)
+        return failed
 
     # -- the diagnosis ---------------------------------------------------------------------------------
 
@@ -206,6 +222,7 @@ class MqttDriver(Driver):
         client.on_subscribe = lambda _c, _u, _mid, codes, _p: events.setdefault("suback", codes)
         client.on_publish = lambda _c, _u, _mid, code, _p: events.setdefault("puback", code)
         client.on_message = lambda _c, _u, message: events.setdefault("message", message)
+        client.on_log = lambda _c, _u, level, text: self.log.append(text) if level <= mqtt.MQTT_LOG_ERR else None
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password)
         if self.config.tls:
@@ -215,15 +232,11 @@ class MqttDriver(Driver):
             client.connect(self.config.host, self.config.port,
                            keepalive=int(self.config.options.get("keepalive") or 60))
         except (OSError, ValueError) as exc:
-            found = classify(exc, during_tls=self.config.tls)
-            raise StepFailed(found.cause if found else "unknown", found.message if found else one_line(repr(exc))) \
-                from None
+            raise connect_error(f"{self.config.host}:{self.config.port}", exc, self.config.tls) from None
         self._drive(deadline, ("connack", "disconnect"))
         code = events.get("connack")
         if code is None:
-            if "disconnect" in events:
-                raise StepFailed("unknown", f"connection lost before CONNACK ({one_line(events['disconnect'])})")
-            raise StepFailed("handshake_timeout", "no CONNACK within the time left")
+            raise no_connack(f"{self.config.host}:{self.config.port}", events.get("disconnect"), self.log)
         self.facts.update(reason_code=code.value, reason=str(code))
         if code.is_failure:
             raise refusal(self.config, code)
