@@ -132,8 +132,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pg_database(name: str) -> str:
+def _pg_database(suffix: str) -> str:
+    """A fresh database named after the test database (`<its name>_<suffix>`), so that runs on other test
+    databases of the same server never drop it."""
     base = os.environ.get("CONSOLE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/console_test")
+    name = f"{base.rsplit('/', 1)[1].split('?')[0]}_{suffix}"
     admin = sa.create_engine(base.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -149,7 +152,7 @@ def _pg_database(name: str) -> str:
 
 
 def test_several_gunicorn_workers_do_not_duplicate_checks(tmp_path: Path, lab) -> None:
-    url = _pg_database("console_multiworker")
+    url = _pg_database("multiworker")
     env = {**os.environ, "CONSOLE_DATABASE_URL": url, "CONSOLE_INSTANCE_PATH": str(tmp_path),
            "CONSOLE_CHECK_INTERVAL": "2", "CONSOLE_CHECK_TIMEOUT": "1.5", "CONSOLE_WORKERS": "3",
            "CONSOLE_BIND": f"127.0.0.1:{_free_port()}",
