@@ -208,6 +208,30 @@ def identify(data: bytes) -> str | None:
     return None
 
 
+def _over_tls(config: BrokerConfig, host: str, port: int, deadline: Deadline, greeting: Greeting,
+              fallback: CheckFailed) -> CheckFailed:
+    """After a healthy TLS handshake, when the library heard nothing it understood: the greeting sent over
+    TLS tells another protocol behind TLS (`protocol_mismatch`) from a broker that is merely slow."""
+    if fallback.cause not in ("handshake_timeout", "unknown") or deadline.remaining() < _MIN_WAIT:
+        return fallback
+    try:
+        sock = connect(host, port, deadline.remaining())
+    except OSError:
+        return fallback
+    try:
+        with upgrade(sock, ssl_context(config), host, deadline.remaining()) as tls:
+            tls.sendall(greeting.payload)
+            reply = read_answer(tls, deadline.remaining(), lambda data: True)
+    except (OSError, ValueError, CheckFailed):
+        return fallback
+    finally:
+        sock.close()
+    name = identify(reply) if reply else None
+    if reply and not greeting.expect(reply) and name and name != "TLS":
+        return CheckFailed("protocol_mismatch", f"{host}:{port} speaks {name} over TLS, not {greeting.protocol}")
+    return fallback
+
+
 def diagnose(config: BrokerConfig, host: str, port: int, deadline: Deadline, greeting: Greeting,
              fallback: CheckFailed) -> CheckFailed:
     """The cause of an ambiguous library failure, found by probing host:port within `deadline`:
@@ -221,7 +245,7 @@ def diagnose(config: BrokerConfig, host: str, port: int, deadline: Deadline, gre
     if config.tls:
         found = probe_tls(config, host, port, deadline.remaining() / 2, listen=deadline.remaining(0.4) / 4)
         if found is None:
-            return fallback
+            return _over_tls(config, host, port, deadline, greeting, fallback)
         if found.cause != "handshake_timeout":
             return found
         try:

@@ -181,6 +181,9 @@ class RabbitmqDriver(Driver):
             return StepFailed(found.cause, found.message) if found else StepFailed("unknown", repr(inner))
         if isinstance(exc, cw.AMQPConnectorStackTimeout):
             return StepFailed("handshake_timeout", f"{where}: no AMQP handshake within the time left", unsure=True)
+        if isinstance(inner, pex.IncompatibleProtocolError) or isinstance(exc, pex.IncompatibleProtocolError):
+            return StepFailed("protocol_mismatch", f"{where}: the answer is not AMQP 0-9-1 ({one_line(inner)})",
+                              unsure=True)
         if isinstance(inner, OSError):
             found = classify(inner, where=where)
             if found is not None:

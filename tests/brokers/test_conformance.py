@@ -350,7 +350,8 @@ def test_one_registered_driver_per_protocol(protocol: str) -> None:
 
 def agreement_cases() -> list[Case]:
     """Faults beyond the check's contract that the lab shows: logins missing on listeners that need one,
-    and resources only the diagnosis's operation step touches (a check does no operation, so it must
+    another protocol behind TLS (where a check once said unknown or handshake_timeout and the diagnosis
+    protocol_mismatch), and resources only the diagnosis's operation step touches (a check does no operation, so it must
     answer up there while the diagnosis names the missing resource)."""
     return [
         case("nats", "tls_no_credentials", listener("tls", login=False), "auth_failed"),
@@ -360,6 +361,12 @@ def agreement_cases() -> list[Case]:
         case("mqtt", "tls_bad_password", listener("tls", password="wrong-pass"), "auth_failed"),
         case("kafka", "tls_expired_unverified_hostname", listener("tls_expired", tls_verify_hostname=False),
              "tls_expired"),
+        case("rabbitmq", "another_protocol_behind_tls",
+             lambda lab, p: config(lab, p, port=lab["brokers"]["mqtt"]["tls"], tls=True), "protocol_mismatch"),
+        case("nats", "another_protocol_behind_tls",
+             lambda lab, p: config(lab, p, port=lab["brokers"]["rabbitmq"]["tls"], tls=True), "protocol_mismatch"),
+        case("mqtt", "another_protocol_behind_tls",
+             lambda lab, p: config(lab, p, port=lab["brokers"]["rabbitmq"]["tls"], tls=True), "protocol_mismatch"),
         case("kafka", "missing_topic", listener("plain", options={"topic": "no-such-topic-conformance"}),
              "not_found"),
         case("rabbitmq", "missing_exchange", listener("plain", options={"vhost": "labvhost",
