@@ -1,7 +1,7 @@
 """gunicorn settings read by `make run` and the container: every worker records the environment
 overrides in the audit log (once per change), logs the SP_* values it ignores, and runs the
-background checks, coordinated through the database. A wrong CONSOLE_* variable stops the master
-with one line naming it."""
+background checks and the delivery worker (console/background.py), coordinated through the database.
+A wrong CONSOLE_* variable stops the master with one line naming it."""
 import logging
 import os
 import sys
@@ -22,13 +22,9 @@ accesslog = "-"
 
 
 def post_worker_init(worker):
-    from console.checks.scheduler import start
-    from console.delivery import outbox
-    from console.settings.changes import record_environment
+    from console import background
     from console.settings.environment import log_environment_warnings
 
     with worker.wsgi.app_context():
-        record_environment()
         log_environment_warnings(logging.getLogger("console"))
-    start(worker.wsgi)
-    outbox.start(worker.wsgi)
+    background.start(worker.wsgi)

@@ -126,15 +126,15 @@ BARE = {"kafka": bare_kafka, "pulsar": bare_pulsar, "mqtt": bare_mqtt, "nats": b
 
 def latencies(run: Run, cfg: dict) -> dict[str, float]:
     """Check against bare client per protocol; the median of each check, by protocol."""
-    from console.brokers import get_checker
+    from console.brokers import get_driver
 
     run.say("1. check latency vs bare client")
     medians = {}
     for protocol, c in cfg.items():
-        checker = get_checker(protocol.split()[0])
+        driver = get_driver(protocol.split()[0])
 
-        def ours(checker=checker, c=c):
-            result = checker.check(c, 5)
+        def ours(driver=driver, c=c):
+            result = driver.check(c, 5)
             assert result.up, result.as_dict()
 
         comparison = run.compare(protocol, {"console check": ours,
@@ -156,24 +156,24 @@ def fan_out(run: Run, cfg: dict, medians: dict[str, float]) -> None:
     """All five concurrently against the slowest single check."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from console.brokers import get_checker
+    from console.brokers import get_driver
 
     five = {p: c for p, c in cfg.items() if " " not in p}
     slowest = max(five, key=lambda p: medians[p])
     run.say(f"2. fan-out: all five checks concurrently vs the slowest single one ({slowest})")
     with ThreadPoolExecutor(max_workers=len(five)) as pool:
         def all_five():
-            results = list(pool.map(lambda p: get_checker(p).check(five[p], 5), five))
+            results = list(pool.map(lambda p: get_driver(p).check(five[p], 5), five))
             assert all(r.up for r in results), [r.as_dict() for r in results if not r.up]
 
         run.compare("fan-out", {"all five": all_five,
-                                f"{slowest} alone": lambda: get_checker(slowest).check(five[slowest], 5)},
+                                f"{slowest} alone": lambda: get_driver(slowest).check(five[slowest], 5)},
                     rounds=10, per_round=5, target=1.3)
 
 
 def blackhole(run: Run, data: dict) -> None:
     """Overrun of one check per protocol against a silent and a SYN-dropping port, timeout 2 s."""
-    from console.brokers import get_checker
+    from console.brokers import get_driver
     from console.brokers.base import BrokerConfig
 
     run.say("3. overrun on a silent port (accepts, never answers) and a SYN-dropping port, timeout 2 s")
@@ -185,7 +185,7 @@ def blackhole(run: Run, data: dict) -> None:
                                   url=f"pulsar://127.0.0.1:{port}" if protocol == "pulsar" else None,
                                   options={"security_protocol": "PLAINTEXT"})
             started = time.perf_counter()
-            result = get_checker(protocol).check(config, 2.0)
+            result = get_driver(protocol).check(config, 2.0)
             overrun = (time.perf_counter() - started) / 2 - 1
             run.value(f"{name:<8} {protocol:<9} overrun (cause {result.cause})", overrun * 100, "%",
                       "≤ 10 %", overrun <= 0.10)

@@ -9,6 +9,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
+from . import background
 from .brokers import PROTOCOLS
 from .auth import tokens as api_tokens
 from .crypto import SecretUnreadable
@@ -319,5 +320,9 @@ def config_import(file, dry_run: bool, confirm: bool) -> None:
 
 
 def init_app(app: Flask) -> None:
+    """Register the command groups; under `flask run`, start what a serving process runs beside its
+    requests (console/background.py), as gunicorn.conf.py does in every worker."""
     for group in (users, tokens, brokers, config):
         app.cli.add_command(group)
+    if background.serving_with_flask_run():
+        background.start(app)

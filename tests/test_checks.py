@@ -132,7 +132,7 @@ def test_dns_failure_stops_before_the_client_library(ctx, monkeypatch) -> None:
     def resolver(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    monkeypatch.setattr("console.checks.get_checker", lambda p: pytest.fail("client library called"))
+    monkeypatch.setattr("console.checks.get_driver", lambda p: pytest.fail("client library called"))
     service.apply_changes("nats", {"host": "broker.invalid"}, "t")
     result = checks.check_settings(service.effective("nats", reveal=True), 2, resolver)
     assert (result.status, result.cause) == ("down", "dns_failure")

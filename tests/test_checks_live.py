@@ -137,10 +137,10 @@ def _free_port() -> int:
 
 
 def _pg_database(suffix: str) -> str:
-    """A fresh database named after CONSOLE_TEST_PG_URL's (so that checkouts sharing one PostgreSQL
-    server never drop each other's)."""
+    """A fresh database named after the test database (`<its name>_<suffix>`), so that runs on other test
+    databases of the same server never drop it."""
     base = os.environ.get("CONSOLE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/console_test")
-    name = f"{base.rsplit('/', 1)[1]}_{suffix}"
+    name = f"{base.rsplit('/', 1)[1].split('?')[0]}_{suffix}"
     admin = sa.create_engine(base.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:

@@ -16,7 +16,7 @@ from tests.conftest import ROOT, make_app
 
 CLIENTS = {"confluent_kafka", "pulsar", "paho", "nats", "pika"}
 HEAVY = CLIENTS | {"alembic", "flask_migrate", "mako"}
-ENGINE = ("console.diagnostics.steps", "console.diagnostics.protocols", "console.diagnostics.engine")
+ENGINE = ("console.diagnostics.steps", "console.diagnostics.engine")
 
 PROBE = """
 import json, sys

@@ -167,7 +167,7 @@ def test_server_logs_ignored_values_at_start_up(app, monkeypatch: pytest.MonkeyP
 
 def test_nothing_starts_at_import_time() -> None:
     code = ("import threading, logging, console.checks, console.brokers.rabbitmq, console.diagnostics;"
-            "import console.brokers.nats, console.diagnostics.protocols.nats;"
+            "import console.brokers.nats, console.brokers.pulsar, console.brokers.kafka;"
             "import console.checks as c;"
             "print(threading.active_count(), logging.getLogger('pika').level, c._DNS_POOL,"
             " len(logging.getLogger('asyncio').filters))")

@@ -25,10 +25,9 @@ from typing import Any, Callable
 
 import pytest
 
-from console.brokers import PROTOCOLS
+from console.brokers import PROTOCOLS, driver_class
 from console.brokers.base import CAUSES, BrokerConfig
 from console.diagnostics.base import STEPS, Diagnosis
-from console.diagnostics.causes import PORTS
 from console.diagnostics.engine import diagnose
 
 HOST = "127.0.0.1"
@@ -135,7 +134,7 @@ def contract_cases() -> list[Case]:
                  "handshake", fix=(PLAIN_FIX[p],)),
             case(p, "wrong_protocol",
                  lambda lab, p=p, o=other: cfg(lab, p, port=lab["brokers"][o]["plain"], login=False),
-                 "protocol_mismatch", "handshake", detail=(f"speaks {speaks}",), fix=(f"usually {PORTS[p][0]}",)),
+                 "protocol_mismatch", "handshake", detail=(f"speaks {speaks}",), fix=(f"usually {driver_class(p).default_port}",)),
         ]
     return cases
 
@@ -473,8 +472,9 @@ def test_nothing_is_leaked(lab: dict) -> None:
 
 
 def test_every_cause_text_renders_with_its_values() -> None:
-    """Every text of causes.py, for every protocol and variant, fills all its placeholders."""
-    from console.diagnostics.causes import TEXTS, explain
+    """Every cause text, generic or a driver's own, for every protocol and variant, fills all its
+    placeholders."""
+    from console.diagnostics.causes import all_texts, explain
 
     facts = {"label": "X", "target": "h:1", "host": "h", "port": 1, "where": "h:1", "timeout": 2.0,
              "tls": True, "username": "u", "login": "user u", "dns_error": "h does not resolve.", "words": "w",
@@ -483,7 +483,7 @@ def test_every_cause_text_renders_with_its_values() -> None:
              "mechanism": "PLAIN", "offered": "SCRAM-SHA-256", "reason_code": 135, "reason": "Not authorized",
              "topic": "t", "vhost": "v", "exchange": "e", "speaks": "AMQP", "identity": "i", "step": "auth",
              "detail": "d"}
-    for key in TEXTS:
+    for key in all_texts():
         cause, _, rest = key.partition("/")
         protocol, _, variant = rest.partition("/")
         for p in [protocol] if protocol else PROTOCOLS:

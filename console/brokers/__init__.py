@@ -1,28 +1,46 @@
-"""Protocol drivers, one module per protocol, imported lazily so that a missing client library
-only affects its own protocol."""
+"""Protocol drivers, one module per protocol (its check and its diagnosis), in one registry imported
+lazily so that a missing client library only affects its own protocol.
+
+Adding a protocol: one driver module (a `Driver` of console/brokers/base.py) and one line in DRIVERS.
+"""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, wait
-from importlib import import_module
 from typing import Mapping
 
-from .base import BrokerConfig, Checker, CheckResult
+from ..lazy import load
+from .base import BrokerConfig, CheckResult, Driver
 
-PROTOCOLS: tuple[str, ...] = ("kafka", "pulsar", "mqtt", "nats", "rabbitmq")
-
-CHECKERS: dict[str, str] = {
-    "kafka": "console.brokers.kafka:KafkaChecker",
-    "pulsar": "console.brokers.pulsar:PulsarChecker",
-    "mqtt": "console.brokers.mqtt:MqttChecker",
-    "nats": "console.brokers.nats:NatsChecker",
-    "rabbitmq": "console.brokers.rabbitmq:RabbitmqChecker",
+DRIVERS: dict[str, str] = {
+    "kafka": "console.brokers.kafka:KafkaDriver",
+    "pulsar": "console.brokers.pulsar:PulsarDriver",
+    "mqtt": "console.brokers.mqtt:MqttDriver",
+    "nats": "console.brokers.nats:NatsDriver",
+    "rabbitmq": "console.brokers.rabbitmq:RabbitmqDriver",
 }
+PROTOCOLS: tuple[str, ...] = tuple(DRIVERS)
 
 
-def get_checker(protocol: str) -> Checker:
-    """The checker instance for `protocol`."""
-    module, _, name = CHECKERS[protocol].partition(":")
-    return getattr(import_module(module), name)()
+def driver_class(protocol: str) -> type[Driver]:
+    """The Driver class of `protocol` (ImportError when its client library is missing, KeyError when
+    there is no such protocol)."""
+    return load(DRIVERS[protocol])
+
+
+def get_driver(protocol: str) -> Driver:
+    """A fresh driver for one check or one diagnosis of `protocol`."""
+    return driver_class(protocol)()
+
+
+def driver_classes() -> dict[str, type[Driver]]:
+    """Every protocol's Driver class whose client library imports."""
+    out: dict[str, type[Driver]] = {}
+    for protocol in DRIVERS:
+        try:
+            out[protocol] = driver_class(protocol)
+        except ImportError:
+            continue
+    return out
 
 
 def check_all(configs: Mapping[str, BrokerConfig], timeout: float) -> dict[str, CheckResult]:
@@ -30,17 +48,17 @@ def check_all(configs: Mapping[str, BrokerConfig], timeout: float) -> dict[str, 
     slowest check, which never outlives `timeout` by more than 10 %."""
     if not configs:
         return {}
-    checkers: dict[str, Checker | Exception] = {}
+    drivers: dict[str, Driver | Exception] = {}
     for name, config in configs.items():
         try:
-            checkers[name] = get_checker(config.protocol)
+            drivers[name] = get_driver(config.protocol)
         except Exception as exc:  # noqa: BLE001 - a missing client library only affects its own protocol
-            checkers[name] = exc
+            drivers[name] = exc
     results: dict[str, CheckResult] = {}
     pool = ThreadPoolExecutor(max_workers=len(configs), thread_name_prefix="broker-check")
     finished = False
     try:
-        futures = {name: pool.submit(_check_one, checkers[name], config, timeout)
+        futures = {name: pool.submit(_check_one, drivers[name], config, timeout)
                    for name, config in configs.items()}
         finished = not wait(list(futures.values()), timeout=timeout * 1.1).not_done
         for name, future in futures.items():
@@ -52,11 +70,11 @@ def check_all(configs: Mapping[str, BrokerConfig], timeout: float) -> dict[str, 
     return results
 
 
-def _check_one(checker: Checker | Exception, config: BrokerConfig, timeout: float) -> CheckResult:
-    if isinstance(checker, Exception):
+def _check_one(driver: Driver | Exception, config: BrokerConfig, timeout: float) -> CheckResult:
+    if isinstance(driver, Exception):
         return CheckResult(config.protocol, "down", 0.0, "unknown", f"the {config.protocol} client library "
-                           f"is not usable: {type(checker).__name__}: {checker}")
+                           f"is not usable: {type(driver).__name__}: {driver}")
     try:
-        return checker.check(config, timeout)
+        return driver.check(config, timeout)
     except Exception as exc:  # noqa: BLE001 - a check never raises
         return CheckResult(config.protocol, "down", 0.0, "unknown", f"{type(exc).__name__}: {exc}")

@@ -1,8 +1,13 @@
-"""The small interface every protocol driver implements: one checker per protocol.
+"""The one interface every protocol driver implements: one `Driver` per protocol, used by both the
+connection check and the step-wise diagnosis.
 
-A checker gets a `BrokerConfig` (the *effective* settings of one protocol, secrets decrypted, TLS
-material written to PEM files) and returns a `CheckResult`. It never raises and never outlives its
-timeout.
+A driver's check gets a `BrokerConfig` (the *effective* settings of one protocol, secrets decrypted, TLS
+material written to PEM files) and returns a `CheckResult`; it never raises and never outlives its
+timeout. For a diagnosis, the generic steps (dns, tcp, tls, the raw handshake: console/diagnostics/)
+send the driver's `wire()` greeting and let the driver judge the answer, then the driver logs in
+(`auth`) and runs one harmless operation (`operation`) with its client library. A failure is a
+`StepFailed`: a cause code, a one-line detail and the concrete values its cause text names; the driver's
+own `texts` override the generic cause texts for its protocol.
 """
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import datetime as dt
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping
+import typing
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 CAUSES = (
     "ok", "dns_failure", "connection_refused", "connect_timeout", "handshake_timeout",
@@ -74,17 +80,6 @@ class CheckResult:
         }
 
 
-class Checker(ABC):
-    """A connection checker for one protocol, using that protocol's real client library."""
-
-    protocol: ClassVar[str]
-    default_port: ClassVar[int]
-
-    @abstractmethod
-    def check(self, config: BrokerConfig, timeout: float) -> CheckResult:
-        """Connect with `config`, do the minimal round trip, close; never raise."""
-
-
 def one_line(text: object, limit: int = 300) -> str:
     """`text` as one trimmed line of at most `limit` characters."""
     line = " ".join(str(text).split())
@@ -146,14 +141,87 @@ class Deadline:
         return ((self.finished or time.monotonic()) - self.start) * 1000.0
 
 
-class DriverChecker(Checker):
-    """A checker whose `probe` does the library work; `check` times it and turns every outcome into a
-    `CheckResult` (a `CheckFailed` into its cause, anything else into `unknown`), so it never raises."""
 
-    library_share: ClassVar[float] = 0.8
+class StepFailed(CheckFailed):
+    """A failure named by a driver: a cause code, a one-line detail, and the concrete values its cause
+    text names. `unsure` says the client library could not tell the cause apart from a transport fault:
+    a check then probes the transport first (`net.diagnose`), while a diagnosis, whose earlier steps
+    already proved the transport, takes the cause as it is."""
+
+    def __init__(self, cause: str, message: str, *, unsure: bool = False, **facts: Any) -> None:
+        super().__init__(cause, message)
+        self.unsure = unsure
+        self.facts = facts
+
+
+@dataclass(frozen=True)
+class Greeting:
+    """The first bytes a protocol's client sends, and how to recognise its own broker's answer."""
+
+    protocol: str
+    payload: bytes
+    expect: Callable[[bytes], bool]
+
+
+@dataclass(frozen=True)
+class Wire:
+    """A protocol's first exchange: the greeting, when its answer is complete, and whether the broker
+    speaks first (NATS sends INFO on connect, in plaintext even before a TLS upgrade)."""
+
+    greeting: Greeting
+    complete: Callable[[bytes], bool]
+    server_first: bool = False
+    starttls: bool = False
+
+
+@dataclass
+class Passed:
+    """A diagnosis step that passed (or does not apply), with its detail."""
+
+    detail: str
+    status: str = "ok"
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Link(typing.Protocol):
+    """The diagnosis's transport to the broker's first address, as the earlier steps checked it."""
+
+    def ask(self, payload: bytes, timeout: float, complete: Callable[[bytes], bool]) -> bytes | None:
+        """Send `payload` on a fresh connection (TLS when configured) and return the answer: None when the
+        broker stayed silent, b"" when it closed the connection."""
+
+
+def frame_complete(header: int) -> Callable[[bytes], bool]:
+    """A `complete` test for frames that start with a big-endian length of `header` bytes."""
+    def complete(data: bytes) -> bool:
+        return len(data) >= header and len(data) >= header + int.from_bytes(data[:header], "big")
+    return complete
+
+
+class Driver(ABC):
+    """One protocol's driver: the one place that knows its client library, for the check and for the
+    diagnosis. An instance serves one check or one diagnosis (`begin` … `close`)."""
+
+    protocol: ClassVar[str]
+    label: ClassVar[str]
+    default_port: ClassVar[int]
+    tls_port: ClassVar[int | None] = None              # the usual TLS port, when the protocol has its own
+    address_field: ClassVar[str] = "host"              # the setting a fix for a wrong address names
+    tls_on: ClassVar[str] = "tls = true"               # how a fix says "turn TLS on" for this protocol
+    tls_off: ClassVar[str] = "turn TLS off"
+    texts: ClassVar[Mapping[str, tuple[str, str]]] = {}  # cause texts of this protocol: "cause[/variant]"
+    library_share: ClassVar[float] = 0.8               # of a check's budget, for the client library
+
+    config: BrokerConfig
+
+    def __init__(self) -> None:
+        self.facts: dict[str, Any] = {}
+
+    # -- the check -------------------------------------------------------------------------------------
 
     def check(self, config: BrokerConfig, timeout: float) -> CheckResult:
-        """Connect with `config`, do the minimal round trip, close; never raise."""
+        """Connect with `config`, do the minimal round trip, close; never raise: a `CheckFailed` becomes
+        its cause, anything else `unknown`."""
         deadline = Deadline(timeout)
         try:
             identity = self.probe(config, deadline)
@@ -170,3 +238,52 @@ class DriverChecker(Checker):
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
         """Connect, do the minimal round trip and close within `deadline`; return the broker's identity
         or raise `CheckFailed`."""
+
+    # -- the diagnosis ---------------------------------------------------------------------------------
+
+    def begin(self, config: BrokerConfig) -> "Driver":
+        """Start a diagnosis of `config` (as the client library will really use it); this driver."""
+        self.config = self.effective(config)
+        self.facts = {}
+        return self
+
+    @staticmethod
+    def effective(config: BrokerConfig) -> BrokerConfig:
+        """`config` with `tls`, host and port as the client library will really use them."""
+        return config
+
+    @classmethod
+    @abstractmethod
+    def wire(cls) -> Wire:
+        """The protocol's raw greeting."""
+
+    def check_preamble(self, preamble: bytes) -> None:
+        """Check what the broker said before a TLS upgrade (NATS INFO); raise StepFailed when it offers
+        no TLS."""
+
+    @abstractmethod
+    def describe_handshake(self, reply: bytes) -> str:
+        """The handshake step's detail for the broker's own answer (may raise StepFailed)."""
+
+    @abstractmethod
+    def auth(self, deadline: Deadline, link: Link) -> Passed:
+        """Log in with the configured credentials (or none) using the client library."""
+
+    @abstractmethod
+    def operation(self, deadline: Deadline, link: Link) -> Passed:
+        """One real, harmless operation on the logged-in connection."""
+
+    @abstractmethod
+    def identity(self) -> str:
+        """What a healthy diagnosis names in its summary (cluster, server version, ...)."""
+
+    def close(self) -> None:
+        """Release what the diagnosis opened with the library; never raises."""
+
+    def login_words(self) -> str:
+        """How the diagnosis logs in, for details: user, token or anonymous."""
+        if self.config.token:
+            return "token"
+        if self.config.username:
+            return f"user {self.config.username}"
+        return "anonymous"

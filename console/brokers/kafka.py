@@ -1,4 +1,9 @@
-"""Kafka checker (confluent-kafka `AdminClient`, librdkafka): bootstrap, one metadata request, destroy.
+"""Kafka driver (confluent-kafka `AdminClient`, librdkafka).
+
+Check: bootstrap, one metadata request, destroy. Diagnosis: the handshake is a raw ApiVersions request;
+the login and the operation use the AdminClient (cluster metadata, then a description of the configured
+topic: `describe_topics`, because a metadata request for a missing topic may create it on brokers with
+auto-creation on). One classifier (`KafkaDriver.classify`) maps librdkafka's errors to causes for both.
 
 Connection string: `config.servers` as the bootstrap list (`host1:9092,host2:9092`), else `host:port`.
 
@@ -27,25 +32,30 @@ Traps handled:
   same settings names the exact cause (`net.tls_failure`);
 - an SSL client against a plaintext broker hangs in the handshake: an ApiVersions request in plaintext
   then tells `tls_not_offered`; a plaintext client against a TLS port or another protocol is told by
-  `net.diagnose`.
+  `net.diagnose`;
+- librdkafka never raises the cause of a failed login either: the diagnosis's login loops short
+  `list_topics` calls and polls until a decisive error arrives, like the check.
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
-from .base import BrokerConfig, CheckFailed, Deadline, DriverChecker, one_line
-from .net import Greeting, diagnose, tls_failure
+from .base import (BrokerConfig, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, frame_complete,
+                   one_line)
+from .net import diagnose, tls_failure
 
 _CORRELATION = 0x6D63C0DE
 API_VERSIONS = struct.pack(">ihhih", 10, 18, 0, _CORRELATION, -1)
 KAFKA_GREETING = Greeting("Kafka", API_VERSIONS,
                           lambda reply: len(reply) >= 8 and reply[4:8] == struct.pack(">i", _CORRELATION))
 _STEP = 0.05
+_OFFERED = re.compile(r"supported mechanisms: ([A-Z0-9, _-]+|\(n/a\))", re.I)
 
 
 def security_protocol(config: BrokerConfig) -> str:
@@ -56,6 +66,13 @@ def security_protocol(config: BrokerConfig) -> str:
     sasl = bool(config.options.get("sasl_mechanism"))
     return {(False, False): "PLAINTEXT", (True, False): "SSL", (False, True): "SASL_PLAINTEXT",
             (True, True): "SASL_SSL"}[(config.tls, sasl)]
+
+
+def sasl_mechanism(config: BrokerConfig) -> str | None:
+    """The configured SASL mechanism; None without SASL."""
+    if not security_protocol(config).startswith("SASL"):
+        return None
+    return str(config.options.get("sasl_mechanism") or "PLAIN").upper()
 
 
 def bootstrap(config: BrokerConfig) -> str:
@@ -87,14 +104,16 @@ def client_conf(config: BrokerConfig, budget: float,
         if config.tls_cert_file:
             conf["ssl.certificate.location"] = config.tls_cert_file
             conf["ssl.key.location"] = config.tls_key_file or config.tls_cert_file
-    if protocol.startswith("SASL"):
-        conf["sasl.mechanism"] = str(config.options.get("sasl_mechanism") or "PLAIN").upper()
+    mechanism = sasl_mechanism(config)
+    if mechanism:
+        conf["sasl.mechanism"] = mechanism
         conf["sasl.username"] = config.username or ""
         conf["sasl.password"] = config.password or ""
     return conf
 
 
-def _decisive(errors: list[KafkaError]) -> KafkaError | None:
+def decisive(errors: list[KafkaError]) -> KafkaError | None:
+    """The error among those librdkafka reported that names the cause, or None while none does."""
     for code in (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError._RESOLVE, KafkaError._BAD_MSG):
         for error in errors:
             if error.code() == code:
@@ -106,11 +125,87 @@ def _decisive(errors: list[KafkaError]) -> KafkaError | None:
     return None
 
 
-class KafkaChecker(DriverChecker):
-    """Checks a Kafka cluster with confluent-kafka: bootstrap and one metadata request."""
+class KafkaDriver(Driver):
+    """Kafka with confluent-kafka: metadata for the check; ApiVersions, SASL login with cluster metadata
+    and a topic description for the diagnosis."""
 
     protocol = "kafka"
+    label = "Kafka"
     default_port = 9092
+    address_field = "bootstrap_servers (or host)"
+    tls_on = "set security_protocol to SSL, or SASL_SSL with a SASL login"
+    tls_off = "set security_protocol to PLAINTEXT, or SASL_PLAINTEXT with a SASL login"
+    texts = {
+        "auth_failed": (
+            "The SASL {mechanism} login of {username} failed.{said}",
+            "Check the SASL username and password, and that the user has {mechanism} credentials on the "
+            "broker (kafka-configs.sh --alter --add-config '{mechanism}=[password=...]' --entity-type users "
+            "--entity-name {username})."),
+        "auth_failed/sasl_required": (
+            "The Kafka listener on {where} closed the connection before answering metadata: it requires a "
+            "SASL login, and none is configured.{said}",
+            "Set sasl_mechanism, username and password (security_protocol SASL_PLAINTEXT, or SASL_SSL with "
+            "TLS) as the listener expects."),
+        "access_denied": (
+            "The Kafka cluster refused to describe the topic {topic} to {login}.{said}",
+            "Grant DESCRIBE on the topic: kafka-acls.sh --add --allow-principal User:{username} --operation "
+            "Describe --topic {topic} --bootstrap-server {target}."),
+        "not_found": (
+            "The topic {topic} does not exist on the cluster.{said}",
+            "Create it (kafka-topics.sh --create --topic {topic} --bootstrap-server {target} --partitions "
+            "<n> --replication-factor <r>) or correct the topic setting; the diagnosis never creates "
+            "topics."),
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.admin: AdminClient | None = None
+        self.errors: list[KafkaError] = []
+        self.metadata: Any = None
+
+    # -- the one classifier ----------------------------------------------------------------------------
+
+    def classify(self, config: BrokerConfig, error: KafkaError, errors: Iterable[KafkaError] = ()) -> StepFailed:
+        """The cause of a librdkafka error (with the other errors reported alongside it), for the check,
+        the login and the operation alike."""
+        host, port = config.addresses[0]
+        where = f"{host}:{port}"
+        words = one_line(error.str())
+        lowered = words.lower()
+        code = error.code()
+        mechanism = sasl_mechanism(config)
+        if code == KafkaError._AUTHENTICATION:
+            offered = _OFFERED.search(words)
+            mechanisms = offered.group(1).strip() if offered and offered.group(1) != "(n/a)" else ""
+            if "unsupported sasl mechanism" in lowered or "mechanism handshake failed" in lowered:
+                listed = (mechanism or "") in mechanisms.replace(",", " ").split()
+                return StepFailed("sasl_mechanism_unsupported", words, words=words, offered=mechanisms,
+                                  variant="listed" if listed else None)
+            return StepFailed("auth_failed", words, words=words)
+        if code == KafkaError._RESOLVE or any(e.code() == KafkaError._RESOLVE for e in errors):
+            return StepFailed("dns_failure", words, words=words,
+                              dns_error=f"librdkafka could not resolve a broker address: {words}")
+        if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return StepFailed("not_found", words, words=words)
+        if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+            return StepFailed("access_denied", words, words=words)
+        if code == KafkaError._SSL and "certificate verify failed" in lowered:
+            return StepFailed("tls_untrusted", words, words=words)
+        if "connection refused" in lowered:
+            return StepFailed("connection_refused", words)
+        if "in state connect" in lowered and "timed out" in lowered:
+            return StepFailed("connect_timeout", words)
+        if code == KafkaError._BAD_MSG:
+            return StepFailed("protocol_mismatch", f"{where} does not speak Kafka ({words})", unsure=True)
+        if code == KafkaError._TIMED_OUT or "timed out" in lowered:
+            return StepFailed("handshake_timeout", words, words=words, unsure=True)
+        if mechanism is None and code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            return StepFailed("auth_failed", f"{where} answers Kafka requests but closed the connection before "
+                                             f"sending metadata: it probably requires SASL authentication "
+                                             f"({words})", words=words, variant="sasl_required", unsure=True)
+        return StepFailed("unknown", words or f"{where}: all brokers are down", words=words, unsure=True)
+
+    # -- the check -------------------------------------------------------------------------------------
 
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
         """Fetch cluster metadata within `deadline`; the cluster's identity."""
@@ -118,14 +213,14 @@ class KafkaChecker(DriverChecker):
         errors: list[KafkaError] = []
         admin: AdminClient | None = AdminClient(client_conf(config, library.remaining(), errors.append))
         try:
-            decisive: KafkaError | None = None
+            found: KafkaError | None = None
             while not library.expired:
                 try:
                     metadata = admin.list_topics(timeout=max(library.remaining(_STEP), 0.01))
                 except KafkaException:
                     admin.poll(0)
-                    decisive = _decisive(errors)
-                    if decisive is not None:
+                    found = decisive(errors)
+                    if found is not None:
                         break
                     continue
                 deadline.done()
@@ -134,44 +229,98 @@ class KafkaChecker(DriverChecker):
                         "controller": f"{controller.host}:{controller.port}" if controller else None,
                         "brokers": len(metadata.brokers), "tls": "SSL" in security_protocol(config)}
             admin.poll(0)
-            decisive = decisive or _decisive(errors)
+            found = found or decisive(errors)
         finally:
             admin = None
-        raise self._classify(config, deadline, decisive, errors)
+        raise self._confirmed(config, deadline, found, errors)
 
-    def _classify(self, config: BrokerConfig, deadline: Deadline, error: KafkaError | None,
-                  errors: list[KafkaError]) -> CheckFailed:
+    def _confirmed(self, config: BrokerConfig, deadline: Deadline, error: KafkaError | None,
+                   errors: list[KafkaError]) -> StepFailed:
+        """The classifier's cause, confirmed by a transport probe where librdkafka's words are unsure."""
         host, port = config.addresses[0]
-        where = f"{host}:{port}"
-        words = one_line(error.str()) if error is not None else ""
-        lowered = words.lower()
-        tls = "SSL" in security_protocol(config)
-        probe_config = config if config.tls == tls else replace(config, tls=tls)
+        probe_config = self.effective(config)
         if error is None:
-            fallback = CheckFailed("handshake_timeout", f"{where}: no metadata within the timeout")
-            return diagnose(probe_config, host, port, deadline, KAFKA_GREETING, fallback)
-        if error.code() == KafkaError._ALL_BROKERS_DOWN and not security_protocol(config).startswith("SASL"):
-            fallback = CheckFailed("auth_failed", f"{where} answers Kafka requests but closed the connection "
-                                                  f"before sending metadata: it probably requires SASL "
-                                                  f"authentication ({words})")
-            return diagnose(probe_config, host, port, deadline, KAFKA_GREETING, fallback)
-        code = error.code()
-        if code == KafkaError._AUTHENTICATION:
-            if "unsupported sasl mechanism" in lowered or "mechanism handshake failed" in lowered:
-                return CheckFailed("sasl_mechanism_unsupported", words)
-            return CheckFailed("auth_failed", words)
-        if code == KafkaError._RESOLVE:
-            return CheckFailed("dns_failure", words)
-        if code == KafkaError._SSL and "certificate verify failed" in lowered:
-            return tls_failure(probe_config, host, port, deadline, words)
-        if "connection refused" in lowered:
-            return CheckFailed("connection_refused", words)
-        if "in state connect" in lowered and "timed out" in lowered:
-            return CheckFailed("connect_timeout", words)
-        if code == KafkaError._BAD_MSG:
-            fallback = CheckFailed("protocol_mismatch", f"{where} does not speak Kafka ({words})")
-        elif "timed out" in lowered:
-            fallback = CheckFailed("handshake_timeout", words)
+            failed = StepFailed("handshake_timeout", f"{host}:{port}: no metadata within the timeout", unsure=True)
         else:
-            fallback = CheckFailed("unknown", words or f"{where}: all brokers are down")
-        return diagnose(probe_config, host, port, deadline, KAFKA_GREETING, fallback)
+            failed = self.classify(config, error, errors)
+        if failed.cause == "tls_untrusted":
+            return tls_failure(probe_config, host, port, deadline, failed.message)
+        if failed.unsure:
+            return diagnose(probe_config, host, port, deadline, KAFKA_GREETING, failed)
+        return failed
+
+    # -- the diagnosis ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def effective(config: BrokerConfig) -> BrokerConfig:
+        tls = "SSL" in security_protocol(config)
+        return config if config.tls == tls else replace(config, tls=tls)
+
+    @classmethod
+    def wire(cls) -> Wire:
+        return Wire(KAFKA_GREETING, frame_complete(4))
+
+    def describe_handshake(self, reply: bytes) -> str:
+        error, count = struct.unpack(">hi", reply[8:14]) if len(reply) >= 14 else (0, 0)
+        versions = f"{count} APIs" if count else "its API versions"
+        return f"ApiVersions answered with {versions} (error code {error})"
+
+    def auth(self, deadline: Deadline, link: Link) -> Passed:
+        mechanism = sasl_mechanism(self.config)
+        self.facts.update(mechanism=mechanism, username=self.config.username, login=self.login_words(),
+                          source="librdkafka reported")
+        self.admin = AdminClient(client_conf(self.config, deadline.remaining(), self.errors.append))
+        while not deadline.expired:
+            try:
+                self.metadata = self.admin.list_topics(timeout=max(deadline.remaining(_STEP), 0.01))
+                break
+            except KafkaException:
+                self.admin.poll(0)
+                found = decisive(self.errors)
+                if found is not None:
+                    raise self.classify(self.config, found, self.errors)
+        if self.metadata is None:
+            raise StepFailed("handshake_timeout", "no cluster metadata within the time left"
+                             + (f" ({one_line(self.errors[-1].str())})" if self.errors else ""))
+        md = self.metadata
+        self.facts.update(cluster=md.cluster_id, brokers=len(md.brokers))
+        advertised = ", ".join(f"{b.host}:{b.port}" for b in md.brokers.values())
+        how = (f"SASL {mechanism} login of {self.config.username} accepted" if mechanism
+               else f"anonymous ({security_protocol(self.config)}, no SASL login)")
+        return Passed(f"{how}; cluster {md.cluster_id}, {len(md.brokers)} broker(s) advertised at {advertised}",
+                      data={"cluster_id": md.cluster_id, "brokers": advertised})
+
+    def operation(self, deadline: Deadline, link: Link) -> Passed:
+        assert self.admin is not None
+        topic = str(self.config.options.get("topic") or "").strip()
+        self.facts["topic"] = topic or None
+        if not topic:
+            md = self.admin.list_topics(timeout=max(deadline.remaining(), 0.01))
+            return Passed(f"no topic configured: cluster metadata instead (cluster {md.cluster_id}, "
+                          f"{len(md.brokers)} broker(s), {len(md.topics)} topic(s))")
+        futures = self.admin.describe_topics(TopicCollection([topic]),
+                                             request_timeout=max(deadline.remaining(), 0.01))
+        try:
+            described = futures[topic].result(timeout=max(deadline.remaining(), 0.01))
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None:
+                raise StepFailed("unknown", f"topic {topic}: {one_line(exc)}", words=one_line(exc)) from None
+            failed = self.classify(self.config, error)
+            if failed.cause == "handshake_timeout":
+                raise StepFailed("handshake_timeout", f"no answer to the topic description ({failed.message}): "
+                                 f"check that the advertised brokers are reachable", **failed.facts) from None
+            raise StepFailed(failed.cause, f"topic {topic}: {failed.message}", **failed.facts) from None
+        except TimeoutError:
+            raise StepFailed("handshake_timeout", f"no description of topic {topic} within the time left") from None
+        partitions = len(described.partitions)
+        self.facts["partitions"] = partitions
+        return Passed(f"topic {topic} exists with {partitions} partition(s) (DescribeTopics)",
+                      data={"topic": topic, "partitions": partitions})
+
+    def identity(self) -> str:
+        brokers = self.facts.get("brokers", 0)
+        return f"cluster {self.facts.get('cluster')}, {brokers} broker{'s' if brokers != 1 else ''}"
+
+    def close(self) -> None:
+        self.admin = None

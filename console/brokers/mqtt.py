@@ -1,4 +1,11 @@
-"""MQTT checker (paho-mqtt 2.x, `CallbackAPIVersion.VERSION2`): connect, wait for CONNACK, disconnect.
+"""MQTT driver (paho-mqtt 2.x, `CallbackAPIVersion.VERSION2`).
+
+Check: connect, wait for CONNACK, disconnect. Diagnosis: the handshake is a raw anonymous CONNECT
+answered by CONNACK (the broker speaks MQTT, whatever it thinks of anonymous clients); the login is
+paho's CONNECT with the configured credentials (the CONNACK reason code); the operation subscribes to a
+private diagnostics topic (`messaging-console/diagnostics/<random>`), publishes one message with the
+configured QoS and receives it back. One classifier (`refusal`, `no_connack`, `connect_error`) names
+paho's outcomes for both.
 
 Connection string: `host`/`port` of the `BrokerConfig` (`mqtt://host:1883`, `mqtts://host:8883`).
 
@@ -23,19 +30,24 @@ Traps handled:
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .base import BrokerConfig, CheckFailed, Deadline, DriverChecker, one_line
-from .net import Greeting, classify, diagnose, ssl_context
+from .base import BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, one_line
+from .net import classify, diagnose, ssl_context
 
 MQTT_GREETING = Greeting(
     "MQTT", b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00", lambda reply: reply[:1] == b"\x20")
 _VERSIONS = {"3.1": (mqtt.MQTTv31, "3.1"), "3": (mqtt.MQTTv31, "3.1"), "3.1.1": (mqtt.MQTTv311, "3.1.1"),
              "4": (mqtt.MQTTv311, "3.1.1"), "5": (mqtt.MQTTv5, "5"), "5.0": (mqtt.MQTTv5, "5")}
 _AUTH_CODES = {134, 135, 140}
+_CONNACK_CODES = {0: "accepted", 1: "unacceptable protocol version", 2: "client identifier rejected",
+                  3: "server unavailable", 4: "bad user name or password", 5: "not authorized"}
+TOPIC_PREFIX = "messaging-console/diagnostics/"
+_STEP = 0.01
 _CLIENT_CERT_WORDS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN",
                       "ACCESS_DENIED")
 
@@ -52,22 +64,81 @@ def client_id(options: dict[str, Any] | Any) -> str:
     return f"{base[:16]}-{secrets.token_hex(3)}"
 
 
-def _refusal(code: Any) -> CheckFailed:
-    words = f"the broker refused the connection: {code} (reason code {code.value})"
+def refusal(config: BrokerConfig, code: Any) -> StepFailed:
+    """The cause of a CONNACK that refused the connection (3.1.1 return codes arrive mapped to v5 reason
+    codes by paho): the one classifier of the check and the login."""
+    words = f"CONNACK reason code {code.value} \"{code}\""
     if code.value in _AUTH_CODES:
-        return CheckFailed("auth_failed", words)
-    if code.value == 138:
-        return CheckFailed("access_denied", words)
-    if code.value == 132:
-        return CheckFailed("protocol_mismatch", words)
-    return CheckFailed("unknown", words)
+        return StepFailed("auth_failed", words, variant=None if config.username else "no_credentials")
+    cause = {138: "access_denied", 132: "protocol_mismatch"}.get(code.value, "unknown")
+    return StepFailed(cause, words, words=words)
 
 
-class MqttChecker(DriverChecker):
-    """Checks an MQTT broker with paho-mqtt: CONNECT, CONNACK, DISCONNECT."""
+def no_connack(where: str, disconnect: Any | None, log: list[str]) -> StepFailed:
+    """The cause when no CONNACK came: a client certificate the broker's TLS alert refused (paho's log),
+    a lost connection or silence (both `unsure`: a transport fault may hide behind them)."""
+    words = "; ".join(log[-2:])
+    if any(word in words for word in _CLIENT_CERT_WORDS):
+        return StepFailed("auth_failed", f"{where}: the broker rejected the client certificate ({words})",
+                          words=words, variant="client_certificate")
+    if disconnect is not None:
+        detail = one_line(disconnect) + (f"; {words}" if words else "")
+        return StepFailed("unknown", f"{where}: connection lost before CONNACK ({detail})", unsure=True)
+    return StepFailed("handshake_timeout", f"{where}: no CONNACK within the time left", unsure=True)
+
+
+def connect_error(where: str, exc: BaseException, tls: bool) -> StepFailed:
+    """The cause of an exception from paho's connect (timeouts `unsure`)."""
+    found = classify(exc, during_tls=tls, where=where)
+    if found is None:
+        return StepFailed("unknown", f"{where}: {one_line(repr(exc))}", unsure=True)
+    return StepFailed(found.cause, found.message, unsure=found.cause in ("connect_timeout", "handshake_timeout"))
+
+
+def _mqtt_complete(data: bytes) -> bool:
+    length, shift, i = 0, 0, 1
+    while i < len(data) and i <= 4:
+        length |= (data[i] & 0x7F) << shift
+        if not data[i] & 0x80:
+            return len(data) >= i + 1 + length
+        shift, i = shift + 7, i + 1
+    return False
+
+
+class MqttDriver(Driver):
+    """MQTT with paho-mqtt: CONNECT, CONNACK, DISCONNECT for the check; CONNACK, the login's reason code and
+    subscribe/publish/receive on a private topic for the diagnosis."""
 
     protocol = "mqtt"
+    label = "MQTT"
     default_port = 1883
+    tls_port = 8883
+    texts = {
+        "auth_failed": (
+            "The MQTT broker answered CONNACK with reason code {reason_code} \"{reason}\" for {login}.",
+            "Check the username and password (Mosquitto: an entry in the password_file, created with "
+            "mosquitto_passwd); a listener with allow_anonymous false refuses clients without credentials."),
+        "auth_failed/no_credentials": (
+            "The MQTT broker does not accept anonymous clients: CONNACK reason code {reason_code} \"{reason}\".",
+            "Set a username and password for this broker (the listener has allow_anonymous false)."),
+        "access_denied": (
+            "The MQTT broker refused the diagnostics subscription or publish on {topic}.{said}",
+            "Allow {login} to publish and subscribe on messaging-console/diagnostics/# in the broker's ACL "
+            "(Mosquitto acl_file: topic readwrite messaging-console/diagnostics/#)."),
+        "access_denied/no_echo": (
+            "The MQTT broker accepted the subscription and the publish on {topic} but never delivered the "
+            "message within the time left: its ACL most likely drops it (MQTT 3.1.1 brokers drop denied "
+            "publishes silently).",
+            "Allow {login} to publish and subscribe on messaging-console/diagnostics/# in the broker's ACL "
+            "(Mosquitto acl_file: topic readwrite messaging-console/diagnostics/#)."),
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client: mqtt.Client | None = None
+        self.events: dict[str, Any] = {}
+        self.log: list[str] = []
+        self.version: tuple[int, str] = protocol_version(None)
 
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
         """Connect and wait for CONNACK within `deadline`; the session's identity."""
@@ -106,28 +177,126 @@ class MqttChecker(DriverChecker):
         if "connack" in outcome:
             flags, code = outcome["connack"]
             if code.is_failure:
-                raise _refusal(code)
+                raise refusal(config, code)
             deadline.done()
             return {"protocol_version": label, "session_present": bool(flags.session_present),
                     "tls": config.tls}
-        words = "; ".join(log[-2:])
-        if any(word in words for word in _CLIENT_CERT_WORDS):
-            raise CheckFailed("auth_failed", f"{where}: the broker rejected the client certificate ({words})")
-        if "disconnect" in outcome:
-            detail = one_line(outcome["disconnect"]) + (f"; {words}" if words else "")
-            fallback = CheckFailed("unknown", f"{where}: connection lost before CONNACK ({detail})")
-        else:
-            fallback = CheckFailed("handshake_timeout", f"{where}: no CONNACK within the timeout")
-        raise diagnose(config, config.host, config.port, deadline, MQTT_GREETING, fallback)
+        failed = no_connack(where, outcome.get("disconnect"), log)
+        if failed.unsure:
+            raise diagnose(config, config.host, config.port, deadline, MQTT_GREETING, failed)
+        raise failed
 
     @staticmethod
     def _connect_error(config: BrokerConfig, deadline: Deadline, exc: BaseException) -> CheckFailed:
-        where = f"{config.host}:{config.port}"
-        found = classify(exc, during_tls=config.tls, where=where)
-        if found is not None and found.cause not in ("connect_timeout", "handshake_timeout"):
-            return found
-        fallback = found or CheckFailed("unknown", f"{where}: {one_line(repr(exc))}")
-        return diagnose(config, config.host, config.port, deadline, MQTT_GREETING, fallback)
+        failed = connect_error(f"{config.host}:{config.port}", exc, config.tls)
+        if failed.unsure:
+            return diagnose(config, config.host, config.port, deadline, MQTT_GREETING, failed)
+        return failed
+
+    # -- the diagnosis ---------------------------------------------------------------------------------
+
+    def begin(self, config: BrokerConfig) -> "MqttDriver":
+        super().begin(config)
+        self.version = protocol_version(config.options.get("protocol_version"))
+        return self
+
+    @classmethod
+    def wire(cls) -> Wire:
+        return Wire(MQTT_GREETING, _mqtt_complete)
+
+    def describe_handshake(self, reply: bytes) -> str:
+        code = reply[3] if len(reply) >= 4 else 0
+        meaning = _CONNACK_CODES.get(code, f"code {code}")
+        note = "" if code == 0 else " (credentials are checked in the next step)"
+        return f"the broker answered an anonymous MQTT 3.1.1 CONNECT with CONNACK: {meaning}{note}"
+
+    def auth(self, deadline: Deadline, link: Link) -> Passed:
+        self.facts.update(username=self.config.username, login=self.login_words())
+        version, label = self.version
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id(self.config.options),
+                             protocol=version, clean_session=None if version == mqtt.MQTTv5 else True)
+        self.client = client
+        events = self.events
+        client.on_connect = lambda _c, _u, flags, code, _p: events.setdefault("connack", code)
+        client.on_disconnect = lambda _c, _u, _f, code, _p: events.setdefault("disconnect", code)
+        client.on_subscribe = lambda _c, _u, _mid, codes, _p: events.setdefault("suback", codes)
+        client.on_publish = lambda _c, _u, _mid, code, _p: events.setdefault("puback", code)
+        client.on_message = lambda _c, _u, message: events.setdefault("message", message)
+        client.on_log = lambda _c, _u, level, text: self.log.append(text) if level <= mqtt.MQTT_LOG_ERR else None
+        if self.config.username:
+            client.username_pw_set(self.config.username, self.config.password)
+        if self.config.tls:
+            client.tls_set_context(ssl_context(self.config))
+        client.connect_timeout = max(deadline.remaining() / 2, 0.05)
+        try:
+            client.connect(self.config.host, self.config.port,
+                           keepalive=int(self.config.options.get("keepalive") or 60))
+        except (OSError, ValueError) as exc:
+            raise connect_error(f"{self.config.host}:{self.config.port}", exc, self.config.tls) from None
+        self._drive(deadline, ("connack", "disconnect"))
+        code = events.get("connack")
+        if code is None:
+            raise no_connack(f"{self.config.host}:{self.config.port}", events.get("disconnect"), self.log)
+        self.facts.update(reason_code=code.value, reason=str(code))
+        if code.is_failure:
+            raise refusal(self.config, code)
+        who = f"logged in as {self.config.username}" if self.config.username else \
+            "anonymous (no username configured; the broker accepts anonymous clients)"
+        return Passed(f"CONNACK \"{code}\" (MQTT {label}): {who}")
+
+    def operation(self, deadline: Deadline, link: Link) -> Passed:
+        client = self.client
+        assert client is not None
+        topic = TOPIC_PREFIX + secrets.token_hex(6)
+        configured = self.config.options.get("qos")
+        qos = min(max(int(configured if configured not in (None, "") else 1), 0), 2)
+        self.facts["topic"] = topic
+        started = time.monotonic()
+        client.subscribe(topic, qos=qos)
+        self._drive(deadline, ("suback", "disconnect"))
+        codes = self.events.get("suback") or []
+        if any(code.is_failure for code in codes):
+            raise StepFailed("access_denied", f"SUBACK refused {topic}: {codes[0]}", words=f"SUBACK {codes[0]}")
+        if "suback" not in self.events:
+            raise self._lost("SUBACK")
+        payload = f"messaging-console diagnosis {secrets.token_hex(4)}".encode()
+        client.publish(topic, payload, qos=qos)
+        self._drive(deadline, ("message", "disconnect"))
+        puback = self.events.get("puback")
+        if puback is not None and getattr(puback, "is_failure", False):
+            raise StepFailed("access_denied", f"PUBACK refused the publish on {topic}: {puback}",
+                             words=f"PUBACK {puback}")
+        message = self.events.get("message")
+        if message is None:
+            if "disconnect" in self.events:
+                raise self._lost("the message")
+            raise StepFailed("access_denied", f"published on {topic} but received nothing back", variant="no_echo")
+        if message.payload != payload:
+            raise StepFailed("unknown", f"received an unexpected message on {topic}")
+        ms = (time.monotonic() - started) * 1000
+        return Passed(f"subscribed, published and received 1 message on {topic} (QoS {qos}) in {ms:.1f} ms")
+
+    def _lost(self, what: str) -> StepFailed:
+        code = self.events.get("disconnect")
+        if code is None:
+            return StepFailed("handshake_timeout", f"no {what} within the time left")
+        return StepFailed("access_denied", f"the broker closed the connection before {what} ({code}): "
+                                           f"it refused the operation", words=str(code))
+
+    def _drive(self, deadline: Deadline, until: tuple[str, ...]) -> None:
+        assert self.client is not None
+        while not any(key in self.events for key in until) and not deadline.expired:
+            if self.client.loop(timeout=deadline.remaining(_STEP)) != mqtt.MQTT_ERR_SUCCESS:
+                self.events.setdefault("disconnect", "connection lost")
+
+    def identity(self) -> str:
+        return f"MQTT {self.version[1]}, QoS round trip on a private topic"
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        close_client(client, drain=True)
 
 
 def close_client(client: mqtt.Client, drain: bool = False) -> None:

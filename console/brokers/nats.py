@@ -1,5 +1,10 @@
-"""NATS checker (nats-py): connect (INFO, CONNECT, PING/PONG), one more PING/PONG for the round-trip
-time, close.
+"""NATS driver (nats-py).
+
+Check: connect (INFO, CONNECT, PING/PONG), one more PING/PONG for the round-trip time, close. Diagnosis:
+the handshake is the server's INFO line (read raw; before the TLS upgrade it also says whether TLS is
+offered at all); the login is nats-py's CONNECT + PING/PONG with the configured user, password or token;
+the operation is a request to a private inbox (subscribe to a unique inbox subject, publish to it,
+receive the message). One classifier (`NatsDriver.classify`) names nats-py's errors for both.
 
 Connection string: `nats://host:4222`, `tls://host:4222` when TLS is on (built from `host`/`port`).
 
@@ -18,12 +23,18 @@ Traps handled:
   failure then means `tls_required`;
 - the failed attempt's real error only reaches `error_cb` (`NoServersError` is raised): it is collected;
 - the check runs on its own event loop (in a helper thread when the caller's thread already runs one),
-  and every task, transport and the loop itself are closed before it returns.
+  and every task, transport and the loop itself are closed before it returns; the diagnosis runs its
+  coroutines on a private loop in a helper thread (one connection across the login and the operation;
+  Playwright keeps a loop running in the main thread of the test process) and stops, drains and closes
+  that loop in `close()`.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import json
 import logging
+import secrets
 import ssl
 import threading
 from typing import Any, Awaitable, Callable, TypeVar
@@ -31,11 +42,13 @@ from typing import Any, Awaitable, Callable, TypeVar
 from nats.aio.client import Client as NATS
 from nats import errors as nerr
 
-from .base import BrokerConfig, CheckFailed, Deadline, DriverChecker, one_line
-from .net import Greeting, classify, diagnose, ssl_context
+from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
+                   one_line)
+from .net import classify, diagnose, ssl_context
 
 NATS_GREETING = Greeting("NATS", b"CONNECT {}\r\nPING\r\n", lambda reply: reply.startswith(b"INFO "))
 T = TypeVar("T")
+_CLOSE_WAIT = 0.5
 
 
 def run_async(factory: Callable[[], Awaitable[T]], timeout: float) -> T:
@@ -75,7 +88,70 @@ class _QuietSslEof(logging.Filter):
         return "eof_received()" not in record.getMessage()
 
 
-_QUIET_SSL_EOF = _QuietSslEof()
+_QUIET = _QuietSslEof()
+
+
+def _quiet_asyncio() -> None:
+    """Drop asyncio's "eof_received()" noise of aborted TLS transports: at first use, never at import."""
+    logger = logging.getLogger("asyncio")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
+
+
+def _line_complete(data: bytes) -> bool:
+    return b"\r\n" in data
+
+
+def parse_info(reply: bytes) -> dict[str, Any]:
+    """The JSON object of a NATS `INFO {...}` line ({} when it is not one)."""
+    line = reply.split(b"\r\n", 1)[0]
+    if not line.startswith(b"INFO "):
+        return {}
+    try:
+        info = json.loads(line[5:])
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+class _LoopThread:
+    """A private asyncio loop in a helper thread, for the life of one session."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="console-diagnose-nats", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+
+    def run(self, coroutine: Awaitable[T], timeout: float) -> T:
+        """The coroutine's result, run on the private loop; StepFailed when `timeout` passes first."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)  # type: ignore[arg-type]
+        try:
+            return future.result(max(timeout, 0.01))
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise StepFailed("handshake_timeout", "no answer within the time left") from None
+
+    def close(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            self.run(cancel_all(), _CLOSE_WAIT)
+        except Exception:  # noqa: BLE001 - best-effort clean-up
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(_CLOSE_WAIT)
 
 
 def _url(config: BrokerConfig) -> str:
@@ -83,14 +159,48 @@ def _url(config: BrokerConfig) -> str:
     return f"{'tls' if config.tls else 'nats'}://{host}:{config.port}"
 
 
-class NatsChecker(DriverChecker):
-    """Checks a NATS server with nats-py: connect, PING/PONG, close."""
+class NatsDriver(Driver):
+    """NATS with nats-py: connect and PING/PONG for the check; INFO, CONNECT + PING/PONG with the configured
+    login and a request to a private inbox for the diagnosis."""
 
     protocol = "nats"
+    label = "NATS"
     default_port = 4222
+    texts = {
+        "tls_required": (
+            "The NATS server at {where} requires TLS (its INFO says tls_required), but TLS is off in the "
+            "settings.",
+            "Turn TLS on and upload the CA that signed the server certificate as the truststore; nats-py "
+            "would otherwise upgrade on its own with the system CAs and fail."),
+        "tls_not_offered": (
+            "The NATS server at {where} does not offer TLS (its INFO has neither tls_required nor "
+            "tls_available): nats-py would silently stay unencrypted.",
+            "Enable TLS on the server (a tls {{ cert_file, key_file }} block in nats-server.conf) or point the "
+            "settings at a TLS-enabled server; turn TLS off only if plaintext is intended."),
+        "auth_failed": (
+            "The NATS server refused the login ({login}): 'Authorization Violation'.",
+            "Check the user and password or the token against the server's authorization block; a server "
+            "configured with a token refuses user/password logins and vice versa."),
+        "auth_failed/no_credentials": (
+            "The NATS server requires authentication (its INFO says auth_required) and no credentials are "
+            "set: 'Authorization Violation'.",
+            "Set a username and password or a token, as configured in the server's authorization block."),
+        "access_denied": (
+            "The NATS server refused the request on a private inbox for {login}.{said}",
+            "Allow the user to publish and subscribe on _INBOX.> in the server's permissions block "
+            "(permissions {{ publish: [\"_INBOX.>\"], subscribe: [\"_INBOX.>\"] }})."),
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runner: _LoopThread | None = None
+        self.nc: NATS | None = None
+        self.seen: list[BaseException] = []
+        self.info: dict[str, Any] = {}
 
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
         """Connect and measure one round trip within `deadline`; the server's identity."""
+        _quiet_asyncio()
         library = deadline.share(self.library_share)
         context = ssl_context(config) if config.tls else None
         outcome = run_async(lambda: self._session(config, library, context), deadline.remaining() + 0.05)
@@ -141,38 +251,162 @@ class NatsChecker(DriverChecker):
             return CheckFailed("tls_not_offered", f"{where} answered in plaintext: its INFO has no "
                                                   f"tls_required (nats-server {version})")
         if "timeout" in outcome:
-            fallback = CheckFailed("handshake_timeout", f"{where}: no NATS INFO/PONG within the timeout")
-            return diagnose(config, host, port, deadline, NATS_GREETING, fallback)
-        exc: BaseException = outcome["error"]
-        seen: list[BaseException] = outcome["seen"]
-        candidates = [exc] + [e for e in reversed(seen) if e is not exc]
-        for candidate in candidates:
+            failed = StepFailed("handshake_timeout", f"{where}: no NATS INFO/PONG within the timeout", unsure=True)
+        else:
+            failed = self.classify(config, outcome["error"], outcome["seen"], where)
+        if failed.unsure:
+            return diagnose(config, host, port, deadline, NATS_GREETING, failed)
+        return failed
+
+    @staticmethod
+    def classify(config: BrokerConfig, exc: BaseException, seen: list[BaseException], where: str = "") -> StepFailed:
+        """The cause of a failed nats-py connect or request (`seen`: what reached `error_cb`), for the
+        check and the diagnosis alike."""
+        prefix = f"{where}: " if where else ""
+        for candidate in [exc, *(e for e in reversed(seen) if e is not exc)]:
+            words = one_line(str(candidate) or repr(candidate))
+            if "authorization violation" in words.lower():
+                variant = None if (config.username or config.token) else "no_credentials"
+                return StepFailed("auth_failed", f"{prefix}{words}", words="Authorization Violation",
+                                  variant=variant)
             if isinstance(candidate, (ssl.SSLError, ssl.CertificateError)) and not config.tls:
-                return CheckFailed("tls_required", f"{where} requires TLS but the settings ask for "
-                                                   f"plaintext (nats-py's own TLS upgrade failed: "
-                                                   f"{one_line(candidate)})")
+                return StepFailed("tls_required", f"{prefix}requires TLS but the settings ask for plaintext "
+                                                  f"(nats-py's own TLS upgrade failed: {one_line(candidate)})")
             found = classify(candidate, during_tls=config.tls, where=where)
             if found is not None:
-                if found.cause in ("connect_timeout", "handshake_timeout"):
-                    return diagnose(config, host, port, deadline, NATS_GREETING, found)
-                return found
+                return StepFailed(found.cause, found.message,
+                                  unsure=found.cause in ("connect_timeout", "handshake_timeout"))
         words = one_line(str(exc) or repr(exc))
-        lowered = words.lower()
-        if "authorization violation" in lowered or "authentication" in lowered:
-            return CheckFailed("auth_failed", f"{where}: {words}")
-        if "permissions violation" in lowered:
-            return CheckFailed("access_denied", f"{where}: {words}")
-        if isinstance(exc, (nerr.NoServersError, nerr.Error)) or "info" in lowered:
-            fallback = CheckFailed("unknown", f"{where}: {words}")
-            return diagnose(config, host, port, deadline, NATS_GREETING, fallback)
-        return CheckFailed("unknown", f"{where}: {words}")
+        if "permissions violation" in words.lower():
+            return StepFailed("access_denied", f"{prefix}{words}", words=words)
+        if isinstance(exc, TimeoutError):
+            return StepFailed("handshake_timeout", f"{prefix}{words}", unsure=True)
+        if isinstance(exc, (nerr.NoServersError, nerr.Error)) or "info" in words.lower():
+            return StepFailed("unknown", f"{prefix}{words}", unsure=True)
+        return StepFailed("unknown", f"{prefix}{one_line(f'{type(exc).__name__}: {exc}')}")
+
+    # -- the diagnosis ---------------------------------------------------------------------------------
+
+    @classmethod
+    def wire(cls) -> Wire:
+        return Wire(NATS_GREETING, _line_complete, server_first=True, starttls=True)
+
+    def check_preamble(self, preamble: bytes) -> None:
+        info = parse_info(preamble)
+        if info and not (info.get("tls_required") or info.get("tls_available")):
+            raise StepFailed("tls_not_offered", f"the server's INFO has neither tls_required nor tls_available "
+                                                f"(nats-server {info.get('version', '?')})")
+
+    def describe_handshake(self, reply: bytes) -> str:
+        info = self.info = parse_info(reply)
+        if not info:
+            return "the server answered the NATS greeting"
+        self.facts.update(version=info.get("version"), server_name=info.get("server_name"))
+        if info.get("tls_required") and not self.config.tls:
+            raise StepFailed("tls_required", "the server's INFO says tls_required")
+        traits = [name for name, key in (("auth required", "auth_required"), ("TLS required", "tls_required"))
+                  if info.get(key)]
+        return (f"nats-server {info.get('version', '?')} (server {str(info.get('server_name', '?'))[:12]}…) sent "
+                f"INFO{': ' + ', '.join(traits) if traits else ''}")
+
+    def auth(self, deadline: Deadline, link: Link) -> Passed:
+        self.facts.update(username=self.config.username, login=self.login_words())
+        _quiet_asyncio()
+        self.runner = _LoopThread()
+        context = ssl_context(self.config) if self.config.tls else None
+        outcome = self.runner.run(self._connect(deadline, context), deadline.remaining())
+        if isinstance(outcome, BaseException):
+            raise self.classify(self.config, outcome, self.seen)
+        assert self.nc is not None
+        info = self.nc._server_info or {}
+        who = self.login_words()
+        if who == "anonymous":
+            who = "anonymous (no credentials configured; the server requires none)"
+        return Passed(f"CONNECT accepted and PING answered: {who} (server {info.get('version', '?')})")
+
+    async def _connect(self, deadline: Deadline, context: ssl.SSLContext | None) -> BaseException | None:
+        async def on_error(exc: Exception) -> None:
+            self.seen.append(exc)
+
+        self.nc = nc = NATS()
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        url = f"{'tls' if context else 'nats'}://{host}:{self.config.port}"
+        options = connect_options(self.config, deadline.remaining(), on_error, context, url)
+        if context is not None and self.config.options.get("tls_server_name"):
+            options["tls_hostname"] = str(self.config.options["tls_server_name"])
+        try:
+            await asyncio.wait_for(nc.connect(**options), max(deadline.remaining(), 0.01))
+        except (asyncio.TimeoutError, TimeoutError):
+            return TimeoutError("no CONNECT/PONG within the time left")
+        except Exception as exc:  # noqa: BLE001 - classified by the caller
+            return exc
+        return None
+
+    def operation(self, deadline: Deadline, link: Link) -> Passed:
+        assert self.runner is not None
+        outcome = self.runner.run(self._request(deadline), deadline.remaining())
+        if isinstance(outcome, str):
+            return Passed(outcome)
+        denied = [e for e in self.seen if "permissions violation" in str(e).lower()]
+        if denied:
+            words = one_line(denied[-1])
+            raise StepFailed("access_denied", words, words=words)
+        raise StepFailed("handshake_timeout" if isinstance(outcome, TimeoutError) else "unknown",
+                         one_line(f"the inbox request failed: {outcome!r}"))
+
+    async def _request(self, deadline: Deadline) -> str | BaseException:
+        nc = self.nc
+        assert nc is not None
+        inbox = nc.new_inbox()
+        payload = secrets.token_hex(8).encode()
+        try:
+            subscription = await nc.subscribe(inbox)
+            await nc.publish(inbox, payload)
+            await nc.flush(timeout=max(deadline.remaining(), 0.01))
+            message = await subscription.next_msg(timeout=max(deadline.remaining(), 0.01))
+            await subscription.unsubscribe()
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            return TimeoutError(str(exc) or "no message within the time left")
+        except Exception as exc:  # noqa: BLE001 - classified by the caller
+            return exc
+        if message.data != payload:
+            return ValueError("received an unexpected message")
+        return f"subscribed to the private inbox {inbox}, published and received the message"
+
+    def identity(self) -> str:
+        return f"nats-server {self.facts.get('version', '?')}"
+
+    def close(self) -> None:
+        runner, self.runner = self.runner, None
+        if runner is None:
+            return
+        if self.nc is not None:
+            try:
+                runner.run(self._close(self.nc), _CLOSE_WAIT)
+            except Exception:  # noqa: BLE001 - best-effort clean-up
+                pass
+        runner.close()
+
+    @staticmethod
+    async def _close(nc: NATS) -> None:
+        if nc.is_connected:
+            try:
+                await asyncio.wait_for(nc.close(), _CLOSE_WAIT)
+            except BaseException:  # noqa: BLE001
+                pass
+        transport = getattr(nc, "_transport", None)
+        for name in ("_io_writer", "_bare_io_writer"):
+            writer = getattr(transport, name, None)
+            if writer is not None:
+                writer.transport.abort()
+        await asyncio.sleep(0)
 
 
 def connect_options(config: BrokerConfig, budget: float, on_error: Callable[[Exception], Awaitable[None]],
                     context: ssl.SSLContext | None, url: str) -> dict[str, Any]:
     """nats-py connect options for one attempt within `budget` seconds: no reconnects (0 would mean
     forever), the configured credentials, token and TLS context."""
-    logging.getLogger("asyncio").addFilter(_QUIET_SSL_EOF)   # once: the same filter object
+    _quiet_asyncio()
     options: dict[str, Any] = {
         "servers": [url], "connect_timeout": max(budget, 0.05),
         "allow_reconnect": False, "max_reconnect_attempts": 1, "reconnect_time_wait": 0,

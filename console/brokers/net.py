@@ -1,4 +1,4 @@
-"""Transport helpers shared by every driver, one implementation for all five.
+"""The raw transport, shared by every driver and by the diagnosis steps: one implementation for all.
 
 - `ssl_context(config)`: the client `SSLContext` a `BrokerConfig` asks for (its CA file or the system
   store, its client certificate and key, host-name checking on or off).
@@ -9,6 +9,9 @@
   connection was lost, every certificate problem looked the same): TCP first, then either the configured
   TLS handshake or the protocol's own greeting in plaintext, whose answer tells a plaintext broker from a
   TLS port or from another protocol.
+- `connect`, `read_answer`, `upgrade`, `unverified_context`, `presented`: the diagnosis steps' raw
+  transport: a deadline-bounded connect, the read of a broker's first answer, a TLS upgrade (also after a
+  plaintext preamble, as NATS does), and the certificate chain a broker presents.
 
 Every probe connects only to the address it is given and never outlives the time it is given.
 """
@@ -17,10 +20,11 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Callable
 
-from .base import BrokerConfig, CheckFailed, Deadline, one_line
+from .base import BrokerConfig, CheckFailed, Deadline, Greeting, one_line
 
 _EXPIRED_CODES = {9, 10}
 _HOSTNAME_CODES = {62, 63, 64}
@@ -31,15 +35,8 @@ _CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", 
                        "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED", "ACCESS_DENIED",
                        "UNSUPPORTED_CERTIFICATE")
 _MIN_WAIT = 0.001
-
-
-@dataclass(frozen=True)
-class Greeting:
-    """The first bytes a protocol's client sends, and how to recognise its own broker's answer."""
-
-    protocol: str
-    payload: bytes
-    expect: Callable[[bytes], bool]
+MAX_ANSWER = 64 * 1024
+_now = time.monotonic
 
 
 def ssl_context(config: BrokerConfig) -> ssl.SSLContext:
@@ -102,16 +99,19 @@ def classify(exc: BaseException, *, during_tls: bool = False, where: str = "") -
     return None
 
 
-def _connect(host: str, port: int, timeout: float) -> socket.socket:
-    if timeout <= 0:
+def connect(ip: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to ip:port, or the socket error (TimeoutError when `timeout` is spent)."""
+    if timeout < _MIN_WAIT:
         raise TimeoutError("no time left")
-    return socket.create_connection((host, port), timeout=timeout)
+    sock = socket.create_connection((ip, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def probe_tcp(host: str, port: int, timeout: float) -> CheckFailed | None:
     """None when a TCP connection to host:port opens within `timeout`, else the cause."""
     try:
-        _connect(host, port, timeout).close()
+        connect(host, port, timeout).close()
     except OSError as exc:
         return classify(exc, where=f"{host}:{port}") or CheckFailed("unknown", f"{host}:{port}: {exc!r}")
     return None
@@ -125,7 +125,7 @@ def probe_tls(config: BrokerConfig, host: str, port: int, timeout: float,
     context = ssl_context(config)
     where = f"{host}:{port}"
     try:
-        sock = _connect(host, port, timeout)
+        sock = connect(host, port, timeout)
     except OSError as exc:
         return classify(exc, where=where) or CheckFailed("unknown", f"{where}: {exc!r}")
     try:
@@ -159,15 +159,12 @@ def tls_failure(config: BrokerConfig, host: str, port: int, deadline: Deadline,
 
 def speaks_tls(host: str, port: int, timeout: float) -> bool:
     """True when host:port completes (or answers with an alert) a TLS handshake that checks nothing."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     try:
-        sock = _connect(host, port, timeout)
+        sock = connect(host, port, timeout)
     except OSError:
         return False
     try:
-        with context.wrap_socket(sock, server_hostname=host):
+        with unverified_context().wrap_socket(sock, server_hostname=host):
             return True
     except ssl.SSLError as exc:
         return "ALERT" in (exc.reason or "")
@@ -182,7 +179,7 @@ def exchange(host: str, port: int, payload: bytes, timeout: float) -> bytes | No
     the connection, None when it stayed silent for `timeout`."""
     deadline = Deadline(timeout)
     try:
-        sock = _connect(host, port, timeout)
+        sock = connect(host, port, timeout)
     except OSError as exc:
         raise classify(exc, where=f"{host}:{port}") or CheckFailed("unknown", f"{host}:{port}: {exc!r}")
     try:
@@ -211,6 +208,30 @@ def identify(data: bytes) -> str | None:
     return None
 
 
+def _over_tls(config: BrokerConfig, host: str, port: int, deadline: Deadline, greeting: Greeting,
+              fallback: CheckFailed) -> CheckFailed:
+    """After a healthy TLS handshake, when the library heard nothing it understood: the greeting sent over
+    TLS tells another protocol behind TLS (`protocol_mismatch`) from a broker that is merely slow."""
+    if fallback.cause not in ("handshake_timeout", "unknown") or deadline.remaining() < _MIN_WAIT:
+        return fallback
+    try:
+        sock = connect(host, port, deadline.remaining())
+    except OSError:
+        return fallback
+    try:
+        with upgrade(sock, ssl_context(config), host, deadline.remaining()) as tls:
+            tls.sendall(greeting.payload)
+            reply = read_answer(tls, deadline.remaining(), lambda data: True)
+    except (OSError, ValueError, CheckFailed):
+        return fallback
+    finally:
+        sock.close()
+    name = identify(reply) if reply else None
+    if reply and not greeting.expect(reply) and name and name != "TLS":
+        return CheckFailed("protocol_mismatch", f"{host}:{port} speaks {name} over TLS, not {greeting.protocol}")
+    return fallback
+
+
 def diagnose(config: BrokerConfig, host: str, port: int, deadline: Deadline, greeting: Greeting,
              fallback: CheckFailed) -> CheckFailed:
     """The cause of an ambiguous library failure, found by probing host:port within `deadline`:
@@ -224,7 +245,7 @@ def diagnose(config: BrokerConfig, host: str, port: int, deadline: Deadline, gre
     if config.tls:
         found = probe_tls(config, host, port, deadline.remaining() / 2, listen=deadline.remaining(0.4) / 4)
         if found is None:
-            return fallback
+            return _over_tls(config, host, port, deadline, greeting, fallback)
         if found.cause != "handshake_timeout":
             return found
         try:
@@ -260,3 +281,150 @@ def diagnose(config: BrokerConfig, host: str, port: int, deadline: Deadline, gre
                                                 f"greeting: it does not seem to speak {greeting.protocol}")
     return CheckFailed("protocol_mismatch", f"{where} answered the {greeting.protocol} greeting with "
                                             f"unexpected bytes {one_line(repr(reply[:16]))}")
+
+
+# -- the diagnosis steps' raw transport ------------------------------------------------------------
+
+def read_answer(sock: socket.socket, timeout: float, complete: Callable[[bytes], bool]) -> bytes | None:
+    """The broker's answer: bytes once `complete` says so (or whatever came before the peer closed or the
+    time ran out), b"" when the peer closed or reset without a byte, None when it stayed silent. TLS
+    errors (alerts) propagate."""
+    end = _now() + max(timeout, 0.0)
+    data = b""
+    while len(data) < MAX_ANSWER:
+        left = end - _now()
+        if left < _MIN_WAIT:
+            break
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(16384)
+        except (socket.timeout, TimeoutError):
+            break
+        except ssl.SSLError:
+            if data:
+                return data
+            raise
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            return data
+        if not chunk:
+            return data
+        data += chunk
+        if complete(data):
+            return data
+    return data or None
+
+
+def upgrade(sock: socket.socket, context: ssl.SSLContext, server_name: str, timeout: float) -> ssl.SSLSocket:
+    """Wrap `sock` and complete the TLS handshake within `timeout`; the wrapped socket (closed, with
+    `sock`, when the handshake fails)."""
+    tls = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
+    try:
+        tls.settimeout(max(timeout, _MIN_WAIT))
+        tls.do_handshake()
+    except BaseException:
+        tls.close()
+        raise
+    return tls
+
+
+def unverified_context(max_tls12: bool = False) -> ssl.SSLContext:
+    """A client context that checks nothing: for looking at what a broker presents, never for trust."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if max_tls12:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+@dataclass
+class Presented:
+    """What a broker presents in its TLS handshake: its certificates (DER, leaf first) and whether it
+    asks the client for a certificate (None: unknown, seen only in a TLS 1.2 handshake)."""
+
+    chain: list[bytes] = field(default_factory=list)
+    client_certificate_requested: bool | None = None
+
+
+def presented(open_plain: Callable[[float], socket.socket], server_name: str, timeout: float) -> Presented:
+    """What a broker presents: the whole chain and the client-certificate request from its TLS 1.2 first
+    flight (sent in the clear), else the leaf of a TLS 1.3 handshake; an empty chain when neither works."""
+    end = _now() + timeout
+    try:
+        flight = _tls12_flight(open_plain, server_name, end)
+        if flight.chain:
+            return flight
+    except (OSError, ssl.SSLError, ValueError):
+        pass
+    try:
+        sock = open_plain(end - _now())
+    except (OSError, ValueError):
+        return Presented()
+    try:
+        with upgrade(sock, unverified_context(), server_name, end - _now()) as tls:
+            leaf = tls.getpeercert(binary_form=True)
+            return Presented([leaf] if leaf else [])
+    except (OSError, ssl.SSLError, ValueError):
+        return Presented()
+    finally:
+        sock.close()
+
+
+def _tls12_flight(open_plain: Callable[[float], socket.socket], server_name: str, end: float) -> Presented:
+    sock = open_plain(end - _now())
+    try:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = unverified_context(max_tls12=True).wrap_bio(incoming, outgoing, server_hostname=server_name)
+        received = b""
+        while _now() < end:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pending = outgoing.read()
+                if pending:
+                    sock.sendall(pending)
+                sock.settimeout(max(end - _now(), _MIN_WAIT))
+                chunk = sock.recv(16384)
+                if not chunk:
+                    break
+                received += chunk
+                flight = server_flight(received)
+                if flight is not None:
+                    return flight
+                incoming.write(chunk)
+        return server_flight(received, final=True) or Presented()
+    finally:
+        sock.close()
+
+
+def server_flight(data: bytes, final: bool = False) -> Presented | None:
+    """The certificates and the client-certificate request of a TLS 1.2 server's first flight in its raw
+    bytes, or None while that flight (up to ServerHelloDone) is incomplete (unless `final`)."""
+    handshake, i = b"", 0
+    while i + 5 <= len(data):
+        kind, length = data[i], int.from_bytes(data[i + 3:i + 5], "big")
+        fragment = data[i + 5:i + 5 + length]
+        if len(fragment) < length or kind in (20, 21):
+            break
+        if kind == 22:
+            handshake += fragment
+        i += 5 + length
+    found, j = Presented(client_certificate_requested=False), 0
+    while j + 4 <= len(handshake):
+        kind, length = handshake[j], int.from_bytes(handshake[j + 1:j + 4], "big")
+        body = handshake[j + 4:j + 4 + length]
+        if len(body) < length:
+            break
+        if kind == 11:
+            total, k = int.from_bytes(body[:3], "big"), 3
+            while k + 3 <= min(3 + total, len(body)):
+                size = int.from_bytes(body[k:k + 3], "big")
+                found.chain.append(bytes(body[k + 3:k + 3 + size]))
+                k += 3 + size
+        elif kind == 13:
+            found.client_certificate_requested = True
+        elif kind == 14:
+            return found
+        j += 4 + length
+    return found if final and found.chain else None

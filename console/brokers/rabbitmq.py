@@ -1,4 +1,10 @@
-"""RabbitMQ checker (pika `BlockingConnection`): AMQP 0-9-1 connect, open one channel, close.
+"""RabbitMQ driver (pika `BlockingConnection`).
+
+Check: AMQP 0-9-1 connect, open one channel, close. Diagnosis: the handshake is the AMQP 0-9-1 protocol
+header answered by connection.start (product, version, SASL mechanisms); the login is a pika connection
+to the vhost; the operation is a passive declare of the configured exchange (or of amq.direct, present in
+every vhost, when the default exchange is used), so nothing is ever created. One classifier
+(`RabbitmqDriver.classify`) names pika's errors for both.
 
 Connection string: `host`/`port` of the `BrokerConfig` (`amqp://host:5672`, `amqps://host:5671`).
 
@@ -18,49 +24,100 @@ Traps handled:
 - a lost stream (plain client on a TLS port, another protocol on the port) is diagnosed with an AMQP
   protocol header probe and a TLS probe (`net.diagnose`);
 - pika logs every failed connection at ERROR with a traceback: its `pika` logger is set to CRITICAL (only
-  the checks use pika; the check result carries the cause).
+  the checks use pika; the check result carries the cause) at the first check or diagnosis, not at import;
+- pika's blocking calls have no time limit of their own: the diagnosis's channel and declare are driven
+  through the connection's asynchronous layer with `process_data_events(time_limit)` up to the deadline.
 """
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from typing import Any
 
 import pika
 import pika.exceptions as pex
+import pika.frame
 from pika.adapters.utils import connection_workflow as cw
 
-from .base import BrokerConfig, CheckFailed, Deadline, DriverChecker, one_line
-from .net import Greeting, classify, diagnose, ssl_context
+from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
+                   one_line)
+from .net import classify, diagnose, ssl_context
 
 AMQP_GREETING = Greeting("AMQP", b"AMQP\x00\x00\x09\x01",
                          lambda reply: reply.startswith((b"\x01\x00\x00", b"AMQP")))
 
 _LOGIN_ERRORS = (pex.ProbableAuthenticationError, pex.AuthenticationError)
+_STEP = 0.001
+_CLOSED = re.compile(r"\((\d{3})\)\s*['\"](.+?)['\"]\)?,?\)?$")
+_PROBE_EXCHANGE = "amq.direct"
+
+
+
+def _quiet_pika() -> None:
+    """Silence pika's ERROR tracebacks of failed connections (the check or diagnosis carries the cause):
+    done at first use, never at import, so that importing the driver changes no logging set-up."""
+    logger = logging.getLogger("pika")
+    if logger.level < logging.CRITICAL:
+        logger.setLevel(logging.CRITICAL)
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _refusal(exc: BaseException) -> CheckFailed:
-    words = one_line(str(exc) or repr(exc))
-    lowered = words.lower()
-    if isinstance(exc, _LOGIN_ERRORS) or "access_refused" in lowered:
-        return CheckFailed("auth_failed", words)
-    if "not found" in lowered:
-        return CheckFailed("not_found", words)
-    return CheckFailed("access_denied", words)
+def _amqp_complete(data: bytes) -> bool:
+    if data.startswith(b"AMQP"):
+        return len(data) >= 8
+    return len(data) >= 7 and len(data) >= 8 + int.from_bytes(data[3:7], "big")
 
 
-class RabbitmqChecker(DriverChecker):
-    """Checks a RabbitMQ broker with pika: connect, open a channel, close."""
+class RabbitmqDriver(Driver):
+    """RabbitMQ with pika: connect and open a channel for the check; connection.start, PLAIN login to the
+    vhost and a passive exchange declare for the diagnosis."""
 
     protocol = "rabbitmq"
+    label = "RabbitMQ"
     default_port = 5672
+    tls_port = 5671
+    texts = {
+        "auth_failed": (
+            "RabbitMQ refused the login of {username}.{said}",
+            "Check the username and password of {username} (rabbitmqctl authenticate_user {username} "
+            "<password> on the broker tells whether they match); note that the built-in guest user may log "
+            "in only from localhost."),
+        "sasl_mechanism_unsupported": (
+            "RabbitMQ offers the SASL mechanisms {offered}, not PLAIN (the console logs in with PLAIN).",
+            "Enable PLAIN on the broker (auth_mechanisms.1 = PLAIN in rabbitmq.conf) or use a broker listener "
+            "that offers it."),
+        "access_denied/vhost": (
+            "User {username} may not use the vhost {vhost}.{said}",
+            "Grant permissions: rabbitmqctl set_permissions -p {vhost} {username} '.*' '.*' '.*' (or Admin → "
+            "Users → {username} → Set permission in the management UI), or use a vhost the user may access."),
+        "access_denied/exchange": (
+            "User {username} may not use the exchange {exchange} in vhost {vhost}.{said}",
+            "Grant the user permissions on {exchange} in vhost {vhost} (rabbitmqctl set_permissions -p "
+            "{vhost} {username} ...)."),
+        "not_found/vhost": (
+            "The vhost {vhost} does not exist on RabbitMQ.{said}",
+            "Create it and grant the user access (rabbitmqctl add_vhost {vhost}; rabbitmqctl set_permissions "
+            "-p {vhost} {username} '.*' '.*' '.*'), or correct the vhost setting (names are case-sensitive; "
+            "the default vhost is \"/\")."),
+        "not_found/exchange": (
+            "The exchange {exchange} does not exist in the vhost {vhost}.{said}",
+            "Declare it (rabbitmqadmin -V {vhost} declare exchange name={exchange} type=topic durable=true), "
+            "let the application declare it at start-up, or correct the exchange setting; the diagnosis "
+            "only declares passively and never creates it."),
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connection: pika.BlockingConnection | None = None
+        self.vhost = "/"
 
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
         """Connect and open a channel within `deadline`; the broker's identity."""
+        _quiet_pika()
         library = deadline.share(self.library_share)
         vhost = str(config.options.get("vhost") or "/")
         try:
@@ -92,26 +149,136 @@ class RabbitmqChecker(DriverChecker):
             connection.process_data_events(time_limit=min(library.remaining(), 0.0005))
 
     def _classify(self, config: BrokerConfig, deadline: Deadline, exc: BaseException) -> CheckFailed:
-        host, port = config.host, config.port
-        where = f"{host}:{port}"
-        if isinstance(exc, (*_LOGIN_ERRORS, pex.ProbableAccessDeniedError, pex.ConnectionClosedByBroker)):
-            return _refusal(exc)
+        failed = self.classify(exc, f"{config.host}:{config.port}")
+        if failed.unsure:
+            return diagnose(config, config.host, config.port, deadline, AMQP_GREETING, failed)
+        return failed
+
+    @staticmethod
+    def classify(exc: BaseException, where: str = "") -> StepFailed:
+        """The cause of a failed pika connection, for the check and the login alike."""
+        closed = _CLOSED.search(str(exc)) if isinstance(exc, (pex.AMQPConnectionError, pex.AMQPError)) else None
+        if closed is not None:
+            code, said = int(closed.group(1)), closed.group(2)
+            detail = f"connection closed by the broker: ({code}) {said}"
+            if code == 403 or isinstance(exc, _LOGIN_ERRORS):
+                return StepFailed("auth_failed", detail, words=said)
+            cause = "not_found" if "not found" in said.lower() else "access_denied"
+            return StepFailed(cause, detail, words=said, variant="vhost")
+        words = one_line(str(exc) or repr(exc))
+        if isinstance(exc, _LOGIN_ERRORS) or "access_refused" in words.lower():
+            return StepFailed("auth_failed", words, words=words)
+        if isinstance(exc, (pex.ProbableAccessDeniedError, pex.ConnectionClosedByBroker)):
+            cause = "not_found" if "not found" in words.lower() else "access_denied"
+            return StepFailed(cause, words, words=words, variant="vhost")
         inner: BaseException = exc
         if isinstance(exc, pex.AMQPConnectionError) and exc.args and isinstance(exc.args[0], BaseException):
             inner = exc.args[0]
         if isinstance(inner, cw.AMQPConnectorPhaseErrorBase) and inner.exception is not None:
             inner = inner.exception
         if isinstance(inner, (ssl.SSLError, ssl.CertificateError)):
-            return classify(inner, during_tls=True, where=where) or CheckFailed("unknown", repr(inner))
+            found = classify(inner, during_tls=True, where=where)
+            return StepFailed(found.cause, found.message) if found else StepFailed("unknown", repr(inner))
+        if isinstance(exc, cw.AMQPConnectorStackTimeout):
+            return StepFailed("handshake_timeout", f"{where}: no AMQP handshake within the time left", unsure=True)
+        if isinstance(inner, pex.IncompatibleProtocolError) or isinstance(exc, pex.IncompatibleProtocolError):
+            return StepFailed("protocol_mismatch", f"{where}: the answer is not AMQP 0-9-1 ({one_line(inner)})",
+                              unsure=True)
         if isinstance(inner, OSError):
             found = classify(inner, where=where)
             if found is not None:
-                return found
-        if isinstance(exc, cw.AMQPConnectorStackTimeout):
-            fallback = CheckFailed("handshake_timeout", f"{where}: no AMQP handshake within the timeout")
-        else:
-            fallback = CheckFailed("unknown", f"{where}: {one_line(repr(inner))}")
-        return diagnose(config, host, port, deadline, AMQP_GREETING, fallback)
+                return StepFailed(found.cause, found.message)
+        return StepFailed("unknown", f"{where}: {one_line(repr(inner))}", unsure=True)
+
+    # -- the diagnosis ---------------------------------------------------------------------------------
+
+    def begin(self, config: BrokerConfig) -> "RabbitmqDriver":
+        _quiet_pika()
+        super().begin(config)
+        self.vhost = str(config.options.get("vhost") or "/")
+        self.facts.update(vhost=self.vhost, username=config.username or "guest")
+        return self
+
+    @classmethod
+    def wire(cls) -> Wire:
+        return Wire(AMQP_GREETING, _amqp_complete)
+
+    def describe_handshake(self, reply: bytes) -> str:
+        if reply.startswith(b"AMQP"):
+            version = ".".join(str(b) for b in reply[5:8])
+            raise StepFailed("protocol_mismatch", f"the broker answered with the protocol header of AMQP "
+                                                  f"{version}: it does not speak AMQP 0-9-1",
+                             speaks=f"AMQP {version}")
+        try:
+            _, frame = pika.frame.decode_frame(reply)
+            start = frame.method
+            props = start.server_properties or {}
+        except Exception:  # noqa: BLE001 - a partial or odd frame is still an AMQP answer
+            return "the broker answered the AMQP 0-9-1 protocol header"
+        product, version = _text(props.get("product", "AMQP broker")), _text(props.get("version", ""))
+        offered = _text(start.mechanisms)
+        self.facts.update(product=product, version=version, offered=offered,
+                          cluster=_text(props.get("cluster_name", "")))
+        protocol = "0-9-1" if (start.version_major, start.version_minor) == (0, 9) else \
+            f"{start.version_major}-{start.version_minor}"
+        return f"{product} {version} answered connection.start (AMQP {protocol}, SASL mechanisms {offered})"
+
+    def auth(self, deadline: Deadline, link: Link) -> Passed:
+        offered = str(self.facts.get("offered") or "")
+        if offered and "PLAIN" not in offered.split():
+            raise StepFailed("sasl_mechanism_unsupported", f"the broker offers {offered}, not PLAIN",
+                             mechanism="PLAIN")
+        try:
+            self.connection = pika.BlockingConnection(self._login_parameters(deadline))
+        except Exception as exc:  # noqa: BLE001 - pika raises many unrelated types
+            raise self.classify(exc) from None
+        who = self.config.username or "guest (pika's default; no username configured)"
+        return Passed(f"logged in as {who} (PLAIN) to vhost {self.vhost}")
+
+    def _login_parameters(self, deadline: Deadline) -> pika.ConnectionParameters:
+        return connection_parameters(self.config, deadline.remaining(), self.vhost, "diagnosis",
+                                     self.config.options.get("tls_server_name"))
+
+    def operation(self, deadline: Deadline, link: Link) -> Passed:
+        assert self.connection is not None
+        exchange = str(self.config.options.get("exchange") or "")
+        target = exchange or _PROBE_EXCHANGE
+        self.facts["exchange"] = exchange or "(default)"
+        events: dict[str, Any] = {}
+        impl = self.connection._impl
+        channel = impl.channel(on_open_callback=lambda ch: events.setdefault("open", ch))
+        channel.add_on_close_callback(lambda _ch, reason: events.setdefault("closed", reason))
+        self._drive(deadline, events, ("open", "closed"), "open a channel")
+        if "closed" not in events:
+            channel.exchange_declare(exchange=target, passive=True,
+                                     callback=lambda frame: events.setdefault("declared", frame))
+            self._drive(deadline, events, ("declared", "closed"), f"declare {target} passively")
+        if "closed" in events:
+            reason = events["closed"]
+            code, text = getattr(reason, "reply_code", 0), _text(getattr(reason, "reply_text", reason))
+            cause = {404: "not_found", 403: "access_denied"}.get(code, "unknown")
+            raise StepFailed(cause, f"channel closed by the broker: ({code}) {text}", words=text,
+                             variant="exchange")
+        if exchange:
+            return Passed(f"exchange {exchange} exists in vhost {self.vhost} (passive declare)")
+        return Passed(f"no exchange configured (the default exchange always exists): channel opened and "
+                      f"{_PROBE_EXCHANGE} declared passively in vhost {self.vhost}")
+
+    def _drive(self, deadline: Deadline, events: dict[str, Any], until: tuple[str, ...], what: str) -> None:
+        assert self.connection is not None
+        while not any(key in events for key in until):
+            if deadline.expired:
+                raise StepFailed("handshake_timeout", f"the broker did not {what} within the time left")
+            self.connection.process_data_events(time_limit=deadline.remaining(_STEP))
+
+    def identity(self) -> str:
+        return f"{self.facts.get('product', 'RabbitMQ')} {self.facts.get('version', '')}".strip() + \
+            f", vhost {self.vhost}"
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            close_connection(connection)
 
 
 def close_connection(connection: pika.BlockingConnection) -> None:
@@ -130,7 +297,7 @@ def connection_parameters(config: BrokerConfig, budget: float, vhost: str, purpo
                           server_name: str | None = None) -> pika.ConnectionParameters:
     """pika parameters for one attempt within `budget` seconds (socket and AMQP handshake), with the
     configured credentials, TLS and heartbeat."""
-    logging.getLogger("pika").setLevel(logging.CRITICAL)   # its refusals are reported as causes
+    _quiet_pika()
     budget = max(budget, 0.05)
     kwargs: dict[str, Any] = {}
     if config.username:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 from flask import current_app
 from sqlalchemy import and_, func, or_, update
 
-from ..brokers import PROTOCOLS, get_checker
+from ..brokers import PROTOCOLS, get_driver
 from ..brokers.base import BrokerConfig, CheckResult
 from ..crypto import SecretUnreadable
 from ..extensions import db
@@ -194,7 +194,7 @@ def check_settings(settings: ProtocolSettings, timeout: float,
                                "dns_failure", dns_error, {"target": target_of(config)},
                                settings_digest=digest)
         remaining = max(0.1, timeout - (time.monotonic() - started))
-        result = get_checker(settings.protocol).check(config, remaining)
+        result = get_driver(settings.protocol).check(config, remaining)
         result.identity.setdefault("target", target_of(config))
         result.settings_digest = digest
         return result

@@ -1,8 +1,8 @@
 """The step runner of a diagnosis: dns → tcp → tls → handshake → auth → operation, within one deadline.
 
 The first four steps are shared by every protocol and use raw probes (console/diagnostics/steps.py); the
-protocol's session then logs in and runs one harmless operation with the real client library
-(console/diagnostics/protocols/). The first failure ends the run: later steps are skipped, and the
+protocol's driver (console/brokers/<protocol>.py) then logs in and runs one harmless operation with the
+real client library. The first failure ends the run: later steps are skipped, and the
 failure's cause code becomes the diagnosis's cause, with a summary and a fix from causes.py filled with
 the concrete values the steps found.
 
@@ -17,12 +17,11 @@ import logging
 import time
 from typing import Any, Callable
 
-from ..brokers.base import BrokerConfig, CheckFailed, Deadline, one_line
+from ..brokers import get_driver
+from ..brokers.base import BrokerConfig, CheckFailed, Deadline, Driver, Passed, StepFailed, one_line
 from ..checks import Resolver, system_resolver, target_of
 from . import causes
 from .base import Diagnosis, StepCallback
-from .protocols import session_class
-from .protocols.base import Passed, Session, StepFailed
 from .steps import TransportSteps, host_port
 
 log = logging.getLogger(__name__)
@@ -46,11 +45,11 @@ class _Run:
         self.config = config
         self.resolver = resolver
         self.on_step = on_step
-        self.session: Session | None = None
+        self.driver: Driver | None = None
         self.diagnosis = Diagnosis(config.protocol, target=target_of(config))
         host, port = config.addresses[0]
         self.facts: dict[str, Any] = {
-            "protocol": config.protocol, "label": causes.LABELS.get(config.protocol, config.protocol),
+            "protocol": config.protocol, "label": causes.label(config.protocol),
             "target": self.diagnosis.target, "host": host, "port": port, "where": host_port(host, port),
             "timeout": timeout, "tls": config.tls, "username": config.username,
         }
@@ -89,12 +88,12 @@ class _Run:
         return self.diagnosis
 
     def _steps(self) -> dict[str, Callable[[], Passed]]:
-        session = self.session = session_class(self.config.protocol)(self.config)
-        probes = TransportSteps(session, self.deadline, self.resolver, self.facts, self.diagnosis)
-        self.facts["tls"] = session.config.tls
+        driver = self.driver = get_driver(self.config.protocol).begin(self.config)
+        probes = TransportSteps(driver, self.deadline, self.resolver, self.facts, self.diagnosis)
+        self.facts["tls"] = driver.config.tls
         return {"dns": probes.dns, "tcp": probes.tcp, "tls": probes.tls, "handshake": probes.handshake,
-                "auth": lambda: session.auth(self.deadline, probes),
-                "operation": lambda: session.operation(self.deadline, probes)}
+                "auth": lambda: driver.auth(self.deadline, probes),
+                "operation": lambda: driver.operation(self.deadline, probes)}
 
     def _guarded(self, name: str, run: Callable[[], Passed]) -> Passed:
         if self.deadline.remaining() < 0.001:
@@ -120,19 +119,19 @@ class _Run:
             log.warning("diagnosis progress callback failed", exc_info=True)
 
     def _close(self) -> None:
-        if self.session is None:
+        if self.driver is None:
             return
         try:
-            self.session.close()
+            self.driver.close()
         except Exception:  # noqa: BLE001 - clean-up never hides the diagnosis
-            log.warning("closing the %s diagnosis session failed", self.config.protocol, exc_info=True)
+            log.warning("closing the %s diagnosis failed", self.config.protocol, exc_info=True)
 
     def _conclude(self, failure: StepFailed | None) -> None:
         d = self.diagnosis
-        facts = {**self.facts, **(self.session.facts if self.session else {})}
+        facts = {**self.facts, **(self.driver.facts if self.driver else {})}
         if failure is None:
-            assert self.session is not None
-            facts["identity"] = self.session.identity()
+            assert self.driver is not None
+            facts["identity"] = self.driver.identity()
             d.ok, d.cause = True, "ok"
         else:
             facts.update({k: v for k, v in failure.facts.items() if v is not None})

@@ -23,14 +23,13 @@ from typing import Any, Callable
 
 from cryptography import x509
 
-from ..brokers.base import BrokerConfig, Deadline, one_line
-from ..brokers.net import classify, identify, speaks_tls, ssl_context
+from ..brokers import driver_classes
+from ..brokers.base import BrokerConfig, Deadline, Driver, Passed, StepFailed, one_line
+from ..brokers.net import (classify, connect, identify, presented, read_answer, speaks_tls, ssl_context,
+                           unverified_context, upgrade)
 from ..certs import CertError, CertInfo, load_pem_file
 from ..checks import Resolver, resolve_hosts
 from .base import Diagnosis
-from .protocols import session_classes
-from .protocols.base import Passed, Session, StepFailed
-from .transport import connect, presented, read_answer, unverified_context, upgrade
 
 TLS_SHARE = 0.5       # of the time left, for a TLS handshake that may never be answered
 TLS_CAP = 2.0         # seconds; no healthy TLS handshake takes longer
@@ -44,16 +43,16 @@ def host_port(host: str, port: int) -> str:
 
 
 class TransportSteps:
-    """dns, tcp, tls and handshake of one diagnosis; also the `Link` a session may use for raw exchanges.
+    """dns, tcp, tls and handshake of one diagnosis; also the `Link` a driver may use for raw exchanges.
 
     `facts` is the diagnosis's shared record of concrete values (host, port, certificate, ...) that the
     cause texts name."""
 
-    def __init__(self, session: Session, deadline: Deadline, resolver: Resolver, facts: dict[str, Any],
+    def __init__(self, driver: Driver, deadline: Deadline, resolver: Resolver, facts: dict[str, Any],
                  diagnosis: Diagnosis) -> None:
-        self.session = session
-        self.config: BrokerConfig = session.config
-        self.wire = session.wire()
+        self.driver = driver
+        self.config: BrokerConfig = driver.config
+        self.wire = driver.wire()
         self.deadline = deadline
         self.resolver = resolver
         self.facts = facts
@@ -172,7 +171,7 @@ class TransportSteps:
             return b""
         preamble = read_answer(sock, self.deadline.remaining(PREAMBLE_CAP), self.wire.complete) or b""
         if check and preamble:
-            self.session.check_preamble(preamble)
+            self.driver.check_preamble(preamble)
         return preamble
 
     def _tls_failure(self, exc: BaseException, ip: str, port: int, where: str) -> StepFailed:
@@ -277,7 +276,7 @@ class TransportSteps:
             raise StepFailed("handshake_timeout", f"{where} accepted the connection but did not answer the "
                                                   f"{label} greeting in time")
         if reply and self.wire.greeting.expect(reply):
-            return Passed(self.session.describe_handshake(reply))
+            return Passed(self.driver.describe_handshake(reply))
         raise self._mismatch(reply, host, ip, port, context)
 
     def _handshake_error(self, exc: BaseException, where: str, label: str) -> bytes | None:
@@ -320,7 +319,7 @@ class TransportSteps:
 
     def _identify(self, ip: str, port: int, tls: bool, server_name: str) -> str | None:
         """The protocol another broker's greeting shows `ip:port` to speak, or None."""
-        for protocol, cls in session_classes().items():
+        for protocol, cls in driver_classes().items():
             if protocol == self.config.protocol or self.deadline.remaining() < 0.01:
                 continue
             other = cls.wire()
