@@ -95,7 +95,7 @@ with app.test_request_context("/"):
     flask_run = background.serving_with_flask_run()
 print(json.dumps({
     "pika": logging.getLogger("pika").level, "asyncio": len(logging.getLogger("asyncio").filters),
-    "dns_pool": len(checks._dns_pool), "threads": sorted(t.name for t in threading.enumerate()),
+    "dns_pool": 0 if checks._DNS_POOL is None else 1, "threads": sorted(t.name for t in threading.enumerate()),
     "extensions": sorted(k for k in app.extensions if k.startswith("console_")), "flask_run": flask_run}))
 """
 
