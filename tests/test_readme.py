@@ -245,7 +245,7 @@ def test_make_test_is_what_ci_runs() -> None:
     """`make test` runs this very suite, so it cannot run inside it: CI runs it (.ci/run), and here its
     recipe is checked to prepare everything and then run the whole suite."""
     assert "make test" in (ROOT / ".ci" / "run").read_text()
-    plan = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True,
+    plan = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=ROOT, capture_output=True, text=True,
                           env=_env(ROOT / "instance"), timeout=60)
     assert plan.returncode == 0, plan.stderr
     steps = plan.stdout
@@ -256,7 +256,7 @@ def test_make_test_is_what_ci_runs() -> None:
 def test_make_bench_runs_every_benchmark_by_hand() -> None:
     """`make bench` is run by hand, never in the suite (it takes minutes and prints figures, it asserts
     nothing): its recipe starts the lab and runs every benchmark the runner discovers."""
-    plan = subprocess.run(["make", "-n", "bench"], cwd=ROOT, capture_output=True, text=True,
+    plan = subprocess.run(["make", "--no-print-directory", "-n", "bench"], cwd=ROOT, capture_output=True, text=True,
                           env=_env(ROOT / "instance"), timeout=60)
     assert plan.returncode == 0, plan.stderr
     assert "brokerlab.py start" in plan.stdout and "-m bench" in plan.stdout
