@@ -44,11 +44,15 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from . import lazy
+
+# loaded when a certificate is first read: commands and requests that read none never pay for them
+x509 = lazy.module("cryptography.x509")
+pkcs7 = lazy.module("cryptography.hazmat.primitives.serialization.pkcs7")
+pkcs12 = lazy.module("cryptography.hazmat.primitives.serialization.pkcs12")
 
 EXPIRY_WARNING_DAYS = 30
 MAX_FILE_BYTES = 1024 * 1024
@@ -671,7 +675,7 @@ def _allows_client_auth(cert: x509.Certificate) -> bool:
     usages = _extension(cert, x509.ExtendedKeyUsage)
     if usages is None:
         return True
-    accepted = (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE)
+    accepted = (x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH, x509.oid.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE)
     return any(usage in usages for usage in accepted)
 
 

@@ -8,6 +8,7 @@ import sys
 import click
 from flask import Flask
 from flask.cli import AppGroup
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from . import background
 from .brokers import PROTOCOLS
@@ -19,10 +20,34 @@ from .settings import service
 from .settings.environment import settings_warnings
 from .settings.schema import PROTOCOL_LABELS
 
-users = AppGroup("users", help="Console users.")
-tokens = AppGroup("tokens", help="API tokens.")
-brokers = AppGroup("brokers", help="Messaging brokers.")
-config = AppGroup("config", help="Export and import the configuration (YAML).")
+
+
+class DatabaseGroup(AppGroup):
+    """A command group whose commands read the database: a database without the console's tables, or
+    one that does not answer, ends the command with one line saying what to do, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, ProgrammingError) as exc:
+            db.session.rollback()
+            raise click.ClickException(database_problem(exc)) from None
+
+
+def database_problem(exc: Exception) -> str:
+    """What the operator reads when a command meets a database it cannot use."""
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
+        return (f"The database has no console tables yet ({reason}). "
+                "Create them first: flask --app app db upgrade")
+    return (f"The database cannot be used: {reason}. "
+            "Check CONSOLE_DATABASE_URL and that the database server answers.")
+
+
+users = DatabaseGroup("users", help="Console users.")
+tokens = DatabaseGroup("tokens", help="API tokens.")
+brokers = DatabaseGroup("brokers", help="Messaging brokers.")
+config = DatabaseGroup("config", help="Export and import the configuration (YAML).")
 
 
 def _read_password(stdin: bool) -> str:

@@ -2,7 +2,10 @@
 `"module:attribute"` strings, so a process imports only the libraries it uses."""
 from __future__ import annotations
 
+import importlib.util
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import Any, Mapping
 
 import click
@@ -31,3 +34,24 @@ class LazyAppGroup(AppGroup):
         if cmd_name in self.lazy and cmd_name not in self.commands:
             self.add_command(load(self.lazy[cmd_name]), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+
+def module(name: str) -> ModuleType:
+    """Module `name`, executed on its first attribute access (importlib.util.LazyLoader): for heavy
+    libraries that only some commands and requests touch, e.g. cryptography.x509 for certificates."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    lazy = importlib.util.module_from_spec(spec)
+    sys.modules[name] = lazy
+    loader.exec_module(lazy)
+    parent, _, child = name.rpartition(".")
+    if parent and type(sys.modules[parent]) is ModuleType:
+        # as `import parent.child` would; a parent wrapped in a proxy (cryptography wraps modules
+        # with deprecations) would inspect the value and load it at once, so it is left alone
+        setattr(sys.modules[parent], child, lazy)
+    return lazy

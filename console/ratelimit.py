@@ -4,6 +4,7 @@ any other storage of the `limits` library (e.g. `redis://…`) instead."""
 from __future__ import annotations
 
 import time
+from importlib import import_module
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,7 +12,6 @@ from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits.storage import Storage
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .extensions import db
 from .models import RateLimitCounter
@@ -34,7 +34,8 @@ class DatabaseStorage(Storage):
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         table = RateLimitCounter.__table__
         now = time.time()
-        insert = (postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert)(table)
+        # the upsert of the engine's own dialect (sqlite or postgresql), loaded with the engine already
+        insert = import_module(f"sqlalchemy.dialects.{db.engine.dialect.name}").insert(table)
         expired = table.c.expires_at <= now
         statement = insert.values(key=key, count=amount, expires_at=now + expiry).on_conflict_do_update(
             index_elements=[table.c.key],

@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 from flask import Flask
+
+from tests.conftest import ROOT
 
 
 def test_users_create_and_login(app: Flask, runner) -> None:
@@ -70,3 +76,30 @@ def test_brokers_list_json_and_text(app: Flask, runner, monkeypatch) -> None:
     text = runner.invoke(args=["brokers", "list"]).output
     assert "kafka.env" in text and "[env SP_KAFKA_HOST]" in text and "guest" in text
     assert "(set)" in text
+
+
+def _fresh_process(instance, *args: str, **env: str):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SP_", "CONSOLE_"))}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={**clean, "CONSOLE_INSTANCE_PATH": str(instance),
+                               "CONSOLE_CHECK_SCHEDULER": "false", **env})
+
+
+def test_commands_before_db_upgrade_say_to_run_it(tmp_path) -> None:
+    for args in (["brokers", "list"], ["users", "list"], ["tokens", "list"], ["config", "export"]):
+        done = _fresh_process(tmp_path, *args)
+        assert done.returncode == 1, done
+        assert "Traceback" not in done.stderr
+        assert "no console tables yet" in done.stderr and "flask --app app db upgrade" in done.stderr
+
+
+def test_commands_with_an_unreachable_database_name_the_variable(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]    # nothing listens once the socket is closed
+    done = _fresh_process(tmp_path, "users", "list",
+                          CONSOLE_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{port}/console")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "The database cannot be used" in done.stderr and "CONSOLE_DATABASE_URL" in done.stderr
+    assert "refused" in done.stderr.lower()

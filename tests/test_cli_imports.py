@@ -81,3 +81,39 @@ def test_db_commands_still_load_flask_migrate(app: Flask, runner) -> None:
     assert type(app.extensions["migrate"]).__module__ == "flask_migrate"
     assert app.extensions["migrate"].directory.endswith("migrations")
     assert "upgrade" in runner.invoke(args=["db", "--help"]).output
+
+
+# modules that only load when their library really runs (console.lazy.module), and the other dialect
+UNUSED_HERE = ("cryptography.x509.base", "email.policy",
+               "yaml.loader", "sqlalchemy.dialects.postgresql.base")
+
+
+@pytest.mark.parametrize("args", [("brokers", "list"), ("users", "list"), ("tokens", "list")])
+def test_listing_commands_load_no_certificate_parser_nor_yaml(instance: Path, args) -> None:
+    modules = imported(instance, *args)
+    assert [m for m in modules if m.startswith(UNUSED_HERE)] == []
+
+
+def test_config_export_loads_yaml_when_it_writes_it(instance: Path) -> None:
+    modules = imported(instance, "config", "export")
+    assert "yaml.emitter" in modules
+    assert "cryptography.x509.base" not in modules
+
+
+def test_lazy_module_loads_on_first_use_and_behaves_as_the_module() -> None:
+    code = ("import sys; from console import lazy; m = lazy.module('colorsys');"
+            "print('colorsys' in sys.modules, type(m).__name__);"
+            "print(m.rgb_to_hsv(1, 0, 0), type(sys.modules['colorsys']).__name__);"
+            "import colorsys; print(colorsys is m)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split("\n")
+    assert out[0] == "True _LazyModule"
+    assert out[1] == "(0.0, 1.0, 1) module"
+    assert out[2] == "True"
+
+
+def test_app_start_up_freezes_its_objects_and_leaves_the_collector_on() -> None:
+    code = "import gc, app; print(gc.isenabled(), gc.get_freeze_count() > 10000)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "CONSOLE_CHECK_SCHEDULER": "false"})
+    assert out.stdout.strip() == "True True", out.stderr

@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from .. import certs
+from .. import certs, lazy
 from ..brokers import PROTOCOLS
 from ..extensions import db
 from ..models import ConfigVersion, utcnow
@@ -21,6 +19,8 @@ from .schema import DEFAULT_PRIORITIES, FIELDS
 from .values import Invalid, parse_value
 from .effective import current
 from .state import State
+
+yaml = lazy.module("yaml")    # only export and import read or write YAML
 
 FORMAT_VERSION = 1
 
