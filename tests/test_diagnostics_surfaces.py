@@ -102,6 +102,54 @@ def test_presented_certificates_join_the_inventory(app: Flask, admin_client, run
     assert 'source="presented"' in metrics
 
 
+def test_inventory_keeps_each_address_chain_and_forgets_unconfigured_ones(app: Flask, admin_client,
+                                                                          runner, lab) -> None:
+    nats = lab["brokers"]["nats"]
+    good, expired = f"127.0.0.1:{nats['tls']}", f"127.0.0.1:{nats['tls_expired']}"
+
+    def diagnose() -> dict:
+        return json.loads(runner.invoke(args=["brokers", "diagnose", "nats", "--json", "--timeout", "3"]).output)
+
+    def presented() -> dict[str, set[str]]:
+        with app.app_context():
+            from console import diagnostics
+            out: dict[str, set[str]] = {}
+            for c in diagnostics.inventory():
+                if c["source"] == "presented":
+                    out.setdefault(c["where"], set()).add(c["subject"])
+            return out
+
+    with app.app_context():
+        service.upload_file("nats", "tls_ca", open(lab["certs"]["ca"], "rb").read(), filename="ca.crt")
+    point(app, "nats", host="127.0.0.1", port=nats["tls"], tls=True,
+          username=nats["username"], password=nats["password"])
+    first = diagnose()
+    assert first["certificates"], first
+    assert set(presented()) == {good}
+    # the same address, diagnosed without TLS: it presents nothing now, its chain stays known
+    point(app, "nats", tls=False)
+    assert diagnose()["certificates"] == []
+    assert set(presented()) == {good}
+    # another address: its chain is shown, the address no longer configured is forgotten
+    point(app, "nats", port=nats["tls_expired"], tls=True)
+    assert diagnose()["cause"] == "tls_expired"
+    assert set(presented()) == {expired}
+    page = admin_client.get("/certificates").get_data(as_text=True)
+    assert expired in page and good not in page
+    assert re.search(r'href="/settings/messaging/diagnoses/\d+/report">diagnosis \d+</a>', page)
+
+
+def test_pitfalls_and_uploaded_certificates_link_to_their_field(app: Flask, admin_client, pki) -> None:
+    point(app, "kafka", group_id="")
+    with app.app_context():
+        service.upload_file("mqtt", "tls_ca", pki["soon.crt"].read_bytes(), filename="soon.crt")
+    page = admin_client.get("/certificates").get_data(as_text=True)
+    assert 'href="/settings/messaging#kafka-group_id"' in page
+    assert 'href="/settings/messaging#mqtt-tls_ca"' in page
+    settings_page = admin_client.get("/settings/messaging").get_data(as_text=True)
+    assert 'id="kafka-group_id"' in settings_page and 'id="mqtt-tls_ca"' in settings_page
+
+
 def test_expiring_certificates_in_readyz(app: Flask, client, pki) -> None:
     with app.app_context():
         service.upload_file("mqtt", "tls_ca", pki["soon.crt"].read_bytes(), filename="soon.crt")

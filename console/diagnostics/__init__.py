@@ -12,6 +12,8 @@ from ..brokers import PROTOCOLS
 from ..extensions import db
 from ..models import DiagnosisRun, utcnow
 from ..settings import service as settings_service
+from ..settings.identity import addresses
+from ..settings.values import format_host_port
 from .base import Diagnosis
 
 _threads: list[threading.Thread] = []
@@ -101,9 +103,13 @@ def latest_runs() -> dict[str, DiagnosisRun]:
     return out
 
 
+PRESENTED_LOOKBACK = 200    # diagnoses per protocol searched for the chain each address presented
+
+
 def inventory() -> list[dict[str, Any]]:
-    """Every certificate the console knows: uploaded, from environment files, and presented by a
-    broker during its last diagnosis; soonest expiry first."""
+    """Every certificate the console knows: uploaded, from environment files, and the chain each
+    configured address presented in its newest diagnosis that reached TLS (an address no longer
+    configured is forgotten); soonest expiry first."""
     items: list[dict[str, Any]] = []
     for protocol in PROTOCOLS:
         settings = settings_service.effective(protocol)
@@ -112,14 +118,37 @@ def inventory() -> list[dict[str, Any]]:
             value = resolved.value if isinstance(resolved.value, dict) else {}
             origin = f"{slot} ({resolved.env_var})" if resolved.source == "env" else slot
             for cert in value.get("certificates", []):
-                items.append({**cert, "protocol": protocol, "source": origin,
+                items.append({**cert, "protocol": protocol, "source": origin, "slot": slot,
                               "where": value.get("filename") or value.get("path")})
-    for protocol, row in latest_runs().items():
-        for cert in (row.result or {}).get("certificates", []):
-            items.append({**cert, "protocol": protocol, "source": "presented",
-                          "where": (row.result or {}).get("target"),
-                          "seen_at": row.finished_at.isoformat() if row.finished_at else None})
+        configured = [format_host_port(h, p) for h, p in addresses(settings)]
+        for address, (row, chain) in presented_chains(protocol, configured).items():
+            for cert in chain:
+                items.append({**cert, "protocol": protocol, "source": "presented", "where": address,
+                              "diagnosis_id": row.id,
+                              "seen_at": row.finished_at.isoformat() if row.finished_at else None})
     return sorted(items, key=lambda c: c["not_after"])
+
+
+def presented_chains(protocol: str, configured: list[str]
+                     ) -> dict[str, tuple[DiagnosisRun, list[dict[str, Any]]]]:
+    """For each of the `configured` addresses, the newest diagnosis in which it presented
+    certificates, and that chain."""
+    found: dict[str, tuple[DiagnosisRun, list[dict[str, Any]]]] = {}
+    rows = db.session.execute(
+        db.select(DiagnosisRun).where(DiagnosisRun.protocol == protocol, DiagnosisRun.status == "done")
+        .order_by(DiagnosisRun.id.desc()).limit(PRESENTED_LOOKBACK)).scalars()
+    for row in rows:
+        result = row.result or {}
+        chains: dict[str, list[dict[str, Any]]] = {}
+        for cert in result.get("certificates", []):
+            address = cert.get("presented_by") or result.get("target")
+            if address in configured and address not in found:
+                chains.setdefault(address, []).append(cert)
+        for address, chain in chains.items():
+            found[address] = (row, chain)
+        if len(found) == len(configured):
+            break
+    return {address: found[address] for address in configured if address in found}
 
 
 def refresh_status(cert: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 
 @bp.record_once
 def _labels(state) -> None:
-    state.app.jinja_env.globals.update(PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS,
+    state.app.jinja_env.globals.update(PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS, FIELDS=FIELDS,
                                        describe_identity=checks.describe_identity)
 
 
