@@ -71,7 +71,7 @@ def test_page_diagnose_shows_steps_then_result(app: Flask, admin_client, lab) ->
     report = admin_client.get(f"/settings/messaging/diagnoses/{run_id}/report")
     text = report.get_data(as_text=True)
     assert report.status_code == 200 and "Diagnosis report: MQTT" in text
-    assert 'aria-label="Breadcrumb"' in text and 'href="/settings/messaging#mqtt"' in text
+    assert 'aria-label="Breadcrumb"' in text and 'href="/settings/messaging/mqtt"' in text
     assert 'class="topbar"' in text and "Log out" in text, "the report has the console's navigation"
     started_at = re.search(r"started <time datetime=\"([^\"]+)\">([^<]+)</time>", text)
     assert started_at and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", started_at.group(2))
@@ -144,10 +144,10 @@ def test_pitfalls_and_uploaded_certificates_link_to_their_field(app: Flask, admi
     with app.app_context():
         service.upload_file("mqtt", "tls_ca", pki["soon.crt"].read_bytes(), filename="soon.crt")
     page = admin_client.get("/certificates").get_data(as_text=True)
-    assert 'href="/settings/messaging#kafka-group_id"' in page
-    assert 'href="/settings/messaging#mqtt-tls_ca"' in page
-    settings_page = admin_client.get("/settings/messaging").get_data(as_text=True)
-    assert 'id="kafka-group_id"' in settings_page and 'id="mqtt-tls_ca"' in settings_page
+    assert 'href="/settings/messaging/kafka#kafka-group_id"' in page
+    assert 'href="/settings/messaging/mqtt#mqtt-tls_ca"' in page
+    assert 'id="kafka-group_id"' in admin_client.get("/settings/messaging/kafka").get_data(as_text=True)
+    assert 'id="mqtt-tls_ca"' in admin_client.get("/settings/messaging/mqtt").get_data(as_text=True)
 
 
 def test_expiring_certificates_in_readyz(app: Flask, client, pki) -> None:

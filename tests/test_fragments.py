@@ -94,13 +94,13 @@ def test_page_ids_are_unique(admin_client) -> None:
 
 
 def test_settings_swaps_keep_ids_unique(admin_client) -> None:
-    page = admin_client.get("/settings/messaging").get_data(as_text=True)
+    page = admin_client.get("/settings/messaging/nats").get_data(as_text=True)
     saved = admin_client.post("/settings/messaging/nats", headers=HX, data={"keepalive": "1"})
     assert_unique(swapped_ids(page, {"hx-post": "/settings/messaging/nats", "method": "post"},
                               saved.get_data(as_text=True)))
     status = admin_client.get("/settings/messaging/nats/status", headers=HX)
     assert_unique(swapped_ids(page, {"id": "nats-status"}, status.get_data(as_text=True)))
-    overview = admin_client.get("/settings/messaging/overview", headers=HX)
+    overview = admin_client.get("/settings/messaging/overview?active=nats", headers=HX)
     assert overview.status_code == 200
     assert_unique(swapped_ids(page, {"id": "overview"}, overview.get_data(as_text=True)))
     moved = admin_client.post("/settings/messaging/priorities", headers=HX, data={"move": "kafka:down"})

@@ -23,9 +23,10 @@ def test_wrong_password_is_refused(client: FlaskClient, admin_client) -> None:
 
 
 def test_page_shows_every_field_with_source_and_change_kind(admin_client: FlaskClient) -> None:
-    html = admin_client.get("/settings/messaging").get_data(as_text=True)
-    assert 'src="/static/htmx-2.0.11.min.js"' in html and "cdn" not in html.lower()
     for protocol in PROTOCOLS:
+        html = admin_client.get(f"/settings/messaging/{protocol}").get_data(as_text=True)
+        assert 'src="/static/htmx-2.0.11.min.js"' in html and "cdn" not in html.lower()
+        assert html.count('class="card protocol"') == 1, "one protocol at a time"
         section = html[html.index(f'<section id="{protocol}"'):]
         section = section[:section.index("</section>")]
         for f in SCHEMA[protocol]:
@@ -33,8 +34,46 @@ def test_page_shows_every_field_with_source_and_change_kind(admin_client: FlaskC
                 continue
             assert f'data-field="{f.name}"' in section or f'data-slot="{f.name}"' in section, f.name
         assert "installation-time" in section and "runtime" in section
-        assert "Adapters get the broker address copied into them" in section
-    assert html.count('class="src src-default"') > 50
+        # each reason once, in its group's details, not under every field
+        groups = section.split("<fieldset")[1:]
+        assert all(g.count("<li>Adapters get the broker address copied into them") <= 1 for g in groups)
+        assert section.count("<li>Adapters get the broker address copied into them") >= 1
+        assert 'class="reason"' not in section
+        assert '<details class="reasons">' in section
+        assert section.count('class="src src-default"') > 5
+        for other in PROTOCOLS:    # the overview and the protocol list link every protocol's own page
+            assert html.count(f'href="/settings/messaging/{other}"') >= 2
+
+
+def test_the_page_opens_on_the_first_protocol_in_priority_order(admin_client: FlaskClient) -> None:
+    admin_client.post("/settings/messaging/priorities", data={"move": "kafka:down"})
+    html = admin_client.get("/settings/messaging").get_data(as_text=True)
+    assert html.count('class="card protocol"') == 1 and '<section id="mqtt"' in html
+    assert re.search(r'<a href="/settings/messaging/mqtt" aria-current="page">MQTT', html)
+    assert admin_client.get("/settings/messaging/nosuch").status_code == 404
+
+
+def test_fields_a_node_list_overrides_are_greyed_with_a_note(admin_client: FlaskClient) -> None:
+    admin_client.post("/settings/messaging/pulsar", headers=HX,
+                      data={"url": "pulsar://p1:6650,p2:6650"})
+    html = admin_client.get("/settings/messaging/pulsar").get_data(as_text=True)
+    for name in ("host", "port"):
+        row = html[html.index(f'data-field="{name}"') - 60:]
+        row = row[:row.index("</div>\n</div>") if "</div>\n</div>" in row else 1500]
+        assert "overridden" in html[html.index(f'data-field="{name}"') - 60:html.index(f'data-field="{name}"')]
+        assert "Not used while Service URL is set" in row or "Not used while" in row
+    kafka = admin_client.get("/settings/messaging/kafka").get_data(as_text=True)
+    assert "Not used while" not in kafka
+    admin_client.post("/settings/messaging/kafka", headers=HX, data={"bootstrap_servers": "k1:9092,k2:9092"})
+    kafka = admin_client.get("/settings/messaging/kafka").get_data(as_text=True)
+    assert kafka.count("Not used while") == 2 and 'class="field  overridden"' in kafka
+
+
+def test_protocol_form_carries_the_unsaved_changes_marker(admin_client: FlaskClient) -> None:
+    html = admin_client.get("/settings/messaging/nats").get_data(as_text=True)
+    assert 'class="unsaved-marker" hidden' in html and "data-track-unsaved" in html
+    assert 'src="/static/unsaved.js"' in html
+    assert admin_client.get("/static/unsaved.js").status_code == 200
 
 
 def test_htmx_save_returns_the_section_fragment(admin_client: FlaskClient) -> None:
@@ -63,7 +102,7 @@ def test_errors_shown_in_place_with_submitted_values_and_nothing_saved(admin_cli
 
 def test_non_htmx_post_redirects_or_renders_full_page(admin_client: FlaskClient) -> None:
     ok = admin_client.post("/settings/messaging/nats", data={"host": "nats.local"})
-    assert ok.status_code == 302 and ok.headers["Location"].endswith("/settings/messaging#nats")
+    assert ok.status_code == 302 and ok.headers["Location"].endswith("/settings/messaging/nats")
     bad = admin_client.post("/settings/messaging/nats", data={"port": "x"})
     assert bad.status_code == 422 and "<html" in bad.get_data(as_text=True)
 
@@ -147,8 +186,9 @@ def test_expiring_and_expired_certificates_are_marked(admin_client, pki) -> None
     admin_client.post("/settings/messaging/nats/files/tls_ca", headers=HX,
                       data={"file": (pki["expired.crt"].open("rb"), "expired.crt")},
                       content_type="multipart/form-data")
-    html = admin_client.get("/settings/messaging").get_data(as_text=True)
+    html = admin_client.get("/settings/messaging/mqtt").get_data(as_text=True)
     assert 'class="cert-expiring"' in html and "expires in" in html
+    html = admin_client.get("/settings/messaging/nats").get_data(as_text=True)
     assert 'class="cert-expired"' in html and ">expired<" in html
 
 

@@ -41,6 +41,7 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
 
     return {
         "protocol": protocol,
+        "overridden": overridden_fields(current),
         "unsaved": unsaved_fields(protocol, current, submitted or {}),
         "address": address_label(current),
         "tls": uses_tls(current),
@@ -53,6 +54,20 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
         "submitted": submitted or {},
         "message": message,
     }
+
+
+NODE_LISTS = ("url", "bootstrap_servers", "servers", "addresses")   # each wins over host and port
+
+
+def overridden_fields(current: service.ProtocolSettings) -> dict[str, str]:
+    """Fields another value makes unused, with the note shown beside them: host and port when a
+    node list (or Pulsar's URL) is set."""
+    for name in NODE_LISTS:
+        if name in current.fields and current.fields[name].value not in (None, ""):
+            label = current.fields[name].field.label
+            note = f"Not used while {label} is set: it lists the nodes and wins over host and port."
+            return {"host": note, "port": note}
+    return {}
 
 
 def unsaved_fields(protocol: str, current: service.ProtocolSettings,
@@ -79,22 +94,30 @@ def priority_context(errors: dict[str, str] | None = None, message: str | None =
             "PRIORITY_ENV": PRIORITY_ENV}
 
 
-def page_context(**overrides: Any) -> dict[str, Any]:
+def page_context(active: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """The page: the overview of every protocol, the priority list, and one protocol's section
+    (`active`; the first in priority order when none is asked for)."""
     from ..extensions import db
     from ..models import Adapter
 
     sections = {p: section_context(p) for p in PROTOCOLS}
     sections.update(overrides.pop("sections", {}))
     count = db.session.execute(db.select(db.func.count(Adapter.id))).scalar()
-    return {"sections": sections, **priority_context(), "adapter_count": count, **overrides}
+    priorities = priority_context()
+    active = active if active in PROTOCOLS else priorities["order"][0]
+    return {"sections": sections, **priorities, "adapter_count": count, "active": active,
+            **overrides}
+
+
+def _rollout_arg() -> dict[str, Any] | None:
+    version = request.args.get("rollout", type=int)
+    return rollout_status.rollout(version) if version else None
 
 
 @bp.get("/messaging")
 @login_required
 def messaging():
-    version = request.args.get("rollout", type=int)
-    rollout = rollout_status.rollout(version) if version else None
-    return render_template("settings/messaging.html", **page_context(), rollout=rollout)
+    return render_template("settings/messaging.html", **page_context(), rollout=_rollout_arg())
 
 
 @bp.get("/messaging/overview")
@@ -103,17 +126,20 @@ def overview():
     """The overview table alone (it polls itself and refreshes after every save)."""
     if not is_htmx():
         return redirect(url_for("settings.messaging"))
-    return render_template("settings/_overview.html",
+    active = request.args.get("active")
+    return render_template("settings/_overview.html", active=active if active in PROTOCOLS else None,
                            sections={p: section_context(p) for p in PROTOCOLS})
 
 
 @bp.get("/messaging/<protocol>")
 @login_required
 def section(protocol: str):
+    """One protocol's own page (deep link), or its section alone for htmx."""
     if protocol not in PROTOCOLS:
         abort(404)
     if not is_htmx():
-        return redirect(url_for("settings.messaging", _anchor=protocol))
+        return render_template("settings/messaging.html", **page_context(protocol),
+                               rollout=_rollout_arg())
     return render_template("settings/_protocol.html", section=section_context(protocol))
 
 
@@ -146,11 +172,10 @@ def _section_response(protocol: str, context: dict[str, Any], status: int):
         flash(context.get("message") or "Saved.")
         rollout = context.get("rollout")
         if rollout:
-            return redirect(url_for("settings.messaging", rollout=rollout["version"],
-                                    _anchor=protocol))
-        return redirect(url_for("settings.messaging", _anchor=protocol))
+            return redirect(url_for("settings.section", protocol=protocol, rollout=rollout["version"]))
+        return redirect(url_for("settings.section", protocol=protocol))
     return render_template("settings/messaging.html",
-                           **page_context(sections={protocol: context})), status
+                           **page_context(protocol, sections={protocol: context})), status
 
 
 def prepared_form(protocol: str) -> tuple[dict[str, Any], dict[str, Any], service.Prepared]:
@@ -246,7 +271,7 @@ def check_now(protocol: str):
     settings = service.effective(protocol, reveal=True)
     checks.record(checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"]), "manual")
     if not is_htmx():
-        return redirect(url_for("settings.messaging", _anchor=protocol))
+        return redirect(url_for("settings.section", protocol=protocol))
     return render_template("settings/_status.html", status=status_context(protocol)), SAVED_EVENT
 
 

@@ -16,6 +16,7 @@ def test_diagnose_shows_live_steps_and_verdict(guarded_page, live_app, lab) -> N
                                        "port": lab["faults"]["refused"]}, "seed")
     page = guarded_page
     log_in(page)
+    page.goto(page.base + "/settings/messaging/nats")
     page.locator("section#nats").get_by_role("button", name="Diagnose").click()
     result = page.locator("#nats-diagnosis .diagnosis")
     expect(result).to_be_visible()
@@ -26,6 +27,7 @@ def test_diagnose_shows_live_steps_and_verdict(guarded_page, live_app, lab) -> N
     assert any(r.startswith("GET /settings/messaging/diagnoses/") for r in page.htmx_requests) or \
         page.htmx_requests.count("POST /settings/messaging/nats/diagnose") == 1
 
+    page.get_by_role("navigation", name="Protocols").get_by_role("link", name="MQTT").click()
     page.locator("section#mqtt").get_by_role("button", name="Diagnose").click()
     broken = page.locator("#mqtt-diagnosis .diagnosis")
     expect(broken).to_have_attribute("data-status", "done", timeout=15000)

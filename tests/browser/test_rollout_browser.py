@@ -39,7 +39,7 @@ def test_rollout_updates_live_until_the_service_applied(guarded_page, delivering
         service.wait(lambda s: s["status"] == "applied")
         page = guarded_page
         log_in(page)
-        page.goto(page.base + "/settings/messaging#mqtt")
+        page.goto(page.base + "/settings/messaging/mqtt")
         section = page.locator("section#mqtt")
         section.locator("#mqtt-port").fill(str(mqtt["plain_auth"]))
         section.locator("#mqtt-username").fill(mqtt["username"])

@@ -47,7 +47,35 @@ def test_login_reorder_and_fix_a_field_error(guarded_page) -> None:
     assert "POST /settings/messaging/priorities" in page.htmx_requests
     assert page.htmx_requests.count("POST /settings/messaging/kafka") == 2
 
-    page.reload()
+    page.reload()    # the page opens on the first protocol in priority order: NATS now
+    expect(page.locator("section.protocol")).to_have_count(1)
+    expect(page.locator("section#nats")).to_be_visible()
+    page.locator("#overview").get_by_role("link", name="Kafka").click()
+    expect(page).to_have_url(re.compile(r"/settings/messaging/kafka$"))
     expect(page.locator("#kafka-port")).to_have_value("9093")
     expect(page.locator('section#kafka [data-field="port"] .src-saved')).to_be_visible()
     assert page.locator("#priorities li").first.get_attribute("data-protocol") == "nats"
+
+
+def test_one_protocol_at_a_time_with_unsaved_and_overridden_fields(guarded_page) -> None:
+    page = guarded_page
+    log_in(page)
+    tabs = page.get_by_role("navigation", name="Protocols")
+    tabs.get_by_role("link", name="Pulsar").click()
+    expect(page).to_have_url(re.compile(r"/settings/messaging/pulsar$"))
+    expect(page.locator("section.protocol")).to_have_count(1)
+    expect(tabs.locator('a[aria-current="page"]')).to_have_text("Pulsar (off)")
+    marker = page.locator("section#pulsar .unsaved-marker")
+    expect(marker).to_be_hidden()
+    page.fill("#pulsar-url", "pulsar://127.0.0.1:6650,127.0.0.2:6650")
+    expect(marker).to_be_visible()
+    page.get_by_role("button", name="Save Pulsar").click()
+    expect(page.locator("section#pulsar")).to_contain_text("Saved: url.")
+    expect(page.locator("section#pulsar .unsaved-marker")).to_be_hidden()
+    host = page.locator('section#pulsar [data-field="host"]')
+    expect(host).to_have_class(re.compile(r"overridden"))
+    expect(host).to_contain_text("Not used while")
+    reasons = page.locator("section#pulsar fieldset").first.locator("details.reasons")
+    expect(reasons.locator("li").first).to_be_hidden()
+    reasons.locator("summary").click()
+    expect(reasons.locator("li").first).to_be_visible()

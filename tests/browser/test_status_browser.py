@@ -26,7 +26,8 @@ def test_save_anyway_shows_the_new_result_in_badge_and_overview(guarded_page, li
         checks.record(checks.check_settings(service.effective("mqtt", reveal=True), 3), "seed")
     page = guarded_page
     log_in(page)
-    overview = page.locator("#overview tr", has=page.locator('a[href="#mqtt"]'))
+    page.goto(page.base + "/settings/messaging/mqtt")
+    overview = page.locator("#overview tr", has=page.locator('a[href="/settings/messaging/mqtt"]'))
     expect(overview).to_contain_text("● up")
     expect(page.locator("#mqtt-status")).to_contain_text("● up")
 
