@@ -223,7 +223,7 @@ def brokers_check(protocols: tuple[str, ...], as_json: bool, timeout: float | No
             latency = f"{r.latency_ms:.1f} ms" if r.latency_ms is not None else "-"
             line = f"{PROTOCOL_LABELS[protocol]:<9} {r.status.upper():<5} {latency:>10}"
             if r.up:
-                ident = ", ".join(f"{k}={v}" for k, v in r.identity.items() if k != "target")
+                ident = ", ".join(checks.describe_identity(r.identity))    # as the page words it
                 click.echo(f"{line}  {r.identity.get('target', '')}  {ident}")
             else:
                 click.echo(f"{line}  {r.cause}: {r.message}")

@@ -415,6 +415,7 @@ def test_cli_brokers_check(demo: dict) -> None:
     assert every.returncode == 0, every.stdout + every.stderr
     for protocol in PROTOCOLS:
         assert re.search(rf"^{PROTOCOL_LABELS[protocol]}\s+UP\s", every.stdout, re.M), every.stdout
+    assert "TLS off" in every.stdout and "tls=False" not in every.stdout and "=" not in every.stdout
     one = flask(env, "brokers", "check", "mqtt", "nats", "--json", "--timeout", "3")
     body = json.loads(one.stdout)
     assert one.returncode == 0 and body["ok"] is True and list(body["brokers"]) == ["mqtt", "nats"]
