@@ -206,13 +206,17 @@ def rollout_after(outcome: Any) -> dict[str, Any] | None:
 @admin_required
 def test_connection(protocol: str):
     """Check the form's unsaved values against the real broker."""
-    _, _, prep = prepared_form(protocol)
-    if prep.errors:
-        return render_template("settings/_test_result.html", protocol=protocol, result=None,
-                               errors=prep.errors), 200
-    result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+    _, submitted, prep = prepared_form(protocol)
+    result = None
+    if not prep.errors:
+        result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+    if not is_htmx():   # without JavaScript: the page, the typed values and the result in place
+        context = section_context(protocol, submitted=submitted)
+        context["test"] = {"result": result, "errors": prep.errors}
+        return render_template("settings/messaging.html",
+                               **page_context(sections={protocol: context})), 200
     return render_template("settings/_test_result.html", protocol=protocol, result=result,
-                           errors={}), 200
+                           errors=prep.errors), 200
 
 
 def status_context(protocol: str) -> dict[str, Any]:
@@ -244,10 +248,14 @@ def check_now(protocol: str):
     if protocol not in PROTOCOLS:
         abort(404)
     settings = service.effective(protocol, reveal=True)
-    checks.record(checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"]), "manual")
+    result = checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"])
+    checks.record(result, "manual")
     if not is_htmx():
+        flash(f"Checked {PROTOCOL_LABELS[protocol]}: "
+              + ("up." if result.up else f"down — {result.cause}: {result.message}"))
         return redirect(url_for("settings.messaging", _anchor=protocol))
-    return render_template("settings/_status.html", status=status_context(protocol)), SAVED_EVENT
+    return render_template("settings/_status.html", status=status_context(protocol),
+                           focus=True), SAVED_EVENT
 
 
 @bp.post("/messaging/<protocol>/files/<slot>")
@@ -301,6 +309,8 @@ def priorities():
     status = 422 if result.errors else (409 if result.needs_confirmation else 200)
     message = "Priority saved." if result.ok and result.changed else None
     context = priority_context(result.errors, message)
+    if move and result.ok:
+        context["moved"] = move.partition(":")[::2]   # keyboard focus stays on the moved item
     if result.needs_confirmation:
         context["priority_confirm"] = {"outcome": result.outcome, "move": move,
                                        "order": request.form.getlist("order")}

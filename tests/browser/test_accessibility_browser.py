@@ -1,0 +1,140 @@
+"""Every page for everyone, in a real browser: axe-core finds no violation on any page (and on the
+states that actions leave behind), no page scrolls sideways at 390 px, where the navigation
+collapses into a menu that opens without JavaScript; the login form autofocuses; a favicon."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.axe import assert_accessible, describe, violations
+from tests.browser.test_settings_browser import log_in
+from tests.conftest import ADMIN_PASSWORD, VIEWER_PASSWORD, add_user, make_token
+
+NARROW = {"width": 390, "height": 844}
+SCROLL_WIDTH = "() => document.documentElement.scrollWidth"
+
+
+def seed(app, lab) -> dict:
+    """Data on every page: enabled protocols, an uploaded truststore, adapters, versions, audit
+    entries, a token, a viewer, and a finished diagnosis."""
+    with app.app_context():
+        from console import diagnostics
+        from console.adapters import service as registry
+        from console.settings import service
+
+        mqtt = lab["brokers"]["mqtt"]
+        service.apply_changes("mqtt", {"enabled": True, "host": "127.0.0.1",
+                                       "port": mqtt["plain"]}, "seed")
+        service.apply_changes("kafka", {"enabled": True, "host": "127.0.0.1",
+                                        "port": lab["faults"]["refused"]}, "seed")
+        with open(lab["certs"]["ca"], "rb") as ca:
+            service.upload_file("mqtt", "tls_ca", ca.read(), filename="ca.crt")
+        registry.register_service("edge", ["mqtt", "kafka"])
+        registry.create_adapter("temperature", "edge", "seed")
+        run_id = diagnostics.start("mqtt", 3, actor="seed")
+    deadline = time.monotonic() + 20
+    while True:
+        with app.app_context():
+            from console import diagnostics
+            if diagnostics.get(run_id).status != "running":
+                break
+        assert time.monotonic() < deadline, "the seeded diagnosis did not finish"
+        time.sleep(0.1)
+    add_user(app, "viewer", "viewer", VIEWER_PASSWORD)
+    make_token(app, "ci-reader", "viewer")
+    return {"run_id": run_id}
+
+
+def admin_pages(seeded: dict) -> list[str]:
+    run = seeded["run_id"]
+    return ["/settings/messaging", "/adapters", "/adapters/rollout", "/settings/messaging/history",
+            "/audit", "/certificates", f"/settings/messaging/diagnoses/{run}/report",
+            f"/settings/messaging/diagnoses/{run}", "/tokens", "/users", "/no-such-page"]
+
+
+def log_in_as(page, name: str, password: str) -> None:
+    page.goto(page.base + "/login")
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    expect(page.get_by_role("heading", name="Settings → Messaging")).to_be_visible()
+
+
+@pytest.fixture
+def seeded(live_app, lab) -> dict:
+    return seed(live_app, lab)
+
+
+def test_axe_finds_nothing_on_any_page(guarded_page, seeded) -> None:
+    page = guarded_page
+    found: dict[str, list] = {}
+    page.goto(page.base + "/login")
+    found["/login"] = violations(page)
+    page.fill("#username", "admin")
+    page.fill("#password", "wrong-password")
+    page.click("button[type=submit]")
+    expect(page.locator(".error")).to_be_visible()
+    found["/login (wrong password)"] = violations(page)
+    log_in(page)
+    for path in admin_pages(seeded):
+        page.goto(page.base + path)
+        found[path] = violations(page)
+    page.get_by_role("button", name="Log out").first.click()
+    log_in_as(page, "viewer", VIEWER_PASSWORD)
+    for path in ("/settings/messaging", "/audit", "/tokens"):
+        page.goto(page.base + path)
+        found[f"{path} (viewer)"] = violations(page)
+    # the wrong password (401), the error page (404) and the viewer's 403 are meant
+    page.problems[:] = [p for p in page.problems if not re.search(r"status of (401|403|404)", p)]
+    bad = {where: v for where, v in found.items() if v}
+    assert not bad, "\n".join(f"== {where}\n{describe(v)}" for where, v in bad.items())
+
+
+def test_no_page_scrolls_sideways_at_390px(browser, live_server, live_app, seeded) -> None:
+    context = browser.new_context(viewport=NARROW)
+    page = context.new_page()
+    page.base = live_server
+    wide: dict[str, int] = {}
+    page.goto(page.base + "/login")
+    wide["/login"] = page.evaluate(SCROLL_WIDTH)
+    page.fill("#username", "admin")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.get_by_role("heading", name="Settings → Messaging")).to_be_visible()
+    for path in admin_pages(seeded):
+        page.goto(page.base + path)
+        wide[path] = page.evaluate(SCROLL_WIDTH)
+    context.close()
+    assert {p: w for p, w in wide.items() if w > NARROW["width"]} == {}
+
+
+def test_navigation_collapses_into_a_menu_without_javascript(browser, live_server) -> None:
+    context = browser.new_context(viewport=NARROW, java_script_enabled=False)
+    page = context.new_page()
+    page.goto(live_server + "/login")
+    page.fill("#username", "admin")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.get_by_role("heading", name="Settings → Messaging")).to_be_visible()
+    audit = page.get_by_role("link", name="Audit log")
+    expect(audit).to_have_count(0)            # folded away: only the menu button shows
+    page.get_by_text("Menu").click()
+    expect(audit).to_be_visible()
+    audit.click()
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+    assert page.evaluate(SCROLL_WIDTH) <= NARROW["width"]
+    context.close()
+
+
+def test_login_autofocuses_and_there_is_a_favicon(guarded_page) -> None:
+    page = guarded_page
+    page.goto(page.base + "/login")
+    assert page.evaluate("() => document.activeElement.id") == "username"
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    response = page.request.get(page.base + icon)
+    assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml")
+    assert b"<svg" in response.body()
+    assert_accessible(page)
