@@ -90,16 +90,13 @@ def _admin_count() -> int:
     return len(list(admins))
 
 
-def set_role(user: User, role: Any, *, actor: str | None = None, acting_user: User | None = None,
-             origin: str = "console") -> bool:
+def set_role(user: User, role: Any, *, actor: str | None = None, origin: str = "console") -> bool:
     """Give `user` another role; False when it had that role already."""
     errors: dict[str, str] = {}
     if role not in ROLES:
         errors["role"] = f"Choose a role: {', '.join(ROLES)}."
     elif role == user.role:
         return False
-    elif acting_user is not None and acting_user.id == user.id:
-        errors["role"] = "You cannot change your own role: ask another admin."
     elif user.role == "admin" and _admin_count() <= 1:
         errors["role"] = f"{user.username} is the last admin: make another user admin first."
     if errors:
@@ -131,13 +128,10 @@ def set_password(user: User, password: str | None = None, *, actor: str | None =
     return generated
 
 
-def remove(user: User, *, actor: str | None = None, acting_user: User | None = None,
-           origin: str = "console") -> None:
-    """Delete `user` (its sessions end with it); never yourself, never the last admin."""
+def remove(user: User, *, actor: str | None = None, origin: str = "console") -> None:
+    """Delete `user` (its sessions end with it); never the last admin."""
     errors: dict[str, str] = {}
-    if acting_user is not None and acting_user.id == user.id:
-        errors["user"] = "You cannot remove yourself: ask another admin."
-    elif user.role == "admin" and _admin_count() <= 1:
+    if user.role == "admin" and _admin_count() <= 1:
         errors["user"] = f"{user.username} is the last admin and cannot be removed."
     if errors:
         db.session.rollback()
