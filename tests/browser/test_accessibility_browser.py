@@ -82,6 +82,11 @@ def test_axe_finds_nothing_on_any_page(guarded_page, seeded) -> None:
     for path in admin_pages(seeded):
         page.goto(page.base + path)
         found[path] = violations(page)
+    page.goto(page.base + "/tokens")
+    page.get_by_label("Name").fill("deploy")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator(".secret-once")).to_be_visible()
+    found["/tokens (a token shown once)"] = violations(page)
     page.get_by_role("button", name="Log out").first.click()
     log_in_as(page, "viewer", VIEWER_PASSWORD)
     for path in ("/settings/messaging", "/audit", "/tokens"):
@@ -99,16 +104,24 @@ def test_no_page_scrolls_sideways_at_390px(browser, live_server, live_app, seede
     page.base = live_server
     wide: dict[str, int] = {}
     page.goto(page.base + "/login")
+    found_login = violations(page)
     wide["/login"] = page.evaluate(SCROLL_WIDTH)
     page.fill("#username", "admin")
     page.fill("#password", ADMIN_PASSWORD)
     page.click("button[type=submit]")
     expect(page.get_by_role("heading", name="Settings → Messaging")).to_be_visible()
+    found: dict[str, list] = {"/login": found_login}
     for path in admin_pages(seeded):
         page.goto(page.base + path)
         wide[path] = page.evaluate(SCROLL_WIDTH)
+        found[path] = violations(page)               # the narrow layout is checked by axe too
+    page.goto(page.base + "/settings/messaging")
+    page.get_by_text("Menu").click()
+    found["the open menu"] = violations(page)
     context.close()
     assert {p: w for p, w in wide.items() if w > NARROW["width"]} == {}
+    bad = {where: v for where, v in found.items() if v}
+    assert not bad, "\n".join(f"== {where}\n{describe(v)}" for where, v in bad.items())
 
 
 def test_navigation_collapses_into_a_menu_without_javascript(browser, live_server) -> None:
