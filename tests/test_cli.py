@@ -70,3 +70,19 @@ def test_brokers_list_json_and_text(app: Flask, runner, monkeypatch) -> None:
     text = runner.invoke(args=["brokers", "list"]).output
     assert "kafka.env" in text and "[env SP_KAFKA_HOST]" in text and "guest" in text
     assert "(set)" in text
+
+
+def test_users_commands_are_audited_like_the_page(app: Flask, runner) -> None:
+    from console.extensions import db
+    from console.models import AuditEntry
+
+    runner.invoke(args=["users", "create", "ops", "--role", "admin", "--password-stdin"],
+                  input="long-enough-pw\n")
+    runner.invoke(args=["users", "set-password", "ops", "--password-stdin"], input="another-pw-12\n")
+    refused = runner.invoke(args=["users", "set-password", "ops", "--password-stdin"], input="short\n")
+    assert refused.exit_code != 0 and "at least 8" in refused.output
+    with app.app_context():
+        rows = [(e.action, e.outcome, e.origin, e.actor) for e in
+                db.session.execute(db.select(AuditEntry).order_by(AuditEntry.id)).scalars()]
+    assert rows == [("create_user", "applied", "cli", "cli"), ("reset_password", "applied", "cli", "cli")]
+    assert app.test_client().post("/login", data={"username": "ops", "password": "another-pw-12"}).status_code == 302
