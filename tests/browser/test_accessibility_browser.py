@@ -98,6 +98,20 @@ def test_axe_finds_nothing_on_any_page(guarded_page, seeded) -> None:
     assert not bad, "\n".join(f"== {where}\n{describe(v)}" for where, v in bad.items())
 
 
+def test_axe_finds_nothing_with_environment_overrides(guarded_page, seeded, monkeypatch) -> None:
+    """Locked fields, a shadowed saved value, a conflicting alias and the priority moved by the
+    environment."""
+    monkeypatch.setenv("SP_MQTT_PORT", "1883")
+    monkeypatch.setenv("SP_KAFKA_HOST", "127.0.0.1")
+    monkeypatch.setenv("KAFKA_BROKERS", "127.0.0.2:9092")
+    monkeypatch.setenv("SP_PRIORITIZED_PROTOCOL", "nats")
+    page = guarded_page
+    log_in(page)
+    expect(page.locator("#priorities")).to_contain_text("SP_PRIORITIZED_PROTOCOL=nats")
+    expect(page.locator("#mqtt-port")).to_be_disabled()
+    assert_accessible(page, "Settings → Messaging with environment overrides")
+
+
 def test_no_page_scrolls_sideways_at_390px(browser, live_server, live_app, seeded) -> None:
     context = browser.new_context(viewport=NARROW)
     page = context.new_page()
