@@ -8,6 +8,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import ADMIN_PASSWORD, VIEWER_PASSWORD, add_user, login
+from tests.db_fixtures import _pg_app   # imported at collection: it reads CONSOLE_TEST_PG_URL
 
 HX = {"HX-Request": "true"}
 
@@ -175,3 +176,49 @@ def test_viewers_cannot_and_csrf_is_required(app: Flask, viewer_client: FlaskCli
                                        "password": "long-enough-1", "csrf_token": token})
     assert made.status_code == 200 and "Created admin user x." in made.get_data(as_text=True)
     assert user_id(csrf_app, "x")
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(tmp_path) -> None:
+    """On PostgreSQL, where requests really run at once: the admin rows are locked while counted."""
+    import threading
+
+    from console.auth import users as accounts
+    from console.extensions import db
+
+    app = _pg_app(tmp_path / "instance-pg")
+    try:
+        for round_ in range(8):
+            with app.app_context():
+                for u in accounts.all_users():
+                    db.session.delete(u)
+                db.session.commit()
+            add_user(app, f"a{round_}", "admin", ADMIN_PASSWORD)
+            add_user(app, f"b{round_}", "admin", ADMIN_PASSWORD)
+            start = threading.Barrier(2)
+            outcomes: list[str] = []
+
+            def demote(name: str) -> None:
+                with app.app_context():
+                    user = accounts.find(name)
+                    start.wait()
+                    try:
+                        accounts.set_role(user, "viewer", actor="race", origin="test")
+                        outcomes.append("applied")
+                    except accounts.UserError:
+                        outcomes.append("refused")
+                    except Exception as exc:  # noqa: BLE001 - reported by the assertion
+                        outcomes.append(repr(exc)[:300])
+                    finally:
+                        db.session.remove()
+
+            threads = [threading.Thread(target=demote, args=(n,)) for n in (f"a{round_}", f"b{round_}")]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            with app.app_context():
+                admins = [u.username for u in accounts.all_users() if u.role == "admin"]
+            assert sorted(outcomes) == ["applied", "refused"] and len(admins) == 1, (round_, admins)
+    finally:
+        with app.app_context():
+            db.engine.dispose()
