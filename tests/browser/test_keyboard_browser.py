@@ -121,3 +121,32 @@ def test_users_page_with_the_keyboard(guarded_page) -> None:
     press(page, page.get_by_role("button", name="Remove ops"))
     expect(page.locator("#users-message")).to_be_focused()
     expect(page.locator("li.user")).to_have_count(1)
+
+
+def test_tokens_and_adapters_with_the_keyboard(guarded_page) -> None:
+    page = guarded_page
+    log_in(page)
+    page.on("dialog", lambda d: d.accept())
+    page.get_by_role("link", name="API tokens").click()
+    page.get_by_label("Name").fill("deploy")
+    press(page, page.get_by_role("button", name="Create token"))
+    expect(page.locator("#tokens .card.warn")).to_be_focused()
+    expect(page.locator("#tokens .secret-once")).to_be_visible()
+    press(page, page.locator("tr[data-token=deploy]").get_by_role("button", name="Revoke"))
+    expect(page.locator("#tokens p.ok")).to_have_text("Revoked deploy.")
+    expect(page.locator("#tokens p.ok")).to_be_focused()
+
+    page.get_by_role("link", name="Services & adapters").first.click()
+    form = page.locator("form", has=page.get_by_role("button", name="Register service"))
+    form.get_by_label("Service").fill("edge")
+    form.get_by_label("MQTT").check()
+    press(page, page.get_by_role("button", name="Register service"))
+    expect(page.locator("#registry p.ok[role=status]")).to_be_focused()
+    for _ in range(2):                                 # the second one exists already
+        page.locator("form", has=page.get_by_role("button", name="Create adapter")) \
+            .get_by_label("Adapter").fill("temperature")
+        press(page, page.get_by_role("button", name="Create adapter"))
+        expect(page.locator("#registry [autofocus]")).to_be_focused()
+    expect(page.locator("#registry p.error[role=alert]").first).to_be_focused()
+    assert_accessible(page, "an adapter error")
+    assert page.htmx_requests.count("POST /adapters/new") == 2
