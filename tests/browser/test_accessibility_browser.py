@@ -132,6 +132,21 @@ def test_no_page_scrolls_sideways_at_390px(browser, live_server, live_app, seede
     page.goto(page.base + "/settings/messaging")
     page.get_by_text("Menu").click()
     found["the open menu"] = violations(page)
+    wide["the open menu"] = page.evaluate(SCROLL_WIDTH)
+    # states that actions leave behind: a field error, a test result, a diagnosis, the guard
+    page.fill("#kafka-port", "70000")
+    page.locator("section#kafka").get_by_role("button", name="Save Kafka").click()
+    expect(page.locator("#kafka-port-error")).to_be_visible()
+    page.locator("section#mqtt").get_by_role("button", name="Test connection").click()
+    expect(page.locator("#mqtt-test p")).to_contain_text("Connected")
+    page.locator("section#mqtt").get_by_role("button", name="Diagnose").click()
+    expect(page.locator("#mqtt-diagnosis .diagnosis")).to_have_attribute("data-status", "done",
+                                                                        timeout=15000)
+    page.fill("#mqtt-host", "127.0.0.9")
+    page.locator("section#mqtt").get_by_role("button", name="Save MQTT").click()
+    expect(page.locator("#mqtt .guard")).to_be_visible()
+    wide["messaging after actions"] = page.evaluate(SCROLL_WIDTH)
+    found["messaging after actions"] = violations(page)
     context.close()
     assert {p: w for p, w in wide.items() if w > NARROW["width"]} == {}
     bad = {where: v for where, v in found.items() if v}
