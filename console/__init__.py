@@ -52,10 +52,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .history import bp as history_bp
     from .settings.views import bp as settings_bp
     from .tokens import bp as tokens_bp
+    from .users import bp as users_bp
     auth.init_app(app)
     errors.init_app(app)
     for blueprint in (settings_bp, history_bp, adapters_bp, audit_bp, diagnostics_bp, api_bp,
-                      health_bp, tokens_bp):
+                      health_bp, tokens_bp, users_bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
 

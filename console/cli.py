@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from . import background
 from .brokers import PROTOCOLS
 from .auth import tokens as api_tokens
+from .auth import users as accounts
 from .crypto import SecretUnreadable
 from .extensions import db
 from .models import ROLES, TOKEN_ROLES, User
@@ -55,8 +56,8 @@ def _read_password(stdin: bool) -> str:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if len(password) < 8:
-        raise click.UsageError("The password needs at least 8 characters.")
+    if problem := accounts.password_problem(password):
+        raise click.UsageError(problem)
     return password
 
 
@@ -66,16 +67,14 @@ def _read_password(stdin: bool) -> str:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def users_create(name: str, role: str, password_stdin: bool) -> None:
     """Create a console user."""
-    name = name.strip()
-    if not name or len(name) > 80:
-        raise click.UsageError("Give a user name of 1 to 80 characters.")
-    if db.session.execute(db.select(User).where(User.username == name)).scalar_one_or_none():
-        raise click.UsageError(f"A user named {name} exists already.")
-    user = User(username=name, role=role)
-    user.set_password(_read_password(password_stdin))
-    db.session.add(user)
-    db.session.commit()
-    click.echo(f"Created {role} {name}.")
+    if problem := accounts.name_problem(name.strip()):
+        raise click.UsageError(problem)
+    try:
+        user, _ = accounts.create(name, role, _read_password(password_stdin), actor="cli",
+                                  origin="cli")
+    except accounts.UserError as exc:
+        raise click.UsageError(" ".join(exc.errors.values())) from None
+    click.echo(f"Created {role} {user.username}.")
 
 
 @users.command("list")
@@ -113,11 +112,13 @@ def users_ensure_admin(name: str) -> None:
 @click.option("--password-stdin", is_flag=True)
 def users_set_password(name: str, password_stdin: bool) -> None:
     """Set a user's password."""
-    user = db.session.execute(db.select(User).where(User.username == name)).scalar_one_or_none()
+    user = accounts.find(name)
     if user is None:
         raise click.UsageError(f"No user named {name}.")
-    user.set_password(_read_password(password_stdin))
-    db.session.commit()
+    try:
+        accounts.set_password(user, _read_password(password_stdin), actor="cli", origin="cli")
+    except accounts.UserError as exc:
+        raise click.UsageError(" ".join(exc.errors.values())) from None
     click.echo(f"Password of {name} changed.")
 
 

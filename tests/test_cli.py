@@ -103,3 +103,19 @@ def test_commands_with_an_unreachable_database_name_the_variable(tmp_path) -> No
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "The database cannot be used" in done.stderr and "CONSOLE_DATABASE_URL" in done.stderr
     assert "refused" in done.stderr.lower()
+
+
+def test_users_commands_are_audited_like_the_page(app: Flask, runner) -> None:
+    from console.extensions import db
+    from console.models import AuditEntry
+
+    runner.invoke(args=["users", "create", "ops", "--role", "admin", "--password-stdin"],
+                  input="long-enough-pw\n")
+    runner.invoke(args=["users", "set-password", "ops", "--password-stdin"], input="another-pw-12\n")
+    refused = runner.invoke(args=["users", "set-password", "ops", "--password-stdin"], input="short\n")
+    assert refused.exit_code != 0 and "at least 8" in refused.output
+    with app.app_context():
+        rows = [(e.action, e.outcome, e.origin, e.actor) for e in
+                db.session.execute(db.select(AuditEntry).order_by(AuditEntry.id)).scalars()]
+    assert rows == [("create_user", "applied", "cli", "cli"), ("reset_password", "applied", "cli", "cli")]
+    assert app.test_client().post("/login", data={"username": "ops", "password": "another-pw-12"}).status_code == 302

@@ -4,12 +4,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from flask import Blueprint, Response, abort, current_app, render_template
+from flask import (
+    Blueprint, Response, abort, current_app, redirect, render_template, request, url_for,
+)
 from flask_login import login_required
 
 from .. import diagnostics
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
+from ..htmx import is_htmx
 from ..settings import service as settings_service
 from .lint import lint
 
@@ -37,16 +40,22 @@ def diagnose(protocol: str):
     if protocol not in PROTOCOLS:
         abort(404)
     run_id = diagnostics.start(protocol, current_app.config["CHECK_TIMEOUT"], actor=actor())
-    return render_template("diagnostics/_run.html", run=diagnostics.get(run_id)), 202
+    if not is_htmx():
+        return redirect(url_for("diagnostics.run_fragment", run_id=run_id), 303)
+    return render_template("diagnostics/_run.html", run=diagnostics.get(run_id), focus=True), 202
 
 
 @bp.get("/settings/messaging/diagnoses/<int:run_id>")
 @login_required
 def run_fragment(run_id: int):
+    """The diagnosis as it runs: the fragment that polls itself to htmx, else a page that reloads
+    itself until the diagnosis is done (no JavaScript needed)."""
     run = diagnostics.get(run_id)
     if run is None:
         abort(404)
-    return render_template("diagnostics/_run.html", run=run)
+    template = "diagnostics/_run.html" if is_htmx() else "diagnostics/run.html"
+    return render_template(template, run=run,
+                           heading_level=2 if request.args.get("h") == "2" else None)
 
 
 def _report_or_404(run_id: int):

@@ -35,7 +35,15 @@ def preview(version_id: int):
     outcome = transfer.rollback(version_id, actor=actor(), origin="page", dry_run=True)
     if outcome is None:
         abort(404)
-    return render_template("history/_preview.html", version_id=version_id, outcome=outcome)
+    return _preview(version_id, outcome)
+
+
+def _preview(version_id: int, outcome, status: int = 200):
+    """The rollback preview: the fragment to htmx, a page of its own without JavaScript."""
+    if is_htmx():
+        return render_template("history/_preview.html", version_id=version_id, outcome=outcome,
+                               is_htmx_request=True), status
+    return render_template("history/preview.html", version_id=version_id, outcome=outcome), status
 
 
 @bp.post("/<int:version_id>/rollback")
@@ -46,7 +54,7 @@ def rollback(version_id: int):
     if outcome is None:
         abort(404)
     if outcome.status == "confirm":
-        return render_template("history/_preview.html", version_id=version_id, outcome=outcome), 409
+        return _preview(version_id, outcome, 409)
     message = ("Rolled back to version %d (now version %d)." % (version_id, outcome.version_id)
                if outcome.status == "applied" else "Nothing to roll back: the configuration "
                "already equals that version.")

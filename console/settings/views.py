@@ -114,10 +114,17 @@ def _rollout_arg() -> dict[str, Any] | None:
     return rollout_status.rollout(version) if version else None
 
 
+def _moved_arg() -> tuple[str, str] | None:
+    """The priority move a page without htmx was redirected after (its focus stays on the item)."""
+    protocol, _, direction = request.args.get("moved", "").partition(":")
+    return (protocol, direction) if protocol in PROTOCOLS and direction in ("up", "down") else None
+
+
 @bp.get("/messaging")
 @login_required
 def messaging():
-    return render_template("settings/messaging.html", **page_context(), rollout=_rollout_arg())
+    return render_template("settings/messaging.html", **page_context(), rollout=_rollout_arg(),
+                           moved=_moved_arg())
 
 
 @bp.get("/messaging/overview")
@@ -231,13 +238,17 @@ def rollout_after(outcome: Any) -> dict[str, Any] | None:
 @admin_required
 def test_connection(protocol: str):
     """Check the form's unsaved values against the real broker."""
-    _, _, prep = prepared_form(protocol)
-    if prep.errors:
-        return render_template("settings/_test_result.html", protocol=protocol, result=None,
-                               errors=prep.errors), 200
-    result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+    _, submitted, prep = prepared_form(protocol)
+    result = None
+    if not prep.errors:
+        result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+    if not is_htmx():   # without JavaScript: the page, the typed values and the result in place
+        context = section_context(protocol, submitted=submitted)
+        context["test"] = {"result": result, "errors": prep.errors}
+        return render_template("settings/messaging.html",
+                               **page_context(sections={protocol: context})), 200
     return render_template("settings/_test_result.html", protocol=protocol, result=result,
-                           errors={}), 200
+                           errors=prep.errors), 200
 
 
 def status_context(protocol: str) -> dict[str, Any]:
@@ -269,10 +280,14 @@ def check_now(protocol: str):
     if protocol not in PROTOCOLS:
         abort(404)
     settings = service.effective(protocol, reveal=True)
-    checks.record(checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"]), "manual")
+    result = checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"])
+    checks.record(result, "manual")
     if not is_htmx():
+        flash(f"Checked {PROTOCOL_LABELS[protocol]}: "
+              + ("up." if result.up else f"down — {result.cause}: {result.message}"))
         return redirect(url_for("settings.section", protocol=protocol))
-    return render_template("settings/_status.html", status=status_context(protocol)), SAVED_EVENT
+    return render_template("settings/_status.html", status=status_context(protocol),
+                           focus=True), SAVED_EVENT
 
 
 @bp.post("/messaging/<protocol>/files/<slot>")
@@ -326,6 +341,8 @@ def priorities():
     status = 422 if result.errors else (409 if result.needs_confirmation else 200)
     message = "Priority saved." if result.ok and result.changed else None
     context = priority_context(result.errors, message)
+    if move and result.ok:
+        context["moved"] = move.partition(":")[::2]   # keyboard focus stays on the moved item
     if result.needs_confirmation:
         context["priority_confirm"] = {"outcome": result.outcome, "move": move,
                                        "order": request.form.getlist("order")}
@@ -335,6 +352,9 @@ def priorities():
                                priority_rollout=rollout), status
     if status == 200:
         flash(message or "No changes.")
+        if "moved" in context:   # no anchor: a page with a target element skips autofocus
+            return redirect(url_for("settings.messaging", moved=move,
+                                    rollout=rollout["version"] if rollout else None))
         return redirect(url_for("settings.messaging", _anchor="priorities",
                                 rollout=rollout["version"] if rollout else None))
     return render_template("settings/messaging.html", **page_context(**context)), status
