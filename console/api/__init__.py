@@ -129,7 +129,7 @@ def if_match() -> list[str] | None:
     if "If-Match" not in request.headers:
         return None
     tags = request.if_match
-    return ["*"] if tags.star_tag else sorted(tags.as_set())
+    return ["*"] if tags.star_tag else sorted(t for t in tags.as_set() if t)
 
 
 def precondition_failed(conflict):
