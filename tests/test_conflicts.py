@@ -4,6 +4,7 @@ app, and racing for real over HTTP from two threads against a threaded server, o
 PostgreSQL."""
 from __future__ import annotations
 
+import json
 import re
 import threading
 from typing import Any, Iterator
@@ -294,3 +295,31 @@ def test_the_write_lock_is_taken_once_per_transaction(app: Flask) -> None:
         changes.lock()
         assert db.session.info["console_config_lock"] is not held
         db.session.rollback()
+
+
+def test_the_readme_if_match_lines(tmp_path) -> None:
+    import os
+    import subprocess
+
+    from tests.clients.live_console import LiveConsole
+    from tests.test_readme import README
+
+    text = README.read_text()
+    start = text.index("## Two people changing one protocol\n")
+    section = text[start:text.index("\n## ", start + 1)]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    stale_again = block.splitlines()[1].replace('"port": 1884', '"port": 1885')
+    console = LiveConsole(tmp_path / "live").start()
+    try:
+        env = {**os.environ, "API": f"{console.url}/api/v1",
+               "AUTH": f"Authorization: Bearer {console.admin_token}"}
+        script = f"{block}\necho\n{stale_again}\n"      # the second PATCH sends the same, old ETag
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                                text=True, timeout=60, env=env)
+        assert result.returncode == 0, result.stderr
+        saved, refused = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        assert saved["changed"] == ["port"] and saved["settings"]["port"]["value"] == 1884
+        assert refused["error"] == "precondition_failed"
+        assert refused["changed"][0]["field"] == "port" and refused["changed"][0]["new"] == 1884
+    finally:
+        console.close()
