@@ -96,19 +96,31 @@ def probe(app: Flask | None = None) -> str | None:
     return None
 
 
-def unavailable(why: str):
-    """The 503 answer: JSON for machines, a page for people."""
-    message = (f"Database unreachable: {why}. The console retries by itself and answers again as "
-               "soon as the database is back.")
+def unavailable(why: str, *, answering: bool = False):
+    """The 503 answer: JSON for machines, a page for people. `answering`: the database answers,
+    but the statement failed (a busy SQLite, tables missing)."""
+    if not answering:
+        title = "Database unreachable"
+        message = (f"Database unreachable: {why}. The console retries by itself and answers again "
+                   "as soon as the database is back.")
+    elif "no such table" in why:
+        title = "Database not set up"
+        message = (f"The database has no console tables ({why}): run `flask db upgrade` (make run "
+                   "and the container do).")
+    else:
+        title = "Database error"
+        message = f"The database answered with an error: {why}. Try again in a moment."
+    state = "error" if answering else "unreachable"
     if request.path == "/readyz":     # its own shape: not ready, no broker known
-        response = jsonify(status="down", brokers={}, database="unreachable", reason=why,
+        response = jsonify(status="down", brokers={}, database=state, reason=why,
                            message=message)
     elif request.path.startswith(JSON_PATHS):
-        response = jsonify(error="database_unavailable", status="error", database="unreachable",
+        response = jsonify(error="database_unavailable", status="error", database=state,
                            reason=why, message=message)
     else:
         response = current_app.make_response(
-            render_template("database_unavailable.html", reason=why, message=message))
+            render_template("database_unavailable.html", title=title, reason=why,
+                            message=message, answering=answering))
     response.status_code = 503
     response.headers["Retry-After"] = "5"
     if request.headers.get("HX-Request") == "true":
@@ -133,6 +145,7 @@ def init_app(app: Flask) -> None:
             return None
         if time.monotonic() - state.probed < PROBE_SECONDS:
             return unavailable(state.reason)
+        state.probed = time.monotonic()     # the others answer at once meanwhile
         why = probe(app)
         return unavailable(why) if why else None
 
@@ -140,5 +153,9 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(InterfaceError)
     def _unreachable(error):
         _rollback()
-        outage(app).failed(error)
-        return unavailable(outage(app).reason)
+        why = probe(app)          # does it answer at all, or did only this statement fail?
+        if why is not None:
+            return unavailable(why)
+        log.error("Messaging Console: database error on %s %s: %s", request.method, request.path,
+                  reason(error))
+        return unavailable(reason(error), answering=True)

@@ -174,10 +174,14 @@ def test_a_missing_sqlite_directory_answers_503_until_the_database_is_there(tmp_
     assert page.status_code == 503 and b"Database unreachable" in page.data
     api = client.get("/api/v1/brokers")
     assert api.status_code == 503 and api.get_json()["error"] == "database_unavailable"
-    missing.mkdir(parents=True)
-    shutil.copy(_TEMPLATE_DB["db"], missing / "console.db")
+    missing.mkdir(parents=True)               # there, but empty: not migrated
     time.sleep(1.1)                           # the next probe after PROBE_SECONDS finds it
     assert client.get("/healthz").status_code == 200
+    bare = client.get("/api/v1/brokers", headers={"Authorization": "Bearer mc_x"})
+    assert bare.status_code == 503 and bare.get_json()["database"] == "error"
+    assert "The database has no console tables" in bare.get_json()["message"]
+    assert "run `flask db upgrade`" in bare.get_json()["message"]
+    shutil.copy(_TEMPLATE_DB["db"], missing / "console.db")
     assert client.get("/login").status_code == 200
     assert client.get("/api/v1/brokers").status_code == 401      # answers again: asks for a token
 
