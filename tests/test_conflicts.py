@@ -4,8 +4,11 @@ app, and racing for real over HTTP from two threads against a threaded server, o
 PostgreSQL."""
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
+import subprocess
 import threading
 from typing import Any, Iterator
 
@@ -17,8 +20,11 @@ from werkzeug.serving import make_server
 
 from console.extensions import db
 from console.models import AuditEntry, ConfigVersion
+from console.settings import changes
+from tests.clients.live_console import LiveConsole
 from tests.conftest import ADMIN_PASSWORD, add_user, login, make_token
 from tests.db_fixtures import db_app  # noqa: F401 - fixture
+from tests.test_readme import README
 from tests.test_settings_page import HX, form_as_rendered
 
 OTHER_PASSWORD = "other-admin-password-1"
@@ -188,8 +194,6 @@ def test_etag_and_if_match(client: FlaskClient, admin_token: str) -> None:
 
 
 def test_an_upload_changes_the_etag(client: FlaskClient, admin_token: str, pki) -> None:
-    import io
-
     auth = {"Authorization": f"Bearer {admin_token}"}
     tag = client.get("/api/v1/brokers/nats", headers=auth).headers["ETag"]
     upload = client.post("/api/v1/brokers/nats/files/tls_ca", headers=auth,
@@ -284,8 +288,6 @@ def test_two_page_saves_racing_keep_both_changes(db_app: Flask, served: str) -> 
 
 
 def test_the_write_lock_is_taken_once_per_transaction(app: Flask) -> None:
-    from console.settings import changes
-
     with app.app_context():
         changes.lock()
         held = db.session.info["console_config_lock"]
@@ -298,12 +300,6 @@ def test_the_write_lock_is_taken_once_per_transaction(app: Flask) -> None:
 
 
 def test_the_readme_if_match_lines(tmp_path) -> None:
-    import os
-    import subprocess
-
-    from tests.clients.live_console import LiveConsole
-    from tests.test_readme import README
-
     text = README.read_text()
     start = text.index("## Two people changing one protocol\n")
     section = text[start:text.index("\n## ", start + 1)]
