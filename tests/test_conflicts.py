@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import threading
 from typing import Any, Iterator
@@ -20,7 +21,7 @@ from werkzeug.serving import make_server
 
 from console.extensions import db
 from console.models import AuditEntry, ConfigVersion
-from console.settings import changes
+from console.settings import changes, service
 from tests.clients.live_console import LiveConsole
 from tests.conftest import ADMIN_PASSWORD, add_user, login, make_token
 from tests.db_fixtures import db_app  # noqa: F401 - fixture
@@ -319,3 +320,15 @@ def test_the_readme_if_match_lines(tmp_path) -> None:
         assert refused["changed"][0]["field"] == "port" and refused["changed"][0]["new"] == 1884
     finally:
         console.close()
+
+
+def test_a_save_that_changes_nothing_releases_the_lock(app: Flask, tmp_path) -> None:
+    with app.app_context():
+        result = service.apply_changes("mqtt", {"host": "localhost"}, "t")
+        assert result.changed == [] and result.outcome.status == "unchanged"
+        other = sqlite3.connect(tmp_path / "instance" / "console.db", timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")      # "database is locked" while the lock is held
+            other.rollback()
+        finally:
+            other.close()

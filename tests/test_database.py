@@ -24,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from console.api.openapi import openapi_document
 from console.database import Outage
 from tests.conftest import ROOT, _TEMPLATE_DB, _create, make_app
 from tests.test_checks_live import _pg_database
@@ -187,6 +188,7 @@ def test_a_missing_sqlite_directory_answers_503_until_the_database_is_there(tmp_
     assert page.status_code == 503 and b"Database unreachable" in page.data
     api = client.get("/api/v1/brokers")
     assert api.status_code == 503 and api.get_json()["error"] == "database_unavailable"
+    assert "503" in openapi_document()["paths"]["/brokers"]["get"]["responses"]      # documented
     missing.mkdir(parents=True)               # there, but empty: not migrated
     time.sleep(1.1)                           # the next probe after PROBE_SECONDS finds it
     assert client.get("/healthz").status_code == 200

@@ -188,6 +188,8 @@ STANDARD = {
     "409": "The change affects existing adapters: repeat with confirm",
     "413": "The request body is larger than CONSOLE_MAX_CONTENT_LENGTH",
     "422": "Invalid values, nothing saved",
+    "503": "The console's database is unreachable (error database_unavailable, with the reason); "
+           "it recovers by itself: retry after Retry-After",
 }
 READ_ONLY_POSTS = {("/connections/check", "post")}
 CHANGES = {"patch", "put", "delete"}
@@ -209,6 +211,7 @@ def _complete(document: dict[str, Any]) -> None:
                 codes.append("413")
             if method in CHANGES or path.endswith(("/rollback", "/import", "/files/{slot}")):
                 codes += ["409", "422"]
+            codes.append("503")
             for code in codes:
                 op["responses"].setdefault(code, {"description": STANDARD[code], **error})
 

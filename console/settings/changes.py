@@ -337,6 +337,14 @@ def lock() -> None:
     forget()
 
 
+def release() -> None:
+    """End the transaction that holds the write lock when a change saved nothing (the CLI's and
+    the background's sessions live long; nobody else may write meanwhile)."""
+    transaction = db.session().get_transaction()
+    if transaction is not None and db.session.info.get("console_config_lock") is transaction:
+        db.session.commit()
+
+
 def commit(candidate: State, *, actor: str | None, origin: str, action: str,
            confirm: bool = False, dry_run: bool = False, summary: str = "",
            seed: dict[str, tuple[ProtocolSettings, bool]] | None = None) -> Outcome:
@@ -347,12 +355,14 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
         lock()
     before = current()
     if candidate.as_json() == before.state.as_json():
+        release()
         return Outcome("unchanged")
     after = before.derive(candidate)
     for protocol, (settings, reveal) in (seed or {}).items():
         after.seed(protocol, settings, reveal)
     saved = saved_diff(before.state, candidate)
     if not saved:
+        release()
         return Outcome("unchanged")
     effective = effective_diff(before, after)
     impact = assess(before, after, saved)

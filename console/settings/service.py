@@ -185,6 +185,7 @@ def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, 
     if base is not None and base.version is not None:
         opened = conflicts.state_at(base.version)
         if opened is None:
+            pipeline.release()
             return ChangeResult(errors={"version": (
                 f"This form was opened at configuration version {base.version}, which this "
                 "console does not have: reload the page.")})
