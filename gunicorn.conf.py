@@ -2,7 +2,6 @@
 overrides in the audit log (once per change), logs the SP_* values it ignores, and runs the
 background checks and the delivery worker (console/background.py), coordinated through the database.
 A wrong CONSOLE_* variable stops the master with one line naming it."""
-import logging
 import os
 import sys
 
@@ -22,9 +21,8 @@ accesslog = "-"
 
 
 def post_worker_init(worker):
+    """Start the worker's background work; without a database the worker serves anyway (503 that
+    says so) and starts it when the database answers (console/background.py)."""
     from console import background
-    from console.settings.environment import log_environment_warnings
 
-    with worker.wsgi.app_context():
-        log_environment_warnings(logging.getLogger("console"))
-    background.start(worker.wsgi)
+    background.start(worker.wsgi, log_warnings=True)

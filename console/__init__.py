@@ -40,7 +40,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from . import auth, cli, errors, headers, inputs, ratelimit
+    from . import auth, cli, database, errors, headers, inputs, ratelimit
+    database.init_app(app)
     inputs.init_app(app)
     headers.init_app(app)
     ratelimit.init_app(app)
@@ -75,6 +76,11 @@ def _finish_config(app: Flask) -> None:
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         app.config["SQLALCHEMY_DATABASE_URI"] = url
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        # an unreachable server fails a connection attempt in seconds, not after the OS's minutes
+        options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        options["connect_args"] = {"connect_timeout": 5, **options.get("connect_args", {})}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if not app.config.get("SECRET_KEY"):
         import secrets
         app.config["SECRET_KEY"] = read_or_create_key_file(

@@ -6,8 +6,15 @@ Started in every gunicorn worker (gunicorn.conf.py, `post_worker_init`) and by `
 developer's habit (in the process that serves: the reloader's child, not the parent that only watches
 files), so that `/readyz` and the page get check results there too. Nothing starts at import time, nor
 in tests, nor for any other CLI command.
+
+When the database does not answer at start, the process serves anyway (every request gets a 503 that
+says so, console/database.py) and a thread waits for the database, then starts the work.
 """
 from __future__ import annotations
+
+import logging
+import threading
+import time
 
 import click
 from flask import Flask
@@ -15,16 +22,52 @@ from flask.cli import run_command
 from flask.helpers import get_debug_flag
 from werkzeug.serving import is_running_from_reloader
 
+from . import database
 from .checks import scheduler
 from .delivery import outbox
 from .settings.changes import record_environment
+from .settings.environment import log_environment_warnings
+
+log = logging.getLogger("console")
+WAIT_MAX_SECONDS = 5.0      # longest pause between two attempts to reach the database at start
 
 
-def start(app: Flask) -> None:
-    """Record the environment overrides, then start the background checks and the delivery worker of
-    this serving process (each unless turned off: CONSOLE_CHECK_SCHEDULER, CONSOLE_DELIVERY_WORKER)."""
-    with app.app_context():
-        record_environment()
+def start(app: Flask, *, log_warnings: bool = False) -> None:
+    """Record the environment overrides (and log the settings warnings when `log_warnings`), then
+    start the background checks and the delivery worker of this serving process (each unless turned
+    off: CONSOLE_CHECK_SCHEDULER, CONSOLE_DELIVERY_WORKER) — at once, or as soon as the database
+    answers."""
+    if _prepare(app, log_warnings):
+        _start_work(app)
+        return
+    threading.Thread(target=_wait, args=(app, log_warnings), name="console-database-wait",
+                     daemon=True).start()
+
+
+def _prepare(app: Flask, log_warnings: bool) -> bool:
+    try:
+        with app.app_context():
+            record_environment()
+            if log_warnings:
+                log_environment_warnings(log)
+    except database.UNREACHABLE as exc:
+        database.outage(app).failed(exc)
+        return False
+    database.outage(app).recovered()
+    return True
+
+
+def _wait(app: Flask, log_warnings: bool) -> None:
+    pause = 0.25
+    while not _prepare(app, log_warnings):
+        time.sleep(pause)
+        pause = min(pause * 2, WAIT_MAX_SECONDS)
+    log.warning("Messaging Console: database reachable: background checks and callback delivery "
+                "start")
+    _start_work(app)
+
+
+def _start_work(app: Flask) -> None:
     scheduler.start(app)
     outbox.start(app)
 

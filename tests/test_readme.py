@@ -84,6 +84,12 @@ for _line in ('TOKEN=$(.venv/bin/flask --app app tokens create edge-token --role
               'curl -sS -X POST "$API/services/edge/ack" -H "$AUTH" -H "$JSON" \\',
               '-d \'{"version": 12, "status": "applied", "message": "connected"}\''):
     COVERED[_line] = _DOCS
+# the If-Match lines of "Two people changing one protocol" run against a live console
+for _line in ("TAG=$(curl -sS -D - -o /dev/null \"$API/brokers/mqtt\" -H \"$AUTH\" | sed -n 's/^[Ee][Tt]ag: //p' | "
+              "tr -d '\\r')",
+              'curl -sS -X PATCH "$API/brokers/mqtt" -H "$AUTH" -H "If-Match: $TAG" -H \'Content-Type: '
+              'application/json\' -d \'{"port": 1884}\''):
+    COVERED[_line] = "tests/test_conflicts.py::test_the_readme_if_match_lines"
 # the development server runs the background work: started for real, with and without the reloader
 COVERED[f"{FLASK} run [--debug]"] = "tests/test_background.py::test_flask_run_runs_the_background_checks"
 

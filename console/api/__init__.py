@@ -113,9 +113,35 @@ def brokers():
     return jsonify(brokers={p: broker_document(p, statuses[p]) for p in PROTOCOLS})
 
 
+def with_etag(response, protocol: str):
+    """`response` with the ETag of `protocol`'s saved settings (send it back in If-Match)."""
+    response.set_etag(service.etag(protocol))
+    return response
+
+
 @bp.get("/brokers/<protocol>")
 def broker(protocol: str):
-    return jsonify(broker_document(_protocol(protocol)))
+    return with_etag(jsonify(broker_document(_protocol(protocol))), protocol)
+
+
+def if_match() -> list[str] | None:
+    """The ETags of the If-Match header ("*" for any), or None without the header."""
+    if "If-Match" not in request.headers:
+        return None
+    tags = request.if_match
+    return ["*"] if tags.star_tag else sorted(t for t in tags.as_set() if t)
+
+
+def precondition_failed(conflict):
+    """412: the protocol changed since the caller read it; nothing saved."""
+    response = jsonify(error="precondition_failed",
+                       message=(f"{conflict.message('you read it (If-Match is not its ETag)')} "
+                                "GET it again (its ETag is new) and repeat the change if it "
+                                "still applies."),
+                       changed=conflict.as_dict()["changes"], by=conflict.authors)
+    response.status_code = 412
+    response.set_etag(conflict.etag)
+    return response
 
 
 def flag(name: str, body: dict[str, Any] | None = None) -> bool:
@@ -147,14 +173,20 @@ def patch_broker(protocol: str):
     options = {k: body.pop(k) for k in ("confirm", "dry_run") if k in body}
     if not body:
         return _error(400, "bad_request", "No fields to change.")
+    tags = if_match()
     if flag("dry_run", options):
-        return preview_changes(protocol, body)
+        conflict = service.judge_etag(protocol, tags) if tags is not None else None
+        return precondition_failed(conflict) if conflict else preview_changes(protocol, body)
     result = service.apply_changes(protocol, body, actor(), origin="api",
-                                   confirm=flag("confirm", options))
+                                   confirm=flag("confirm", options),
+                                   base=service.Base(etags=tags) if tags is not None else None)
+    if result.conflict is not None:
+        return precondition_failed(result.conflict)
     if result.errors:
         return _error(422, "invalid", "Nothing was saved: some fields are invalid.",
                       errors=result.errors)
-    return changed_response(result, broker_document(protocol))
+    response, status = changed_response(result, broker_document(protocol))
+    return (with_etag(response, protocol) if result.ok else response), status
 
 
 def preview_changes(protocol: str, body: dict[str, Any]):

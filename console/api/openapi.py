@@ -149,19 +149,32 @@ def _more_paths() -> dict[str, Any]:
     }
 
 
+ETAG_HEADER = {"ETag": {"description": "Digest of the protocol's saved settings: send it back in "
+                                       "If-Match to change them only as read",
+                        "schema": {"type": "string"}}}
+IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
+            "description": "The ETag of a GET (or `*`): the change is refused with 412 when the "
+                           "protocol was changed by someone else since",
+            "schema": {"type": "string"}}
+
+
 def _broker_path(protocol: str, broker_ref: dict[str, Any], json_error: dict[str, Any]) -> dict[str, Any]:
     """GET and PATCH of one protocol, its PATCH body that protocol's fields only."""
     label = protocol.capitalize()
     return {
         "get": {"summary": f"{label}: effective settings, each with its source",
-                "responses": {"200": broker_ref | {"description": "OK"}}},
+                "responses": {"200": broker_ref | {"description": "OK", "headers": ETAG_HEADER}}},
         "patch": {"summary": f"{label}: change some fields; nothing is saved when any is invalid",
+                  "parameters": [IF_MATCH],
                   "requestBody": {"required": True, "content": {"application/json": {
                       "schema": {"$ref": f"#/components/schemas/{label}Patch"}}}},
-                  "responses": {"200": broker_ref | {"description": "Saved (or the dry-run preview)"},
+                  "responses": {"200": broker_ref | {"description": "Saved (or the dry-run preview)",
+                                                     "headers": ETAG_HEADER},
                                 "409": json_error | {"description": "Adapters affected: confirm"},
-                                "412": json_error | {"description": "If-Match does not match the "
-                                                     "current ETag: changed since read, nothing saved"},
+                                "412": json_error | {"description": "If-Match is not the current "
+                                                     "ETag: changed by someone else since it was "
+                                                     "read (what changed in `changed`, who in "
+                                                     "`by`); nothing saved"},
                                 "422": json_error | {"description": "Per-field errors, nothing saved"}}},
     }
 
@@ -175,6 +188,8 @@ STANDARD = {
     "409": "The change affects existing adapters: repeat with confirm",
     "413": "The request body is larger than CONSOLE_MAX_CONTENT_LENGTH",
     "422": "Invalid values, nothing saved",
+    "503": "The console's database is unreachable (error database_unavailable, with the reason); "
+           "it recovers by itself: retry after Retry-After",
 }
 READ_ONLY_POSTS = {("/connections/check", "post")}
 CHANGES = {"patch", "put", "delete"}
@@ -196,6 +211,7 @@ def _complete(document: dict[str, Any]) -> None:
                 codes.append("413")
             if method in CHANGES or path.endswith(("/rollback", "/import", "/files/{slot}")):
                 codes += ["409", "422"]
+            codes.append("503")
             for code in codes:
                 op["responses"].setdefault(code, {"description": STANDARD[code], **error})
 

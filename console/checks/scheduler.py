@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask, current_app, has_app_context
 
+from .. import database
 from ..brokers import PROTOCOLS
 from ..settings import effective as settings_read
 from . import UNREADABLE, check_settings, claim, current_digest, record
@@ -53,8 +54,12 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 self.run_due()
-            except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
+            except database.UNREACHABLE as exc:     # one line per outage, not one per second
+                database.outage(self.app).failed(exc)
+            except Exception:  # noqa: BLE001 - the loop must survive anything
                 log.exception("background check round failed")
+            else:
+                database.outage(self.app).recovered()
             self._wake.wait(self.tick)
             self._wake.clear()
 
@@ -84,6 +89,8 @@ class Scheduler:
                 settings = settings_read.effective(protocol, reveal=True)
                 result = check_settings(settings, self.app.config["CHECK_TIMEOUT"])
                 record(result, "scheduler")
+        except database.UNREACHABLE as exc:
+            database.outage(self.app).failed(exc)
         except Exception:  # noqa: BLE001
             log.exception("background check of %s failed", protocol)
         finally:

@@ -29,6 +29,7 @@ from flask import Flask, current_app
 from sqlalchemy import or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 
+from .. import database
 from ..crypto import decrypt
 from ..extensions import db
 from ..models import ConfigVersion, Delivery, ExtensionService, utcnow
@@ -274,8 +275,12 @@ class Worker:
             try:
                 with self.app.app_context():
                     sent = deliver_due(self._pool)
-            except Exception:  # the database may be away for a moment; try again next round
+            except database.UNREACHABLE as exc:     # one line per outage; try again next round
+                database.outage(self.app).failed(exc)
+            except Exception:  # noqa: BLE001 - the worker must survive anything
                 log.exception("Delivering callbacks failed; retrying")
+            else:
+                database.outage(self.app).recovered()
             if not sent:
                 _wake.wait(poll)
                 _wake.clear()

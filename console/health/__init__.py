@@ -11,10 +11,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
-from .. import checks
+from .. import checks, database
 from ..brokers import PROTOCOLS
 from ..delivery import outbox
 from ..extensions import db
@@ -26,11 +24,9 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    try:
-        db.session.execute(text("SELECT 1"))
-    except SQLAlchemyError:
-        db.session.rollback()
-        return jsonify(status="error", message="The database does not answer."), 503
+    why = database.probe()
+    if why is not None:
+        return database.unavailable(why)
     return jsonify(status="ok")
 
 
@@ -75,11 +71,7 @@ def cached_readiness() -> tuple[bytes, int]:
 
 @bp.get("/readyz")
 def readyz():
-    try:
-        body, code = cached_readiness()
-    except SQLAlchemyError:
-        db.session.rollback()
-        return jsonify(status="down", message="The database does not answer.", brokers={}), 503
+    body, code = cached_readiness()     # no database: 503 from console.database
     return Response(body, status=code, mimetype="application/json")
 
 

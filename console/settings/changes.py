@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import has_request_context, request
+from sqlalchemy import text
 
 from .. import checks
 from ..brokers import PROTOCOLS
@@ -19,7 +20,7 @@ from ..crypto import decrypt
 from ..extensions import db
 from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
 from ..delivery import outbox
-from .effective import Snapshot, current, remember
+from .effective import Snapshot, current, forget, remember
 from .identity import identity
 from .resolve import ProtocolSettings
 from .schema import FIELDS, PROTOCOL_LABELS
@@ -315,20 +316,53 @@ def _version(state: State, actor: str, origin: str, summary: str) -> ConfigVersi
     return row
 
 
+LOCK_KEY = 0x636F6E736F6C65     # "console": the advisory lock of configuration writers (PostgreSQL)
+
+
+def lock() -> None:
+    """Hold the configuration's write lock until this transaction ends, and read what is saved
+    from here on afresh: writers of the configuration run one after the other, so none builds on
+    a configuration another is replacing (PostgreSQL: a transaction advisory lock; SQLite: the
+    database's write lock, taken by a write that changes nothing). Taken once per transaction."""
+    transaction = db.session().get_transaction()
+    if transaction is not None and db.session.info.get("console_config_lock") is transaction:
+        return
+    db.session.flush()
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+    else:
+        db.session.execute(text(f"UPDATE {ConfigVersion.__tablename__} SET id = id WHERE 1 = 0"))
+    db.session.info["console_config_lock"] = db.session().get_transaction()
+    db.session.expire_all()
+    forget()
+
+
+def release() -> None:
+    """End the transaction that holds the write lock when a change saved nothing (the CLI's and
+    the background's sessions live long; nobody else may write meanwhile)."""
+    transaction = db.session().get_transaction()
+    if transaction is not None and db.session.info.get("console_config_lock") is transaction:
+        db.session.commit()
+
+
 def commit(candidate: State, *, actor: str | None, origin: str, action: str,
            confirm: bool = False, dry_run: bool = False, summary: str = "",
            seed: dict[str, tuple[ProtocolSettings, bool]] | None = None) -> Outcome:
     """Apply `candidate` through the impact check; see the module docstring. `seed` hands in
     settings already resolved from the candidate (protocol → (settings, revealed))."""
     actor = actor or "unknown"
+    if not dry_run:
+        lock()
     before = current()
     if candidate.as_json() == before.state.as_json():
+        release()
         return Outcome("unchanged")
     after = before.derive(candidate)
     for protocol, (settings, reveal) in (seed or {}).items():
         after.seed(protocol, settings, reveal)
     saved = saved_diff(before.state, candidate)
     if not saved:
+        release()
         return Outcome("unchanged")
     effective = effective_diff(before, after)
     impact = assess(before, after, saved)

@@ -11,6 +11,8 @@ from ..brokers import PROTOCOLS
 from ..crypto import encrypt
 from ..models import utcnow
 from . import changes as pipeline
+from . import conflicts
+from .conflicts import Conflict, current_version, etag, judge_etag  # noqa: F401 - views, API
 from .effective import (  # noqa: F401  - the read side, re-exported for the views
     ProtocolUnknown, check_protocol, current, effective, effective_all, findings, priorities,
     saved_layer,
@@ -30,10 +32,12 @@ class ChangeResult:
     changed: list[str] = field(default_factory=list)
     settings: ProtocolSettings | None = None
     outcome: Any = None
+    conflict: Conflict | None = None       # refused: changed by someone else since it was read
+    merged: list[Any] = field(default_factory=list)   # others' changes kept beside this one's
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not self.needs_confirmation
+        return not self.errors and not self.needs_confirmation and self.conflict is None
 
     @property
     def needs_confirmation(self) -> bool:
@@ -51,6 +55,7 @@ class Prepared:
     saved: Saved | None = None
     settings: ProtocolSettings | None = None
     revealed: bool = False
+    based_on: dict[str, Any] | None = None     # the saved configuration it was prepared against
 
     def install_time_changes(self) -> list[str]:
         """The changed fields that adapters have baked in."""
@@ -68,7 +73,7 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
     """Validate `changes` (field → raw value; None resets to the default or clears a secret)
     against the saved layer (or `saved`) and the environment, without saving."""
     check_protocol(protocol)
-    prep = Prepared()
+    prep = Prepared(based_on=current().state.as_json() if saved is None else None)
     now = effective(protocol)
     saved = saved if saved is not None else saved_layer(protocol, reveal)
     old_values, old_secrets = dict(saved.values), set(saved.secrets)
@@ -153,19 +158,66 @@ def candidate_state(protocol: str, prep: Prepared):
     return candidate
 
 
+@dataclass
+class Base:
+    """What a change was made from: the configuration version a form was opened with (the form
+    sends every field; only those its operator changed are applied), or the ETags a caller read
+    (If-Match)."""
+
+    version: int | None = None
+    etags: list[str] | None = None
+
+
 def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, *,
                   origin: str = "console", confirm: bool = False,
-                  prepared: Prepared | None = None) -> ChangeResult:
+                  prepared: Prepared | None = None, base: Base | None = None) -> ChangeResult:
     """Validate `changes` (or take them `prepared` already) and save them all, or nothing when
-    any is invalid; when adapters are affected, nothing is saved without `confirm`."""
+    any is invalid; when adapters are affected, nothing is saved without `confirm`. With `base`,
+    nothing is saved over a change someone else made since (see settings.conflicts)."""
+    pipeline.lock()
+    changes = dict(changes)
+    merged: list[Any] = []
+    if base is not None and base.etags is not None:
+        conflict = conflicts.judge_etag(protocol, base.etags)
+        if conflict is not None:
+            return _conflicted(ChangeResult(conflict=conflict), actor=actor, origin=origin,
+                               protocol=protocol)
+    if base is not None and base.version is not None:
+        opened = conflicts.state_at(base.version)
+        if opened is None:
+            pipeline.release()
+            return ChangeResult(errors={"version": (
+                f"This form was opened at configuration version {base.version}, which this "
+                "console does not have: reload the page.")})
+        changes = conflicts.operator_changes(protocol, changes, opened)
+        conflict = conflicts.judge(protocol, changes, opened, base.version)
+        if conflict is not None and conflict.fields:
+            return _conflicted(ChangeResult(conflict=conflict), actor=actor, origin=origin,
+                               protocol=protocol)
+        merged = conflict.since if conflict is not None else []
+        prepared = None         # the operator's changes alone, over what is saved now
+    if prepared is not None and prepared.based_on != current().state.as_json():
+        prepared = None         # prepared against a configuration replaced since: again, now
     prep = prepared if prepared is not None else prepare_changes(protocol, changes)
-    result = ChangeResult(errors=prep.errors, warnings=prep.warnings, settings=prep.settings)
+    result = ChangeResult(errors=prep.errors, warnings=prep.warnings, settings=prep.settings,
+                          merged=merged)
     if prep.errors:
         return _rejected(result, actor=actor, origin=origin, action="update", protocol=protocol)
     candidate = candidate_state(protocol, prep)
     return _commit(candidate, result, actor=actor, origin=origin, action="update",
                    confirm=confirm, protocol=protocol,
                    seed={protocol: (prep.settings, prep.revealed)})
+
+
+def _conflicted(result: ChangeResult, *, actor: str | None, origin: str,
+                protocol: str) -> ChangeResult:
+    conflict = result.conflict
+    errors = {f.field: f"changed by someone else since you opened it: {f.loaded} → {f.now}"
+              for f in conflict.fields} or {"etag": "changed by someone else since it was read"}
+    pipeline.record_rejection("update", actor=actor, origin=origin, protocol=protocol,
+                              errors=errors)
+    result.settings = effective(protocol)
+    return result
 
 
 def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
@@ -193,6 +245,7 @@ def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
     except certs.CertError as exc:
         result.errors[slot] = str(exc)
         return _rejected(result, actor=actor, origin=origin, action="upload", protocol=protocol)
+    pipeline.lock()
     candidate = current().state.copy()
     candidate.files.setdefault(protocol, {})[slot] = {
         "filename": (filename or "upload")[:255], "format": parsed.format,
@@ -213,6 +266,7 @@ def delete_file(protocol: str, slot: str, actor: str | None = None, *, origin: s
     if slot not in FILE_SLOTS:
         result.errors[slot] = f"No file slot '{slot}': use tls_ca or tls_cert."
         return result
+    pipeline.lock()
     candidate = current().state.copy()
     candidate.files.get(protocol, {}).pop(slot, None)
     return _commit(candidate, result, actor=actor, origin=origin, action="remove_file",
@@ -246,6 +300,7 @@ def set_priorities(order: Any, actor: str | None = None, *, origin: str = "conso
     if error:
         result.errors["priorities"] = error
         return _rejected(result, actor=actor, origin=origin, action="priorities", protocol=None)
+    pipeline.lock()
     candidate = current().state.copy()
     candidate.priorities = list(order)
     return _commit(candidate, result, actor=actor, origin=origin, action="priorities",
@@ -256,6 +311,7 @@ def move_priority(protocol: str, direction: str, actor: str | None = None, *,
                   origin: str = "console", confirm: bool = False) -> ChangeResult:
     """Move one protocol up or down in the saved order."""
     check_protocol(protocol)
+    pipeline.lock()
     order = priorities()[1]["saved"]
     index = order.index(protocol)
     target = index - 1 if direction == "up" else index + 1

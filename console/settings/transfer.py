@@ -167,6 +167,8 @@ def import_yaml(text: str, *, actor: str | None, origin: str, dry_run: bool = Fa
     except RecursionError:
         result.errors["file"] = "Not a console export: the YAML is nested far too deeply."
     else:
+        if not dry_run:
+            change_log.lock()       # built on what is saved now, written before anyone else writes
         candidate, result.errors = _candidate_from(document, current().state.copy(), result.warnings)
         if not result.errors:
             for protocol in PROTOCOLS:

@@ -29,8 +29,10 @@ def _labels(state) -> None:
 
 def section_context(protocol: str, *, errors: dict[str, str] | None = None,
                     submitted: dict[str, Any] | None = None, message: str | None = None,
-                    settings: service.ProtocolSettings | None = None) -> dict[str, Any]:
-    """Everything the protocol section template needs."""
+                    settings: service.ProtocolSettings | None = None,
+                    version: int | None = None) -> dict[str, Any]:
+    """Everything the protocol section template needs; `version` is the configuration version
+    its form was opened at (the current one unless given)."""
     current = settings or service.effective(protocol)
     _, warnings = service.findings(current)
     by_field: dict[str, list[str]] = {}
@@ -53,6 +55,7 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
         "general_warnings": general,
         "submitted": submitted or {},
         "message": message,
+        "version": service.current_version() if version is None else version,
     }
 
 
@@ -100,7 +103,8 @@ def page_context(active: str | None = None, **overrides: Any) -> dict[str, Any]:
     from ..extensions import db
     from ..models import Adapter
 
-    sections = {p: section_context(p) for p in PROTOCOLS}
+    version = service.current_version()
+    sections = {p: section_context(p, version=version) for p in PROTOCOLS}
     sections.update(overrides.pop("sections", {}))
     count = db.session.execute(db.select(db.func.count(Adapter.id))).scalar()
     priorities = priority_context()
@@ -194,34 +198,56 @@ def prepared_form(protocol: str) -> tuple[dict[str, Any], dict[str, Any], servic
     return changes, submitted, service.prepare_changes(protocol, changes, reveal=True)
 
 
+def form_version() -> int | None:
+    """The configuration version the form was opened at (None: a form without one)."""
+    raw = request.form.get("version", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 10:
+        abort(400)
+    return int(raw)
+
+
 @bp.post("/messaging/<protocol>")
 @admin_required
 def save(protocol: str):
     changes, submitted, prep = prepared_form(protocol)
+    opened = form_version()
     if prep.errors:
         change_log.record_rejection("update", actor=actor(), origin="page", protocol=protocol,
                                     errors=prep.errors)
-        context = section_context(protocol, errors=prep.errors, submitted=submitted)
+        context = section_context(protocol, errors=prep.errors, submitted=submitted,
+                                  version=opened)
         return _section_response(protocol, context, 422)
     risky = prep.install_time_changes()
     if risky and prep.settings.enabled and not request.form.get("save_anyway"):
         result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
         checks.record(result, "guard")
         if not result.up:
-            context = section_context(protocol, submitted=submitted)
+            context = section_context(protocol, submitted=submitted, version=opened)
             context["guard"] = {"result": result, "fields": risky}
             return _section_response(protocol, context, 409)
     result = service.apply_changes(protocol, changes, actor(), origin="page",
-                                   confirm=bool(request.form.get("confirm")), prepared=prep)
+                                   confirm=bool(request.form.get("confirm")), prepared=prep,
+                                   base=service.Base(version=opened) if opened is not None else None)
+    if result.conflict is not None:
+        # their input stays in the form, over what is saved now: saving again replaces it
+        context = section_context(protocol, submitted=result.conflict.typed)
+        context["conflict"] = result.conflict
+        return _section_response(protocol, context, 409)
     if result.errors:
-        context = section_context(protocol, errors=result.errors, submitted=submitted)
+        context = section_context(protocol, errors=result.errors, submitted=submitted,
+                                  version=opened)
         return _section_response(protocol, context, 422)
     if result.needs_confirmation:
-        context = section_context(protocol, submitted=submitted)
+        context = section_context(protocol, submitted=submitted, version=opened)
         context["confirm"] = {"outcome": result.outcome,
                               "save_anyway": bool(request.form.get("save_anyway"))}
         return _section_response(protocol, context, 409)
     text = ("Saved: " + ", ".join(result.changed) + ".") if result.changed else "No changes."
+    if result.merged:
+        text += (" Kept what was changed by someone else since you opened it: "
+                 + "; ".join(c.label() for c in result.merged) + ".")
     context = section_context(protocol, message=text)
     context["rollout"] = rollout_after(result.outcome)
     return _section_response(protocol, context, 200)
