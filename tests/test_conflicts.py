@@ -275,7 +275,7 @@ def test_two_page_saves_racing_keep_both_changes(db_app: Flask, served: str) -> 
         sessions.append(s)
     url = f"{served}/settings/messaging/rabbitmq"
     for n in range(ROUNDS):
-        forms = [form_as_rendered_from(s.get(f"{served}/settings/messaging", timeout=30).text, "rabbitmq")
+        forms = [form_as_rendered_from(s.get(f"{served}/settings/messaging/rabbitmq", timeout=30).text, "rabbitmq")
                  for s in sessions]
         assert forms[0]["version"] == forms[1]["version"]
         forms[0]["host"] = [f"r{n}.example"]

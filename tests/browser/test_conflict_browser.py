@@ -12,6 +12,7 @@ from tests.conftest import make_token
 def test_a_change_made_meanwhile_is_kept_or_named(guarded_page, live_app) -> None:
     page = guarded_page
     log_in(page)
+    page.goto(page.base + "/settings/messaging/mqtt")
     other = live_app.test_client()
     auth = {"Authorization": f"Bearer {make_token(live_app, 'bob', 'admin')}"}
     assert other.patch("/api/v1/brokers/mqtt", json={"host": "other.example"},
