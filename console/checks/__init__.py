@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, Iterator
 
 from flask import current_app
@@ -23,6 +24,7 @@ from sqlalchemy import and_, func, or_, update
 
 from ..brokers import PROTOCOLS, get_driver
 from ..brokers.base import BrokerConfig, CheckResult
+from ..brokers.nodes import check_nodes
 from ..crypto import SecretUnreadable
 from ..extensions import db
 from ..models import BrokerCheck, CheckLease, utcnow
@@ -183,21 +185,48 @@ def current_digests(protocols: list[str] | None = None) -> dict[str, str]:
 
 def check_settings(settings: ProtocolSettings, timeout: float,
                    resolver: Resolver = system_resolver, digest: str | None = None) -> CheckResult:
-    """Run one real check for revealed effective settings: DNS first, then the protocol's checker.
-    The result carries the digest of `settings` (given, when called outside an app context)."""
+    """Run one real check for revealed effective settings: for every node (console.brokers.nodes), DNS
+    first, then the protocol's driver. The result carries the digest of `settings` (given, when called
+    outside an app context)."""
     digest = digest or settings_digest(settings)
-    started = time.monotonic()
     with broker_config(settings) as config:
-        _, dns_error = resolve_hosts(config.addresses, timeout, resolver)
-        if dns_error:
-            return CheckResult(settings.protocol, "down", (time.monotonic() - started) * 1000,
-                               "dns_failure", dns_error, {"target": target_of(config)},
-                               settings_digest=digest)
-        remaining = max(0.1, timeout - (time.monotonic() - started))
-        result = get_driver(settings.protocol).check(config, remaining)
+        result = check_nodes(config, timeout, partial(_check_node, resolver=memoized(resolver)))
         result.identity.setdefault("target", target_of(config))
         result.settings_digest = digest
         return result
+
+
+def _check_node(config: BrokerConfig, timeout: float, *, resolver: Resolver) -> CheckResult:
+    """DNS, then the driver's check, of one node."""
+    started = time.monotonic()
+    _, dns_error = resolve_hosts(config.addresses, timeout, resolver)
+    if dns_error:
+        return CheckResult(config.protocol, "down", (time.monotonic() - started) * 1000, "dns_failure",
+                           dns_error, {"target": target_of(config)})
+    remaining = max(0.1, timeout - (time.monotonic() - started))
+    return get_driver(config.protocol).check(config, remaining)
+
+
+def memoized(resolver: Resolver) -> Resolver:
+    """`resolver` asked at most once per host (the nodes of one check share the answers)."""
+    answers: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def resolve(host: str, port: int) -> list[str]:
+        with lock:
+            known = answers.get(host)
+        if known is None:
+            try:
+                known = ("ok", resolver(host, port))
+            except Exception as exc:  # noqa: BLE001 - handed back to every node of that host
+                known = ("error", exc)
+            with lock:
+                answers.setdefault(host, known)
+        if known[0] == "error":
+            raise known[1]
+        return known[1]
+
+    return resolve
 
 
 def run_checks(protocols: list[str] | None = None, timeout: float | None = None,
