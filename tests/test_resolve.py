@@ -34,7 +34,7 @@ def test_saved_beats_default_and_env_beats_saved() -> None:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_every_field_has_an_env_variable(protocol: str) -> None:
     env_values = {"bool": "true", "host": "h.example", "port": "1234", "int": "7", "str": "x",
-                  "secret": "s3", "hostlist": "a:1", "url": "pulsar://p:6650"}
+                  "secret": "s3", "hostlist": "a:1", "serverlist": "nats://a:1", "url": "pulsar://p:6650"}
     for f in SCHEMA[protocol]:
         if f.is_file:
             continue

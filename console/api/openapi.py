@@ -18,6 +18,8 @@ KIND_TYPES: dict[str, dict[str, Any]] = {
     "host": {"type": "string", "description": "host name or IP address"},
     "port": {"type": "integer", "minimum": 1, "maximum": 65535},
     "hostlist": {"type": ["string", "null"], "description": "comma-separated host:port list"},
+    "serverlist": {"type": ["string", "null"],
+                   "description": "comma-separated host:port list or nats:// / tls:// URLs"},
     "url": {"type": ["string", "null"], "description": "pulsar:// or pulsar+ssl:// URL"},
     "str": {"type": "string"},
     "secret": {"type": ["string", "null"], "writeOnly": True,

@@ -24,7 +24,7 @@ from sqlalchemy import and_, func, or_, update
 
 from ..brokers import PROTOCOLS, get_driver
 from ..brokers.base import BrokerConfig, CheckResult
-from ..brokers.nodes import check_nodes
+from ..brokers.nodes import check_nodes, warnings_for
 from ..crypto import SecretUnreadable
 from ..extensions import db
 from ..models import BrokerCheck, CheckLease, utcnow
@@ -208,7 +208,7 @@ def _check_node(config: BrokerConfig, timeout: float, *, resolver: Resolver) -> 
 
 
 def memoized(resolver: Resolver) -> Resolver:
-    """`resolver` asked at most once per host (the nodes of one check share the answers)."""
+    """`resolver` with its answers kept: the nodes of one check or diagnosis share them."""
     answers: dict[str, Any] = {}
     lock = threading.Lock()
 
@@ -250,7 +250,7 @@ def record(result: CheckResult, origin: str) -> BrokerCheck:
                       cause=result.cause, message=result.message[:2000],
                       identity=result.identity, target=str(result.identity.get("target", ""))[:255],
                       origin=origin, checked_at=result.checked_at,
-                      settings_digest=result.settings_digest)
+                      settings_digest=result.settings_digest, nodes=result.nodes or None)
     db.session.add(row)
     db.session.commit()
     cutoff = db.session.execute(
@@ -336,7 +336,23 @@ def status_of(protocol: str, settings: ProtocolSettings, row: BrokerCheck | None
         "cause": None if row.status == "up" else row.cause,
         "checked_at": row.checked_at.isoformat(),
         **({"stale": True} if stale else {}),
+        **node_status(row.status, row.nodes),
     }
+
+
+def node_status(status: str, nodes: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The per-node part of a status: every node (name, status, cause), how many are up, and a
+    `node_unreachable` warning per failed node while the protocol is up."""
+    if not nodes:
+        return {}
+    listed = [{k: n.get(k) for k in ("node", "status", "cause", "advertised") if n.get(k) is not None}
+              for n in nodes]
+    out: dict[str, Any] = {"nodes": listed, "nodes_up": sum(1 for n in nodes if n.get("status") == "up")}
+    if status == "up" and len(nodes) > 1:
+        out["warnings"] = warnings_for(
+            {"node": n.get("node"), "status": n.get("status"), "cause": n.get("cause"),
+             "message": n.get("message") or ""} for n in nodes)
+    return out
 
 
 def current_statuses(protocols: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -366,7 +382,9 @@ def describe_identity(identity: dict[str, Any]) -> list[str]:
         if key in ("target", "tls", "product") or value in (None, "") or (
                 key == "version" and product):
             continue
-        if key == "brokers" and isinstance(value, int):
+        if isinstance(value, (list, tuple)):
+            out.append(f"{IDENTITY_LABELS.get(key, key.replace('_', ' '))} {', '.join(map(str, value))}")
+        elif key == "brokers" and isinstance(value, int):
             out.append(f"{value} broker{'s' if value != 1 else ''}")
         elif key == "rtt_ms":
             out.append(f"round trip {value} ms")
