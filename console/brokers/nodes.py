@@ -20,6 +20,7 @@ from .base import BrokerConfig, CheckResult, Deadline
 NODE_UNREACHABLE = "node_unreachable"
 MAX_ADVERTISED = 8    # advertised brokers checked side by side
 GRACE = 0.05          # seconds past the deadline a node's check may take before it counts as unfinished
+NODE_SHARE = 1 / 1.1  # of the time left, for each node of several: a check may outlive its own by 10 %
 
 CheckOne = Callable[[BrokerConfig, float], CheckResult]
 
@@ -97,8 +98,7 @@ def check_nodes(config: BrokerConfig, timeout: float, check_one: CheckOne) -> Ch
         extra = [n for n in advertised_names(results[names[0]].identity) if n not in names]
         if extra and not deadline.expired:
             advertised = extra
-            results.update(_run({n: single(config, *parse_node(n)) for n in extra}, None, deadline,
-                                check_one)[0])
+            results.update(_run({n: single(config, *parse_node(n)) for n in extra}, None, deadline, check_one)[0])
     else:
         results, advertised = _run(dict(zip(names, configs)), config, deadline, check_one)
     return combine(config.protocol, names, advertised, results)
@@ -143,7 +143,7 @@ def _run(configs: dict[str, BrokerConfig], base: BrokerConfig | None, deadline: 
     finished = False
     try:
         for name, node in configs.items():
-            running[pool.submit(_guarded, check_one, node, deadline.remaining())] = name
+            running[pool.submit(_guarded, check_one, node, deadline.remaining() * NODE_SHARE)] = name
         while running:
             done, _ = wait(list(running), timeout=deadline.remaining() + GRACE, return_when=FIRST_COMPLETED)
             if not done:
@@ -158,7 +158,8 @@ def _run(configs: dict[str, BrokerConfig], base: BrokerConfig | None, deadline: 
                         continue
                     advertised.append(extra)
                     all_configs[extra] = single(base, *parse_node(extra))
-                    running[pool.submit(_guarded, check_one, all_configs[extra], deadline.remaining())] = extra
+                    running[pool.submit(_guarded, check_one, all_configs[extra],
+                                        deadline.remaining() * NODE_SHARE)] = extra
         finished = not running
         for name in running.values():
             results[name] = _unfinished(all_configs[name], deadline.timeout)

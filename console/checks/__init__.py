@@ -208,23 +208,31 @@ def _check_node(config: BrokerConfig, timeout: float, *, resolver: Resolver) -> 
 
 
 def memoized(resolver: Resolver) -> Resolver:
-    """`resolver` with its answers kept: the nodes of one check or diagnosis share them."""
-    answers: dict[str, Any] = {}
+    """`resolver` asked once per host: the nodes of one check or diagnosis share its answers (a node
+    asking while another's lookup of that host runs waits for it)."""
+    answers: dict[str, tuple[threading.Event, list[Any]]] = {}
     lock = threading.Lock()
 
     def resolve(host: str, port: int) -> list[str]:
         with lock:
             known = answers.get(host)
-        if known is None:
+            first = known is None
+            if known is None:
+                known = answers[host] = (threading.Event(), [])
+        ready, box = known
+        if first:
             try:
-                known = ("ok", resolver(host, port))
-            except Exception as exc:  # noqa: BLE001 - handed back to every node of that host
-                known = ("error", exc)
-            with lock:
-                answers.setdefault(host, known)
-        if known[0] == "error":
-            raise known[1]
-        return known[1]
+                box.append(("ok", resolver(host, port)))
+            except BaseException as exc:  # noqa: BLE001 - handed to every node of that host
+                box.append(("error", exc))
+            finally:
+                ready.set()
+        else:
+            ready.wait()
+        kind, value = box[0]
+        if kind == "error":
+            raise value
+        return value
 
     return resolve
 

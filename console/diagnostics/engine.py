@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from ..brokers import get_driver
 from ..brokers.base import BrokerConfig, CheckFailed, Deadline, Driver, Passed, StepFailed, one_line
-from ..brokers.nodes import GRACE, node_configs, node_name, parse_node, single, warnings_for
+from ..brokers.nodes import GRACE, NODE_SHARE, node_configs, node_name, parse_node, single, warnings_for
 from ..checks import Resolver, memoized, system_resolver, target_of
 from . import causes
 from .base import Diagnosis, StepCallback
@@ -40,14 +40,16 @@ def diagnose(config: BrokerConfig, timeout: float, *, resolver: Resolver = syste
     resolver = memoized(resolver)
     configs = node_configs(config)
     names = [node_name(*c.addresses[0]) for c in configs]
-    runs = {name: _Run(c, timeout, resolver, on_step if i == 0 else None, deadline)
+    each = deadline if len(configs) == 1 else Deadline(timeout * NODE_SHARE, start=deadline.start)
+    runs = {name: _Run(c, timeout, resolver, on_step if i == 0 else None, each)
             for i, (name, c) in enumerate(zip(names, configs))}
     found = _run_all(runs, deadline)
     advertised = [n for n in dict.fromkeys(
         a for name in names if found[name].ok for a in runs[name].facts_found.get("advertised") or ())
         if n not in runs]
     if advertised and deadline.remaining() > 0.05:
-        extra = {n: _Run(single(config, *parse_node(n)), timeout, resolver, None, deadline) for n in advertised}
+        late = Deadline(deadline.remaining() * NODE_SHARE)
+        extra = {n: _Run(single(config, *parse_node(n)), timeout, resolver, None, late) for n in advertised}
         found.update(_run_all(extra, deadline, inline_first=False))
     else:
         advertised = []
