@@ -71,6 +71,11 @@ def test_nats_servers_through_the_api_cli_readyz_metrics_and_page(app: Flask, cl
     status = admin_client.get("/settings/messaging/nats/status", headers=HX).get_data(as_text=True)
     assert f"2 of {len(case['nodes'])} nodes up" in status and all(node in status for node in dead)
 
+    tested = admin_client.post("/settings/messaging/nats/test", headers=HX,
+                               data={"servers": f"{next(iter(case['nodes']))},{next(iter(dead))}"})
+    html = tested.get_data(as_text=True)
+    assert "Connected" in html and "1 of 2 nodes up" in html and next(iter(dead)) in html, html
+
     diagnosed = runner.invoke(args=["brokers", "diagnose", "nats", "--json", "--timeout", "2"])
     assert diagnosed.exit_code == 0, diagnosed.output
     d = json.loads(diagnosed.output)

@@ -277,7 +277,18 @@ def openapi_document() -> dict[str, Any]:
                         "rechecking": {"type": "boolean"}, "stale": {"type": "boolean"},
                         "latency_ms": {"type": ["number", "null"]},
                         "cause": {"type": ["string", "null"]},
-                        "checked_at": {"type": ["string", "null"]}}}}},
+                        "checked_at": {"type": ["string", "null"]},
+                        "nodes": {"type": "array", "description": (
+                            "Every node of the check (configured ones, then the brokers a Kafka "
+                            "cluster advertises)"), "items": {"type": "object", "properties": {
+                                "node": {"type": "string"}, "status": {"enum": ["up", "down"]},
+                                "cause": {"type": "string"}, "advertised": {"type": "boolean"}}}},
+                        "nodes_up": {"type": "integer"},
+                        "warnings": {"type": "array", "description": (
+                            "node_unreachable, one per failed node while the protocol is up"),
+                            "items": {"type": "object", "properties": {
+                                "code": {"enum": ["node_unreachable"]}, "node": {"type": "string"},
+                                "cause": {"type": "string"}, "detail": {"type": "string"}}}}}}}},
                 "Priorities": {"type": "object", "required": ["priorities"], "properties": {
                     "priorities": {"type": "array", "items": {"enum": list(PROTOCOLS)}}}},
                 **{f"{p.capitalize()}Patch": _patch_schema(p) for p in PROTOCOLS},
