@@ -848,19 +848,18 @@ def clusters() -> dict[str, dict]:
     """Multi-node settings with dead nodes, per case: the console's fields and the cause a check names
     for each node ("ok" for a live one). Live nodes are a plain listener reached as 127.0.0.1 and as
     localhost (the brokers listen on 127.0.0.1 only, so 127.0.0.2 would not reach them); dead nodes are
-    the fault ports: refused (nothing listens), silent (accepts, never speaks) and, for NATS and RabbitMQ,
-    syn_drop (the TCP connection never completes). "kafka_advertised" bootstraps from the plaintext
+    the fault ports: refused (nothing listens), silent (accepts, never speaks) and syn_drop (the TCP
+    connection never completes). "kafka_advertised" bootstraps from the plaintext
     backend of the TLS listeners, which advertises the TLS port: the advertised node answers TLS only."""
     refused, silent = f"{HOST}:{FAULTS['refused']}", f"{HOST}:{FAULTS['silent']}"
     syn_drop = f"{HOST}:{FAULTS['syn_drop']}"
-    dead = {refused: "connection_refused", silent: "handshake_timeout"}
+    dead = {refused: "connection_refused", silent: "handshake_timeout", syn_drop: "connect_timeout"}
 
     def live(protocol: str) -> dict[str, str]:
         port = PORTS[protocol]["plain"]
         return {f"{HOST}:{port}": "ok", f"localhost:{port}": "ok"}
 
-    nats = {**live("nats"), **dead, syn_drop: "connect_timeout"}
-    rabbit = {**live("rabbitmq"), **dead, syn_drop: "connect_timeout"}
+    nats, rabbit = {**live("nats"), **dead}, {**live("rabbitmq"), **dead}
     kafka, pulsar = {**live("kafka"), **dead}, {**live("pulsar"), **dead}
     backend, advertised = f"{HOST}:{PORTS['kafka']['tls_backend']}", f"{HOST}:{PORTS['kafka']['tls']}"
     return {

@@ -23,7 +23,11 @@ from tests.lab_fixtures import load_brokerlab
 
 TIMEOUT = 2.0
 ALLOWANCE = 1.1
-CASES = sorted(load_brokerlab().clusters())
+# kafka_advertised is a case of its own: with the advertised listener unusable, librdkafka loses the
+# bootstrap connection once the metadata names the advertised broker, and about one metadata request in
+# four then fails on the bootstrap node as well (console/brokers/kafka.py, "Traps handled")
+ADVERTISED = "kafka_advertised"
+CASES = sorted(set(load_brokerlab().clusters()) - {ADVERTISED})
 
 
 def settings_of(case: dict[str, Any]) -> ProtocolSettings:
@@ -83,13 +87,37 @@ def test_every_node_is_checked_and_diagnosed(clusters: dict, name: str) -> None:
     body = d.as_dict()
     assert body["nodes"] == d.nodes and body["warnings"] == d.warnings
     assert all(s["status"] == "ok" or s["status"] == "not_applicable" for s in body["steps"]), body["steps"]
-    advertised = {n["node"] for n in result.nodes if n.get("advertised")}
-    assert advertised == {n["node"] for n in d.nodes if n.get("advertised")}
-    if name == "kafka_advertised":
-        assert advertised == dead and result.identity["advertised"] == sorted(dead)
+    assert not any(n.get("advertised") for n in result.nodes + d.nodes)
 
     assert check_s <= TIMEOUT * ALLOWANCE, f"{name}: check took {check_s:.2f} s"
     assert diagnosis_s <= TIMEOUT * ALLOWANCE, f"{name}: diagnosis took {diagnosis_s:.2f} s"
+
+
+def test_kafka_checks_and_diagnoses_every_broker_it_advertises(clusters: dict) -> None:
+    """The bootstrap node's metadata advertises a broker on a TLS-only port: that broker is a node of its
+    own (advertised, tls_required) in the check and the diagnosis alike, within the deadline. Tried up to
+    five times for one run where the bootstrap node answered both (see ADVERTISED)."""
+    case = clusters[ADVERTISED]
+    (bootstrap,) = [n for n, cause in case["nodes"].items() if cause == "ok"]
+    (advertised,) = [n for n, cause in case["nodes"].items() if cause != "ok"]
+    settings = settings_of(case)
+    answered = 0
+    for _ in range(5):
+        result, check_s = timed_check(settings)
+        d, diagnosis_s = timed_diagnosis(settings)
+        assert check_s <= TIMEOUT * ALLOWANCE and diagnosis_s <= TIMEOUT * ALLOWANCE, (check_s, diagnosis_s)
+        if not (result.up and d.ok):
+            continue
+        answered += 1
+        assert result.identity["advertised"] == [advertised]
+        assert [(n["node"], n["cause"], bool(n.get("advertised"))) for n in result.nodes] == [
+            (bootstrap, "ok", False), (advertised, case["nodes"][advertised], True)], result.nodes
+        assert [(n["node"], n["cause"], bool(n.get("advertised"))) for n in d.nodes] == [
+            (bootstrap, "ok", False), (advertised, case["nodes"][advertised], True)], d.nodes
+        assert [(w["node"], w["cause"]) for w in result.warnings] == [(advertised, case["nodes"][advertised])]
+        assert [(w["node"], w["cause"]) for w in d.warnings] == [(advertised, case["nodes"][advertised])]
+        break
+    assert answered == 1
 
 
 @pytest.mark.parametrize("protocol", ["kafka", "nats", "rabbitmq", "pulsar"])
