@@ -228,6 +228,10 @@ def brokers_check(protocols: tuple[str, ...], as_json: bool, timeout: float | No
                 click.echo(f"{line}  {r.identity.get('target', '')}  {ident}")
             else:
                 click.echo(f"{line}  {r.cause}: {r.message}")
+            if len(r.nodes) > 1:
+                up = [n for n in r.nodes if n["status"] == "up"]
+                dead = ", ".join(f"{n['node']} ({n['cause']})" for n in r.nodes if n["status"] != "up")
+                click.echo(f"{'':<9} {len(up)} of {len(r.nodes)} nodes up" + (f"; down: {dead}" if dead else ""))
     sys.exit(0 if ok else 1)
 
 
@@ -255,6 +259,8 @@ def brokers_diagnose(protocol: str, as_json: bool, timeout: float | None) -> Non
         for step in d["steps"]:
             ms = f"{step['ms']:>8.1f} ms" if step.get("ms") is not None else " " * 11
             click.echo(f"  {step['name']:<10} {step['status']:<15}{ms}  {step.get('detail', '')}")
+        for warning in d.get("warnings") or ():
+            click.echo(f"  warning  {warning['code']} {warning['node']}: {warning['detail']}")
         if d["ok"]:
             click.echo(f"Healthy. {d['summary']}")
         else:

@@ -155,6 +155,9 @@ class BrokerCheck(db.Model):
     # keyed digest of the effective settings the check ran with (console.checks.settings_digest);
     # a result whose digest is not the current settings' is never shown as current
     settings_digest: Mapped[str | None] = mapped_column(String(64))
+    # one entry per node of a cluster setting ({"node", "status", "cause", "message", "latency_ms",
+    # "advertised"?}: console.brokers.nodes); None for results stored before nodes were recorded
+    nodes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class CheckLease(db.Model):

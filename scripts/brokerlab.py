@@ -54,6 +54,10 @@ all leaf certificates are signed by certs.ca; certs.other_ca is an unrelated CA)
                   (socat TLS fronts to 16650), "notes"}},
      "faults": {"host", "silent": 17001 (accepts TCP, never speaks), "syn_drop": 17002 (SYNs dropped:
                 listen backlog 0, queue pre-filled), "refused": 17999 (nothing listens)},
+     "clusters": {CASE: {"protocol", "settings": {FIELD: value} (the console's field names: a multi-node
+                 setting with live and dead nodes), "nodes": {"host:port": the cause a check names for it,
+                 "ok" for a live node}}} (clusters(): live nodes are the plain listeners reached as
+                 127.0.0.1 and as localhost; dead ones are the fault ports, so no process of its own),
      "processes": {NAME: {"pid", "log", "ports"}}, "logs": DIR/logs}
 """
 from __future__ import annotations
@@ -614,6 +618,7 @@ def _lab_dict(d: Path, procs: list[Proc]) -> dict:
                                  "consumers fail (the lookup returns no TLS broker URL)"]},
         },
         "faults": {**host, **FAULTS},
+        "clusters": clusters(),
         "processes": processes,
         "logs": str(d / "logs"),
     }
@@ -647,7 +652,9 @@ def _reused(d: Path) -> dict:
     if not path.is_file() or json.loads(path.read_text()) != console_settings():
         with _locked(d):
             _write_console_settings(d)
-    return json.loads((d / "lab.json").read_text())
+    lab = json.loads((d / "lab.json").read_text())
+    lab.setdefault("clusters", clusters())
+    return lab
 
 
 def _healthy(d: Path) -> bool:
@@ -834,6 +841,39 @@ def console_settings() -> dict[str, dict[str, str | bool]]:
         "nats": {"enabled": True, "host": HOST, "port": str(PORTS["nats"]["plain"])},
         "rabbitmq": {"enabled": True, "host": HOST, "port": str(PORTS["rabbitmq"]["plain"]),
                      "username": USERNAME, "password": PASSWORD, "vhost": RABBIT_VHOST},
+    }
+
+
+def clusters() -> dict[str, dict]:
+    """Multi-node settings with dead nodes, per case: the console's fields and the cause a check names
+    for each node ("ok" for a live one). Live nodes are a plain listener reached as 127.0.0.1 and as
+    localhost (the brokers listen on 127.0.0.1 only, so 127.0.0.2 would not reach them); dead nodes are
+    the fault ports: refused (nothing listens), silent (accepts, never speaks) and syn_drop (the TCP
+    connection never completes). "kafka_advertised" bootstraps from the plaintext
+    backend of the TLS listeners, which advertises the TLS port: the advertised node answers TLS only."""
+    refused, silent = f"{HOST}:{FAULTS['refused']}", f"{HOST}:{FAULTS['silent']}"
+    syn_drop = f"{HOST}:{FAULTS['syn_drop']}"
+    dead = {refused: "connection_refused", silent: "handshake_timeout", syn_drop: "connect_timeout"}
+
+    def live(protocol: str) -> dict[str, str]:
+        port = PORTS[protocol]["plain"]
+        return {f"{HOST}:{port}": "ok", f"localhost:{port}": "ok"}
+
+    nats, rabbit = {**live("nats"), **dead}, {**live("rabbitmq"), **dead}
+    kafka, pulsar = {**live("kafka"), **dead}, {**live("pulsar"), **dead}
+    backend, advertised = f"{HOST}:{PORTS['kafka']['tls_backend']}", f"{HOST}:{PORTS['kafka']['tls']}"
+    return {
+        "kafka": {"protocol": "kafka", "settings": {"enabled": True, "bootstrap_servers": ",".join(kafka)},
+                  "nodes": kafka},
+        "kafka_advertised": {"protocol": "kafka", "settings": {"enabled": True, "bootstrap_servers": backend},
+                             "nodes": {backend: "ok", advertised: "tls_required"}},
+        "nats": {"protocol": "nats", "settings": {"enabled": True, "servers": ",".join(
+            f"nats://{n}" for n in nats)}, "nodes": nats},
+        "rabbitmq": {"protocol": "rabbitmq", "settings": {
+            "enabled": True, "addresses": ",".join(rabbit), "username": USERNAME, "password": PASSWORD,
+            "vhost": RABBIT_VHOST}, "nodes": rabbit},
+        "pulsar": {"protocol": "pulsar", "settings": {"enabled": True, "url": "pulsar://" + ",".join(pulsar)},
+                   "nodes": pulsar},
     }
 
 

@@ -376,6 +376,26 @@ def test_fault_syn_drop_with_a_client_library(lab: dict) -> None:
         client.connect(lab["faults"]["host"], lab["faults"]["syn_drop"])
 
 
+def test_cluster_cases_name_live_listeners_and_fault_ports(lab: dict) -> None:
+    """lab.json's multi-node cases (a running lab started by an older script gets them added): their live
+    nodes accept connections on 127.0.0.1 and as localhost, their dead nodes are the fault ports."""
+    from tests.lab_fixtures import load_brokerlab
+
+    cases = lab["clusters"]
+    assert cases == load_brokerlab().clusters()
+    assert {c["protocol"] for c in cases.values()} == {"kafka", "nats", "rabbitmq", "pulsar"}
+    faults = {f"{lab['faults']['host']}:{lab['faults'][k]}": k for k in ("refused", "silent", "syn_drop")}
+    for name, case in cases.items():
+        live = [n for n, cause in case["nodes"].items() if cause == "ok"]
+        dead = [n for n, cause in case["nodes"].items() if cause != "ok"]
+        assert live and dead, name
+        for node in live:
+            host, _, port = node.rpartition(":")
+            socket.create_connection((host, int(port)), timeout=TIMEOUT).close()
+        assert all(node in faults for node in dead) or name == "kafka_advertised", (name, dead)
+    assert {faults[n] for c in cases.values() for n in c["nodes"] if n in faults} == set(faults.values())
+
+
 # ------------------------------------------------------------------------------------------ the harness
 
 def test_lab_json_matches_the_port_plan(lab: dict) -> None:

@@ -185,6 +185,15 @@ def test_broker_config_addresses(ctx, monkeypatch) -> None:
         assert config.addresses == (("a", 6650), ("b", 6651)) and not config.tls
 
 
+def test_broker_config_cluster_addresses(ctx, monkeypatch) -> None:
+    monkeypatch.setenv("NATS_SERVER_URL", "nats://n1:4222,tls://n2")
+    with checks.broker_config(service.effective("nats", reveal=True)) as config:
+        assert config.addresses == (("n1", 4222), ("n2", 4222)) and config.tls
+    monkeypatch.setenv("SP_RABBITMQ_ADDRESSES", "r1:5672,r2:5673")
+    with checks.broker_config(service.effective("rabbitmq", reveal=True)) as config:
+        assert config.addresses == (("r1", 5672), ("r2", 5673)) and (config.host, config.port) == ("r1", 5672)
+
+
 def test_readyz_snapshot_is_reused_within_its_ttl(app: Flask, client, monkeypatch) -> None:
     import console.health as health
 

@@ -356,13 +356,23 @@ def test_dns_failure_stops_before_any_client(lab: dict, protocol: str) -> None:
     assert elapsed < 0.5
 
 
-def test_dns_resolves_each_host_once_and_names_the_failing_one(lab: dict) -> None:
+def test_dns_resolves_each_host_once_and_a_failing_one_is_a_dead_node(lab: dict) -> None:
+    """DNS is per node: the hosts that do not resolve are dead nodes (node_unreachable, dns_failure), each
+    asked once, while the live node keeps the diagnosis healthy; with no live node, the first one's
+    dns_failure is the cause."""
     resolver = Resolver()
     port = lab["brokers"]["kafka"]["plain"]
-    config = replace(cfg(lab, "kafka"), servers=((HOST, port), ("kafka-2.invalid", port), ("kafka-3.invalid", port)))
-    d, _ = run(config, TIMEOUT, resolver=resolver)
-    assert d.cause == "dns_failure" and resolver.calls == ["kafka-2.invalid"]
-    assert "kafka-2.invalid" in d.step("dns").detail and "bootstrap_servers" in d.fix
+    nodes = ((HOST, port), ("kafka-2.invalid", port), ("kafka-3.invalid", port), ("kafka-2.invalid", port + 1))
+    d, _ = run(replace(cfg(lab, "kafka"), servers=nodes), TIMEOUT, resolver=resolver)
+    assert d.ok and d.cause == "ok", d.as_dict()
+    assert sorted(resolver.calls) == ["kafka-2.invalid", "kafka-3.invalid"]
+    assert [(w["node"], w["cause"]) for w in d.warnings] == [
+        (f"kafka-2.invalid:{port}", "dns_failure"), (f"kafka-3.invalid:{port}", "dns_failure"),
+        (f"kafka-2.invalid:{port + 1}", "dns_failure")]
+    resolver = Resolver()
+    d, _ = run(replace(cfg(lab, "kafka"), servers=nodes[1:]), TIMEOUT, resolver=resolver)
+    assert d.cause == "dns_failure" and sorted(resolver.calls) == ["kafka-2.invalid", "kafka-3.invalid"]
+    assert "kafka-2.invalid" in d.step("dns").detail and "bootstrap_servers" in d.fix and d.warnings == []
 
 
 def test_deadline_on_the_silent_port(lab: dict) -> None:

@@ -34,7 +34,7 @@ def test_saved_beats_default_and_env_beats_saved() -> None:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_every_field_has_an_env_variable(protocol: str) -> None:
     env_values = {"bool": "true", "host": "h.example", "port": "1234", "int": "7", "str": "x",
-                  "secret": "s3", "hostlist": "a:1", "url": "pulsar://p:6650"}
+                  "secret": "s3", "hostlist": "a:1", "serverlist": "nats://a:1", "url": "pulsar://p:6650"}
     for f in SCHEMA[protocol]:
         if f.is_file:
             continue
@@ -127,3 +127,30 @@ def test_default_order_follows_streampipes_for_pulsar_and_mqtt() -> None:
     assert order.index("mqtt") < order.index("nats") < order.index("pulsar")
     order, _ = resolve_priorities(["nats"], {})
     assert order == ["nats", "kafka", "mqtt", "pulsar", "rabbitmq"]
+
+
+def test_nats_server_url_list_sets_servers_and_sp_servers_wins() -> None:
+    env = {"NATS_SERVER_URL": "nats://tok@n1:4222,nats://n2:4222"}
+    s = resolve("nats", Saved(), env)
+    assert (s["servers"], s.fields["servers"].env_var) == ("nats://n1:4222,nats://n2:4222", "NATS_SERVER_URL")
+    assert s["token"] == "tok" and s["host"] == "n1"
+    s = resolve("nats", Saved(), {**env, "SP_NATS_SERVERS": "n9:4222"})
+    assert s["servers"] == "n9:4222" and "NATS_SERVER_URL also sets servers" in s.fields["servers"].conflict
+
+
+def test_rabbit_server_url_query_parameters_are_fields_or_notes() -> None:
+    loaded = []
+
+    def load(path: str, slot: str) -> dict:
+        loaded.append((path, slot))
+        return {"path": path, "certs_pem": "PEM"}
+
+    env = {"RABBIT_SERVER_URL": "amqps://app:pw@rmq/prod?heartbeat=20&connection_timeout=500"
+                                "&cacertfile=/etc/ca.pem&frame_max=4096",
+           "SP_RABBITMQ_HEARTBEAT": "25", "SP_RABBITMQ_ADDRESSES": "r1:5671,r2:5671"}
+    s = resolve("rabbitmq", Saved(), env, load_file=load)
+    assert s["heartbeat"] == 25 and "RABBIT_SERVER_URL also sets heartbeat" in s.fields["heartbeat"].conflict
+    assert (s["connect_timeout"], s.fields["connect_timeout"].env_var) == (1, "RABBIT_SERVER_URL")
+    assert s["tls_ca"] == {"path": "/etc/ca.pem", "certs_pem": "PEM"} and loaded == [("/etc/ca.pem", "tls_ca")]
+    assert s["addresses"] == "r1:5671,r2:5671"
+    assert any("frame_max=4096 is ignored" in n for n in s.notes)

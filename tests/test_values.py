@@ -5,8 +5,8 @@ import pytest
 
 from console.settings.schema import FIELDS
 from console.settings.values import (
-    Invalid, parse_amqp_url, parse_bool, parse_host, parse_hostlist, parse_int, parse_nats_url,
-    parse_port, parse_pulsar_url, parse_text, parse_value,
+    Invalid, nats_server_addresses, parse_amqp_query, parse_amqp_url, parse_bool, parse_host, parse_hostlist,
+    parse_int, parse_nats_servers, parse_nats_url, parse_port, parse_pulsar_url, parse_text, parse_value,
 )
 
 
@@ -127,3 +127,39 @@ def test_amqp_url_alias() -> None:
     assert parse_amqp_url("amqp://rabbit")["port"] == 5672
     with pytest.raises(Invalid):
         parse_amqp_url("rabbit:5672")
+
+
+def test_nats_servers_take_host_port_and_urls() -> None:
+    assert parse_nats_servers("n1, nats://n2:4333,tls://[::1]") == "n1:4222,nats://n2:4333,tls://[::1]:4222"
+    assert parse_nats_servers(["a:1", "b"]) == "a:1,b:4222"
+    assert parse_nats_servers("") is None and parse_nats_servers(" , ") is None
+    assert nats_server_addresses("n1:4222,tls://n2:4443") == (("n1", 4222), ("n2", 4443))
+    for bad in ("http://n:4222", "nats://n:99999", "nats://n/path", "nats://user:pw@n"):
+        with pytest.raises(Invalid):
+            parse_nats_servers(bad)
+    with pytest.raises(Invalid) as secret:
+        parse_nats_servers("nats://user:pw@n:4222")
+    assert "pw" not in str(secret.value)
+
+
+def test_nats_url_alias_with_several_urls() -> None:
+    parsed = parse_nats_url("nats://n1:4222, nats://u:p@n2 ,tls://n3:4443")
+    assert parsed == {"host": "n1", "port": 4222, "tls": True, "username": "u", "password": "p",
+                      "servers": "nats://n1:4222,nats://n2:4222,tls://n3:4443"}
+    assert "servers" not in parse_nats_url("nats://n1:4222")
+    with pytest.raises(Invalid):
+        parse_nats_url("nats://n1,http://n2")
+
+
+def test_amqp_query_parameters_become_fields_or_notes() -> None:
+    fields, notes = parse_amqp_query("amqps://h/v?heartbeat=30&connection_timeout=2500&cacertfile=/ca.pem"
+                                     "&certfile=/c.pem&keyfile=/k.pem&verify=verify_peer")
+    assert fields == {"heartbeat": 30, "connect_timeout": 3, "tls_ca": "/ca.pem", "tls_cert": "/c.pem",
+                      "tls_key": "/k.pem"} and notes == []
+    fields, notes = parse_amqp_query("amqp://h?heartbeat=x&verify=verify_none&server_name_indication=s"
+                                     "&channel_max=2&auth_mechanism=external&whatever=1")
+    assert fields == {}
+    assert [n.split(" ")[1] for n in notes] == ["heartbeat=x", "verify=verify_none", "server_name_indication=s",
+                                                "channel_max=2", "auth_mechanism=external", "whatever=1"]
+    assert all(n.startswith("RABBIT_SERVER_URL: ") for n in notes)
+    assert parse_amqp_query("amqp://h/v") == ({}, [])

@@ -12,7 +12,7 @@ from ..brokers import PROTOCOLS
 from ..extensions import db
 from ..htmx import is_htmx
 from ..models import Adapter, ExtensionService
-from ..settings.identity import identity
+from ..settings.identity import ADDRESS_FIELDS, identity
 from ..delivery import status as rollout_status
 from . import service as registry
 
@@ -26,7 +26,7 @@ def env_drift(settings: dict[str, Any], rows: list[tuple[Adapter, str]]) -> list
     for adapter, service_name in rows:
         s = settings[adapter.protocol]
         env_fields = {n for n, r in s.fields.items() if r.source == "env"}
-        if {"host", "port", "bootstrap_servers", "url"} & env_fields:
+        if set(ADDRESS_FIELDS) & env_fields:
             env_fields.add("address")
         current = identity(s)
         differing = [k for k in registry.snapshot_differences(adapter.snapshot, current)
@@ -34,8 +34,7 @@ def env_drift(settings: dict[str, Any], rows: list[tuple[Adapter, str]]) -> list
         if differing:
             variables = sorted({s.fields[n].env_var for n in s.fields
                                 if s.fields[n].source == "env" and
-                                (n in differing or (n in ("host", "port", "bootstrap_servers", "url")
-                                                    and "address" in differing))})
+                                (n in differing or (n in ADDRESS_FIELDS and "address" in differing))})
             out.append({"adapter": adapter.name, "service": service_name,
                         "protocol": adapter.protocol, "fields": differing, "variables": variables})
     return out

@@ -18,6 +18,8 @@ KIND_TYPES: dict[str, dict[str, Any]] = {
     "host": {"type": "string", "description": "host name or IP address"},
     "port": {"type": "integer", "minimum": 1, "maximum": 65535},
     "hostlist": {"type": ["string", "null"], "description": "comma-separated host:port list"},
+    "serverlist": {"type": ["string", "null"],
+                   "description": "comma-separated host:port list or nats:// / tls:// URLs"},
     "url": {"type": ["string", "null"], "description": "pulsar:// or pulsar+ssl:// URL"},
     "str": {"type": "string"},
     "secret": {"type": ["string", "null"], "writeOnly": True,
@@ -291,7 +293,18 @@ def openapi_document() -> dict[str, Any]:
                         "rechecking": {"type": "boolean"}, "stale": {"type": "boolean"},
                         "latency_ms": {"type": ["number", "null"]},
                         "cause": {"type": ["string", "null"]},
-                        "checked_at": {"type": ["string", "null"]}}}}},
+                        "checked_at": {"type": ["string", "null"]},
+                        "nodes": {"type": "array", "description": (
+                            "Every node of the check (configured ones, then the brokers a Kafka "
+                            "cluster advertises)"), "items": {"type": "object", "properties": {
+                                "node": {"type": "string"}, "status": {"enum": ["up", "down"]},
+                                "cause": {"type": "string"}, "advertised": {"type": "boolean"}}}},
+                        "nodes_up": {"type": "integer"},
+                        "warnings": {"type": "array", "description": (
+                            "node_unreachable, one per failed node while the protocol is up"),
+                            "items": {"type": "object", "properties": {
+                                "code": {"enum": ["node_unreachable"]}, "node": {"type": "string"},
+                                "cause": {"type": "string"}, "detail": {"type": "string"}}}}}}}},
                 "Priorities": {"type": "object", "required": ["priorities"], "properties": {
                     "priorities": {"type": "array", "items": {"enum": list(PROTOCOLS)}}}},
                 **{f"{p.capitalize()}Patch": _patch_schema(p) for p in PROTOCOLS},

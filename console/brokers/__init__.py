@@ -10,6 +10,7 @@ from typing import Mapping
 
 from ..lazy import load
 from .base import BrokerConfig, CheckResult, Driver
+from .nodes import check_nodes
 
 DRIVERS: dict[str, str] = {
     "kafka": "console.brokers.kafka:KafkaDriver",
@@ -44,8 +45,9 @@ def driver_classes() -> dict[str, type[Driver]]:
 
 
 def check_all(configs: Mapping[str, BrokerConfig], timeout: float) -> dict[str, CheckResult]:
-    """Check every configuration concurrently (one thread each): the whole call takes about as long as the
-    slowest check, which never outlives `timeout` by more than 10 %."""
+    """Check every configuration concurrently (one thread each, and one per node of a cluster setting):
+    the whole call takes about as long as the slowest check, which never outlives `timeout` by more than
+    10 %."""
     if not configs:
         return {}
     drivers: dict[str, Driver | Exception] = {}
@@ -75,6 +77,6 @@ def _check_one(driver: Driver | Exception, config: BrokerConfig, timeout: float)
         return CheckResult(config.protocol, "down", 0.0, "unknown", f"the {config.protocol} client library "
                            f"is not usable: {type(driver).__name__}: {driver}")
     try:
-        return driver.check(config, timeout)
+        return check_nodes(config, timeout, lambda node, seconds: get_driver(node.protocol).check(node, seconds))
     except Exception as exc:  # noqa: BLE001 - a check never raises
         return CheckResult(config.protocol, "down", 0.0, "unknown", f"{type(exc).__name__}: {exc}")

@@ -63,6 +63,8 @@ class CheckResult:
     identity: dict[str, Any] = field(default_factory=dict)   # cluster id, server version, node name
     checked_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     settings_digest: str | None = None     # set by console.checks: which settings were checked
+    nodes: list[dict[str, Any]] = field(default_factory=list)     # one entry per node (console.brokers.nodes)
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # node_unreachable, per failed node
 
     @property
     def up(self) -> bool:
@@ -77,6 +79,8 @@ class CheckResult:
             "message": self.message,
             "identity": self.identity,
             "checked_at": self.checked_at.isoformat(),
+            "nodes": self.nodes,
+            "warnings": self.warnings,
         }
 
 

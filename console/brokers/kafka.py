@@ -13,7 +13,8 @@ SCRAM-SHA-256, SCRAM-SHA-512) with `username`/`password`, `tls_ca_file` (else li
 system store), `tls_cert_file`/`tls_key_file`, `tls_verify_hostname`
 (`ssl.endpoint.identification.algorithm`), `options["client_id"]`.
 
-Identity: `cluster_id`, `controller_id`, `controller` (host:port), `brokers` (count).
+Identity: `cluster_id`, `controller_id`, `controller` (host:port), `brokers` (count), `advertised` (the
+host:port of every broker in the metadata: console.brokers.nodes checks each one as a node).
 
 Traps handled:
 - librdkafka never raises the cause: `list_topics` always fails with "Broker transport failure" and the
@@ -49,6 +50,7 @@ from confluent_kafka.admin import AdminClient
 from .base import (BrokerConfig, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, frame_complete,
                    one_line)
 from .net import diagnose, tls_failure
+from .nodes import node_name
 
 _CORRELATION = 0x6D63C0DE
 API_VERSIONS = struct.pack(">ihhih", 10, 18, 0, _CORRELATION, -1)
@@ -123,6 +125,11 @@ def decisive(errors: list[KafkaError]) -> KafkaError | None:
         transport = [error for error in errors if error.code() == KafkaError._TRANSPORT]
         return transport[-1] if transport else down[0]
     return None
+
+
+def advertised_brokers(metadata: Any) -> list[str]:
+    """The host:port of every broker the cluster metadata advertises, by broker id."""
+    return [node_name(b.host, b.port) for _, b in sorted(metadata.brokers.items())]
 
 
 class KafkaDriver(Driver):
@@ -227,7 +234,8 @@ class KafkaDriver(Driver):
                 controller = metadata.brokers.get(metadata.controller_id)
                 return {"cluster_id": metadata.cluster_id, "controller_id": metadata.controller_id,
                         "controller": f"{controller.host}:{controller.port}" if controller else None,
-                        "brokers": len(metadata.brokers), "tls": "SSL" in security_protocol(config)}
+                        "brokers": len(metadata.brokers), "advertised": advertised_brokers(metadata),
+                        "tls": "SSL" in security_protocol(config)}
             admin.poll(0)
             found = found or decisive(errors)
         finally:
@@ -283,7 +291,7 @@ class KafkaDriver(Driver):
             raise StepFailed("handshake_timeout", "no cluster metadata within the time left"
                              + (f" ({one_line(self.errors[-1].str())})" if self.errors else ""))
         md = self.metadata
-        self.facts.update(cluster=md.cluster_id, brokers=len(md.brokers))
+        self.facts.update(cluster=md.cluster_id, brokers=len(md.brokers), advertised=advertised_brokers(md))
         advertised = ", ".join(f"{b.host}:{b.port}" for b in md.brokers.values())
         how = (f"SASL {mechanism} login of {self.config.username} accepted" if mechanism
                else f"anonymous ({security_protocol(self.config)}, no SASL login)")

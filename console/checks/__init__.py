@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, Iterator
 
 from flask import current_app
@@ -23,6 +24,7 @@ from sqlalchemy import and_, func, or_, update
 
 from ..brokers import PROTOCOLS, get_driver
 from ..brokers.base import BrokerConfig, CheckResult
+from ..brokers.nodes import check_nodes, warnings_for
 from ..crypto import SecretUnreadable
 from ..extensions import db
 from ..models import BrokerCheck, CheckLease, utcnow
@@ -183,21 +185,56 @@ def current_digests(protocols: list[str] | None = None) -> dict[str, str]:
 
 def check_settings(settings: ProtocolSettings, timeout: float,
                    resolver: Resolver = system_resolver, digest: str | None = None) -> CheckResult:
-    """Run one real check for revealed effective settings: DNS first, then the protocol's checker.
-    The result carries the digest of `settings` (given, when called outside an app context)."""
+    """Run one real check for revealed effective settings: for every node (console.brokers.nodes), DNS
+    first, then the protocol's driver. The result carries the digest of `settings` (given, when called
+    outside an app context)."""
     digest = digest or settings_digest(settings)
-    started = time.monotonic()
     with broker_config(settings) as config:
-        _, dns_error = resolve_hosts(config.addresses, timeout, resolver)
-        if dns_error:
-            return CheckResult(settings.protocol, "down", (time.monotonic() - started) * 1000,
-                               "dns_failure", dns_error, {"target": target_of(config)},
-                               settings_digest=digest)
-        remaining = max(0.1, timeout - (time.monotonic() - started))
-        result = get_driver(settings.protocol).check(config, remaining)
+        result = check_nodes(config, timeout, partial(_check_node, resolver=memoized(resolver)))
         result.identity.setdefault("target", target_of(config))
         result.settings_digest = digest
         return result
+
+
+def _check_node(config: BrokerConfig, timeout: float, *, resolver: Resolver) -> CheckResult:
+    """DNS, then the driver's check, of one node."""
+    started = time.monotonic()
+    _, dns_error = resolve_hosts(config.addresses, timeout, resolver)
+    if dns_error:
+        return CheckResult(config.protocol, "down", (time.monotonic() - started) * 1000, "dns_failure",
+                           dns_error, {"target": target_of(config)})
+    remaining = max(0.1, timeout - (time.monotonic() - started))
+    return get_driver(config.protocol).check(config, remaining)
+
+
+def memoized(resolver: Resolver) -> Resolver:
+    """`resolver` asked once per host: the nodes of one check or diagnosis share its answers (a node
+    asking while another's lookup of that host runs waits for it)."""
+    answers: dict[str, tuple[threading.Event, list[Any]]] = {}
+    lock = threading.Lock()
+
+    def resolve(host: str, port: int) -> list[str]:
+        with lock:
+            known = answers.get(host)
+            first = known is None
+            if known is None:
+                known = answers[host] = (threading.Event(), [])
+        ready, box = known
+        if first:
+            try:
+                box.append(("ok", resolver(host, port)))
+            except BaseException as exc:  # noqa: BLE001 - handed to every node of that host
+                box.append(("error", exc))
+            finally:
+                ready.set()
+        else:
+            ready.wait()
+        kind, value = box[0]
+        if kind == "error":
+            raise value
+        return value
+
+    return resolve
 
 
 def run_checks(protocols: list[str] | None = None, timeout: float | None = None,
@@ -221,7 +258,7 @@ def record(result: CheckResult, origin: str) -> BrokerCheck:
                       cause=result.cause, message=result.message[:2000],
                       identity=result.identity, target=str(result.identity.get("target", ""))[:255],
                       origin=origin, checked_at=result.checked_at,
-                      settings_digest=result.settings_digest)
+                      settings_digest=result.settings_digest, nodes=result.nodes or None)
     db.session.add(row)
     db.session.commit()
     cutoff = db.session.execute(
@@ -307,7 +344,23 @@ def status_of(protocol: str, settings: ProtocolSettings, row: BrokerCheck | None
         "cause": None if row.status == "up" else row.cause,
         "checked_at": row.checked_at.isoformat(),
         **({"stale": True} if stale else {}),
+        **node_status(row.status, row.nodes),
     }
+
+
+def node_status(status: str, nodes: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The per-node part of a status: every node (name, status, cause), how many are up, and a
+    `node_unreachable` warning per failed node while the protocol is up."""
+    if not nodes:
+        return {}
+    listed = [{k: n.get(k) for k in ("node", "status", "cause", "advertised") if n.get(k) is not None}
+              for n in nodes]
+    out: dict[str, Any] = {"nodes": listed, "nodes_up": sum(1 for n in nodes if n.get("status") == "up")}
+    if status == "up" and len(nodes) > 1:
+        out["warnings"] = warnings_for(
+            {"node": n.get("node"), "status": n.get("status"), "cause": n.get("cause"),
+             "message": n.get("message") or ""} for n in nodes)
+    return out
 
 
 def current_statuses(protocols: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -337,7 +390,9 @@ def describe_identity(identity: dict[str, Any]) -> list[str]:
         if key in ("target", "tls", "product") or value in (None, "") or (
                 key == "version" and product):
             continue
-        if key == "brokers" and isinstance(value, int):
+        if isinstance(value, (list, tuple)):
+            out.append(f"{IDENTITY_LABELS.get(key, key.replace('_', ' '))} {', '.join(map(str, value))}")
+        elif key == "brokers" and isinstance(value, int):
             out.append(f"{value} broker{'s' if value != 1 else ''}")
         elif key == "rtt_ms":
             out.append(f"round trip {value} ms")

@@ -43,6 +43,8 @@ class Diagnosis:
     steps: list[Step] = field(default_factory=lambda: [Step(n) for n in STEPS])
     target: str = ""
     certificates: list[dict[str, Any]] = field(default_factory=list)   # presented by the broker
+    nodes: list[dict[str, Any]] = field(default_factory=list)          # one entry per node
+    warnings: list[dict[str, Any]] = field(default_factory=list)       # node_unreachable per failed node
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     finished_at: dt.datetime | None = None
 
@@ -55,6 +57,7 @@ class Diagnosis:
             "summary": self.summary, "fix": self.fix,
             "steps": [s.as_dict() for s in self.steps],
             "target": self.target, "certificates": self.certificates,
+            "nodes": self.nodes, "warnings": self.warnings,
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }

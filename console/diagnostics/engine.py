@@ -15,11 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable
 
 from ..brokers import get_driver
 from ..brokers.base import BrokerConfig, CheckFailed, Deadline, Driver, Passed, StepFailed, one_line
-from ..checks import Resolver, system_resolver, target_of
+from ..brokers.nodes import GRACE, NODE_SHARE, node_configs, node_name, parse_node, single, warnings_for
+from ..checks import Resolver, memoized, system_resolver, target_of
 from . import causes
 from .base import Diagnosis, StepCallback
 from .steps import TransportSteps, host_port
@@ -31,17 +33,98 @@ _OUT_OF_TIME = {"dns": "dns_failure", "tcp": "connect_timeout"}
 
 def diagnose(config: BrokerConfig, timeout: float, *, resolver: Resolver = system_resolver,
              on_step: StepCallback | None = None) -> Diagnosis:
-    """Diagnose `config` step by step within `timeout` seconds; `on_step(diagnosis)` is called in this
-    thread after every step change. Never raises."""
-    return _Run(config, timeout, resolver, on_step).execute()
+    """Diagnose `config` step by step within `timeout` seconds, every node of a cluster setting side by
+    side (the first in this thread, whose progress `on_step(diagnosis)` is told after every step change),
+    then each broker the cluster advertises that is not configured. Never raises."""
+    deadline = Deadline(timeout)
+    resolver = memoized(resolver)
+    configs = node_configs(config)
+    names = [node_name(*c.addresses[0]) for c in configs]
+    each = deadline if len(configs) == 1 else Deadline(timeout * NODE_SHARE, start=deadline.start)
+    runs = {name: _Run(c, timeout, resolver, on_step if i == 0 else None, each)
+            for i, (name, c) in enumerate(zip(names, configs))}
+    found = _run_all(runs, deadline)
+    advertised = [n for n in dict.fromkeys(
+        a for name in names if found[name].ok for a in runs[name].facts_found.get("advertised") or ())
+        if n not in runs]
+    if advertised and deadline.remaining() > 0.05:
+        late = Deadline(deadline.remaining() * NODE_SHARE)
+        extra = {n: _Run(single(config, *parse_node(n)), timeout, resolver, None, late) for n in advertised}
+        found.update(_run_all(extra, deadline, inline_first=False))
+    else:
+        advertised = []
+    merged = merge(config, names, advertised, found)
+    if on_step is not None and (len(names) > 1 or advertised):
+        _Run._tell(on_step, merged)
+    return merged
+
+
+def merge(config: BrokerConfig, names: list[str], advertised: list[str],
+          found: dict[str, Diagnosis]) -> Diagnosis:
+    """One diagnosis from the diagnoses per node: the first healthy configured node's, with every node
+    and a `node_unreachable` warning per failed one; else the first configured node's."""
+    live = next((found[n] for n in names if found[n].ok), None)
+    main = live or found[names[0]]
+    main.target = target_of(config)
+    main.nodes = [_node(n, found[n]) for n in names] + [_node(n, found[n], advertised=True) for n in advertised]
+    seen = {c["sha256"] for c in main.certificates}
+    for d in found.values():
+        for cert in d.certificates:
+            if cert["sha256"] not in seen:
+                seen.add(cert["sha256"])
+                main.certificates.append(cert)
+    if live is not None and len(main.nodes) > 1:
+        main.warnings = warnings_for(
+            {"node": n["node"], "status": "up" if n["ok"] else "down", "cause": n["cause"],
+             "message": n["summary"]} for n in main.nodes)
+        up = sum(1 for n in main.nodes if n["ok"])
+        if main.warnings:
+            dead = ", ".join(f"{w['node']} ({w['cause']})" for w in main.warnings)
+            main.summary += f" {up} of {len(main.nodes)} nodes answered; not {dead}."
+    return main
+
+
+def _node(name: str, d: Diagnosis, *, advertised: bool = False) -> dict[str, Any]:
+    failed = next((s.name for s in d.steps if s.status == "failed"), None)
+    entry: dict[str, Any] = {"node": name, "ok": d.ok, "cause": d.cause, "summary": d.summary, "step": failed}
+    if advertised:
+        entry["advertised"] = True
+    return entry
+
+
+def _run_all(runs: dict[str, "_Run"], deadline: Deadline, *, inline_first: bool = True) -> dict[str, Diagnosis]:
+    """Execute every run: the first in this thread (when `inline_first`), the others side by side; a run
+    still going at the deadline (plus a grace) is reported as unfinished."""
+    names = list(runs)
+    if len(names) == 1 and inline_first:
+        return {names[0]: runs[names[0]].execute()}
+    inline = names[0] if inline_first else None
+    pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="diagnosis-node")
+    finished = False
+    try:
+        futures = {n: pool.submit(runs[n].execute) for n in names if n != inline}
+        out = {inline: runs[inline].execute()} if inline else {}
+        finished = not wait(list(futures.values()), timeout=deadline.remaining() + GRACE).not_done
+        for name, future in futures.items():
+            out[name] = future.result() if future.done() else _unfinished(runs[name])
+    finally:
+        pool.shutdown(wait=finished, cancel_futures=True)
+    return {n: out[n] for n in names}
+
+
+def _unfinished(run: "_Run") -> Diagnosis:
+    d = Diagnosis(run.config.protocol, target=run.diagnosis.target, cause="unknown",
+                  summary="The diagnosis of this node did not finish within its timeout.")
+    d.finished_at = dt.datetime.now(dt.timezone.utc)
+    return d
 
 
 class _Run:
     """One diagnosis in progress."""
 
     def __init__(self, config: BrokerConfig, timeout: float, resolver: Resolver,
-                 on_step: StepCallback | None) -> None:
-        self.deadline = Deadline(timeout)
+                 on_step: StepCallback | None, deadline: Deadline | None = None) -> None:
+        self.deadline = deadline or Deadline(timeout)
         self.config = config
         self.resolver = resolver
         self.on_step = on_step
@@ -111,12 +194,20 @@ class _Run:
             raise StepFailed("unknown", one_line(f"{type(exc).__name__}: {exc}")) from None
 
     def _notify(self) -> None:
-        if self.on_step is None:
-            return
+        if self.on_step is not None:
+            self._tell(self.on_step, self.diagnosis)
+
+    @staticmethod
+    def _tell(on_step: StepCallback, diagnosis: Diagnosis) -> None:
         try:
-            self.on_step(self.diagnosis)
+            on_step(diagnosis)
         except Exception:  # noqa: BLE001 - a failing observer never stops the diagnosis
             log.warning("diagnosis progress callback failed", exc_info=True)
+
+    @property
+    def facts_found(self) -> dict[str, Any]:
+        """The driver's facts after the run."""
+        return self.driver.facts if self.driver else {}
 
     def _close(self) -> None:
         if self.driver is None:

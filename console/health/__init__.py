@@ -109,6 +109,9 @@ class BrokerCollector:
                                     "When the broker was last checked.", labels=["protocol"])
         enabled = GaugeMetricFamily("messaging_broker_enabled", "1 when the protocol is enabled.",
                                     labels=["protocol"])
+        node_up = GaugeMetricFamily("messaging_broker_node_up",
+                                    "1 when the node (a configured one, or a broker the cluster "
+                                    "advertises) answered the last check.", labels=["protocol", "node"])
         current = GaugeMetricFamily("messaging_broker_check_current",
                                     "1 when the last check was made with the current settings; 0 "
                                     "while the changed settings are re-checked (then the up, "
@@ -148,13 +151,16 @@ class BrokerCollector:
                     if row.latency_ms is not None:
                         latency.add_metric([protocol], row.latency_ms / 1000)
                     checked.add_metric([protocol], row.checked_at.timestamp())
+                    for node in row.nodes or ():
+                        node_up.add_metric([protocol, str(node.get("node"))],
+                                           1.0 if node.get("status") == "up" else 0.0)
             from .. import diagnostics
 
             for cert in diagnostics.inventory():
                 expiry.add_metric([cert["protocol"], cert["source"].split(" ")[0], cert["subject"],
                                    cert["sha256"]],
                                   dt.datetime.fromisoformat(cert["not_after"]).timestamp())
-        yield from (up, latency, checked, enabled, current, expiry)
+        yield from (up, latency, checked, node_up, enabled, current, expiry)
 
 
 @bp.get("/metrics")

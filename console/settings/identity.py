@@ -13,15 +13,19 @@ from typing import Any
 from .resolve import ProtocolSettings
 from .rules import kafka_security
 from .schema import SCHEMA
-from .values import format_host_port, split_host_port
+from .values import format_host_port, nats_server_addresses, split_host_port
 
-ADDRESS_FIELDS = ("host", "port", "bootstrap_servers", "url")
+ADDRESS_FIELDS = ("host", "port", "bootstrap_servers", "url", "servers", "addresses")
 
 
 def addresses(settings: ProtocolSettings) -> tuple[tuple[str, int], ...]:
     """Every (host, port) the protocol's settings connect to."""
     if settings.protocol == "kafka" and settings.get("bootstrap_servers"):
         return tuple(split_host_port(x) for x in settings["bootstrap_servers"].split(","))
+    if settings.protocol == "nats" and settings.get("servers"):
+        return nats_server_addresses(settings["servers"])
+    if settings.protocol == "rabbitmq" and settings.get("addresses"):
+        return tuple(split_host_port(x) for x in settings["addresses"].split(","))
     if settings.protocol == "pulsar" and settings.get("url"):
         url = settings["url"]
         default = 6651 if url.startswith("pulsar+ssl") else 6650
@@ -43,6 +47,8 @@ def uses_tls(settings: ProtocolSettings) -> bool:
         return kafka_security(settings).endswith("SSL")
     if settings.protocol == "pulsar":
         return pulsar_url(settings).startswith("pulsar+ssl://")
+    if settings.protocol == "nats" and "tls://" in (settings.get("servers") or ""):
+        return True
     return bool(settings.get("tls"))
 
 

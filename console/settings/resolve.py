@@ -11,7 +11,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from ..brokers import PROTOCOLS
 from .schema import ALIASES, DEFAULT_PRIORITIES, FIELDS, PRIORITY_ENV, SCHEMA, Field
-from .values import Invalid, parse_amqp_url, parse_nats_url, parse_value
+from .values import Invalid, parse_amqp_query, parse_amqp_url, parse_nats_url, parse_value
 
 Source = Literal["default", "saved", "env"]
 
@@ -141,6 +141,9 @@ def _alias_values(protocol: str, env: Mapping[str, str]) -> tuple[dict[str, tupl
                 parsed = parse_nats_url(raw)
             else:
                 parsed = parse_amqp_url(raw)
+                query, ignored = parse_amqp_query(raw)
+                parsed.update(query)
+                errors += ignored
         except Invalid as exc:
             errors.append(f"{var} is ignored: {exc}")
             continue
@@ -184,6 +187,8 @@ def resolve(
                                   conflict=result.conflict)
         elif f.name in aliases:
             value, alias = aliases[f.name]
+            if f.is_file:
+                value = _env_value(f, value, load_file)
             result = Resolved(f, value, "env", alias, shadowed=has_saved)
         fields[f.name] = result
     settings = ProtocolSettings(protocol, fields, notes)

@@ -38,7 +38,7 @@ class Field:
 
     name: str
     label: str
-    kind: str                       # bool str host port int choice hostlist url secret file
+    kind: str                       # bool str host port int choice hostlist serverlist url secret file
     default: Any = None
     group: str = "connection"       # connection | security | options
     install_time: bool = True
@@ -150,7 +150,8 @@ def _pulsar() -> list[Field]:
     return [
         *_common("pulsar"),
         Field("url", "Service URL", "url", None, **_install("address"),
-              help="pulsar://host:port or pulsar+ssl://host:port; wins over host and port."),
+              help="pulsar://host:port or pulsar+ssl://host:port, several hosts comma-separated "
+                   "(pulsar://h1:6650,h2:6650); wins over host and port."),
         *_tls(),
         Field("token", "Token", "secret", None, **sec, help="JWT for token authentication."),
         Field("oauth2_issuer_url", "OAuth2 issuer URL", "str", "", **sec),
@@ -189,6 +190,9 @@ def _nats() -> list[Field]:
     sec = {**_install("security"), "group": "security"}
     return [
         *_common("nats"),
+        Field("servers", "Servers", "serverlist", None, **_install("address"),
+              help="Comma-separated host:port list or nats:// / tls:// URLs (port 4222 by default); wins "
+                   "over host and port when set."),
         *_login(),
         Field("token", "Token", "secret", None, **sec),
         *_tls(),
@@ -201,6 +205,8 @@ def _nats() -> list[Field]:
 def _rabbitmq() -> list[Field]:
     return [
         *_common("rabbitmq"),
+        Field("addresses", "Addresses", "hostlist", None, **_install("address"),
+              help="Comma-separated host:port list of the cluster's nodes; wins over host and port when set."),
         Field("vhost", "Virtual host", "str", "/", **_install("address")),
         *_login("guest", "guest"),
         *_tls(),

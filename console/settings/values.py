@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .schema import Field
 
@@ -128,6 +128,52 @@ def parse_hostlist(raw: Any) -> str | None:
     return ",".join(out)
 
 
+NATS_SCHEMES = ("nats", "tls")
+
+
+def _nats_server(item: str) -> tuple[str, str, int, Any]:
+    """(scheme or "", host, port, urlsplit parts) of one NATS server: host[:port] or a nats:// / tls:// URL."""
+    scheme = ""
+    text = item.strip()
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme not in NATS_SCHEMES:
+            raise Invalid(f"'{item}' is not a NATS server: use host:4222, nats://host:4222 or tls://host:4222.")
+    parts = urlsplit(text if scheme else f"nats://{text}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise Invalid(f"'{item}' is not a NATS server: use host:4222, nats://host:4222 or tls://host:4222.")
+    try:
+        port = parse_port(parts.port or 4222)
+    except ValueError as exc:
+        raise Invalid(f"'{item}': bad port.") from exc
+    return scheme, parse_host(parts.hostname or ""), port, parts
+
+
+def parse_nats_servers(raw: Any) -> str | None:
+    """NATS servers: a comma list of host[:port] or nats:// / tls:// URLs (port 4222 by default),
+    normalised; credentials belong in username/password/token, not here; empty means unset."""
+    if raw is None:
+        return None
+    if isinstance(raw, list):
+        raw = ",".join(str(x) for x in raw)
+    items = [x.strip() for x in str(raw).split(",") if x.strip()]
+    if not items:
+        return None
+    out = []
+    for item in items:
+        scheme, host, port, parts = _nats_server(item)
+        if parts.username or parts.password:
+            raise Invalid(f"'{item.split('@')[-1]}': put credentials in username and password (or token), "
+                          "not in the server list.")
+        out.append(f"{scheme}://{format_host_port(host, port)}" if scheme else format_host_port(host, port))
+    return ",".join(out)
+
+
+def nats_server_addresses(servers: str) -> tuple[tuple[str, int], ...]:
+    """(host, port) of every server of a normalised NATS server list."""
+    return tuple(_nats_server(item)[1:3] for item in servers.split(",") if item.strip())
+
+
 def parse_pulsar_url(raw: Any) -> str | None:
     """pulsar://host:port[,host:port] or pulsar+ssl://…; empty means unset."""
     if raw is None:
@@ -182,6 +228,8 @@ def parse_value(f: Field, raw: Any) -> Any:
         return parse_hostlist(raw)
     if f.kind == "url":
         return parse_pulsar_url(raw)
+    if f.kind == "serverlist":
+        return parse_nats_servers(raw)
     if f.kind == "secret":
         if not isinstance(raw, str) or not raw:
             raise Invalid("Enter a value, or clear the field instead.")
@@ -194,25 +242,29 @@ def parse_value(f: Field, raw: Any) -> Any:
 
 
 def parse_nats_url(url: str) -> dict[str, Any]:
-    """NATS_SERVER_URL → host, port, tls and credentials (the first URL of a list)."""
-    first = url.split(",")[0].strip()
-    if "://" not in first:
-        first = "nats://" + first
-    parts = urlsplit(first)
-    if parts.scheme not in ("nats", "tls"):
+    """NATS_SERVER_URL (a comma list of URLs) → host, port, tls and credentials of the first URL, and
+    `servers` (every URL, credentials left out) when it lists more than one."""
+    items = [x.strip() for x in url.split(",") if x.strip()]
+    if not items:
         raise Invalid(f"'{url}' is not a NATS URL (nats://host:4222 or tls://host:4222).")
-    out: dict[str, Any] = {"host": parse_host(parts.hostname or "")}
-    try:
-        out["port"] = parse_port(parts.port or 4222)
-    except ValueError as exc:
-        raise Invalid(f"'{url}': bad port.") from exc
-    if parts.scheme == "tls":
+    found = []
+    for item in items:
+        try:
+            found.append(_nats_server(item if "://" in item else "nats://" + item))
+        except Invalid:
+            raise Invalid(f"'{url}' is not a NATS URL (nats://host:4222 or tls://host:4222).") from None
+    _, host, port, _ = found[0]
+    out: dict[str, Any] = {"host": host, "port": port}
+    if any(scheme == "tls" for scheme, *_ in found):
         out["tls"] = True
-    if parts.username and parts.password is not None:
-        out["username"] = unquote(parts.username)
-        out["password"] = unquote(parts.password)
-    elif parts.username:
-        out["token"] = unquote(parts.username)
+    with_login = next((parts for *_, parts in found if parts.username), None)
+    if with_login is not None and with_login.password is not None:
+        out["username"] = unquote(with_login.username)
+        out["password"] = unquote(with_login.password)
+    elif with_login is not None:
+        out["token"] = unquote(with_login.username)
+    if len(found) > 1:
+        out["servers"] = ",".join(f"{scheme}://{format_host_port(h, p)}" for scheme, h, p, _ in found)
     return out
 
 
@@ -234,3 +286,54 @@ def parse_amqp_url(url: str) -> dict[str, Any]:
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     out["vhost"] = unquote(path) if path else "/"
     return out
+
+
+AMQP_TLS_FILES = {"cacertfile": "tls_ca", "certfile": "tls_cert", "keyfile": "tls_key"}
+AMQP_IGNORED = {
+    "channel_max": "the console opens one channel per check",
+    "frame_max": "the client library negotiates the frame size",
+    "auth_mechanism": "the console logs in with username and password (PLAIN)",
+    "fail_if_no_peer_cert": "it is a server-side option",
+    "connection_attempts": "the console tries once per check",
+    "retry_delay": "the console tries once per check",
+    "socket_timeout": "connect_timeout bounds every wait",
+    "locale": "the console uses the broker's default",
+}
+
+
+def parse_amqp_query(url: str) -> tuple[dict[str, Any], list[str]]:
+    """The query parameters of an AMQP URI (RabbitMQ's URI query parameters) as fields — `heartbeat`
+    (s), `connection_timeout` (ms, rounded up to whole seconds of connect_timeout), `cacertfile`,
+    `certfile`, `keyfile` (PEM paths) — and a note for every parameter that is not applied."""
+    out: dict[str, Any] = {}
+    notes: list[str] = []
+    for name, value in parse_qsl(urlsplit(url.strip()).query, keep_blank_values=True):
+        key = name.lower()
+        try:
+            if key == "heartbeat":
+                out["heartbeat"] = parse_int(value, 0, 3600)
+            elif key == "connection_timeout":
+                millis = parse_int(value, 1, 300_000)
+                out["connect_timeout"] = max(1, -(-millis // 1000))
+            elif key in AMQP_TLS_FILES:
+                if not value.strip():
+                    raise Invalid("it needs a file path")
+                out[AMQP_TLS_FILES[key]] = value.strip()
+            elif key == "verify":
+                if value not in ("verify_peer", "verify_none"):
+                    raise Invalid("use verify_peer or verify_none")
+                if value == "verify_none":
+                    notes.append("RABBIT_SERVER_URL: verify=verify_none is not applied: the console always "
+                                 "verifies the broker's certificate chain (tls_verify_hostname turns off only "
+                                 "the host-name check).")
+            elif key == "server_name_indication":
+                notes.append(f"RABBIT_SERVER_URL: server_name_indication={value} is not applied: the console "
+                             "sends the host name of the URL (tls_verify_hostname turns off its check).")
+            elif key in AMQP_IGNORED:
+                notes.append(f"RABBIT_SERVER_URL: {name}={value} is ignored: {AMQP_IGNORED[key]}.")
+            else:
+                notes.append(f"RABBIT_SERVER_URL: {name}={value} is ignored: it is not a query parameter the "
+                             "console knows.")
+        except Invalid as exc:
+            notes.append(f"RABBIT_SERVER_URL: {name}={value} is ignored: {exc}")
+    return out, notes
