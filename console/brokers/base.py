@@ -20,9 +20,11 @@ from typing import Any, Callable, ClassVar, Literal, Mapping
 
 CAUSES = (
     "ok", "dns_failure", "connection_refused", "connect_timeout", "handshake_timeout",
-    "tls_untrusted", "tls_expired", "tls_hostname_mismatch", "tls_required", "tls_not_offered",
+    "connection_closed", "connection_limit",
+    "tls_untrusted", "tls_expired", "tls_not_yet_valid", "tls_hostname_mismatch", "tls_required",
+    "tls_not_offered", "tls_client_cert_required", "tls_client_cert_rejected",
     "auth_failed", "sasl_mechanism_unsupported", "access_denied", "not_found",
-    "protocol_mismatch", "unknown",
+    "advertised_address_unreachable", "protocol_mismatch", "unknown",
 )
 
 
@@ -166,12 +168,14 @@ class Greeting:
 @dataclass(frozen=True)
 class Wire:
     """A protocol's first exchange: the greeting, when its answer is complete, and whether the broker
-    speaks first (NATS sends INFO on connect, in plaintext even before a TLS upgrade)."""
+    speaks first (NATS sends INFO on connect, in plaintext even before a TLS upgrade, and then answers the
+    client's CONNECT + PING: over TLS, that answer is the first read after the handshake)."""
 
     greeting: Greeting
     complete: Callable[[bytes], bool]
     server_first: bool = False
     starttls: bool = False
+    greet_after_preamble: bool = False   # send the greeting after the broker's first words (and TLS) too
 
 
 @dataclass
