@@ -103,7 +103,8 @@ PORTS: dict[str, dict[str, int]] = {
     "rabbitmq": {"plain": 17672, "tls": 17671, "tls_expired": 17674, "tls_wronghost": 17675,
                  "tls_client_cert": 17676, "tls_notyet": 17677},
     "mqtt": {"plain": 11883, "plain_auth": 11884, "tls": 18883, "tls_expired": 18884,
-             "tls_wronghost": 18885, "tls_client_cert": 18886, "tls_notyet": 18887, "restricted": 11885},
+             "tls_wronghost": 18885, "tls_client_cert": 18886, "tls_notyet": 18887, "restricted": 11885,
+             "tls12_client_cert": 18888},
     "nats": {"plain": 14222, "monitor": 18222, "plain_auth": 14223, "plain_token": 14224, "tls": 14443,
              "tls_expired": 14444, "tls_wronghost": 14445, "tls_client_cert": 14446, "tls_notyet": 14447,
              "limited": 14225, "restricted": 14226},
@@ -472,6 +473,11 @@ def _procs(d: Path) -> list[Proc]:
             procs.append(Proc(f"socat-{broker}-{kind.replace('_', '-')}",
                               ["socat", listen, f"TCP:{HOST}:{to},nodelay"],
                               f"OPENSSL-LISTEN:{port},", [port]))
+    tls12 = PORTS["mqtt"]["tls12_client_cert"]     # Mosquitto 2.0's tls_version is only a minimum
+    procs.append(Proc("socat-mqtt-tls12-client-cert",
+                      ["socat", f"OPENSSL-LISTEN:{tls12},bind={HOST},reuseaddr,fork,nodelay,cert={c['server_crt']},"
+                                f"key={c['server_key']},cafile={c['ca']},verify=1,openssl-max-proto-version=TLS1.2",
+                       f"TCP:{HOST}:{PORTS['mqtt']['plain']},nodelay"], f"OPENSSL-LISTEN:{tls12},", [tls12]))
     procs.append(Proc("faults", [sys.executable, str(Path(__file__).resolve()), "_faults"],
                       "brokerlab.py\0_faults\0", [FAULTS["silent"]]))
     procs.append(Proc("faults-extra", [sys.executable, str(Path(__file__).resolve()), "_faults_extra"],

@@ -90,13 +90,15 @@ def no_connack(where: str, disconnect: Any | None, log: list[str], client_cert: 
 
 
 def connect_error(where: str, exc: BaseException, tls: bool, client_cert: bool | None = None) -> StepFailed:
-    """The cause of an exception from paho's connect (timeouts and a TLS handshake ended without a word
-    `unsure`: a port that accepts and closes at once looks the same to paho)."""
+    """The cause of an exception from paho's connect; `unsure` (so that the check probes the transport) for
+    timeouts, a TLS handshake ended without a word (a port that accepts and closes at once looks the same
+    to paho) and TLS errors without a name (a TLS 1.2 broker's bare HANDSHAKE_FAILURE for a missing client
+    certificate)."""
     found = classify(exc, during_tls=tls, where=where, client_cert=client_cert)
     if found is None:
         return StepFailed("unknown", f"{where}: {one_line(repr(exc))}", unsure=True)
     return StepFailed(found.cause, found.message,
-                      unsure=found.cause in ("connect_timeout", "handshake_timeout", "tls_not_offered"))
+                      unsure=found.cause in ("connect_timeout", "handshake_timeout", "tls_not_offered", "unknown"))
 
 
 def _mqtt_complete(data: bytes) -> bool:

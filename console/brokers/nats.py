@@ -299,9 +299,12 @@ class NatsDriver(Driver):
             failed = StepFailed("handshake_timeout", f"{where}: no NATS INFO/PONG within the timeout", unsure=True)
         else:
             failed = self.classify(config, outcome["error"], outcome["seen"], where)
+        if failed.unsure and failed.cause not in ("connect_timeout", "handshake_timeout"):
+            found = self._limited(host, port, deadline) or self._tls_refusal(config, deadline)
+            if found is not None:
+                return found
         if failed.unsure:
-            return self._limited(host, port, deadline) or self._tls_refusal(config, deadline) or \
-                diagnose(config, host, port, deadline, NATS_GREETING, failed)
+            return diagnose(config, host, port, deadline, NATS_GREETING, failed)
         return failed
 
     @staticmethod
@@ -417,7 +420,7 @@ class NatsDriver(Driver):
         outcome = self.runner.run(self._connect(deadline, context), deadline.remaining())
         if isinstance(outcome, BaseException):
             failed = self.classify(self.config, outcome, self.seen)
-            if failed.unsure:
+            if failed.unsure and failed.cause not in ("connect_timeout", "handshake_timeout"):
                 raise self._limited(self.config.host, self.config.port, deadline) or failed
             raise failed
         assert self.nc is not None

@@ -207,10 +207,14 @@ def probe_tls(config: BrokerConfig, host: str, port: int, timeout: float,
                     pass
             return None
     except (OSError, ValueError) as exc:
-        return classify(exc, during_tls=True, where=where, client_cert=bool(config.tls_cert_file)) or \
+        found = classify(exc, during_tls=True, where=where, client_cert=bool(config.tls_cert_file)) or \
             CheckFailed("unknown", f"{where}: {exc!r}")
     finally:
         sock.close()
+    if found.cause == "unknown" and "HANDSHAKE_FAILURE" in found.message and not config.tls_cert_file and \
+            presented(lambda left: connect(host, port, left), host, timeout).client_certificate_requested:
+        return client_cert_failure("HANDSHAKE_FAILURE after asking for a client certificate", False, where)
+    return found
 
 
 def tls_failure(config: BrokerConfig, host: str, port: int, deadline: Deadline,

@@ -213,7 +213,7 @@ class RabbitmqDriver(Driver):
             found = classify(inner, during_tls=True, where=where, client_cert=client_cert)
             if found is None:
                 return StepFailed("unknown", repr(inner))
-            return StepFailed(found.cause, found.message, unsure=found.cause == "tls_not_offered")
+            return StepFailed(found.cause, found.message, unsure=found.cause in ("tls_not_offered", "unknown"))
         if isinstance(exc, cw.AMQPConnectorStackTimeout):
             return StepFailed("handshake_timeout", f"{where}: no AMQP handshake within the time left", unsure=True)
         if isinstance(inner, pex.IncompatibleProtocolError) or isinstance(exc, pex.IncompatibleProtocolError):

@@ -137,6 +137,13 @@ class TransportSteps:
             except CertError:
                 self.facts["ca_subjects"] = None
 
+    def _maybe_no_client_cert(self, failure: StepFailed | None) -> bool:
+        """A TLS 1.2 broker that requires a client certificate fails the handshake with a bare
+        HANDSHAKE_FAILURE alert when none is sent: whether it asked for one (its CertificateRequest, in the
+        clear in TLS 1.2) tells."""
+        return failure is not None and failure.cause == "unknown" and not self.config.tls_cert_file and \
+            "HANDSHAKE_FAILURE" in failure.message
+
     def _note_client_certificate(self) -> None:
         path = self.config.tls_cert_file
         if not path:
@@ -171,8 +178,11 @@ class TransportSteps:
             failure = self._tls_failure(exc, ip, port, where)
         finally:
             sock.close()
-        if failure is None or failure.cause in _CERT_FAILURES:
+        if failure is None or failure.cause in _CERT_FAILURES or self._maybe_no_client_cert(failure):
             self._capture(ip, port, name, where)
+        if failure is not None and self._maybe_no_client_cert(failure) and \
+                self.facts.get("client_certificate_requested"):
+            failure = self._client_cert_failure("HANDSHAKE_FAILURE after asking for a client certificate", where)
         if failure is not None:
             raise failure
         leaf = self.facts.get("leaf") or {}
@@ -349,7 +359,7 @@ class TransportSteps:
             cause = found.cause if found is not None and found.cause in CLIENT_CERT_CAUSES else \
                 ("tls_client_cert_rejected" if self.config.tls_cert_file else "tls_client_cert_required")
             why = "it requires a client certificate and none is configured" \
-                if cause == "tls_client_cert_required" else "it refused the client certificate"
+                if cause == "tls_client_cert_required" else "it refused the TLS client certificate"
             raise StepFailed(cause, f"{where} ended the TLS session ({reason}) right after the handshake, before "
                                     f"answering {label}: {why}", words=reason)
         if isinstance(exc, (socket.timeout, TimeoutError)):
