@@ -33,6 +33,7 @@ from console.brokers.base import CAUSES, BrokerConfig
 from console.brokers import get_driver
 from console.brokers.base import StepFailed
 from console.diagnostics.base import STEPS, Diagnosis
+from console.diagnostics.causes import explain
 from console.diagnostics.engine import _named_by_step, diagnose
 from tests.production_faults import FAULTS, Fault
 
@@ -568,8 +569,6 @@ def test_tls_13_client_certificate_refusal_shows_at_the_first_read(lab: dict) ->
 def test_a_timeout_in_the_operation_is_named_by_its_step() -> None:
     """A timeout while the operation runs is not a handshake timeout: it becomes unknown with a summary that
     says the operation step ran out of time; a handshake or login timeout stays what it is."""
-    from console.diagnostics.causes import explain
-
     timed_out = StepFailed("handshake_timeout", "no SUBACK within the time left", topic="t")
     named = _named_by_step("operation", timed_out)
     assert named.cause == "unknown" and named.facts["variant"] == "operation_timeout" and named.facts["topic"] == "t"

@@ -5,7 +5,7 @@ the broker's own words where they help.
 The generic texts live here; a protocol's own texts live in its driver (`Driver.texts`, keyed
 `cause` or `cause/variant`). Texts are looked up from the most specific to the least: the driver's
 `cause/variant`, the generic `cause//variant`, the driver's `cause`, the generic `cause`. A variant names
-a sub-case a step reported (`vhost`, `exchange`, `client_certificate`, `no_credentials`,
+a sub-case a step reported (`vhost`, `exchange`, `publish`, `user`, `operation_timeout`, `no_credentials`,
 `sasl_required`, ...).
 """
 from __future__ import annotations
