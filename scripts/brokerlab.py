@@ -24,36 +24,61 @@ lab runs (DIR found as above). It is a file of its own so that a lab.json rewrit
 older brokerlab.py keeps it.
 
 lab.json (every port is on host 127.0.0.1; "tls*" listeners use certs.server_crt unless named otherwise;
-"tls_expired" serves certs.expired_crt, "tls_wronghost" serves certs.wronghost_crt (SAN wrong.example);
-all leaf certificates are signed by certs.ca; certs.other_ca is an unrelated CA):
+"tls_expired" serves certs.expired_crt, "tls_wronghost" serves certs.wronghost_crt (SAN wrong.example),
+"tls_notyet" serves certs.notyet_crt (valid from 30 days after issue; issued again when its start is less
+than 2 days away), "tls_client_cert" requires a client certificate signed by certs.ca (mutual TLS:
+certs.client_crt is accepted, certs.other_client_crt, signed by certs.other_ca, is refused; TLS 1.3, so the
+refusal comes at the first read after the handshake); all leaf certificates are signed by certs.ca;
+certs.other_ca is an unrelated CA. The production-fault parts (mosquitto-faults, nats tls-client-cert /
+tls-notyet / limited / restricted, kafka-tls-client-cert-backend, kafka-advertised-bad, the socat mTLS and
+not-yet-valid fronts, faults-extra, and RabbitMQ's run-time listeners, vhost, users and limits) are
+separate processes or are added at run time (rabbitmqctl), so `start` adds them to a lab that runs
+without them and leaves everything else running):
 
     {"version": 1, "dir": DIR, "started_at": ISO-8601 UTC,
      "certs": {"ca", "ca_key", "other_ca", "other_ca_key", "server_crt", "server_key", "expired_crt",
                "expired_key", "wronghost_crt", "wronghost_key", "soon_crt", "soon_key" (expires in 10 days
-               from generation), "client_crt", "client_key" (clientAuth, CN console-client)}: absolute paths,
+               from generation), "client_crt", "client_key" (clientAuth, CN console-client), "notyet_crt",
+               "notyet_key", "other_client_crt", "other_client_key"}: absolute paths,
      "brokers": {
        "rabbitmq": {"host", "plain": 17672, "tls": 17671 (native AMQPS), "tls_expired": 17674,
-                    "tls_wronghost": 17675 (socat TLS fronts to 17672), "username": "labuser",
-                    "password": "labpass", "vhost": "labvhost", "denied_vhost": "deniedvhost" (exists,
-                    labuser has no permission), "node": "consolelab@localhost", "epmd_port": 17369,
+                    "tls_wronghost": 17675 (socat TLS fronts to 17672), "tls_client_cert": 17676
+                    (fail_if_no_peer_cert), "tls_notyet": 17677 (both started with rabbitmqctl eval),
+                    "username": "labuser", "password": "labpass", "vhost": "labvhost", "denied_vhost":
+                    "deniedvhost" (exists, labuser has no permission), "limited_vhost": "limitedvhost"
+                    (max-connections 0), "limited_user", "limited_password" (user max-connections 0),
+                    "restricted_user", "restricted_password" (on labvhost: configure and write "^$", read
+                    ".*": a passive declare works, a publish is refused), "node": "consolelab@localhost",
+                    "epmd_port": 17369,
                     "dist_port": 17673, "cli_dist_ports": [27673, 27683] (rabbitmqctl's own node)},
        "mqtt": {"host", "plain": 11883 (anonymous), "plain_auth": 11884 (username/password),
                 "tls": 18883 (username/password), "tls_expired": 18884, "tls_wronghost": 18885 (anonymous),
                 "tls_client_cert": 18886 (anonymous, a client certificate signed by certs.ca is required),
-                "username", "password"},
+                "tls_notyet": 18887, "restricted": 11885 (password file with labuser and restricteduser,
+                acl_file: restricteduser may use sensors/# only), "tls12_client_cert": 18888 (a socat
+                TLS 1.2 mutual-TLS front to 11883: the refusal comes inside the handshake), "username",
+                "password", "restricted_user", "restricted_password", "restricted_topic"},
        "nats": {"host", "plain": 14222 (no auth), "monitor": 18222 (HTTP /healthz of the plain server),
                 "plain_auth": 14223 (username/password), "plain_token": 14224 (token), "tls": 14443
                 (username/password), "tls_expired": 14444, "tls_wronghost": 14445 (no auth),
-                "username", "password", "token": "s3cr3t-token"},
+                "tls_client_cert": 14446 (verify: true), "tls_notyet": 14447, "limited": 14225
+                (max_connections 1, held by faults-extra), "restricted": 14226 (restricteduser may
+                publish and subscribe on sensors.> only), "username", "password", "token": "s3cr3t-token",
+                "restricted_user", "restricted_password", "restricted_subject", "max_connections"},
        "kafka": {"host", "plain": 19092, "bootstrap": "127.0.0.1:19092", "sasl": 19093 (SASL SCRAM required;
                  every login fails), "tls": 19196, "tls_expired": 19197, "tls_wronghost": 19198 (socat TLS
                  fronts to "tls_backend": 19096, a plaintext Tansu advertising 127.0.0.1:19196),
+                 "tls_client_cert": 19199 (socat verify=1 front to "tls_client_cert_backend": 19097, a Tansu
+                 advertising 19199), "tls_notyet": 19200 (socat front to 19096), "advertised_bad": 19094 (a
+                 Tansu advertising "advertised_bad_address": 127.0.0.1:17999, where nothing listens),
                  "cluster_id": "tansu_cluster", "notes"},
        "pulsar": {"host", "plain": 16650, "url": "pulsar://127.0.0.1:16650", "tls": 16651,
-                  "tls_url": "pulsar+ssl://127.0.0.1:16651", "tls_expired": 16652, "tls_wronghost": 16653
-                  (socat TLS fronts to 16650), "notes"}},
+                  "tls_url": "pulsar+ssl://127.0.0.1:16651", "tls_expired": 16652, "tls_wronghost": 16653,
+                  "tls_client_cert": 16654 (verify=1), "tls_notyet": 16655 (socat TLS fronts to 16650),
+                  "notes"}},
      "faults": {"host", "silent": 17001 (accepts TCP, never speaks), "syn_drop": 17002 (SYNs dropped:
-                listen backlog 0, queue pre-filled), "refused": 17999 (nothing listens)},
+                listen backlog 0, queue pre-filled), "refused": 17999 (nothing listens), "closed": 17003
+                (accepts and closes at once, a clean FIN before any byte)},
      "processes": {NAME: {"pid", "log", "ports"}}, "logs": DIR/logs}
 """
 from __future__ import annotations

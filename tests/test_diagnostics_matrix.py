@@ -309,6 +309,7 @@ def test_healthy_summaries_name_the_broker(matrix_lab: dict) -> None:
     rabbit, _ = run(cfg(matrix_lab, "rabbitmq"), TIMEOUT)
     assert "RabbitMQ 3." in rabbit.summary and "vhost labvhost" in rabbit.summary
     assert "PLAIN" in rabbit.step("handshake").detail and "amq.direct" in rabbit.step("operation").detail
+    assert "published 1 confirmed, non-mandatory message to amq.default" in rabbit.step("operation").detail
     mqtt, _ = run(cfg(matrix_lab, "mqtt"), TIMEOUT)
     assert mqtt.step("auth").detail.endswith("anonymous (no username configured; the broker accepts anonymous "
                                              "clients)")
