@@ -837,12 +837,35 @@ def start(directory: str | os.PathLike[str] | None = None, verbose: bool = False
             say(f"started {', '.join(started)}")
         _wait_ready(d, procs)
         _provision_rabbit(d)
+        _wait_nats_limit_held()
         lab = _lab_dict(d, procs)
         _write_lab(d, lab)
         _write_console_settings(d)
         ACTIVE.write_text(str(d) + "\n")
         say(f"{len(procs) - len(todo)} already running, {len(todo)} started; {d / 'lab.json'}")
         return lab
+
+
+def _wait_nats_limit_held(deadline: float = FAST_DEADLINE) -> None:
+    """Wait until faults-extra holds the one connection of nats "limited", so that a client is refused."""
+    end = time.monotonic() + deadline
+    while True:
+        with contextlib.suppress(OSError):
+            with socket.create_connection((HOST, PORTS["nats"]["limited"]), timeout=1) as sock:
+                sock.settimeout(0.3)
+                data = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n" not in data or (b"-ERR" not in data and data.count(b"\r\n") < 2):
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                if b"maximum connections exceeded" in data:
+                    return
+        if time.monotonic() > end:
+            raise LabError(f"nats limited ({HOST}:{PORTS['nats']['limited']}) still accepts clients: faults-extra "
+                           f"does not hold its one connection")
+        time.sleep(0.1)
 
 
 def _wait_ready(d: Path, procs: list[Proc]) -> None:
