@@ -168,14 +168,17 @@ class Greeting:
 @dataclass(frozen=True)
 class Wire:
     """A protocol's first exchange: the greeting, when its answer is complete, and whether the broker
-    speaks first (NATS sends INFO on connect, in plaintext even before a TLS upgrade, and then answers the
-    client's CONNECT + PING: over TLS, that answer is the first read after the handshake)."""
+    speaks first (NATS sends INFO on connect, in plaintext even before a TLS upgrade). A broker that speaks
+    first may refuse right after its first words (NATS: `-ERR 'maximum connections exceeded'`), and over
+    TLS 1.3 refuses a client certificate only after the handshake: `listen_after_preamble` waits a moment
+    for either without sending a byte (a probe that logged in anonymously would leave an authorization
+    error in the broker's log)."""
 
     greeting: Greeting
     complete: Callable[[bytes], bool]
     server_first: bool = False
     starttls: bool = False
-    greet_after_preamble: bool = False   # send the greeting after the broker's first words (and TLS) too
+    listen_after_preamble: bool = False   # after the broker's first words (and after TLS), listen a moment
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 Check: connect (INFO, CONNECT, PING/PONG), one more PING/PONG for the round-trip time, close. Diagnosis:
 the handshake is the server's INFO line (read raw; before the TLS upgrade it also says whether TLS is
-offered at all) and its answer to an anonymous CONNECT + PING (after the TLS upgrade when TLS is on: the
-first read, where a TLS 1.3 server refuses a client certificate; `-ERR 'maximum connections exceeded'`
-right after INFO is `connection_limit`); the login is nats-py's CONNECT + PING/PONG with the configured
+offered at all) and whatever the server sends next on its own (`-ERR 'maximum connections exceeded'`
+right after INFO is `connection_limit`; after the TLS upgrade, a TLS 1.3 server's alert refusing the
+client certificate), with nothing sent, so that no probe leaves an authorization error in the server's
+log; the login is nats-py's CONNECT + PING/PONG with the configured
 user, password or token; the operation is a request to a private inbox (subscribe to a unique inbox
 subject, publish to it, receive the message; a `Permissions Violation` is `access_denied` at once). One
 classifier (`NatsDriver.classify`) names nats-py's errors for both.
@@ -59,6 +60,7 @@ NATS_GREETING = Greeting("NATS", b"CONNECT {}\r\nPING\r\n", lambda reply: reply.
 _MAX_CONNECTIONS = "maximum connections exceeded"
 _POLL = 0.02
 _ERR_WAIT = 0.05   # seconds a server at its max_connections takes at most to follow INFO with -ERR
+_ALERT_WAIT = 0.2  # seconds a TLS 1.3 server takes at most to refuse a client certificate after the handshake
 T = TypeVar("T")
 _CLOSE_WAIT = 0.5
 
@@ -310,8 +312,8 @@ class NatsDriver(Driver):
     @staticmethod
     def _tls_refusal(config: BrokerConfig, deadline: Deadline) -> StepFailed | None:
         """A refused or missing client certificate, read as a NATS client meets it: INFO in plaintext, the
-        TLS upgrade, then CONNECT + PING, whose answer is the first read after the handshake (where a TLS
-        1.3 server sends its alert)."""
+        TLS upgrade, then the first read after the handshake, where a TLS 1.3 server sends its alert (nothing
+        is sent, so the probe leaves no authorization error in the server's log)."""
         if not config.tls:
             return None
         where = f"{config.host}:{config.port}"
@@ -324,8 +326,7 @@ class NatsDriver(Driver):
             tls = ssl_context(config).wrap_socket(sock, server_hostname=config.host, do_handshake_on_connect=False)
             tls.settimeout(max(deadline.remaining(0.5), 0.001))
             tls.do_handshake()
-            tls.sendall(NATS_GREETING.payload)
-            read_answer(tls, deadline.remaining(0.5), _line_complete)
+            read_answer(tls, deadline.remaining(_ALERT_WAIT), _line_complete)
         except ssl.SSLError as exc:
             alert = client_cert_alert(exc)
             if alert:
@@ -386,9 +387,10 @@ class NatsDriver(Driver):
 
     @classmethod
     def wire(cls) -> Wire:
-        return Wire(NATS_GREETING, _line_complete, server_first=True, starttls=True, greet_after_preamble=True)
+        return Wire(NATS_GREETING, _line_complete, server_first=True, starttls=True, listen_after_preamble=True)
 
     def check_preamble(self, preamble: bytes) -> None:
+        self._refused(preamble)
         info = parse_info(preamble)
         if info and not (info.get("tls_required") or info.get("tls_available")):
             raise StepFailed("tls_not_offered", f"the server's INFO has neither tls_required nor tls_available "
@@ -396,10 +398,7 @@ class NatsDriver(Driver):
 
     def describe_handshake(self, reply: bytes) -> str:
         info = self.info = parse_info(reply)
-        errors = server_errors(reply)
-        if any(_MAX_CONNECTIONS in error.lower() for error in errors):
-            raise StepFailed("connection_limit", f"the server sent INFO and then -ERR '{_MAX_CONNECTIONS}' and "
-                                                 f"closed the connection", words=f"-ERR '{_MAX_CONNECTIONS}'")
+        self._refused(reply)
         if not info:
             return "the server answered the NATS greeting"
         self.facts.update(version=info.get("version"), server_name=info.get("server_name"))
@@ -407,10 +406,15 @@ class NatsDriver(Driver):
             raise StepFailed("tls_required", "the server's INFO says tls_required")
         traits = [name for name, key in (("auth required", "auth_required"), ("TLS required", "tls_required"))
                   if info.get(key)]
-        answer = f"; it answered an anonymous CONNECT + PING with -ERR '{errors[0]}'" if errors else \
-            ("; it answered an anonymous CONNECT + PING with PONG" if b"PONG" in reply else "")
         return (f"nats-server {info.get('version', '?')} (server {str(info.get('server_name', '?'))[:12]}…) sent "
-                f"INFO{': ' + ', '.join(traits) if traits else ''}{answer}")
+                f"INFO{': ' + ', '.join(traits) if traits else ''}")
+
+    @staticmethod
+    def _refused(reply: bytes) -> None:
+        """connection_limit when the server followed its INFO with -ERR 'maximum connections exceeded'."""
+        if any(_MAX_CONNECTIONS in error.lower() for error in server_errors(reply)):
+            raise StepFailed("connection_limit", f"the server sent INFO and then -ERR '{_MAX_CONNECTIONS}' and "
+                                                 f"closed the connection", words=f"-ERR '{_MAX_CONNECTIONS}'")
 
     def auth(self, deadline: Deadline, link: Link) -> Passed:
         self.facts.update(username=self.config.username, login=self.login_words())

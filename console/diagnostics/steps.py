@@ -39,6 +39,8 @@ TLS_CAP = 2.0         # seconds; no healthy TLS handshake takes longer
 PREAMBLE_CAP = 0.5    # seconds a broker that speaks first (NATS INFO) gets before it is nudged
 IDENTIFY_CAP = 0.3    # seconds per greeting when naming what another port speaks
 ALERT_CAP = 0.5       # seconds to wait for a TLS 1.3 broker's post-handshake alert
+LISTEN_CAP = 0.05     # seconds a broker that spoke first gets to follow up (a refusal, a TLS alert); a
+                      # slower TLS alert is still named, by the login's first read
 _CERT_FAILURES = ("tls_untrusted", "tls_expired", "tls_not_yet_valid", "tls_hostname_mismatch")
 
 
@@ -195,14 +197,24 @@ class TransportSteps:
         return (f"{where}: {version} ({cipher}); certificate {leaf.get('subject', '?')} issued by "
                 f"{leaf.get('issuer', '?')}, {expiry}; chain trusted by {trusted}; {checked}")
 
-    def _preamble(self, sock: socket.socket, check: bool = False) -> bytes:
+    def _preamble(self, sock: socket.socket, check: bool = False, listen: bool = True) -> bytes:
         """What a broker that speaks before the TLS upgrade (NATS) says first; b"" for the others."""
         if not self.wire.starttls:
             return b""
         preamble = read_answer(sock, self.deadline.remaining(PREAMBLE_CAP), self.wire.complete) or b""
+        if listen:
+            preamble += self._listen(sock, preamble)
         if check and preamble:
             self.driver.check_preamble(preamble)
         return preamble
+
+    def _listen(self, sock: socket.socket, said: bytes) -> bytes:
+        """What a broker that spoke first (`said`) sends next on its own within LISTEN_CAP: a refusal
+        after its greeting, or (on a TLS socket) the TLS 1.3 alert refusing a client certificate, which
+        propagates as ssl.SSLError."""
+        if not self.wire.listen_after_preamble or not said or b"-ERR" in said:
+            return b""
+        return read_answer(sock, self.deadline.remaining(LISTEN_CAP), self.wire.complete) or b""
 
     def _tls_failure(self, exc: BaseException, ip: str, port: int, where: str) -> StepFailed:
         if isinstance(exc, (socket.timeout, TimeoutError)):
@@ -241,7 +253,7 @@ class TransportSteps:
     def _capture(self, ip: str, port: int, name: str, where: str) -> None:
         def open_plain(timeout: float) -> socket.socket:
             sock = connect(ip, port, timeout)
-            self._preamble(sock)
+            self._preamble(sock, listen=False)
             return sock
 
         seen = {c["sha256"] for c in self.diagnosis.certificates}
@@ -281,16 +293,19 @@ class TransportSteps:
                 preamble = self._preamble(sock)
                 sock = upgrade(sock, context, server_name or ip, end - time.monotonic())
             if server_first:
-                preamble = preamble or read_answer(sock, min(PREAMBLE_CAP, (end - time.monotonic()) / 2),
-                                                   complete) or b""
-                if preamble and not self.wire.greet_after_preamble:
+                if preamble:
+                    preamble += self._listen(sock, preamble)      # after the TLS upgrade
+                else:
+                    preamble = read_answer(sock, min(PREAMBLE_CAP, (end - time.monotonic()) / 2),
+                                           complete) or b""
+                    preamble += self._listen(sock, preamble)
+                if preamble:
                     return preamble
             try:
                 sock.sendall(payload)
             except (ConnectionResetError, BrokenPipeError):
-                return preamble
-            answer = read_answer(sock, end - time.monotonic(), complete)
-            return preamble + (answer or b"") if preamble else answer
+                return b""
+            return read_answer(sock, end - time.monotonic(), complete)
         finally:
             sock.close()
 
