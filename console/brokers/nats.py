@@ -53,8 +53,8 @@ from nats import errors as nerr
 
 from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
                    one_line)
-from .net import classify, client_cert_alert, client_cert_failure, connect, diagnose, \
-    read_answer, ssl_context
+from .net import classify, client_cert_alert, client_cert_failure, connect, diagnose, read_answer, \
+    ssl_context, upgrade
 
 NATS_GREETING = Greeting("NATS", b"CONNECT {}\r\nPING\r\n", lambda reply: reply.startswith(b"INFO "))
 _MAX_CONNECTIONS = "maximum connections exceeded"
@@ -323,10 +323,8 @@ class NatsDriver(Driver):
             return None
         try:
             read_answer(sock, deadline.remaining(0.5), _line_complete)
-            tls = ssl_context(config).wrap_socket(sock, server_hostname=config.host, do_handshake_on_connect=False)
-            tls.settimeout(max(deadline.remaining(0.5), 0.001))
-            tls.do_handshake()
-            read_answer(tls, deadline.remaining(_ALERT_WAIT), _line_complete)
+            with upgrade(sock, ssl_context(config), config.host, deadline.remaining(0.5)) as tls:
+                read_answer(tls, deadline.remaining(_ALERT_WAIT), _line_complete)
         except ssl.SSLError as exc:
             alert = client_cert_alert(exc)
             if alert:
