@@ -71,6 +71,8 @@ without them and leaves everything else running):
                  "tls_client_cert": 19199 (socat verify=1 front to "tls_client_cert_backend": 19097, a Tansu
                  advertising 19199), "tls_notyet": 19200 (socat front to 19096), "advertised_bad": 19094 (a
                  Tansu advertising "advertised_bad_address": 127.0.0.1:17999, where nothing listens),
+                 "advertised_unresolvable": 19095 (a Tansu advertising "advertised_unresolvable_address", a
+                 name with a 64-character label that the resolver library refuses locally: no DNS query),
                  "cluster_id": "tansu_cluster", "notes"},
        "pulsar": {"host", "plain": 16650, "url": "pulsar://127.0.0.1:16650", "tls": 16651,
                   "tls_url": "pulsar+ssl://127.0.0.1:16651", "tls_expired": 16652, "tls_wronghost": 16653,
@@ -135,7 +137,7 @@ PORTS: dict[str, dict[str, int]] = {
              "limited": 14225, "restricted": 14226},
     "kafka": {"plain": 19092, "sasl": 19093, "tls": 19196, "tls_expired": 19197, "tls_wronghost": 19198,
               "tls_backend": 19096, "tls_client_cert": 19199, "tls_client_cert_backend": 19097,
-              "tls_notyet": 19200, "advertised_bad": 19094},
+              "tls_notyet": 19200, "advertised_bad": 19094, "advertised_unresolvable": 19095},
     "pulsar": {"plain": 16650, "tls": 16651, "tls_expired": 16652, "tls_wronghost": 16653,
                "tls_client_cert": 16654, "tls_notyet": 16655},
 }
@@ -144,6 +146,9 @@ MOSQUITTO_FAULT_PORTS = ("tls_notyet", "restricted")
 RABBIT_RUNTIME_LISTENERS = {"tls_client_cert": "server", "tls_notyet": "notyet"}   # rabbitmqctl eval
 FAULTS = {"silent": 17001, "syn_drop": 17002, "refused": 17999, "closed": 17003}
 KAFKA_BAD_ADVERTISED = f"{HOST}:{FAULTS['refused']}"     # what kafka "advertised_bad" hands out
+# what kafka "advertised_unresolvable" hands out: a name that cannot resolve, whose 64-character label makes
+# the C library's resolver refuse it locally, so that neither librdkafka nor the console sends a DNS query
+KAFKA_UNRESOLVABLE_ADVERTISED = f"kafka-0.{'x' * 64}.invalid:9092"
 CERT_NAMES = ("ca", "other-ca", "server", "wronghost", "expired", "soon", "client")
 FAULT_CERT_NAMES = ("notyet", "other-client")            # scripts/pki.py write_fault_certs
 APT_PACKAGES = ("rabbitmq-server", "mosquitto", "mosquitto-clients", "nats-server", "socat")
@@ -474,7 +479,8 @@ def _procs(d: Path) -> list[Proc]:
             ("kafka-sasl", k["sasl"], f"{HOST}:{k['sasl']}", ["--authentication"]),
             ("kafka-tls-backend", k["tls_backend"], f"{HOST}:{k['tls']}", []),
             ("kafka-tls-client-cert-backend", k["tls_client_cert_backend"], f"{HOST}:{k['tls_client_cert']}", []),
-            ("kafka-advertised-bad", k["advertised_bad"], KAFKA_BAD_ADVERTISED, [])):
+            ("kafka-advertised-bad", k["advertised_bad"], KAFKA_BAD_ADVERTISED, []),
+            ("kafka-advertised-unresolvable", k["advertised_unresolvable"], KAFKA_UNRESOLVABLE_ADVERTISED, [])):
         procs.append(Proc(name, [tansu, "broker", "--listener-url", f"tcp://{HOST}:{port}",
                                  "--advertised-listener-url", f"tcp://{advertised}",
                                  "--storage-engine", "memory://tansu/", *extra],
@@ -749,6 +755,7 @@ def _lab_dict(d: Path, procs: list[Proc]) -> dict:
                      "max_connections": NATS_MAX_CONNECTIONS},
             "kafka": {**host, **k, "bootstrap": f"{HOST}:{k['plain']}", "cluster_id": "tansu_cluster",
                       "advertised_bad_address": KAFKA_BAD_ADVERTISED,
+                      "advertised_unresolvable_address": KAFKA_UNRESOLVABLE_ADVERTISED,
                       "notes": ["sasl: Tansu stores no SCRAM credentials, so every SASL login fails "
                                 "(unknown-user); SASL PLAIN is not offered",
                                 "tls*: socat TLS fronts to tls_backend, which advertises "

@@ -121,7 +121,8 @@ def faults() -> list[Fault]:
     out += _each_protocol(
         "mtls_client_cert_rejected", "tls_client_cert_rejected", "handshake",
         lambda lab, p: config(lab, p, "tls_client_cert", tls=True, login=LOGIN[p], client="other_client"),
-        fix=("CN=Unrelated Test CA", "tls_cert", where("tls_client_cert")), detail=("refused the TLS client certificate",))
+        fix=("CN=Unrelated Test CA", "tls_cert", where("tls_client_cert")),
+        detail=("refused the TLS client certificate",))
     out += _each_protocol(
         "mtls_client_cert_accepted", "ok", None,
         lambda lab, p: config(lab, p, "tls_client_cert", tls=True, login=LOGIN[p], client="client"))
@@ -141,14 +142,21 @@ def faults() -> list[Fault]:
         if p == "kafka":
             out.append(Fault(p, "advertised_address_unreachable", lambda lab: config(lab, "kafka", "advertised_bad"),
                              "advertised_address_unreachable", "operation",
-                             fix=("advertised.listeners", lambda lab, _: lab["brokers"]["kafka"]["advertised_bad_address"],
-                                  where("advertised_bad")),
+                             fix=("advertised.listeners", where("advertised_bad"),
+                                  lambda lab, _: lab["brokers"]["kafka"]["advertised_bad_address"]),
                              detail=(lambda lab, _: lab["brokers"]["kafka"]["advertised_bad_address"],),
                              check="advertised_address_unreachable"))
+            out.append(Fault(p, "advertised_address_unresolvable",
+                             lambda lab: config(lab, "kafka", "advertised_unresolvable"),
+                             "advertised_address_unreachable", "operation",
+                             fix=("advertised.listeners", "cannot be resolved",
+                                  lambda lab, _: lab["brokers"]["kafka"]["advertised_unresolvable_address"]),
+                             detail=("cannot be resolved",), check="advertised_address_unreachable"))
         else:
-            out.append(Fault(p, "advertised_address_unreachable", None, "advertised_address_unreachable", None,
-                             skip="pulsar-lite's lookup always hands out the address it was asked on"
-                             if p == "pulsar" else f"{p} hands out no broker addresses"))
+            for name in ("advertised_address_unreachable", "advertised_address_unresolvable"):
+                out.append(Fault(p, name, None, "advertised_address_unreachable", None,
+                                 skip="pulsar-lite's lookup always hands out the address it was asked on"
+                                 if p == "pulsar" else f"{p} hands out no broker addresses"))
     out += [
         Fault("nats", "connection_limit", lambda lab: config(lab, "nats", "limited"), "connection_limit",
               "handshake", fix=("max_connections", where("limited")), detail=("maximum connections exceeded",)),

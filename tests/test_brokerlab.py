@@ -479,6 +479,15 @@ def test_not_yet_valid_certificate(lab: dict, broker: str) -> None:
     assert raised.value.verify_code == 9 and "not yet valid" in raised.value.verify_message
 
 
+def test_kafka_advertises_a_name_that_cannot_resolve(lab: dict) -> None:
+    """The name is refused by the resolver library itself (a 64-character label): no DNS query is sent."""
+    k = lab["brokers"]["kafka"]
+    metadata, _ = kafka_probe(kafka_addr(lab, "advertised_unresolvable"))
+    assert [f"{b.host}:{b.port}" for b in metadata.brokers.values()] == [k["advertised_unresolvable_address"]]
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo(k["advertised_unresolvable_address"].rsplit(":", 1)[0].encode(), 9092)
+
+
 def test_kafka_advertises_an_unreachable_address(lab: dict) -> None:
     k = lab["brokers"]["kafka"]
     metadata, _ = kafka_probe(kafka_addr(lab, "advertised_bad"))

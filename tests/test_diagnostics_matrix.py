@@ -491,7 +491,8 @@ def test_every_cause_text_renders_with_its_values() -> None:
              "mechanism": "PLAIN", "offered": "SCRAM-SHA-256", "reason_code": 135, "reason": "Not authorized",
              "topic": "t", "vhost": "v", "exchange": "e", "speaks": "AMQP", "identity": "i", "step": "auth",
              "detail": "d", "publish_exchange": "amq.default", "subject": "_INBOX.x", "limit": 0,
-             "advertised": "h:2", "advertised_problem": "refuses connections", "not_before_at": "2030-01-01 00:00:00 UTC",
+             "advertised": "h:2", "advertised_problem": "refuses connections",
+             "not_before_at": "2030-01-01 00:00:00 UTC",
              "client_subject": "CN=c", "client_issuer": "CN=i"}
     for key in all_texts():
         cause, _, rest = key.partition("/")
@@ -519,7 +520,8 @@ def test_production_fault(lab: dict, item: Fault) -> None:
     config = item.build(lab)
     d, elapsed = run(config, item.timeout)
     failed = next((s for s in d.steps if s.status == "failed"), None)
-    said = f"{item.id}: {d.cause} at {failed.name if failed else None} {[(s.name, s.status, s.detail) for s in d.steps]}"
+    steps = [(s.name, s.status, s.detail) for s in d.steps]
+    said = f"{item.id}: {d.cause} at {failed.name if failed else None} {steps}"
     assert d.cause == item.cause, said
     tls = config.tls or str(config.options.get("security_protocol", "")).endswith("SSL")
     assert_steps(d, item.step, tls)

@@ -52,8 +52,8 @@ from typing import Any, Callable, Iterable
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
-from .base import (BrokerConfig, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, frame_complete,
-                   one_line)
+from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
+                   frame_complete, one_line)
 from .net import diagnose, probe_tcp, tls_failure
 
 _CORRELATION = 0x6D63C0DE
@@ -138,7 +138,10 @@ def advertised_failure(metadata: Any, deadline: Deadline, bootstrap_where: str) 
     brokers = sorted((b.id, b.host, b.port) for b in metadata.brokers.values())
     problems: list[tuple[str, str]] = []
     for _, host, port in brokers:
-        found = probe_tcp(host, port, deadline.remaining(1.0))
+        try:
+            found = probe_tcp(host, port, deadline.remaining(1.0))
+        except (UnicodeError, ValueError) as exc:       # a name that is no valid host name at all
+            found = CheckFailed("dns_failure", f"{host}: {exc}")
         if found is None:
             return None
         problem = {"dns_failure": "cannot be resolved", "connection_refused": "refuses connections",
