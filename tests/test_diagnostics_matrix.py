@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+import pika
 import pytest
 
 from console.brokers import PROTOCOLS, driver_class
@@ -598,3 +599,23 @@ def test_a_timeout_in_the_operation_is_named_by_its_step() -> None:
                                          "detail": named.message, **named.facts})
     assert summary.startswith("The operation step ran out of time: MQTT at 127.0.0.1:11883") and "3 s" in summary
     assert "handshake" not in summary and fix
+
+
+def test_the_rabbitmq_write_probe_leaves_nothing_in_a_queue(lab: dict) -> None:
+    """The operation's publish goes to the configured exchange with a routing key nothing binds; even a
+    queue bound with "#" (which matches every key) keeps nothing, because the message expires at once."""
+    r = lab["brokers"]["rabbitmq"]
+    params = pika.ConnectionParameters(host=HOST, port=r["plain"], virtual_host=r["vhost"],
+                                       credentials=pika.PlainCredentials(r["username"], r["password"]),
+                                       socket_timeout=TIMEOUT, stack_timeout=TIMEOUT, connection_attempts=1)
+    connection = pika.BlockingConnection(params)
+    try:
+        channel = connection.channel()
+        queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        channel.queue_bind(queue, "amq.topic", "#")
+        d, _ = run(cfg(lab, "rabbitmq", options={"vhost": r["vhost"], "exchange": "amq.topic"}), TIMEOUT)
+        assert d.ok and "published 1 confirmed, non-mandatory message to amq.topic" in d.step("operation").detail
+        method, _, _ = channel.basic_get(queue, auto_ack=True)
+        assert method is None
+    finally:
+        connection.close()

@@ -7,6 +7,8 @@ every vhost, when the default exchange is used), so nothing is ever created, and
 checks no permission on a passive declare, one confirmed, non-mandatory publish to that exchange (the
 default exchange when none is configured) with a routing key nothing binds
 (`messaging-console.diagnostics.<random>`): the broker drops it, and its confirm proves write permission.
+The message expires at once (`expiration` "0") and carries the header `x-messaging-console-diagnosis`, since
+a fanout exchange or a `#` binding delivers whatever the routing key.
 One classifier (`RabbitmqDriver.classify`) names pika's errors for both, connection limits
 (`connection_limit`: a 530 whose text begins like an access refusal) and refused client certificates
 included.
@@ -59,6 +61,10 @@ _STEP = 0.001
 _CLOSED = re.compile(r"\((\d{3})\)\s*['\"](.+?)['\"]\)?,?\)?$")
 _PROBE_EXCHANGE = "amq.direct"
 ROUTING_KEY_PREFIX = "messaging-console.diagnostics."
+# expiration "0": never kept in a queue (only a consumer ready at that moment could get it, through a fanout
+# exchange or a "#" binding, which ignore the routing key), marked so that such a consumer can skip it
+_PROBE_PROPERTIES = pika.BasicProperties(app_id="messaging-console", content_type="text/plain", expiration="0",
+                                         headers={"x-messaging-console-diagnosis": True}, delivery_mode=1)
 _LIMIT = re.compile(r"connection limit \((\d+)\)")
 
 
@@ -306,7 +312,8 @@ class RabbitmqDriver(Driver):
         self._drive(deadline, events, ("confirming", "closed"), "switch the channel to publisher confirms")
         if "closed" not in events:
             channel.basic_publish(exchange, routing_key, b"messaging-console diagnosis (dropped: nothing binds "
-                                                         b"this routing key)", mandatory=False)
+                                                         b"this routing key)", properties=_PROBE_PROPERTIES,
+                                  mandatory=False)
             self._drive(deadline, events, ("confirm", "closed"), f"confirm a publish to {shown}")
         if "closed" in events:
             raise self._channel_closed(events["closed"], "publish")
