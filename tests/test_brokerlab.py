@@ -5,6 +5,7 @@ Uses the session `lab` fixture (tests/lab_fixtures.py). Every network timeout is
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gc
 import json
 import logging
@@ -25,6 +26,9 @@ import pulsar
 import pytest
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
+from cryptography import x509
+
+from tests.lab_fixtures import load_brokerlab
 
 T = TypeVar("T")
 TIMEOUT = 3.0
@@ -396,11 +400,217 @@ def test_cluster_cases_name_live_listeners_and_fault_ports(lab: dict) -> None:
     assert {faults[n] for c in cases.values() for n in c["nodes"] if n in faults} == set(faults.values())
 
 
+# ---------------------------------------------------------------------------------- production faults
+
+def test_fault_closed_accepts_and_closes_at_once(lab: dict) -> None:
+    f = lab["faults"]
+    with socket.create_connection((f["host"], f["closed"]), timeout=TIMEOUT) as sock:
+        sock.settimeout(TIMEOUT)
+        assert sock.recv(1) == b""
+
+
+def test_fault_certificates(lab: dict) -> None:
+    def load(name: str) -> x509.Certificate:
+        with open(lab["certs"][name], "rb") as handle:
+            return x509.load_pem_x509_certificate(handle.read())
+
+    notyet = load("notyet_crt")
+    assert notyet.not_valid_before_utc > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    assert notyet.issuer == load("ca").subject
+    assert load("other_client_crt").issuer == load("other_ca").subject
+
+
+def test_fault_certificates_join_an_existing_pki(tmp_path) -> None:
+    """A lab whose PKI predates the fault certificates gets them signed by its own CAs, without a new CA
+    (which would break the brokers that run with the old one); a not-yet-valid certificate whose start
+    comes close is issued again."""
+    pki = load_brokerlab()._pki_module()
+    pki.write_pki(tmp_path)
+    ca = (tmp_path / "ca.crt").read_bytes()
+    (tmp_path / "notyet.crt").unlink()
+    (tmp_path / "other-client.key").unlink()
+    assert set(pki.write_fault_certs(tmp_path)) == {"notyet", "other-client"}
+    assert (tmp_path / "ca.crt").read_bytes() == ca and pki.write_fault_certs(tmp_path) == {}
+    soon = pki.issue(pki._load(tmp_path, "ca"), "localhost", ("localhost",), ("127.0.0.1",),
+                     not_before=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2))
+    pki._save(tmp_path, {"notyet": soon})
+    assert set(pki.write_fault_certs(tmp_path)) == {"notyet"}
+    cert = x509.load_pem_x509_certificate((tmp_path / "notyet.crt").read_bytes())
+    assert cert.not_valid_before_utc > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=pki.NOT_YET_VALID_MARGIN)
+
+
+def _tls(lab: dict, port: int, client: str | None = None, **context: Any) -> str:
+    """A TLS handshake and one read on 127.0.0.1:port (the lab's CA trusted): the version, or the error."""
+    ctx = tls_context(lab["certs"]["ca"])
+    if client:
+        ctx.load_cert_chain(lab["certs"][f"{client}_crt"], lab["certs"][f"{client}_key"])
+    for key, value in context.items():
+        setattr(ctx, key, value)
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        try:
+            with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+                tls.settimeout(0.3)
+                try:
+                    tls.recv(1)
+                except socket.timeout:
+                    pass
+                return tls.version() or ""
+        except ssl.SSLError as exc:
+            return exc.reason or str(exc)
+
+
+MTLS = [("rabbitmq", "tls_client_cert"), ("mqtt", "tls_client_cert"), ("kafka", "tls_client_cert"),
+        ("pulsar", "tls_client_cert")]
+
+
+@pytest.mark.parametrize("broker,kind", MTLS)
+def test_mutual_tls_listeners(lab: dict, broker: str, kind: str) -> None:
+    """No client certificate: CERTIFICATE_REQUIRED at the first read (TLS 1.3); one from another CA:
+    UNKNOWN_CA; the lab's client certificate: accepted."""
+    port = lab["brokers"][broker][kind]
+    assert _tls(lab, port) == "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert _tls(lab, port, "other_client") == "TLSV1_ALERT_UNKNOWN_CA"
+    assert _tls(lab, port, "client") == "TLSv1.3"
+
+
+def test_mutual_tls_nats_says_bad_certificate_to_both(lab: dict) -> None:
+    n = lab["brokers"]["nats"]
+    with pytest.raises((ssl.SSLError, ConnectionError, nats.errors.Error, OSError)):
+        nats_connect(nats_url(lab, "tls_client_cert", "tls"), tls=tls_context(lab["certs"]["ca"]))
+    ctx = tls_context(lab["certs"]["ca"])
+    ctx.load_cert_chain(lab["certs"]["client_crt"], lab["certs"]["client_key"])
+    assert nats_connect(f"tls://{n['host']}:{n['tls_client_cert']}", tls=ctx)["tls_verify"] is True
+
+
+def test_mutual_tls_12_fails_inside_the_handshake(lab: dict) -> None:
+    port = lab["brokers"]["mqtt"]["tls12_client_cert"]
+    assert _tls(lab, port) == "SSLV3_ALERT_HANDSHAKE_FAILURE"
+    assert _tls(lab, port, "client") == "TLSv1.2"
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq", "mqtt", "nats", "kafka", "pulsar"])
+def test_not_yet_valid_certificate(lab: dict, broker: str) -> None:
+    port = lab["brokers"][broker]["tls_notyet"]
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        if broker == "nats":
+            sock.recv(4096)       # INFO, in plaintext before the upgrade
+        with pytest.raises(ssl.SSLCertVerificationError) as raised:
+            tls_context(lab["certs"]["ca"]).wrap_socket(sock, server_hostname="127.0.0.1")
+    assert raised.value.verify_code == 9 and "not yet valid" in raised.value.verify_message
+
+
+def test_kafka_advertises_a_name_that_cannot_resolve(lab: dict) -> None:
+    """The name is refused by the resolver library itself (a 64-character label): no DNS query is sent."""
+    k = lab["brokers"]["kafka"]
+    metadata, _ = kafka_probe(kafka_addr(lab, "advertised_unresolvable"))
+    assert [f"{b.host}:{b.port}" for b in metadata.brokers.values()] == [k["advertised_unresolvable_address"]]
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo(k["advertised_unresolvable_address"].rsplit(":", 1)[0].encode(), 9092)
+
+
+def test_kafka_advertises_an_unreachable_address(lab: dict) -> None:
+    k = lab["brokers"]["kafka"]
+    metadata, _ = kafka_probe(kafka_addr(lab, "advertised_bad"))
+    assert [f"{b.host}:{b.port}" for b in metadata.brokers.values()] == [k["advertised_bad_address"]]
+    with pytest.raises(ConnectionRefusedError):
+        host, port = k["advertised_bad_address"].split(":")
+        socket.create_connection((host, int(port)), timeout=TIMEOUT).close()
+
+
+def test_nats_limited_refuses_a_second_connection(lab: dict) -> None:
+    n = lab["brokers"]["nats"]
+    with socket.create_connection((n["host"], n["limited"]), timeout=TIMEOUT) as sock:
+        sock.settimeout(TIMEOUT)
+        data = b""
+        while b"-ERR" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"INFO ") and b"-ERR 'maximum connections exceeded'" in data
+
+
+@pytest.mark.parametrize("vhost,user", [("limited_vhost", None), (None, "limited_user")])
+def test_rabbitmq_connection_limits(lab: dict, vhost: str | None, user: str | None) -> None:
+    r = lab["brokers"]["rabbitmq"]
+    params = pika.ConnectionParameters(
+        host=r["host"], port=r["plain"], virtual_host=r[vhost] if vhost else r["vhost"],
+        credentials=pika.PlainCredentials(r[user] if user else r["username"],
+                                          r["limited_password"] if user else r["password"]),
+        socket_timeout=TIMEOUT, stack_timeout=TIMEOUT, connection_attempts=1, retry_delay=0)
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError, match=r"connection limit \(0\) is reached"):
+        pika.BlockingConnection(params)
+
+
+def test_rabbitmq_restricted_user_may_not_publish(lab: dict) -> None:
+    r = lab["brokers"]["rabbitmq"]
+    params = pika.ConnectionParameters(
+        host=r["host"], port=r["plain"], virtual_host=r["vhost"],
+        credentials=pika.PlainCredentials(r["restricted_user"], r["restricted_password"]),
+        socket_timeout=TIMEOUT, stack_timeout=TIMEOUT, connection_attempts=1, retry_delay=0)
+    conn = pika.BlockingConnection(params)
+    try:
+        channel = conn.channel()
+        channel.exchange_declare("amq.topic", passive=True)      # a passive declare checks nothing
+        channel.confirm_delivery()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="ACCESS_REFUSED"):
+            channel.basic_publish("amq.topic", "nothing.binds.this", b"x")
+    finally:
+        conn.close()
+
+
+def test_mqtt_restricted_user_is_refused_outside_its_topic(lab: dict) -> None:
+    m = lab["brokers"]["mqtt"]
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lab-{uuid.uuid4().hex[:8]}",
+                         protocol=mqtt.MQTTv5)
+    client.username_pw_set(m["restricted_user"], m["restricted_password"])
+    acks: dict[str, Any] = {}
+    client.on_connect = lambda *args: acks.setdefault("connack", args[3])
+    client.on_publish = lambda _c, _u, mid, code, _p: acks.setdefault(mid, code)
+    client.connect(m["host"], m["restricted"])
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while "connack" not in acks and time.monotonic() < deadline:
+            client.loop(0.05)
+        assert not acks["connack"].is_failure
+        denied = client.publish("elsewhere/x", b"x", qos=1).mid
+        allowed = client.publish("sensors/x", b"x", qos=1).mid
+        while (denied not in acks or allowed not in acks) and time.monotonic() < deadline:
+            client.loop(0.05)
+        assert str(acks[denied]) == "Not authorized" and not acks[allowed].is_failure
+    finally:
+        client.disconnect()
+
+
+def test_nats_restricted_user_is_refused_outside_its_subjects(lab: dict) -> None:
+    n = lab["brokers"]["nats"]
+
+    async def run() -> list[str]:
+        seen: list[str] = []
+
+        async def collect(exc: Exception) -> None:
+            seen.append(str(exc))
+
+        nc = await nats.connect(servers=[f"nats://{n['host']}:{n['restricted']}"], user=n["restricted_user"],
+                                password=n["restricted_password"], connect_timeout=2, allow_reconnect=False,
+                                error_cb=collect)
+        try:
+            await nc.subscribe("_INBOX.lab")
+            await nc.flush(timeout=TIMEOUT)
+            await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+        return seen
+
+    assert any("permissions violation" in said.lower() for said in asyncio.run(run()))
+
+
 # ------------------------------------------------------------------------------------------ the harness
 
 def test_lab_json_matches_the_port_plan(lab: dict) -> None:
     assert lab["brokers"]["rabbitmq"]["plain"] == 17672
-    assert lab["faults"] == {"host": "127.0.0.1", "silent": 17001, "syn_drop": 17002, "refused": 17999}
+    assert lab["faults"] == {"host": "127.0.0.1", "silent": 17001, "syn_drop": 17002, "refused": 17999,
+                             "closed": 17003}
     assert all(b["host"] == "127.0.0.1" for b in lab["brokers"].values())
     assert all(pid for pid in (proc["pid"] for proc in lab["processes"].values()))
 

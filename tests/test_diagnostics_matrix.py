@@ -8,7 +8,10 @@ asserts the cause code, the failing step, that earlier steps passed and later on
 fix names the concrete value to change, and that the diagnosis kept its deadline. Then: healthy runs of
 every broker, DNS failures through an injected resolver (no real lookup), deadlines on the silent port,
 "following the fix makes it green", progress callbacks, no leaked threads or sockets, and a run inside a
-running asyncio loop. BrokerConfig objects are built directly; only 127.0.0.1 is contacted.
+running asyncio loop. Then the production faults (tests/production_faults.py: mutual TLS, a certificate
+not yet valid, an accept-and-close port, a Kafka broker advertising an address nobody can reach,
+connection limits, restricted users) as a (protocol × fault) matrix that also asserts that the check
+names the same cause. BrokerConfig objects are built directly; only 127.0.0.1 is contacted.
 """
 from __future__ import annotations
 
@@ -23,12 +26,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+import pika
 import pytest
 
 from console.brokers import PROTOCOLS, driver_class
 from console.brokers.base import CAUSES, BrokerConfig
+from console.brokers import get_driver
+from console.brokers.base import StepFailed
 from console.diagnostics.base import STEPS, Diagnosis
-from console.diagnostics.engine import diagnose
+from console.diagnostics.causes import explain
+from console.diagnostics.engine import _named_by_step, diagnose
+from tests.production_faults import FAULTS, Fault
 
 HOST = "127.0.0.1"
 TIMEOUT = 3.0
@@ -178,8 +186,8 @@ def protocol_cases() -> list[Case]:
              lambda lab: cfg(lab, "mqtt", "plain_auth", password="wrong-pass", options={"protocol_version": "5"}),
              "auth_failed", "auth", detail=("Not authorized",)),
         case("mqtt", "login", lambda lab: cfg(lab, "mqtt", "plain_auth"), "ok", None),
-        case("mqtt", "client_cert_missing", lambda lab: cfg(lab, "mqtt", "tls_client_cert"), "auth_failed",
-             "handshake", fix=("tls_cert", "tls_key")),
+        case("mqtt", "client_cert_missing", lambda lab: cfg(lab, "mqtt", "tls_client_cert"),
+             "tls_client_cert_required", "handshake", fix=("tls_cert", "tls_key")),
         case("mqtt", "client_cert",
              lambda lab: cfg(lab, "mqtt", "tls_client_cert", tls_cert_file=lab["certs"]["client_crt"],
                              tls_key_file=lab["certs"]["client_key"]), "ok", None),
@@ -302,6 +310,7 @@ def test_healthy_summaries_name_the_broker(matrix_lab: dict) -> None:
     rabbit, _ = run(cfg(matrix_lab, "rabbitmq"), TIMEOUT)
     assert "RabbitMQ 3." in rabbit.summary and "vhost labvhost" in rabbit.summary
     assert "PLAIN" in rabbit.step("handshake").detail and "amq.direct" in rabbit.step("operation").detail
+    assert "published 1 confirmed, non-mandatory message to amq.default" in rabbit.step("operation").detail
     mqtt, _ = run(cfg(matrix_lab, "mqtt"), TIMEOUT)
     assert mqtt.step("auth").detail.endswith("anonymous (no username configured; the broker accepts anonymous "
                                              "clients)")
@@ -404,6 +413,24 @@ FIXES = [
      lambda c, lab: replace(c, password=lab["brokers"]["nats"]["password"]), "auth_failed"),
     ("TLS off on a TLS port → TLS on", "nats", lambda lab: cfg(lab, "nats", "tls", tls=False),
      lambda c, lab: replace(c, tls=True, tls_ca_file=lab["certs"]["ca"]), "tls_required"),
+    ("no client certificate → the lab's client certificate (RabbitMQ)", "rabbitmq",
+     lambda lab: cfg(lab, "rabbitmq", "tls_client_cert", login=True),
+     lambda c, lab: replace(c, tls_cert_file=lab["certs"]["client_crt"], tls_key_file=lab["certs"]["client_key"]),
+     "tls_client_cert_required"),
+    ("refused client certificate → one signed by the trusted CA (NATS)", "nats",
+     lambda lab: cfg(lab, "nats", "tls_client_cert", tls_cert_file=lab["certs"]["other_client_crt"],
+                     tls_key_file=lab["certs"]["other_client_key"]),
+     lambda c, lab: replace(c, tls_cert_file=lab["certs"]["client_crt"], tls_key_file=lab["certs"]["client_key"]),
+     "tls_client_cert_rejected"),
+    ("publish refused → a user with write permission (RabbitMQ)", "rabbitmq",
+     lambda lab: cfg(lab, "rabbitmq", username=lab["brokers"]["rabbitmq"]["restricted_user"],
+                     password=lab["brokers"]["rabbitmq"]["restricted_password"]),
+     lambda c, lab: replace(c, username=lab["brokers"]["rabbitmq"]["username"],
+                            password=lab["brokers"]["rabbitmq"]["password"]), "access_denied"),
+    ("vhost at its connection limit → a vhost without one", "rabbitmq",
+     lambda lab: cfg(lab, "rabbitmq", options={"vhost": lab["brokers"]["rabbitmq"]["limited_vhost"]}),
+     lambda c, lab: replace(c, options={**c.options, "vhost": lab["brokers"]["rabbitmq"]["vhost"]}),
+     "connection_limit"),
 ]
 
 
@@ -492,7 +519,10 @@ def test_every_cause_text_renders_with_its_values() -> None:
              "days_left": -3, "sans": ["DNS:a"], "server_name": "h", "ca_file": "/ca.pem", "ca_subjects": ["CN=c"],
              "mechanism": "PLAIN", "offered": "SCRAM-SHA-256", "reason_code": 135, "reason": "Not authorized",
              "topic": "t", "vhost": "v", "exchange": "e", "speaks": "AMQP", "identity": "i", "step": "auth",
-             "detail": "d"}
+             "detail": "d", "publish_exchange": "amq.default", "subject": "_INBOX.x", "limit": 0,
+             "advertised": "h:2", "advertised_problem": "refuses connections",
+             "not_before_at": "2030-01-01 00:00:00 UTC",
+             "client_subject": "CN=c", "client_issuer": "CN=i"}
     for key in all_texts():
         cause, _, rest = key.partition("/")
         protocol, _, variant = rest.partition("/")
@@ -500,3 +530,102 @@ def test_every_cause_text_renders_with_its_values() -> None:
             summary, fix = explain(cause, {**facts, "protocol": p, "variant": variant or None})
             assert summary and not UNFILLED.search(summary) and not UNFILLED.search(fix), (key, summary, fix)
             assert cause == "ok" or fix, key
+
+
+# ------------------------------------------------------------------------------- production faults
+
+def _value(lab: dict, protocol: str, value: Any) -> str:
+    return value(lab, protocol) if callable(value) else value
+
+
+@pytest.mark.parametrize("item", FAULTS, ids=[f.id for f in FAULTS])
+def test_production_fault(lab: dict, item: Fault) -> None:
+    """One (protocol × fault) cell: the diagnosis names the cause at the step where it happened, with a fix
+    that names the concrete values; the check ("Test connection") names the same cause (or is up when only
+    the operation step can meet the fault); both keep their deadline."""
+    if item.skip:
+        pytest.skip(item.skip)
+    assert item.build is not None
+    config = item.build(lab)
+    d, elapsed = run(config, item.timeout)
+    failed = next((s for s in d.steps if s.status == "failed"), None)
+    steps = [(s.name, s.status, s.detail) for s in d.steps]
+    said = f"{item.id}: {d.cause} at {failed.name if failed else None} {steps}"
+    assert d.cause == item.cause, said
+    tls = config.tls or str(config.options.get("security_protocol", "")).endswith("SSL")
+    assert_steps(d, item.step, tls)
+    assert_shape(d, config)
+    assert elapsed <= item.timeout * ALLOWANCE, f"{item.id}: diagnosis took {elapsed:.3f} s"
+    for words in item.detail:
+        assert _value(lab, item.protocol, words) in d.step(item.step).detail, said
+    for words in item.fix:
+        expected = _value(lab, item.protocol, words)
+        assert expected in d.fix or expected in d.summary, f"{item.id}: {expected!r} not in {d.summary} / {d.fix}"
+    if item.cause != "ok":
+        assert d.fix and d.summary, said
+    started = time.monotonic()
+    result = get_driver(config.protocol).check(config, item.timeout)
+    checked = time.monotonic() - started
+    check = "ok" if result.up else result.cause
+    assert check == item.check_cause, f"{said}; check: {check} {result.message}"
+    assert checked <= item.timeout * ALLOWANCE, f"{item.id}: check took {checked:.3f} s"
+
+
+def test_production_faults_cover_every_protocol() -> None:
+    """Every fault has a cell for every protocol: shown in the lab, or skipped with the reason."""
+    names = {f.name.removesuffix("_v311").removesuffix("_exchange") for f in FAULTS} - {"write_permission_proven",
+                                                                                        "user_connection_limit"}
+    for name in names:
+        assert {f.protocol for f in FAULTS if f.name == name} == set(PROTOCOLS), name
+    assert all(f.skip or f.build for f in FAULTS)
+
+
+def test_tls_13_client_certificate_refusal_shows_at_the_first_read(lab: dict) -> None:
+    """With TLS 1.3 the broker's refusal of a missing client certificate arrives after the handshake (the
+    tls step passes, the first read fails); a TLS 1.2 listener (Mosquitto tls_version tlsv1.2) refuses
+    inside the handshake with a bare HANDSHAKE_FAILURE, named by the CertificateRequest it sent. Check and
+    diagnosis name the same cause in both."""
+    tls13, _ = run(cfg(lab, "mqtt", "tls_client_cert"), TIMEOUT)
+    assert "TLSv1.3" in tls13.step("tls").detail and tls13.step("tls").status == "ok"
+    assert tls13.cause == "tls_client_cert_required" and tls13.step("handshake").status == "failed"
+    config = cfg(lab, "mqtt", port=lab["brokers"]["mqtt"]["tls12_client_cert"], tls=True)
+    tls12, _ = run(config, TIMEOUT)
+    assert tls12.cause == "tls_client_cert_required" and tls12.step("tls").status == "failed", tls12.as_dict()
+    assert "HANDSHAKE_FAILURE" in tls12.step("tls").detail and "tls_cert" in tls12.fix
+    assert get_driver("mqtt").check(config, TIMEOUT).cause == "tls_client_cert_required"
+    accepted = replace(config, tls_cert_file=lab["certs"]["client_crt"], tls_key_file=lab["certs"]["client_key"])
+    ok, _ = run(accepted, TIMEOUT)
+    assert ok.ok and "TLSv1.2" in ok.step("tls").detail, ok.as_dict()
+
+
+def test_a_timeout_in_the_operation_is_named_by_its_step() -> None:
+    """A timeout while the operation runs is not a handshake timeout: it becomes unknown with a summary that
+    says the operation step ran out of time; a handshake or login timeout stays what it is."""
+    timed_out = StepFailed("handshake_timeout", "no SUBACK within the time left", topic="t")
+    named = _named_by_step("operation", timed_out)
+    assert named.cause == "unknown" and named.facts["variant"] == "operation_timeout" and named.facts["topic"] == "t"
+    assert _named_by_step("handshake", timed_out) is timed_out and _named_by_step("auth", timed_out) is timed_out
+    summary, fix = explain(named.cause, {"protocol": "mqtt", "where": "127.0.0.1:11883", "timeout": 3.0,
+                                         "detail": named.message, **named.facts})
+    assert summary.startswith("The operation step ran out of time: MQTT at 127.0.0.1:11883") and "3 s" in summary
+    assert "handshake" not in summary and fix
+
+
+def test_the_rabbitmq_write_probe_leaves_nothing_in_a_queue(lab: dict) -> None:
+    """The operation's publish goes to the configured exchange with a routing key nothing binds; even a
+    queue bound with "#" (which matches every key) keeps nothing, because the message expires at once."""
+    r = lab["brokers"]["rabbitmq"]
+    params = pika.ConnectionParameters(host=HOST, port=r["plain"], virtual_host=r["vhost"],
+                                       credentials=pika.PlainCredentials(r["username"], r["password"]),
+                                       socket_timeout=TIMEOUT, stack_timeout=TIMEOUT, connection_attempts=1)
+    connection = pika.BlockingConnection(params)
+    try:
+        channel = connection.channel()
+        queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        channel.queue_bind(queue, "amq.topic", "#")
+        d, _ = run(cfg(lab, "rabbitmq", options={"vhost": r["vhost"], "exchange": "amq.topic"}), TIMEOUT)
+        assert d.ok and "published 1 confirmed, non-mandatory message to amq.topic" in d.step("operation").detail
+        method, _, _ = channel.basic_get(queue, auto_ack=True)
+        assert method is None
+    finally:
+        connection.close()

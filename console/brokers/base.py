@@ -20,9 +20,11 @@ from typing import Any, Callable, ClassVar, Literal, Mapping
 
 CAUSES = (
     "ok", "dns_failure", "connection_refused", "connect_timeout", "handshake_timeout",
-    "tls_untrusted", "tls_expired", "tls_hostname_mismatch", "tls_required", "tls_not_offered",
+    "connection_closed", "connection_limit",
+    "tls_untrusted", "tls_expired", "tls_not_yet_valid", "tls_hostname_mismatch", "tls_required",
+    "tls_not_offered", "tls_client_cert_required", "tls_client_cert_rejected",
     "auth_failed", "sasl_mechanism_unsupported", "access_denied", "not_found",
-    "protocol_mismatch", "unknown",
+    "advertised_address_unreachable", "protocol_mismatch", "unknown",
 )
 
 
@@ -170,12 +172,17 @@ class Greeting:
 @dataclass(frozen=True)
 class Wire:
     """A protocol's first exchange: the greeting, when its answer is complete, and whether the broker
-    speaks first (NATS sends INFO on connect, in plaintext even before a TLS upgrade)."""
+    speaks first (NATS sends INFO on connect, in plaintext even before a TLS upgrade). A broker that speaks
+    first may refuse right after its first words (NATS: `-ERR 'maximum connections exceeded'`), and over
+    TLS 1.3 refuses a client certificate only after the handshake: `listen_after_preamble` waits a moment
+    for either without sending a byte (a probe that logged in anonymously would leave an authorization
+    error in the broker's log)."""
 
     greeting: Greeting
     complete: Callable[[bytes], bool]
     server_first: bool = False
     starttls: bool = False
+    listen_after_preamble: bool = False   # after the broker's first words (and after TLS), listen a moment
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Kafka driver (confluent-kafka `AdminClient`, librdkafka).
 
-Check: bootstrap, one metadata request, destroy. Diagnosis: the handshake is a raw ApiVersions request;
-the login and the operation use the AdminClient (cluster metadata, then a description of the configured
-topic: `describe_topics`, because a metadata request for a missing topic may create it on brokers with
+Check: bootstrap, one metadata request, a TCP connection to the brokers the metadata advertises, destroy.
+Diagnosis: the handshake is a raw ApiVersions request; the login and the operation use the AdminClient
+(cluster metadata; then the operation reaches an advertised broker and describes the configured topic:
+`describe_topics`, because a metadata request for a missing topic may create it on brokers with
 auto-creation on). One classifier (`KafkaDriver.classify`) maps librdkafka's errors to causes for both.
 
 Connection string: `config.servers` as the bootstrap list (`host1:9092,host2:9092`), else `host:port`.
@@ -35,7 +36,12 @@ Traps handled:
   then tells `tls_not_offered`; a plaintext client against a TLS port or another protocol is told by
   `net.diagnose`;
 - librdkafka never raises the cause of a failed login either: the diagnosis's login loops short
-  `list_topics` calls and polls until a decisive error arrives, like the check.
+  `list_topics` calls and polls until a decisive error arrives, like the check;
+- the most common Kafka connection problem: the bootstrap server answers metadata, but the brokers it
+  advertises (`advertised.listeners`) cannot be resolved or reached from here; `list_topics` still
+  succeeds over the bootstrap connection and only what needs a broker (produce, consume, describe)
+  times out. The check and the diagnosis therefore connect to every advertised broker
+  (`advertised_failure`) and name the address (`advertised_address_unreachable`) when none answers.
 """
 from __future__ import annotations
 
@@ -47,9 +53,9 @@ from typing import Any, Callable, Iterable
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
-from .base import (BrokerConfig, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, frame_complete,
-                   one_line)
-from .net import diagnose, tls_failure
+from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
+                   frame_complete, one_line)
+from .net import diagnose, probe_tcp, tls_failure
 from .nodes import node_name
 
 _CORRELATION = 0x6D63C0DE
@@ -132,6 +138,33 @@ def advertised_brokers(metadata: Any) -> list[str]:
     return [node_name(b.host, b.port) for _, b in sorted(metadata.brokers.items())]
 
 
+def advertised_failure(metadata: Any, deadline: Deadline, bootstrap_where: str) -> StepFailed | None:
+    """`advertised_address_unreachable` when no broker the cluster's metadata advertises can be resolved
+    and reached by TCP from here (a working one is enough: the others are a cluster's partial outage);
+    None otherwise."""
+    brokers = sorted((b.id, b.host, b.port) for b in metadata.brokers.values())
+    problems: list[tuple[str, str]] = []
+    for _, host, port in brokers:
+        try:
+            found = probe_tcp(host, port, deadline.remaining(1.0))
+        except (UnicodeError, ValueError) as exc:       # a name that is no valid host name at all
+            found = CheckFailed("dns_failure", f"{host}: {exc}")
+        if found is None:
+            return None
+        problem = {"dns_failure": "cannot be resolved", "connection_refused": "refuses connections",
+                   "connect_timeout": "does not answer TCP connections"}.get(found.cause, "cannot be reached")
+        problems.append((f"[{host}]:{port}" if ":" in host else f"{host}:{port}", problem))
+    if not problems:
+        return None
+    advertised = ", ".join(address for address, _ in problems)
+    kinds = sorted({problem for _, problem in problems})
+    detail = "; ".join(f"{address} {problem}" for address, problem in problems)
+    return StepFailed("advertised_address_unreachable",
+                      f"the bootstrap server {bootstrap_where} answers, but the advertised broker "
+                      f"address{'es' if len(problems) > 1 else ''} {detail} (advertised.listeners)",
+                      advertised=advertised, advertised_problem=" and ".join(kinds))
+
+
 class KafkaDriver(Driver):
     """Kafka with confluent-kafka: metadata for the check; ApiVersions, SASL login with cluster metadata
     and a topic description for the diagnosis."""
@@ -143,6 +176,14 @@ class KafkaDriver(Driver):
     tls_on = "set security_protocol to SSL, or SASL_SSL with a SASL login"
     tls_off = "set security_protocol to PLAINTEXT, or SASL_PLAINTEXT with a SASL login"
     texts = {
+        "advertised_address_unreachable": (
+            "The Kafka bootstrap server {where} answers, but the broker address the cluster advertises, "
+            "{advertised}, {advertised_problem} from this console: metadata works, producing and consuming "
+            "do not.",
+            "Set advertised.listeners of the broker behind {where} to an address this console can resolve and "
+            "reach (for example advertised.listeners=PLAINTEXT://<host reachable from here>:<port>; it "
+            "advertises {advertised} now), or make {advertised} resolvable and reachable from here. Brokers in "
+            "Docker or Kubernetes need a listener advertised for clients outside."),
         "auth_failed": (
             "The SASL {mechanism} login of {username} failed.{said}",
             "Check the SASL username and password, and that the user has {mechanism} credentials on the "
@@ -231,6 +272,9 @@ class KafkaDriver(Driver):
                         break
                     continue
                 deadline.done()
+                unreachable = advertised_failure(metadata, deadline, bootstrap(config))
+                if unreachable is not None:
+                    raise unreachable
                 controller = metadata.brokers.get(metadata.controller_id)
                 return {"cluster_id": metadata.cluster_id, "controller_id": metadata.controller_id,
                         "controller": f"{controller.host}:{controller.port}" if controller else None,
@@ -302,6 +346,10 @@ class KafkaDriver(Driver):
         assert self.admin is not None
         topic = str(self.config.options.get("topic") or "").strip()
         self.facts["topic"] = topic or None
+        if self.metadata is not None:
+            unreachable = advertised_failure(self.metadata, deadline, bootstrap(self.config))
+            if unreachable is not None:
+                raise unreachable
         if not topic:
             md = self.admin.list_topics(timeout=max(deadline.remaining(), 0.01))
             return Passed(f"no topic configured: cluster metadata instead (cluster {md.cluster_id}, "

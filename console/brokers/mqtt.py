@@ -37,7 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .base import BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, one_line
-from .net import classify, diagnose, ssl_context
+from .net import classify, client_cert_failure, diagnose, ssl_context
 
 MQTT_GREETING = Greeting(
     "MQTT", b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00", lambda reply: reply[:1] == b"\x20")
@@ -49,7 +49,7 @@ _CONNACK_CODES = {0: "accepted", 1: "unacceptable protocol version", 2: "client 
 TOPIC_PREFIX = "messaging-console/diagnostics/"
 _STEP = 0.01
 _CLIENT_CERT_WORDS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN",
-                      "ACCESS_DENIED")
+                      "CERTIFICATE_EXPIRED", "ACCESS_DENIED")
 
 
 def protocol_version(value: object) -> tuple[int, str]:
@@ -74,25 +74,31 @@ def refusal(config: BrokerConfig, code: Any) -> StepFailed:
     return StepFailed(cause, words, words=words)
 
 
-def no_connack(where: str, disconnect: Any | None, log: list[str]) -> StepFailed:
-    """The cause when no CONNACK came: a client certificate the broker's TLS alert refused (paho's log),
-    a lost connection or silence (both `unsure`: a transport fault may hide behind them)."""
+def no_connack(where: str, disconnect: Any | None, log: list[str], client_cert: bool | None = None) -> StepFailed:
+    """The cause when no CONNACK came: a client certificate the broker's TLS alert refused or found missing
+    (paho's log; `client_cert`: whether one is configured), a lost connection or silence (both `unsure`: a
+    transport fault may hide behind them)."""
     words = "; ".join(log[-2:])
-    if any(word in words for word in _CLIENT_CERT_WORDS):
-        return StepFailed("auth_failed", f"{where}: the broker rejected the client certificate ({words})",
-                          words=words, variant="client_certificate")
+    alert = next((word for word in _CLIENT_CERT_WORDS if word in words), None)
+    if alert:
+        found = client_cert_failure(alert, client_cert, where)
+        return StepFailed(found.cause, f"{found.message}: {words}", words=words)
     if disconnect is not None:
         detail = one_line(disconnect) + (f"; {words}" if words else "")
         return StepFailed("unknown", f"{where}: connection lost before CONNACK ({detail})", unsure=True)
     return StepFailed("handshake_timeout", f"{where}: no CONNACK within the time left", unsure=True)
 
 
-def connect_error(where: str, exc: BaseException, tls: bool) -> StepFailed:
-    """The cause of an exception from paho's connect (timeouts `unsure`)."""
-    found = classify(exc, during_tls=tls, where=where)
+def connect_error(where: str, exc: BaseException, tls: bool, client_cert: bool | None = None) -> StepFailed:
+    """The cause of an exception from paho's connect; `unsure` (so that the check probes the transport) for
+    timeouts, a TLS handshake ended without a word (a port that accepts and closes at once looks the same
+    to paho) and TLS errors without a name (a TLS 1.2 broker's bare HANDSHAKE_FAILURE for a missing client
+    certificate)."""
+    found = classify(exc, during_tls=tls, where=where, client_cert=client_cert)
     if found is None:
         return StepFailed("unknown", f"{where}: {one_line(repr(exc))}", unsure=True)
-    return StepFailed(found.cause, found.message, unsure=found.cause in ("connect_timeout", "handshake_timeout"))
+    return StepFailed(found.cause, found.message,
+                      unsure=found.cause in ("connect_timeout", "handshake_timeout", "tls_not_offered", "unknown"))
 
 
 def _mqtt_complete(data: bytes) -> bool:
@@ -181,14 +187,14 @@ class MqttDriver(Driver):
             deadline.done()
             return {"protocol_version": label, "session_present": bool(flags.session_present),
                     "tls": config.tls}
-        failed = no_connack(where, outcome.get("disconnect"), log)
+        failed = no_connack(where, outcome.get("disconnect"), log, bool(config.tls_cert_file))
         if failed.unsure:
             raise diagnose(config, config.host, config.port, deadline, MQTT_GREETING, failed)
         raise failed
 
     @staticmethod
     def _connect_error(config: BrokerConfig, deadline: Deadline, exc: BaseException) -> CheckFailed:
-        failed = connect_error(f"{config.host}:{config.port}", exc, config.tls)
+        failed = connect_error(f"{config.host}:{config.port}", exc, config.tls, bool(config.tls_cert_file))
         if failed.unsure:
             return diagnose(config, config.host, config.port, deadline, MQTT_GREETING, failed)
         return failed
@@ -232,11 +238,13 @@ class MqttDriver(Driver):
             client.connect(self.config.host, self.config.port,
                            keepalive=int(self.config.options.get("keepalive") or 60))
         except (OSError, ValueError) as exc:
-            raise connect_error(f"{self.config.host}:{self.config.port}", exc, self.config.tls) from None
+            raise connect_error(f"{self.config.host}:{self.config.port}", exc, self.config.tls,
+                                bool(self.config.tls_cert_file)) from None
         self._drive(deadline, ("connack", "disconnect"))
         code = events.get("connack")
         if code is None:
-            raise no_connack(f"{self.config.host}:{self.config.port}", events.get("disconnect"), self.log)
+            raise no_connack(f"{self.config.host}:{self.config.port}", events.get("disconnect"), self.log,
+                             bool(self.config.tls_cert_file))
         self.facts.update(reason_code=code.value, reason=str(code))
         if code.is_failure:
             raise refusal(self.config, code)

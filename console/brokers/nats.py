@@ -2,9 +2,13 @@
 
 Check: connect (INFO, CONNECT, PING/PONG), one more PING/PONG for the round-trip time, close. Diagnosis:
 the handshake is the server's INFO line (read raw; before the TLS upgrade it also says whether TLS is
-offered at all); the login is nats-py's CONNECT + PING/PONG with the configured user, password or token;
-the operation is a request to a private inbox (subscribe to a unique inbox subject, publish to it,
-receive the message). One classifier (`NatsDriver.classify`) names nats-py's errors for both.
+offered at all) and whatever the server sends next on its own (`-ERR 'maximum connections exceeded'`
+right after INFO is `connection_limit`; after the TLS upgrade, a TLS 1.3 server's alert refusing the
+client certificate), with nothing sent, so that no probe leaves an authorization error in the server's
+log; the login is nats-py's CONNECT + PING/PONG with the configured
+user, password or token; the operation is a request to a private inbox (subscribe to a unique inbox
+subject, publish to it, receive the message; a `Permissions Violation` is `access_denied` at once). One
+classifier (`NatsDriver.classify`) names nats-py's errors for both.
 
 Connection string: `nats://host:4222`, `tls://host:4222` when TLS is on (built from `host`/`port`).
 
@@ -22,6 +26,11 @@ Traps handled:
 - without `tls=`, nats-py upgrades to TLS on its own (system store) when the server requires it: a TLS
   failure then means `tls_required`;
 - the failed attempt's real error only reaches `error_cb` (`NoServersError` is raised): it is collected;
+- a server at its `max_connections` sends INFO and `-ERR 'maximum connections exceeded'` and closes, and
+  nats-py only says "Connection lost": the first lines the server sends are read raw (`server_refusal`);
+- nats-server answers a refused client certificate with the alert `BAD_CERTIFICATE` whether or not one
+  was sent, and nats-py often reports only a lost connection: the configuration tells required from
+  rejected, and a lost TLS connection is probed with a handshake that waits for the alert;
 - the check runs on its own event loop (in a helper thread when the caller's thread already runs one),
   and every task, transport and the loop itself are closed before it returns; the diagnosis runs its
   coroutines on a private loop in a helper thread (one connection across the login and the operation;
@@ -44,9 +53,14 @@ from nats import errors as nerr
 
 from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
                    one_line)
-from .net import classify, diagnose, ssl_context
+from .net import classify, client_cert_alert, client_cert_failure, connect, diagnose, read_answer, \
+    ssl_context, upgrade
 
 NATS_GREETING = Greeting("NATS", b"CONNECT {}\r\nPING\r\n", lambda reply: reply.startswith(b"INFO "))
+_MAX_CONNECTIONS = "maximum connections exceeded"
+_POLL = 0.02
+_ERR_WAIT = 0.05   # seconds a server at its max_connections takes at most to follow INFO with -ERR
+_ALERT_WAIT = 0.2  # seconds a TLS 1.3 server takes at most to refuse a client certificate after the handshake
 T = TypeVar("T")
 _CLOSE_WAIT = 0.5
 
@@ -100,6 +114,31 @@ def _quiet_asyncio() -> None:
 
 def _line_complete(data: bytes) -> bool:
     return b"\r\n" in data
+
+
+def server_errors(reply: bytes) -> list[str]:
+    """The texts of the `-ERR '...'` lines in a NATS server's answer."""
+    return [line[5:].strip().strip("'") for line in reply.decode("utf-8", "replace").split("\r\n")
+            if line.startswith("-ERR ")]
+
+
+def server_refusal(host: str, port: int, timeout: float) -> str | None:
+    """The `-ERR` a NATS server sends right after its INFO, before the client says a word (a server at its
+    `max_connections` does so, then closes), or None."""
+    try:
+        sock = connect(host, port, timeout)
+    except OSError:
+        return None
+    try:
+        reply = read_answer(sock, timeout, _line_complete) or b""
+        if reply.startswith(b"INFO ") and b"-ERR" not in reply:
+            reply += read_answer(sock, min(timeout, _ERR_WAIT), _line_complete) or b""
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    errors = server_errors(reply)
+    return errors[0] if errors else None
 
 
 def parse_info(reply: bytes) -> dict[str, Any]:
@@ -186,9 +225,17 @@ class NatsDriver(Driver):
             "set: 'Authorization Violation'.",
             "Set a username and password or a token, as configured in the server's authorization block."),
         "access_denied": (
-            "The NATS server refused the request on a private inbox for {login}.{said}",
-            "Allow the user to publish and subscribe on _INBOX.> in the server's permissions block "
-            "(permissions {{ publish: [\"_INBOX.>\"], subscribe: [\"_INBOX.>\"] }})."),
+            "The NATS server refused {login} the subject {subject} of the diagnosis's request on a private "
+            "inbox.{said}",
+            "Allow {username} to publish and subscribe on _INBOX.> (and on the subjects its services use) in "
+            "the server's permissions: users = [{{user: {username}, permissions: {{publish: [\"_INBOX.>\", ...], "
+            "subscribe: [\"_INBOX.>\", ...]}}}}]; then reload the server (nats-server --signal reload)."),
+        "connection_limit": (
+            "The NATS server at {where} refused the connection: 'maximum connections exceeded' (its "
+            "max_connections is reached).",
+            "Raise max_connections in the configuration of the server on {where} and reload it (nats-server "
+            "--signal reload), or close idle clients; its monitoring endpoint (/connz) lists the connections "
+            "that hold the slots."),
     }
 
     def __init__(self) -> None:
@@ -254,16 +301,65 @@ class NatsDriver(Driver):
             failed = StepFailed("handshake_timeout", f"{where}: no NATS INFO/PONG within the timeout", unsure=True)
         else:
             failed = self.classify(config, outcome["error"], outcome["seen"], where)
+        if failed.unsure and failed.cause not in ("connect_timeout", "handshake_timeout"):
+            found = self._limited(host, port, deadline) or self._tls_refusal(config, deadline)
+            if found is not None:
+                return found
         if failed.unsure:
             return diagnose(config, host, port, deadline, NATS_GREETING, failed)
         return failed
+
+    @staticmethod
+    def _tls_refusal(config: BrokerConfig, deadline: Deadline) -> StepFailed | None:
+        """A refused or missing client certificate, read as a NATS client meets it: INFO in plaintext, the
+        TLS upgrade, then the first read after the handshake, where a TLS 1.3 server sends its alert (nothing
+        is sent, so the probe leaves no authorization error in the server's log)."""
+        if not config.tls:
+            return None
+        where = f"{config.host}:{config.port}"
+        try:
+            sock = connect(config.host, config.port, deadline.remaining())
+        except OSError:
+            return None
+        try:
+            read_answer(sock, deadline.remaining(0.5), _line_complete)
+            with upgrade(sock, ssl_context(config), config.host, deadline.remaining(0.5)) as tls:
+                read_answer(tls, deadline.remaining(_ALERT_WAIT), _line_complete)
+        except ssl.SSLError as exc:
+            alert = client_cert_alert(exc)
+            if alert:
+                found = client_cert_failure(alert, bool(config.tls_cert_file), where)
+                return StepFailed(found.cause, found.message, words=alert)
+        except (OSError, ValueError, CheckFailed):
+            pass
+        finally:
+            sock.close()
+        return None
+
+    @staticmethod
+    def _limited(host: str, port: int, deadline: Deadline) -> StepFailed | None:
+        """connection_limit when the server at host:port refuses new connections at its max_connections."""
+        said = server_refusal(host, port, deadline.remaining(0.5))
+        if said and _MAX_CONNECTIONS in said.lower():
+            return StepFailed("connection_limit", f"{host}:{port}: -ERR '{said}' right after INFO",
+                              words=f"-ERR '{said}'")
+        return None
 
     @staticmethod
     def classify(config: BrokerConfig, exc: BaseException, seen: list[BaseException], where: str = "") -> StepFailed:
         """The cause of a failed nats-py connect or request (`seen`: what reached `error_cb`), for the
         check and the diagnosis alike."""
         prefix = f"{where}: " if where else ""
-        for candidate in [exc, *(e for e in reversed(seen) if e is not exc)]:
+        candidates = [exc, *(e for e in reversed(seen) if e is not exc)]
+        for candidate in candidates:
+            alert = client_cert_alert(candidate)
+            if alert and config.tls:
+                found = client_cert_failure(alert, bool(config.tls_cert_file), where)
+                return StepFailed(found.cause, found.message, words=alert)
+            if _MAX_CONNECTIONS in str(candidate).lower():
+                return StepFailed("connection_limit", f"{prefix}-ERR '{_MAX_CONNECTIONS}'",
+                                  words=f"-ERR '{_MAX_CONNECTIONS}'")
+        for candidate in candidates:
             words = one_line(str(candidate) or repr(candidate))
             if "authorization violation" in words.lower():
                 variant = None if (config.username or config.token) else "no_credentials"
@@ -272,16 +368,16 @@ class NatsDriver(Driver):
             if isinstance(candidate, (ssl.SSLError, ssl.CertificateError)) and not config.tls:
                 return StepFailed("tls_required", f"{prefix}requires TLS but the settings ask for plaintext "
                                                   f"(nats-py's own TLS upgrade failed: {one_line(candidate)})")
-            found = classify(candidate, during_tls=config.tls, where=where)
+            found = classify(candidate, during_tls=config.tls, where=where, client_cert=bool(config.tls_cert_file))
             if found is not None:
                 return StepFailed(found.cause, found.message,
-                                  unsure=found.cause in ("connect_timeout", "handshake_timeout"))
+                                  unsure=found.cause in ("connect_timeout", "handshake_timeout", "tls_not_offered"))
         words = one_line(str(exc) or repr(exc))
         if "permissions violation" in words.lower():
             return StepFailed("access_denied", f"{prefix}{words}", words=words)
         if isinstance(exc, TimeoutError):
             return StepFailed("handshake_timeout", f"{prefix}{words}", unsure=True)
-        if isinstance(exc, (nerr.NoServersError, nerr.Error)) or "info" in words.lower():
+        if isinstance(exc, (nerr.NoServersError, nerr.Error, ConnectionError)) or "info" in words.lower():
             return StepFailed("unknown", f"{prefix}{words}", unsure=True)
         return StepFailed("unknown", f"{prefix}{one_line(f'{type(exc).__name__}: {exc}')}")
 
@@ -289,9 +385,10 @@ class NatsDriver(Driver):
 
     @classmethod
     def wire(cls) -> Wire:
-        return Wire(NATS_GREETING, _line_complete, server_first=True, starttls=True)
+        return Wire(NATS_GREETING, _line_complete, server_first=True, starttls=True, listen_after_preamble=True)
 
     def check_preamble(self, preamble: bytes) -> None:
+        self._refused(preamble)
         info = parse_info(preamble)
         if info and not (info.get("tls_required") or info.get("tls_available")):
             raise StepFailed("tls_not_offered", f"the server's INFO has neither tls_required nor tls_available "
@@ -299,6 +396,7 @@ class NatsDriver(Driver):
 
     def describe_handshake(self, reply: bytes) -> str:
         info = self.info = parse_info(reply)
+        self._refused(reply)
         if not info:
             return "the server answered the NATS greeting"
         self.facts.update(version=info.get("version"), server_name=info.get("server_name"))
@@ -309,6 +407,13 @@ class NatsDriver(Driver):
         return (f"nats-server {info.get('version', '?')} (server {str(info.get('server_name', '?'))[:12]}…) sent "
                 f"INFO{': ' + ', '.join(traits) if traits else ''}")
 
+    @staticmethod
+    def _refused(reply: bytes) -> None:
+        """connection_limit when the server followed its INFO with -ERR 'maximum connections exceeded'."""
+        if any(_MAX_CONNECTIONS in error.lower() for error in server_errors(reply)):
+            raise StepFailed("connection_limit", f"the server sent INFO and then -ERR '{_MAX_CONNECTIONS}' and "
+                                                 f"closed the connection", words=f"-ERR '{_MAX_CONNECTIONS}'")
+
     def auth(self, deadline: Deadline, link: Link) -> Passed:
         self.facts.update(username=self.config.username, login=self.login_words())
         _quiet_asyncio()
@@ -316,7 +421,10 @@ class NatsDriver(Driver):
         context = ssl_context(self.config) if self.config.tls else None
         outcome = self.runner.run(self._connect(deadline, context), deadline.remaining())
         if isinstance(outcome, BaseException):
-            raise self.classify(self.config, outcome, self.seen)
+            failed = self.classify(self.config, outcome, self.seen)
+            if failed.unsure and failed.cause not in ("connect_timeout", "handshake_timeout"):
+                raise self._limited(self.config.host, self.config.port, deadline) or failed
+            raise failed
         assert self.nc is not None
         info = self.nc._server_info or {}
         who = self.login_words()
@@ -349,8 +457,9 @@ class NatsDriver(Driver):
             return Passed(outcome)
         denied = [e for e in self.seen if "permissions violation" in str(e).lower()]
         if denied:
-            words = one_line(denied[-1])
-            raise StepFailed("access_denied", words, words=words)
+            words = one_line(denied[0])
+            raise StepFailed("access_denied", words, words=words, subject=self.facts.get("subject") or "_INBOX.>",
+                             username=self.config.username or "the client")
         raise StepFailed("handshake_timeout" if isinstance(outcome, TimeoutError) else "unknown",
                          one_line(f"the inbox request failed: {outcome!r}"))
 
@@ -358,12 +467,19 @@ class NatsDriver(Driver):
         nc = self.nc
         assert nc is not None
         inbox = nc.new_inbox()
+        self.facts["subject"] = inbox
         payload = secrets.token_hex(8).encode()
         try:
             subscription = await nc.subscribe(inbox)
             await nc.publish(inbox, payload)
             await nc.flush(timeout=max(deadline.remaining(), 0.01))
-            message = await subscription.next_msg(timeout=max(deadline.remaining(), 0.01))
+            while True:
+                try:
+                    message = await subscription.next_msg(timeout=max(deadline.remaining(_POLL), 0.001))
+                    break
+                except (asyncio.TimeoutError, TimeoutError, nerr.TimeoutError):
+                    if deadline.expired or any("permissions violation" in str(e).lower() for e in self.seen):
+                        raise
             await subscription.unsubscribe()
         except (asyncio.TimeoutError, TimeoutError) as exc:
             return TimeoutError(str(exc) or "no message within the time left")

@@ -3,8 +3,15 @@
 - `ssl_context(config)`: the client `SSLContext` a `BrokerConfig` asks for (its CA file or the system
   store, its client certificate and key, host-name checking on or off).
 - `classify(exc)`: a socket or `ssl` exception as a cause code (`connection_refused`, `connect_timeout`,
-  `dns_failure`, `tls_untrusted`, `tls_expired`, `tls_hostname_mismatch`, `tls_not_offered`, ...).
-- `probe_tcp`, `probe_tls`, `speaks_tls`, `exchange`: small deadline-bounded probes of one address.
+  `dns_failure`, `tls_untrusted`, `tls_expired`, `tls_not_yet_valid`, `tls_hostname_mismatch`,
+  `tls_not_offered`, `tls_client_cert_required`, `tls_client_cert_rejected`, ...). A broker refuses a
+  client certificate with a TLS alert: with TLS 1.3 the client's handshake completes first and the alert
+  arrives at the first read; `CERTIFICATE_REQUIRED` means none was sent, the others (`UNKNOWN_CA`,
+  `BAD_CERTIFICATE`, ...) that one was refused, except that nats-server (Go) answers `BAD_CERTIFICATE`
+  to both, so only the configuration (`client_cert`: was one sent?) tells them apart.
+- `probe_tcp`, `probe_tls`, `speaks_tls`, `exchange`, `closes_at_once`: small deadline-bounded probes of
+  one address (`closes_at_once`: the port accepts and closes before a byte, like a load balancer with no
+  healthy backend).
 - `diagnose(...)`: names the cause when a client library failed without saying why (it timed out, the
   connection was lost, every certificate problem looked the same): TCP first, then either the configured
   TLS handshake or the protocol's own greeting in plaintext, whose answer tells a plaintext broker from a
@@ -26,7 +33,8 @@ from typing import Callable
 
 from .base import BrokerConfig, CheckFailed, Deadline, Greeting, one_line
 
-_EXPIRED_CODES = {9, 10}
+_EXPIRED_CODES = {10}
+_NOT_YET_VALID_CODES = {9}
 _HOSTNAME_CODES = {62, 63, 64}
 _NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
                     "HTTP_REQUEST", "UNEXPECTED_EOF_WHILE_READING", "UNKNOWN_PROTOCOL",
@@ -62,7 +70,9 @@ def _verify_failure(exc: ssl.SSLError | ValueError, where: str) -> CheckFailed:
     code = getattr(exc, "verify_code", None)
     text = getattr(exc, "verify_message", None) or str(exc)
     lowered = text.lower()
-    if code in _EXPIRED_CODES or "expired" in lowered or "not yet valid" in lowered:
+    if code in _NOT_YET_VALID_CODES or "not yet valid" in lowered:
+        cause = "tls_not_yet_valid"
+    elif code in _EXPIRED_CODES or "expired" in lowered:
         cause = "tls_expired"
     elif code in _HOSTNAME_CODES or "mismatch" in lowered or "doesn't match" in lowered:
         cause = "tls_hostname_mismatch"
@@ -71,9 +81,35 @@ def _verify_failure(exc: ssl.SSLError | ValueError, where: str) -> CheckFailed:
     return CheckFailed(cause, f"{where}certificate verify failed: {text}")
 
 
-def classify(exc: BaseException, *, during_tls: bool = False, where: str = "") -> CheckFailed | None:
+CLIENT_CERT_CAUSES = ("tls_client_cert_required", "tls_client_cert_rejected")
+
+
+def client_cert_alert(exc: BaseException) -> str | None:
+    """The TLS alert (its OpenSSL reason) with which a broker refused the client certificate, or None."""
+    reason = getattr(exc, "reason", None) or ""
+    if isinstance(exc, ssl.SSLError) and "ALERT" in reason and any(a in reason for a in _CLIENT_CERT_ALERTS):
+        return reason
+    return None
+
+
+def client_cert_failure(reason: str, client_cert: bool | None, where: str = "") -> CheckFailed:
+    """`tls_client_cert_required` or `tls_client_cert_rejected` for a broker's TLS alert `reason`;
+    `client_cert` says whether a client certificate was configured (None: unknown, judge by the alert)."""
+    prefix = f"{where}: " if where else ""
+    required = "CERTIFICATE_REQUIRED" in reason if client_cert is None else not client_cert
+    if required:
+        return CheckFailed("tls_client_cert_required", f"{prefix}the broker requires a TLS client certificate "
+                                                       f"and none is configured ({reason})")
+    return CheckFailed("tls_client_cert_rejected", f"{prefix}the broker refused the TLS client certificate "
+                                                   f"({reason})")
+
+
+def classify(exc: BaseException, *, during_tls: bool = False, where: str = "",
+             client_cert: bool | None = None) -> CheckFailed | None:
     """The cause code of a socket or `ssl` exception, or None when it names none; `during_tls` says the
-    exception came from a TLS handshake (a reset or EOF then means the port does not speak TLS)."""
+    exception came from a TLS handshake (a reset or EOF then means the port does not speak TLS);
+    `client_cert` whether a client certificate is configured (it tells a refused certificate from a
+    missing one where the broker's alert does not)."""
     prefix = f"{where}: " if where else ""
     if isinstance(exc, (ssl.SSLCertVerificationError, ssl.CertificateError)):
         return _verify_failure(exc, prefix)
@@ -89,8 +125,8 @@ def classify(exc: BaseException, *, during_tls: bool = False, where: str = "") -
         reason = exc.reason or ""
         if reason in _NOT_TLS_REASONS or isinstance(exc, ssl.SSLEOFError):
             return CheckFailed("tls_not_offered", f"{prefix}the port does not speak TLS ({exc})")
-        if "ALERT" in reason and any(alert in reason for alert in _CLIENT_CERT_ALERTS):
-            return CheckFailed("auth_failed", f"{prefix}the broker rejected the client certificate ({exc})")
+        if client_cert_alert(exc):
+            return client_cert_failure(reason, client_cert, where)
         return CheckFailed("unknown", f"{prefix}TLS error: {exc}")
     if during_tls and isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
         return CheckFailed("tls_not_offered", f"{prefix}the port reset the TLS handshake ({exc})")
@@ -117,6 +153,35 @@ def probe_tcp(host: str, port: int, timeout: float) -> CheckFailed | None:
     return None
 
 
+def closes_at_once(host: str, port: int, timeout: float) -> bool:
+    """True when host:port accepts a TCP connection and closes it (FIN or reset) within `timeout` without
+    sending a byte and without being sent one: a proxy or load balancer with no healthy backend, an IP
+    allow-list. A broker that waits for its client's greeting stays silent instead."""
+    try:
+        sock = connect(host, port, timeout)
+    except OSError:
+        return False
+    try:
+        sock.settimeout(max(timeout, _MIN_WAIT))
+        return sock.recv(1) == b""
+    except (socket.timeout, TimeoutError):
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.close()
+
+
+def _closed_at_once(host: str, port: int, deadline: Deadline) -> CheckFailed | None:
+    if closes_at_once(host, port, deadline.remaining(CLOSE_WAIT)):
+        return CheckFailed("connection_closed", f"{host}:{port} accepts TCP connections and closes them at "
+                                                f"once, before a byte")
+    return None
+
+
+CLOSE_WAIT = 0.2   # seconds an accepted connection is watched for an immediate close
+
+
 def probe_tls(config: BrokerConfig, host: str, port: int, timeout: float,
               listen: float = 0.0) -> CheckFailed | None:
     """None when a TLS handshake with `config`'s settings succeeds within `timeout`, else the cause;
@@ -137,14 +202,19 @@ def probe_tls(config: BrokerConfig, host: str, port: int, timeout: float,
                 except (socket.timeout, TimeoutError):
                     pass
                 except ssl.SSLError as exc:
-                    return classify(exc, during_tls=True, where=where)
+                    return classify(exc, during_tls=True, where=where, client_cert=bool(config.tls_cert_file))
                 except OSError:
                     pass
             return None
     except (OSError, ValueError) as exc:
-        return classify(exc, during_tls=True, where=where) or CheckFailed("unknown", f"{where}: {exc!r}")
+        found = classify(exc, during_tls=True, where=where, client_cert=bool(config.tls_cert_file)) or \
+            CheckFailed("unknown", f"{where}: {exc!r}")
     finally:
         sock.close()
+    if found.cause == "unknown" and "HANDSHAKE_FAILURE" in found.message and not config.tls_cert_file and \
+            presented(lambda left: connect(host, port, left), host, timeout).client_certificate_requested:
+        return client_cert_failure("HANDSHAKE_FAILURE after asking for a client certificate", False, where)
+    return found
 
 
 def tls_failure(config: BrokerConfig, host: str, port: int, deadline: Deadline,
@@ -246,6 +316,8 @@ def diagnose(config: BrokerConfig, host: str, port: int, deadline: Deadline, gre
         found = probe_tls(config, host, port, deadline.remaining() / 2, listen=deadline.remaining(0.4) / 4)
         if found is None:
             return _over_tls(config, host, port, deadline, greeting, fallback)
+        if found.cause == "tls_not_offered":
+            return _closed_at_once(host, port, deadline) or found
         if found.cause != "handshake_timeout":
             return found
         try:
@@ -277,6 +349,9 @@ def diagnose(config: BrokerConfig, host: str, port: int, deadline: Deadline, gre
     if name:
         return CheckFailed("protocol_mismatch", f"{where} speaks {name}, not {greeting.protocol}")
     if not reply:
+        closed = _closed_at_once(host, port, deadline)
+        if closed is not None:
+            return closed
         return CheckFailed("protocol_mismatch", f"{where} closed the connection on the {greeting.protocol} "
                                                 f"greeting: it does not seem to speak {greeting.protocol}")
     return CheckFailed("protocol_mismatch", f"{where} answered the {greeting.protocol} greeting with "

@@ -3,8 +3,15 @@
 Check: AMQP 0-9-1 connect, open one channel, close. Diagnosis: the handshake is the AMQP 0-9-1 protocol
 header answered by connection.start (product, version, SASL mechanisms); the login is a pika connection
 to the vhost; the operation is a passive declare of the configured exchange (or of amq.direct, present in
-every vhost, when the default exchange is used), so nothing is ever created. One classifier
-(`RabbitmqDriver.classify`) names pika's errors for both.
+every vhost, when the default exchange is used), so nothing is ever created, and then, because RabbitMQ
+checks no permission on a passive declare, one confirmed, non-mandatory publish to that exchange (the
+default exchange when none is configured) with a routing key nothing binds
+(`messaging-console.diagnostics.<random>`): the broker drops it, and its confirm proves write permission.
+The message expires at once (`expiration` "0") and carries the header `x-messaging-console-diagnosis`, since
+a fanout exchange or a `#` binding delivers whatever the routing key.
+One classifier (`RabbitmqDriver.classify`) names pika's errors for both, connection limits
+(`connection_limit`: a 530 whose text begins like an access refusal) and refused client certificates
+included.
 
 Connection string: `host`/`port` of the `BrokerConfig` (`amqp://host:5672`, `amqps://host:5671`).
 
@@ -32,12 +39,14 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import ssl
 from typing import Any
 
 import pika
 import pika.exceptions as pex
 import pika.frame
+import pika.spec
 from pika.adapters.utils import connection_workflow as cw
 
 from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
@@ -51,6 +60,12 @@ _LOGIN_ERRORS = (pex.ProbableAuthenticationError, pex.AuthenticationError)
 _STEP = 0.001
 _CLOSED = re.compile(r"\((\d{3})\)\s*['\"](.+?)['\"]\)?,?\)?$")
 _PROBE_EXCHANGE = "amq.direct"
+ROUTING_KEY_PREFIX = "messaging-console.diagnostics."
+# expiration "0": never kept in a queue (only a consumer ready at that moment could get it, through a fanout
+# exchange or a "#" binding, which ignore the routing key), marked so that such a consumer can skip it
+_PROBE_PROPERTIES = pika.BasicProperties(app_id="messaging-console", content_type="text/plain", expiration="0",
+                                         headers={"x-messaging-console-diagnosis": True}, delivery_mode=1)
+_LIMIT = re.compile(r"connection limit \((\d+)\)")
 
 
 
@@ -98,6 +113,25 @@ class RabbitmqDriver(Driver):
             "User {username} may not use the exchange {exchange} in vhost {vhost}.{said}",
             "Grant the user permissions on {exchange} in vhost {vhost} (rabbitmqctl set_permissions -p "
             "{vhost} {username} ...)."),
+        "access_denied/publish": (
+            "User {username} may not publish to the exchange {publish_exchange} in vhost {vhost}: the broker "
+            "refused the diagnosis's publish.{said}",
+            "Grant {username} write permission on {publish_exchange} in vhost {vhost}: rabbitmqctl "
+            "set_permissions -p {vhost} {username} '<configure>' '<write>' '<read>' with a write pattern that "
+            "matches {publish_exchange} (for example '^{publish_exchange}$' or '.*'); rabbitmqctl "
+            "list_user_permissions {username} shows the current patterns."),
+        "connection_limit/vhost": (
+            "RabbitMQ refused the connection to vhost {vhost}: the vhost's connection limit ({limit}) is "
+            "reached.{said}",
+            "Raise the vhost's limit (rabbitmqctl set_vhost_limits -p {vhost} '{{\"max-connections\": <n>}}'; "
+            "rabbitmqctl list_vhost_limits -p {vhost} shows it) or close idle connections to {vhost} "
+            "(rabbitmqctl list_connections vhost user name)."),
+        "connection_limit/user": (
+            "RabbitMQ refused the connection for user {username}: the user's connection limit ({limit}) is "
+            "reached.{said}",
+            "Raise the user's limit (rabbitmqctl set_user_limits {username} '{{\"max-connections\": <n>}}'; "
+            "rabbitmqctl list_user_limits --user {username} shows it) or close idle connections of "
+            "{username} (rabbitmqctl list_connections user name)."),
         "not_found/vhost": (
             "The vhost {vhost} does not exist on RabbitMQ.{said}",
             "Create it and grant the user access (rabbitmqctl add_vhost {vhost}; rabbitmqctl set_permissions "
@@ -149,18 +183,23 @@ class RabbitmqDriver(Driver):
             connection.process_data_events(time_limit=min(library.remaining(), 0.0005))
 
     def _classify(self, config: BrokerConfig, deadline: Deadline, exc: BaseException) -> CheckFailed:
-        failed = self.classify(exc, f"{config.host}:{config.port}")
+        failed = self.classify(exc, f"{config.host}:{config.port}", client_cert=bool(config.tls_cert_file))
         if failed.unsure:
             return diagnose(config, config.host, config.port, deadline, AMQP_GREETING, failed)
         return failed
 
     @staticmethod
-    def classify(exc: BaseException, where: str = "") -> StepFailed:
-        """The cause of a failed pika connection, for the check and the login alike."""
+    def classify(exc: BaseException, where: str = "", client_cert: bool | None = None) -> StepFailed:
+        """The cause of a failed pika connection, for the check and the login alike (`client_cert`: whether
+        a client certificate is configured)."""
         closed = _CLOSED.search(str(exc)) if isinstance(exc, (pex.AMQPConnectionError, pex.AMQPError)) else None
         if closed is not None:
             code, said = int(closed.group(1)), closed.group(2)
             detail = f"connection closed by the broker: ({code}) {said}"
+            limit = _LIMIT.search(said)
+            if limit is not None:
+                return StepFailed("connection_limit", detail, words=said, limit=int(limit.group(1)),
+                                  variant="vhost" if "access to vhost" in said else "user")
             if code == 403 or isinstance(exc, _LOGIN_ERRORS):
                 return StepFailed("auth_failed", detail, words=said)
             cause = "not_found" if "not found" in said.lower() else "access_denied"
@@ -177,8 +216,10 @@ class RabbitmqDriver(Driver):
         if isinstance(inner, cw.AMQPConnectorPhaseErrorBase) and inner.exception is not None:
             inner = inner.exception
         if isinstance(inner, (ssl.SSLError, ssl.CertificateError)):
-            found = classify(inner, during_tls=True, where=where)
-            return StepFailed(found.cause, found.message) if found else StepFailed("unknown", repr(inner))
+            found = classify(inner, during_tls=True, where=where, client_cert=client_cert)
+            if found is None:
+                return StepFailed("unknown", repr(inner))
+            return StepFailed(found.cause, found.message, unsure=found.cause in ("tls_not_offered", "unknown"))
         if isinstance(exc, cw.AMQPConnectorStackTimeout):
             return StepFailed("handshake_timeout", f"{where}: no AMQP handshake within the time left", unsure=True)
         if isinstance(inner, pex.IncompatibleProtocolError) or isinstance(exc, pex.IncompatibleProtocolError):
@@ -231,7 +272,7 @@ class RabbitmqDriver(Driver):
         try:
             self.connection = pika.BlockingConnection(self._login_parameters(deadline))
         except Exception as exc:  # noqa: BLE001 - pika raises many unrelated types
-            raise self.classify(exc) from None
+            raise self.classify(exc, client_cert=bool(self.config.tls_cert_file)) from None
         who = self.config.username or "guest (pika's default; no username configured)"
         return Passed(f"logged in as {who} (PLAIN) to vhost {self.vhost}")
 
@@ -254,15 +295,40 @@ class RabbitmqDriver(Driver):
                                      callback=lambda frame: events.setdefault("declared", frame))
             self._drive(deadline, events, ("declared", "closed"), f"declare {target} passively")
         if "closed" in events:
-            reason = events["closed"]
-            code, text = getattr(reason, "reply_code", 0), _text(getattr(reason, "reply_text", reason))
-            cause = {404: "not_found", 403: "access_denied"}.get(code, "unknown")
-            raise StepFailed(cause, f"channel closed by the broker: ({code}) {text}", words=text,
-                             variant="exchange")
-        if exchange:
-            return Passed(f"exchange {exchange} exists in vhost {self.vhost} (passive declare)")
-        return Passed(f"no exchange configured (the default exchange always exists): channel opened and "
-                      f"{_PROBE_EXCHANGE} declared passively in vhost {self.vhost}")
+            raise self._channel_closed(events["closed"], "exchange")
+        declared = f"exchange {exchange} exists in vhost {self.vhost} (passive declare)" if exchange else \
+            (f"no exchange configured (the default exchange always exists): {_PROBE_EXCHANGE} declared passively "
+             f"in vhost {self.vhost}")
+        return Passed(f"{declared}; {self._publish(deadline, channel, events, exchange)}")
+
+    def _publish(self, deadline: Deadline, channel: Any, events: dict[str, Any], exchange: str) -> str:
+        """One confirmed, non-mandatory publish to `exchange` with a routing key nothing binds: RabbitMQ
+        checks write permission on the publish only (not on a passive declare)."""
+        shown = exchange or "amq.default"
+        self.facts["publish_exchange"] = shown
+        routing_key = ROUTING_KEY_PREFIX + secrets.token_hex(6)
+        channel.confirm_delivery(lambda frame: events.setdefault("confirm", frame),
+                                 callback=lambda frame: events.setdefault("confirming", frame))
+        self._drive(deadline, events, ("confirming", "closed"), "switch the channel to publisher confirms")
+        if "closed" not in events:
+            channel.basic_publish(exchange, routing_key, b"messaging-console diagnosis (dropped: nothing binds "
+                                                         b"this routing key)", properties=_PROBE_PROPERTIES,
+                                  mandatory=False)
+            self._drive(deadline, events, ("confirm", "closed"), f"confirm a publish to {shown}")
+        if "closed" in events:
+            raise self._channel_closed(events["closed"], "publish")
+        method = getattr(events["confirm"], "method", None)
+        if isinstance(method, pika.spec.Basic.Nack):
+            raise StepFailed("unknown", f"the broker refused (nack) the publish to {shown}", words="Basic.Nack")
+        return (f"published 1 confirmed, non-mandatory message to {shown} with the routing key {routing_key}, "
+                f"which nothing binds (the broker dropped it): write permission proven")
+
+    @staticmethod
+    def _channel_closed(reason: Any, variant: str) -> StepFailed:
+        code, text = getattr(reason, "reply_code", 0), _text(getattr(reason, "reply_text", reason))
+        cause = {404: "not_found", 403: "access_denied"}.get(code, "unknown")
+        return StepFailed(cause, f"channel closed by the broker: ({code}) {text}", words=text,
+                          variant="exchange" if cause == "not_found" else variant)
 
     def _drive(self, deadline: Deadline, events: dict[str, Any], until: tuple[str, ...], what: str) -> None:
         assert self.connection is not None

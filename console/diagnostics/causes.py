@@ -5,7 +5,7 @@ the broker's own words where they help.
 The generic texts live here; a protocol's own texts live in its driver (`Driver.texts`, keyed
 `cause` or `cause/variant`). Texts are looked up from the most specific to the least: the driver's
 `cause/variant`, the generic `cause//variant`, the driver's `cause`, the generic `cause`. A variant names
-a sub-case a step reported (`vhost`, `exchange`, `client_certificate`, `no_credentials`,
+a sub-case a step reported (`vhost`, `exchange`, `publish`, `user`, `operation_timeout`, `no_credentials`,
 `sasl_required`, ...).
 """
 from __future__ import annotations
@@ -37,6 +37,16 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Something on that port accepts connections without speaking {label}: a stuck broker, a proxy or load "
         "balancer without a healthy backend, or a port that expects another protocol. Check which process "
         "listens on {port} and the broker's log{tls_mismatch_hint}."),
+    "connection_closed": (
+        "{where} accepted the TCP connection and closed it at once, before a single byte of {label} or TLS: "
+        "nothing behind that port serves {label}.",
+        "Typically a proxy or load balancer on {where} with no healthy backend (check its backends' health "
+        "and the port it forwards to), an IP allow-list or firewall that accepts and drops this console's "
+        "connections, or a broker that closes connections beyond its limit (Mosquitto max_connections): the "
+        "proxy's or the broker's log shows why connections from this machine are closed."),
+    "connection_limit": (
+        "{label} at {where} refused the connection: a connection limit is reached.{said}",
+        "Raise the broker's connection limit or close idle connections that hold it; then check again."),
     "tls_untrusted": (
         "The broker's certificate{cert_words} is not signed by {ca_words}.",
         "Upload the certificate of the CA that signed the broker certificate{issuer_words}, with any "
@@ -46,6 +56,25 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Renew the certificate of the broker on {where} and reload its TLS listener (for a certificate that "
         "is not valid yet, check the clocks of the broker and of this console); turning verification off is "
         "not a fix."),
+    "tls_not_yet_valid": (
+        "The broker's certificate{cert_words} is not valid before {not_before_at}: its validity has not "
+        "started yet.",
+        "The certificate on {where} is valid only from {not_before_at} (notBefore): check the clocks of the "
+        "broker host and of this console (date -u; NTP or timedatectl), since a clock running behind makes "
+        "a new certificate look early; or reissue the certificate with a notBefore in the past and reload "
+        "the broker's TLS listener. Turning verification off is not a fix."),
+    "tls_client_cert_required": (
+        "The broker on {where} requires a TLS client certificate and none is configured: it ended the TLS "
+        "session ({words}).",
+        "Upload a client certificate and its private key (tls_cert, tls_key) signed by a CA that the "
+        "listener on {where} trusts; the broker's operator issues it (its CA file: RabbitMQ "
+        "ssl_options.cacertfile, Mosquitto cafile, NATS tls ca_file)."),
+    "tls_client_cert_rejected": (
+        "The broker on {where} refused the TLS client certificate{client_words} ({words}).",
+        "The listener on {where} does not trust this certificate{client_issuer_words}: upload a client "
+        "certificate and key (tls_cert, tls_key) signed by a CA the broker trusts, valid now and with the "
+        "clientAuth usage, or add its issuer to the broker's CA file (RabbitMQ ssl_options.cacertfile, "
+        "Mosquitto cafile, NATS tls ca_file)."),
     "tls_hostname_mismatch": (
         "The broker's certificate is valid for {sans_words}, not for {server_name}.",
         "Connect with a name the certificate lists ({sans_words}): set host to it; or reissue the broker "
@@ -63,15 +92,6 @@ TEXTS: dict[str, tuple[str, str]] = {
         "The broker refused the login ({login}).{said}",
         "Check username and password (or token) against the broker's user database; the broker's log says "
         "why a login failed."),
-    "auth_failed//client_certificate_missing": (
-        "The broker on {where} asks for a TLS client certificate and none is configured: it ended the TLS "
-        "session before answering ({words}).",
-        "Upload a client certificate and its key (tls_cert, tls_key) signed by a CA the broker trusts; the "
-        "listener on {where} requires one."),
-    "auth_failed//client_certificate": (
-        "The broker rejected the TLS connection because of the client certificate ({words}).",
-        "Upload a client certificate and key (tls_cert, tls_key) signed by a CA the broker trusts; the "
-        "listener on {where} requires one."),
     "sasl_mechanism_unsupported": (
         "The broker does not offer SASL {mechanism}{offered_words}.{said}",
         "Set sasl_mechanism to one the broker offers{offered_list}, or enable {mechanism} on the broker "
@@ -87,10 +107,22 @@ TEXTS: dict[str, tuple[str, str]] = {
     "not_found": (
         "The broker answered that a configured resource does not exist.{said}",
         "Create it on the broker or correct the setting."),
+    "advertised_address_unreachable": (
+        "The {label} server {where} answers, but the broker address it hands out, {advertised}, "
+        "{advertised_problem} from this console.",
+        "Make the broker advertise an address this console can resolve and reach (Kafka: advertised.listeners; "
+        "Pulsar: advertisedAddress) instead of {advertised}, or make {advertised} resolvable and reachable "
+        "from here (DNS, routing, firewall)."),
     "protocol_mismatch": (
         "{where} {speaks_words}, not {label}.",
         "The port belongs to another service{speaks_hint}: point the settings at the {label} broker's port "
         "(usually {default_port}{tls_port_or})."),
+    "unknown//operation_timeout": (
+        "The operation step ran out of time: {label} at {where} accepted the login but did not finish the "
+        "operation within {timeout_s} ({detail}).",
+        "The broker is reachable and accepted the login, so look at what the operation needs: the broker's "
+        "load and log, a resource that is slow or blocked (a full disk, a blocked connection, a paused "
+        "partition leader), or a larger timeout for a broker far away."),
     "unknown": (
         "The diagnosis stopped at the {step} step: {detail}",
         "Check the broker's log around this time and the step's detail; if the cause stays unclear, "
@@ -166,6 +198,12 @@ def _derived(facts: Mapping[str, Any]) -> dict[str, Any]:
         "tls_mismatch_hint": "; if the port expects TLS, turn TLS on" if not facts.get("tls")
         else "; if the port is plaintext, turn TLS off",
         "cert_words": f" ({subject}{', issued by ' + issuer if issuer else ''})" if subject else "",
+        "client_words": f" ({facts['client_subject']}, issued by {facts.get('client_issuer')})"
+        if facts.get("client_subject") else "",
+        "client_issuer_words": f" (it is issued by {facts['client_issuer']})" if facts.get("client_issuer") else "",
+        "not_before_at": facts.get("not_before_at") or facts.get("not_before") or "a date in the future",
+        "advertised": facts.get("advertised") or "the advertised address",
+        "advertised_problem": facts.get("advertised_problem") or "cannot be reached",
         "issuer_words": f" ({issuer})" if issuer else "",
         "ca_words": "the configured truststore" + (f" ({'; '.join(ca)})" if ca else "")
         if facts.get("ca_file") else "any CA of the system store (no truststore is configured)",

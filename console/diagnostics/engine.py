@@ -119,6 +119,15 @@ def _unfinished(run: "_Run") -> Diagnosis:
     return d
 
 
+def _named_by_step(step: str, failed: StepFailed) -> StepFailed:
+    """A timeout while the operation runs is not a handshake timeout: `unknown`, with a summary that
+    names the operation step as the one that ran out of time."""
+    if step != "operation" or failed.cause != "handshake_timeout":
+        return failed
+    facts = {**failed.facts, "variant": "operation_timeout"}
+    return StepFailed("unknown", failed.message, **facts)
+
+
 class _Run:
     """One diagnosis in progress."""
 
@@ -159,7 +168,7 @@ class _Run:
                     outcome = self._guarded(step.name, steps[step.name])
                     step.status, step.detail, step.data = outcome.status, outcome.detail, outcome.data
                 except StepFailed as failed:
-                    failure = failed
+                    failure = _named_by_step(step.name, failed)
                     step.status, step.detail = "failed", failed.message
                     self.facts["step"] = step.name
                 step.ms = (time.monotonic() - started) * 1000.0

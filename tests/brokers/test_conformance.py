@@ -25,6 +25,7 @@ import pytest
 from console.brokers import DRIVERS, PROTOCOLS, check_all, driver_class, get_driver
 from console.brokers.base import CAUSES, BrokerConfig, CheckResult, Driver
 from console.diagnostics.engine import diagnose
+from tests.production_faults import FAULTS
 
 HOST = "127.0.0.1"
 TIMEOUT = 3.0
@@ -184,8 +185,8 @@ def driver_cases() -> list[Case]:
         case("mqtt", "v5_bad_password", listener("plain_auth", password="wrong-pass", options=V5),
              "auth_failed"),
         case("mqtt", "client_cert", client_cert, "up"),
-        case("mqtt", "client_cert_missing", listener("tls_client_cert"), "auth_failed"),
-        case("mqtt", "v5_client_cert_missing", listener("tls_client_cert", options=V5), "auth_failed"),
+        case("mqtt", "client_cert_missing", listener("tls_client_cert"), "tls_client_cert_required"),
+        case("mqtt", "v5_client_cert_missing", listener("tls_client_cert", options=V5), "tls_client_cert_required"),
         case("nats", "login", listener("plain_auth"), "up"),
         case("nats", "no_credentials", listener("plain_auth", login=False), "auth_failed"),
         case("nats", "token", lambda lab, p: config(lab, p, "plain_token", token=lab["brokers"][p]["token"]),
@@ -200,7 +201,17 @@ def driver_cases() -> list[Case]:
     ]
 
 
+def fault_cases() -> list[Case]:
+    """The production faults of tests/production_faults.py (mutual TLS, a certificate not yet valid, an
+    accept-and-close port, unreachable advertised brokers, connection limits, restricted users), as the
+    check must answer them: the diagnosis's cause, or up where only the diagnosis's operation meets it."""
+    return [case(f.protocol, f"fault_{f.name}", (lambda lab, p, f=f: f.build(lab)) if f.build else listener("plain"),
+                 "up" if f.check_cause == "ok" else f.check_cause, skip=f.skip)
+            for f in FAULTS]
+
+
 CASES = contract_cases() + driver_cases()
+CHECKED = CASES + fault_cases()   # the matrix of tests/test_diagnostics_matrix.py asserts the faults' agreement
 
 
 def run_check(cfg: BrokerConfig, timeout: float) -> tuple[CheckResult, float]:
@@ -255,7 +266,7 @@ def warm(lab: dict) -> dict:
     return lab
 
 
-@pytest.mark.parametrize("item", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("item", CHECKED, ids=[c.id for c in CHECKED])
 def test_contract(warm: dict, item: Case) -> None:
     if item.skip:
         pytest.skip(item.skip)
