@@ -8,6 +8,7 @@ from flask_wtf.csrf import CSRFError
 
 from .crypto import SecretUnreadable
 from .htmx import is_htmx
+from .work import Busy
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,17 @@ def init_app(app: Flask) -> None:
         return answer(500, "secret_unreadable",
                        f"{error} Set CONSOLE_ENCRYPTION_KEY to the key the secrets were saved with "
                        "(a comma list may hold the old and the new key), or set the secrets again.")
+
+    @app.errorhandler(Busy)
+    def busy(error: Busy):
+        """Every broker-work thread is taken: 429 with Retry-After, as JSON, an htmx fragment or a
+        page."""
+        headers = {"Retry-After": str(error.retry_after)}
+        if request.path.startswith("/api/"):
+            return jsonify(error="busy", message=error.message,
+                           retry_after=error.retry_after), 429, headers
+        template = "_busy.html" if is_htmx() else "busy.html"
+        return render_template(template, busy=error), 429, headers
 
     @app.errorhandler(500)
     def internal(_error):

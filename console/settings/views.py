@@ -8,7 +8,7 @@ from flask import (
 )
 from flask_login import login_required
 
-from .. import checks
+from .. import checks, work
 from ..delivery import status as rollout_status
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
@@ -139,9 +139,11 @@ def form_changes(protocol: str) -> tuple[dict[str, Any], dict[str, Any]]:
 SAVED_EVENT = {"HX-Trigger": "settings-saved"}   # the overview refreshes itself on it
 
 
-def _section_response(protocol: str, context: dict[str, Any], status: int):
+def _section_response(protocol: str, context: dict[str, Any], status: int,
+                      headers: dict[str, str] | None = None):
     if is_htmx():
-        return render_template("settings/_protocol.html", section=context), status, SAVED_EVENT
+        return (render_template("settings/_protocol.html", section=context), status,
+                {**SAVED_EVENT, **(headers or {})})
     if status == 200:
         flash(context.get("message") or "Saved.")
         rollout = context.get("rollout")
@@ -150,7 +152,7 @@ def _section_response(protocol: str, context: dict[str, Any], status: int):
                                     _anchor=protocol))
         return redirect(url_for("settings.messaging", _anchor=protocol))
     return render_template("settings/messaging.html",
-                           **page_context(sections={protocol: context})), status
+                           **page_context(sections={protocol: context})), status, headers or {}
 
 
 def prepared_form(protocol: str) -> tuple[dict[str, Any], dict[str, Any], service.Prepared]:
@@ -173,7 +175,12 @@ def save(protocol: str):
         return _section_response(protocol, context, 422)
     risky = prep.install_time_changes()
     if risky and prep.settings.enabled and not request.form.get("save_anyway"):
-        result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+        try:
+            result = broker_check(prep.settings)
+        except work.Busy as busy:
+            context = section_context(protocol, submitted=submitted)
+            context["busy"] = busy
+            return _section_response(protocol, context, 429, {"Retry-After": str(busy.retry_after)})
         checks.record(result, "guard")
         if not result.up:
             context = section_context(protocol, submitted=submitted)
@@ -210,9 +217,16 @@ def test_connection(protocol: str):
     if prep.errors:
         return render_template("settings/_test_result.html", protocol=protocol, result=None,
                                errors=prep.errors), 200
-    result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+    result = broker_check(prep.settings)
     return render_template("settings/_test_result.html", protocol=protocol, result=result,
                            errors={}), 200
+
+
+def broker_check(settings: Any) -> Any:
+    """A check of `settings` on the broker-work pool, this request waiting for it (work.Busy when
+    every thread is taken)."""
+    timeout = current_app.config["CHECK_TIMEOUT"]
+    return work.call(checks.check_settings, settings, timeout, timeout=timeout)
 
 
 def status_context(protocol: str) -> dict[str, Any]:
@@ -244,7 +258,13 @@ def check_now(protocol: str):
     if protocol not in PROTOCOLS:
         abort(404)
     settings = service.effective(protocol, reveal=True)
-    checks.record(checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"]), "manual")
+    try:
+        checks.record(broker_check(settings), "manual")
+    except work.Busy as busy:
+        if not is_htmx():
+            raise
+        return render_template("settings/_status.html", status=status_context(protocol),
+                               busy=busy), 429, {"Retry-After": str(busy.retry_after)}
     if not is_htmx():
         return redirect(url_for("settings.messaging", _anchor=protocol))
     return render_template("settings/_status.html", status=status_context(protocol)), SAVED_EVENT
