@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import has_request_context, request
+from sqlalchemy import text
 
 from .. import checks
 from ..brokers import PROTOCOLS
@@ -24,7 +25,7 @@ from .identity import identity
 from .resolve import ProtocolSettings
 from .schema import FIELDS, PROTOCOL_LABELS
 from .selection import select_protocol
-from .state import State, write_state
+from .state import State, read_state, rebase, write_state
 
 SECRET_SHOWN = "changed"
 
@@ -315,13 +316,44 @@ def _version(state: State, actor: str, origin: str, summary: str) -> ConfigVersi
     return row
 
 
+CHANGE_LOCK = 0x636F6E73    # the PostgreSQL advisory lock every change takes ("cons")
+
+
+def _serialize() -> None:
+    """Take the database's change lock for the rest of this transaction: one change at a time
+    across every worker and replica. PostgreSQL: a transaction-level advisory lock; SQLite: its
+    write lock, taken by a write that changes nothing (others wait up to busy_timeout)."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_LOCK})
+    else:
+        db.session.execute(text("UPDATE check_leases SET holder = holder WHERE 1 = 0"))
+
+
+def _one_at_a_time(candidate: State, seed: dict[str, tuple[ProtocolSettings, bool]] | None
+                   ) -> tuple[State, Snapshot, dict[str, tuple[ProtocolSettings, bool]] | None]:
+    """Under the change lock: the candidate, the snapshot it applies to and its seed — rebased onto
+    what the database holds now when another process saved something since the candidate was made
+    (its changes are kept, never overwritten; the seed no longer fits then)."""
+    _serialize()
+    base = current()
+    fresh = read_state(fresh=True)
+    if fresh.as_json() == base.state.as_json():
+        return candidate, base, seed
+    now = Snapshot(fresh)
+    remember(now)
+    return rebase(candidate, base.state, fresh), now, None
+
+
 def commit(candidate: State, *, actor: str | None, origin: str, action: str,
            confirm: bool = False, dry_run: bool = False, summary: str = "",
            seed: dict[str, tuple[ProtocolSettings, bool]] | None = None) -> Outcome:
     """Apply `candidate` through the impact check; see the module docstring. `seed` hands in
     settings already resolved from the candidate (protocol → (settings, revealed))."""
     actor = actor or "unknown"
-    before = current()
+    if dry_run:
+        before = current()
+    else:
+        candidate, before, seed = _one_at_a_time(candidate, seed)
     if candidate.as_json() == before.state.as_json():
         return Outcome("unchanged")
     after = before.derive(candidate)
