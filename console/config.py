@@ -76,6 +76,7 @@ class Defaults:
     READY_CACHE_SECONDS: Annotated[Seconds, Range(0, 3600)] = 1.0
     MAX_CONTENT_LENGTH: Annotated[int, Range(64 * 1024, 1024 * MiB)] = 2 * MiB
     SESSION_COOKIE_SECURE: bool = False
+    PROXIES: Annotated[int, Range(0, 10)] = 0   # reverse proxies in front whose X-Forwarded-* count
     SESSION_COOKIE_SAMESITE: Annotated[str, OneOf(("Lax", "Strict"))] = "Lax"
     WTF_CSRF_TIME_LIMIT: Annotated[int, Range(60, 7 * 86400)] = 8 * 3600
     LOGIN_LIMIT_PER_USER: Annotated[str, RateLimit()] = "5 per minute; 30 per hour"

@@ -186,6 +186,14 @@ class Browser:
         self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
         self.csrf = ""
 
+    def elsewhere(self, url: str) -> "Browser":
+        """The same browser (its cookies, its session) on another console."""
+        other = Browser(url)
+        other.jar = self.jar
+        other._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        other.csrf = self.csrf
+        return other
+
     def _remember_token(self, text: str) -> None:
         found = (re.search(r'name="csrf_token"[^>]*value="([^"]+)"', text)
                  or re.search(r'"X-CSRFToken": "([^"]+)"', text))

@@ -84,6 +84,9 @@ for _line in ('TOKEN=$(.venv/bin/flask --app app tokens create edge-token --role
               'curl -sS -X POST "$API/services/edge/ack" -H "$AUTH" -H "$JSON" \\',
               '-d \'{"version": 12, "status": "applied", "message": "connected"}\''):
     COVERED[_line] = _DOCS
+# the Deployment lines: both run, as the README shows them, by the scale-out test (two masters, PostgreSQL)
+for _line in (f"{FLASK} db upgrade", ".venv/bin/gunicorn --config gunicorn.conf.py app:app"):
+    COVERED[_line] = "tests/test_scale_out.py::test_two_instances_on_one_database"
 # the development server runs the background work: started for real, with and without the reloader
 COVERED[f"{FLASK} run [--debug]"] = "tests/test_background.py::test_flask_run_runs_the_background_checks"
 

@@ -88,6 +88,10 @@ def test_two_instances_on_one_database(two_consoles) -> None:
     assert status == 200 and "Saved: keepalive." in html
     assert api(a.url, "GET", "/api/v1/brokers/mqtt", token)[2]["settings"]["keepalive"]["value"] == 19
     assert _keepalive_on_page(on_a) == "19"
+    carried = on_a.elsewhere(b.url)             # A's session cookie, presented to B
+    assert _keepalive_on_page(carried) == "19"
+    status, _, html = carried.post("/settings/messaging/mqtt", {"keepalive": "20"}, htmx=True)
+    assert status == 200 and "Saved: keepalive." in html, "A's session and CSRF token work on B"
 
     # concurrent saves through both, to two fields of the same protocol: none is lost
     answers: list[tuple[str, int, dict]] = []
@@ -119,7 +123,7 @@ def test_two_instances_on_one_database(two_consoles) -> None:
         saved = conn.execute(sa.text("SELECT \"values\" FROM broker_settings WHERE protocol = 'mqtt'")
                              ).scalar()
     engine.dispose()
-    assert len(versions) == 1 + 2 + 2 * SAVES, "a baseline, two saves, then every concurrent one"
+    assert len(versions) == 1 + 3 + 2 * SAVES, "a baseline, three saves, then every concurrent one"
     assert set(applied) == {v.id for v in versions[1:]}, "one audit entry per version"
     for before, after in zip(versions, versions[1:]):
         old = before.state.get("values", {}).get("mqtt", {})
