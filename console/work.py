@@ -143,6 +143,13 @@ def call(fn: Callable[..., T], *args: Any, timeout: float) -> T:
     return pool().call(fn, *args, timeout=timeout)
 
 
+def stop(app: Flask) -> None:
+    """A process ending (gunicorn's worker_exit): queued work is dropped, running work finishes."""
+    work = app.extensions.pop(_KEY, None)
+    if work is not None:
+        work.shutdown(wait=False)
+
+
 def wait_idle(app: Flask, seconds: float = 30) -> None:
     """Wait until nothing is queued or running (tests and shutdown)."""
     work = app.extensions.get(_KEY)

@@ -32,6 +32,8 @@ def slow_console(tmp_path: Path, lab):
     with server:
         server.wait_all_workers()
         yield server, token
+    log = server.log()
+    assert "Traceback" not in log and "Worker exiting" in log, log[-3000:]
 
 
 def _healthy(url: str) -> None:
