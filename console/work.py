@@ -62,12 +62,29 @@ class BrokerWork:
             with self._lock:
                 self.pending -= 1
 
+    def _full(self, wait: bool) -> Busy | None:
+        if wait and (self.pending >= self.threads or self.waiting >= self.waiting_limit):
+            return Busy(self.retry_after(), f"{self.pending} broker checks and diagnoses are "
+                        f"running and {self.waiting} requests wait for theirs")
+        if self.pending >= self.threads + self.queue:
+            return Busy(self.retry_after(), f"{self.pending} broker checks and diagnoses are "
+                        "running or waiting")
+        return None
+
+    def room(self, wait: bool) -> None:
+        """Busy now when `call` (`wait`) or `submit` would be refused: a request finds out before it
+        does any other work (nothing is reserved; `call` and `submit` decide)."""
+        with self._lock:
+            busy = self._full(wait)
+        if busy is not None:
+            raise busy
+
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Queue `fn(*args)` (run in an app context); Busy when the queue is full."""
         with self._lock:
-            if self.pending >= self.threads + self.queue:
-                raise Busy(self.retry_after(), f"{self.pending} broker checks and diagnoses are "
-                           "running or waiting")
+            busy = self._full(wait=False)
+            if busy is not None:
+                raise busy
             self.pending += 1
         try:
             return self._pool.submit(self._run, fn, args)
@@ -80,9 +97,9 @@ class BrokerWork:
         """`fn(*args)` on a free pool thread, waiting for its answer (at most `timeout` + GRACE);
         Busy at once when no thread is free or enough web threads wait already."""
         with self._lock:
-            if self.pending >= self.threads or self.waiting >= self.waiting_limit:
-                raise Busy(self.retry_after(), f"{self.pending} broker checks and diagnoses are "
-                           f"running and {self.waiting} requests wait for theirs")
+            busy = self._full(wait=True)
+            if busy is not None:
+                raise busy
             self.pending += 1
             self.waiting += 1
         try:
@@ -141,6 +158,11 @@ def submit(fn: Callable[..., T], *args: Any) -> Future[T]:
 def call(fn: Callable[..., T], *args: Any, timeout: float) -> T:
     """Broker work whose answer this request waits for; Busy when no thread is free."""
     return pool().call(fn, *args, timeout=timeout)
+
+
+def room(wait: bool = True) -> None:
+    """Busy at once when this process's pool would refuse the work (see BrokerWork.room)."""
+    pool().room(wait)
 
 
 def stop(app: Flask) -> None:

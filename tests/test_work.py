@@ -73,7 +73,10 @@ def test_queued_diagnoses_beyond_the_bound_are_429_and_health_answers(slow_conso
     status, headers, body = api(url, "POST", "/api/v1/brokers/mqtt/diagnose", token)
     assert status == 429 and "Retry-After" in headers, "no free thread: a waiting request is refused"
     status, headers, html = admin.post("/settings/messaging/mqtt/check", htmx=True)
-    assert status == 429 and "Busy, try again in" in html and 'id="mqtt-status"' in html
+    assert status == 429 and "Busy, try again in" in html
+    assert (headers["HX-Retarget"], headers["HX-Reswap"]) == ("#mqtt-busy", "innerHTML")
+    status, _, fragment = admin.get("/settings/messaging/mqtt/status", htmx=True)
+    assert status == 200 and 'id="mqtt-busy"' in fragment, "the place the message goes to"
     status, headers, html = admin.post("/settings/messaging/mqtt/diagnose", htmx=True)
     assert status == 429 and "Busy, try again in" in html and "Retry-After" in headers
     status, _, html = admin.post("/settings/messaging/mqtt/test", {"keepalive": "30"},

@@ -39,6 +39,8 @@ def run_and_store(protocol: str, timeout: float, *, actor: str | None, origin: s
                   pooled: bool = False) -> DiagnosisRun:
     """Diagnose now and store the result; this thread waits for it (`pooled`: the diagnosis runs
     on the broker-work pool, work.Busy when no thread of it is free)."""
+    if pooled:
+        work.room()
     row = DiagnosisRun(protocol=protocol, actor=actor, origin=origin, status="running", result={})
     db.session.add(row)
     db.session.commit()
@@ -78,6 +80,7 @@ def _work(run_id: int, protocol: str, timeout: float, settings: ProtocolSettings
 def start(protocol: str, timeout: float, *, actor: str | None, origin: str = "page") -> int:
     """Queue a diagnosis on the broker-work pool; returns the run id to poll (work.Busy, and
     nothing stored, when the queue is full)."""
+    work.room(wait=False)
     row = DiagnosisRun(protocol=protocol, actor=actor, origin=origin, status="running",
                        result=Diagnosis(protocol).as_dict())
     db.session.add(row)

@@ -213,6 +213,7 @@ def rollout_after(outcome: Any) -> dict[str, Any] | None:
 @admin_required
 def test_connection(protocol: str):
     """Check the form's unsaved values against the real broker."""
+    work.room()
     _, _, prep = prepared_form(protocol)
     if prep.errors:
         return render_template("settings/_test_result.html", protocol=protocol, result=None,
@@ -257,14 +258,16 @@ def check_now(protocol: str):
     """Check the saved settings now and record the result."""
     if protocol not in PROTOCOLS:
         abort(404)
-    settings = service.effective(protocol, reveal=True)
     try:
-        checks.record(broker_check(settings), "manual")
+        work.room()
+        checks.record(broker_check(service.effective(protocol, reveal=True)), "manual")
     except work.Busy as busy:
         if not is_htmx():
             raise
-        return render_template("settings/_status.html", status=status_context(protocol),
-                               busy=busy), 429, {"Retry-After": str(busy.retry_after)}
+        # the badge stays as it is; the message goes next to the button
+        return render_template("_busy.html", busy=busy), 429, {
+            "Retry-After": str(busy.retry_after), "HX-Retarget": f"#{protocol}-busy",
+            "HX-Reswap": "innerHTML"}
     if not is_htmx():
         return redirect(url_for("settings.messaging", _anchor=protocol))
     return render_template("settings/_status.html", status=status_context(protocol)), SAVED_EVENT
