@@ -133,6 +133,9 @@ def waiting_limit(config: dict[str, Any]) -> int:
     return max(1, min(int(config["BROKER_WORK_WAITING"]), threads - 1 if threads > 1 else 1))
 
 
+_CREATE = threading.Lock()
+
+
 def pool(app: Flask | None = None) -> BrokerWork:
     """This process's pool (made on first use)."""
     app = app or current_app._get_current_object()
@@ -145,9 +148,6 @@ def pool(app: Flask | None = None) -> BrokerWork:
                                   app.config["BROKER_WORK_QUEUE"], waiting_limit(app.config))
                 app.extensions[_KEY] = work
     return work
-
-
-_CREATE = threading.Lock()
 
 
 def submit(fn: Callable[..., T], *args: Any) -> Future[T]:

@@ -141,3 +141,9 @@ def test_api_diagnose_timeout_is_capped(slow_console) -> None:
     assert "CONSOLE_DIAGNOSE_MAX_TIMEOUT" in body["errors"]["timeout"]
     status, _, body = api(server.url, "POST", "/api/v1/brokers/mqtt/diagnose?wait=maybe", token)
     assert status == 400 and "wait" in body["errors"]
+
+
+def test_the_api_document_names_the_queued_and_busy_answers(client) -> None:
+    op = client.get("/api/v1/openapi.json").get_json()["paths"]["/brokers/{protocol}/diagnose"]["post"]
+    assert {"200", "202", "400", "429"} <= set(op["responses"])
+    assert {p["name"] for p in op["parameters"]} == {"protocol", "timeout", "wait"}
