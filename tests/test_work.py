@@ -147,3 +147,17 @@ def test_the_api_document_names_the_queued_and_busy_answers(client) -> None:
     op = client.get("/api/v1/openapi.json").get_json()["paths"]["/brokers/{protocol}/diagnose"]["post"]
     assert {"200", "202", "400", "429"} <= set(op["responses"])
     assert {p["name"] for p in op["parameters"]} == {"protocol", "timeout", "wait"}
+
+
+@pytest.mark.parametrize("threads,wanted,limit", [(4, 8, 3), (4, 2, 2), (1, 5, 1), (16, 2, 2)])
+def test_waiting_requests_stay_below_the_web_threads(tmp_path: Path, threads: int, wanted: int,
+                                                     limit: int) -> None:
+    from console import work
+    from tests.conftest import make_app
+
+    app = make_app(tmp_path / "i", THREADS=threads, BROKER_WORK_WAITING=wanted)
+    pool = work.pool(app)
+    try:
+        assert pool.waiting_limit == limit and pool.threads == app.config["BROKER_WORK_THREADS"]
+    finally:
+        work.stop(app)
