@@ -136,8 +136,11 @@ def load(run: Run) -> None:
         lock = threading.Lock()
 
         def diagnose() -> None:
-            status, _, body = api(server.url, "POST", "/api/v1/brokers/mqtt/diagnose?wait=false",
-                                  token, timeout=30)
+            try:
+                status, _, body = api(server.url, "POST", "/api/v1/brokers/mqtt/diagnose?wait=false",
+                                      token, timeout=30)
+            except OSError as exc:          # a console whose web threads are all taken
+                status, body = type(exc).__name__, None
             with lock:
                 answers[f"diagnose {status}"] += 1
                 if status == 202:
