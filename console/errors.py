@@ -8,6 +8,7 @@ from flask_wtf.csrf import CSRFError
 
 from .crypto import SecretUnreadable
 from .htmx import is_htmx
+from .settings.changes import ChangeConflict
 from .work import Busy
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,19 @@ def init_app(app: Flask) -> None:
         return answer(500, "secret_unreadable",
                        f"{error} Set CONSOLE_ENCRYPTION_KEY to the key the secrets were saved with "
                        "(a comma list may hold the old and the new key), or set the secrets again.")
+
+    @app.errorhandler(ChangeConflict)
+    def conflict(error: ChangeConflict):
+        """Another save made this change invalid meanwhile: 409, nothing saved; an htmx page is
+        reloaded with the reason (its form shows values that are no longer the saved ones)."""
+        if request.path.startswith("/api/"):
+            return jsonify(error="conflict", message=str(error), errors=error.errors), 409
+        if is_htmx():
+            flash(str(error))
+            response = make_response(str(error), 409)
+            response.headers["HX-Refresh"] = "true"
+            return response
+        return answer(409, "conflict", str(error))
 
     @app.errorhandler(Busy)
     def busy(error: Busy):

@@ -159,3 +159,35 @@ def test_a_change_made_from_an_older_snapshot_keeps_the_other(db_app: Flask) -> 
         last = db.session.execute(db.select(ConfigVersion).order_by(ConfigVersion.id.desc())
                                   .limit(1)).scalar_one()
         assert last.state["values"]["mqtt"] == {"connect_timeout": 33, "keepalive": 21}
+
+
+def test_a_change_that_is_invalid_with_what_was_saved_meanwhile_is_refused(db_app: Flask  # noqa: F811
+                                                                          ) -> None:
+    """NATS: one request saves a token while another, from the snapshot before it, saves a username
+    and password: each valid alone, both together not. The second is refused (409 through the API
+    and the page), nothing of it is saved, and the refusal is audited."""
+    from console.extensions import db
+    from console.models import AuditEntry
+    from console.settings.changes import ChangeConflict
+
+    with db_app.app_context():
+        current()
+        with db_app.app_context():
+            assert service.apply_changes("nats", {"token": "s3cret"}, "one").ok
+            db.session.remove()
+        with pytest.raises(ChangeConflict) as refused:
+            service.apply_changes("nats", {"username": "u", "password": "p"}, "two")
+        assert "nats.token" in refused.value.errors
+        assert read_state(fresh=True).values.get("nats", {}).get("username") is None
+        entry = db.session.execute(db.select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1)
+                                   ).scalar_one()
+        assert (entry.actor, entry.outcome, entry.protocols) == ("two", "rejected", "nats")
+    for path, headers in (("/api/v1/brokers/nats", {}), ("/settings/messaging/nats",
+                                                         {"HX-Request": "true"})):
+        with db_app.test_request_context(path, headers=headers):
+            answer = db_app.make_response(db_app.handle_user_exception(refused.value))
+        assert answer.status_code == 409
+        if path.startswith("/api/"):
+            assert answer.get_json()["error"] == "conflict" and "nats.token" in answer.get_json()["errors"]
+        else:
+            assert answer.headers["HX-Refresh"] == "true"

@@ -20,7 +20,7 @@ from ..crypto import decrypt
 from ..extensions import db
 from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
 from ..delivery import outbox
-from .effective import Snapshot, current, remember
+from .effective import Snapshot, current, findings, remember
 from .identity import identity
 from .resolve import ProtocolSettings
 from .schema import FIELDS, PROTOCOL_LABELS
@@ -341,7 +341,34 @@ def _one_at_a_time(candidate: State, seed: dict[str, tuple[ProtocolSettings, boo
         return candidate, base, seed
     now = Snapshot(fresh)
     remember(now)
-    return rebase(candidate, base.state, fresh), now, None
+    merged = rebase(candidate, base.state, fresh)
+    _still_valid(merged, candidate, now)
+    return merged, now, None
+
+
+class ChangeConflict(Exception):
+    """A change that was valid on the configuration it was made from is not valid together with
+    what another worker or replica saved meanwhile; nothing is saved."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("Another save changed this configuration meanwhile, and together with it "
+                         "this change is not valid (" + "; ".join(f"{k}: {v}" for k, v in
+                                                             errors.items()) +
+                         "). Nothing was saved: reload and repeat the change.")
+
+
+def _still_valid(merged: State, candidate: State, fresh: Snapshot) -> None:
+    """ChangeConflict when the rebased configuration has an error that neither the change alone
+    nor what was saved meanwhile has (rules over fields the two saves changed separately)."""
+    combined, alone = Snapshot(merged), Snapshot(candidate)
+    errors: dict[str, str] = {}
+    for protocol in PROTOCOLS:
+        found = findings(combined.settings(protocol))[0]
+        known = set(findings(alone.settings(protocol))[0]) | set(findings(fresh.settings(protocol))[0])
+        errors.update({f"{protocol}.{name}": text for name, text in found.items() if name not in known})
+    if errors:
+        raise ChangeConflict(errors)
 
 
 def commit(candidate: State, *, actor: str | None, origin: str, action: str,
@@ -353,7 +380,15 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     if dry_run:
         before = current()
     else:
-        candidate, before, seed = _one_at_a_time(candidate, seed)
+        try:
+            candidate, before, seed = _one_at_a_time(candidate, seed)
+        except ChangeConflict as conflict:
+            db.session.rollback()
+            audit(action, "rejected", actor=actor, origin=origin,
+                  protocols=sorted({name.split(".")[0] for name in conflict.errors}),
+                  summary=str(conflict))
+            db.session.commit()
+            raise
     if candidate.as_json() == before.state.as_json():
         return Outcome("unchanged")
     after = before.derive(candidate)
