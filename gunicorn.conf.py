@@ -1,6 +1,7 @@
 """gunicorn settings read by `make run` and the container: every worker records the environment
 overrides in the audit log (once per change), logs the SP_* values it ignores, and runs the
-background checks and the delivery worker (console/background.py), coordinated through the database.
+background checks and the delivery worker (console/background.py), coordinated through the database;
+on exit it drops the broker work still queued (console/work.py).
 A wrong CONSOLE_* variable stops the master with one line naming it."""
 import os
 import sys
@@ -26,3 +27,10 @@ def post_worker_init(worker):
     from console import background
 
     background.start(worker.wsgi, log_warnings=True)
+
+
+def worker_exit(server, worker):
+    from console import work
+
+    if getattr(worker, "wsgi", None) is not None:
+        work.stop(worker.wsgi)

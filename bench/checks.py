@@ -12,13 +12,11 @@ Figures, each side of every ratio alternating with the other in rounds:
 from __future__ import annotations
 
 import asyncio
-import http.client
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench.stats import Run, benchmark, main  # noqa: E402 - after the path set-up, as a script too
+from bench.stats import Run, benchmark, hammer, main  # noqa: E402 - after the path set-up, as a script too
 
 
 def lab() -> dict:
@@ -197,28 +195,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def hammer(port: int, path: str, seconds: float, threads: int = 4) -> float:
-    count = [0] * threads
-    stop = time.monotonic() + seconds
-
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        while time.monotonic() < stop:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            response.read()
-            if response.status in (200, 503):
-                count[i] += 1
-        conn.close()
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return sum(count) / seconds
-
-
 def readyz_throughput(run: Run, data: dict) -> None:
     """/readyz against a trivial route of the same app under the same gunicorn, 2 s per side and round."""
     port = free_port()
@@ -245,8 +221,9 @@ def readyz_throughput(run: Run, data: dict) -> None:
         time.sleep(3)
         run.say("4. /readyz vs a trivial route under the same gunicorn (2 workers × 4 threads), "
                 "4 client threads, 2 s per sample")
-        run.compare("/readyz throughput", {"/readyz": lambda: hammer(port, "/readyz", 2),
-                                           "trivial route": lambda: hammer(port, "/bench/trivial", 2)},
+        run.compare("/readyz throughput", {
+            "/readyz": lambda: hammer(port, "/readyz", 2, ok=(200, 503)).per_second,
+            "trivial route": lambda: hammer(port, "/bench/trivial", 2).per_second},
                     rounds=6, per_round=1, sample=lambda fn: fn(), unit="req/s", target=0.8,
                     higher_is_better=True)
     finally:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "clients" / "python"))
 
-from bench.stats import Run, benchmark, main, percentile  # noqa: E402
+from bench.stats import Run, benchmark, hammer, main, percentile  # noqa: E402
 
 SERVICES = 200
 
@@ -55,35 +55,6 @@ def call(port: int, method: str, path: str, token: str, body: dict | None = None
         return json.loads(data) if data else {}
     finally:
         conn.close()
-
-
-def hammer(port: int, path: str, headers: dict[str, str], seconds: float, threads: int = 4,
-           expect: int = 200) -> float:
-    """Requests per second over keep-alive connections from `threads` clients."""
-    stop = time.monotonic() + seconds
-    counts = [0] * threads
-    errors: list[str] = []
-
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        while time.monotonic() < stop:
-            conn.request("GET", path, headers=headers)
-            answer = conn.getresponse()
-            answer.read()
-            if answer.status != expect:
-                errors.append(f"{path}: {answer.status}")
-                return
-            counts[i] += 1
-        conn.close()
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    if errors:
-        raise RuntimeError(errors[0])
-    return sum(counts) / seconds
 
 
 def peak_memory_mib(master: int) -> float:
@@ -224,8 +195,9 @@ def delivery(run: Run) -> None:
         headers = {"Authorization": f"Bearer {first.token}", "If-None-Match": f'"{first.etag}"'}
         path = f"/api/v1/services/{first.service}/config"
         run.compare("304 answers vs /healthz (req/s, 4 keep-alive clients, 1 s per sample)", {
-            "304": lambda: hammer(port, path, headers, 1.0, expect=304),
-            "healthz": lambda: hammer(port, "/healthz", {}, 1.0)},
+            "304": lambda: hammer(port, path, 1.0, headers=headers,
+                                  ok=(304,)).raise_errors().per_second,
+            "healthz": lambda: hammer(port, "/healthz", 1.0).raise_errors().per_second},
             rounds=6, per_round=1, warmup=1, target=0.8, sample=lambda fn: fn(), unit="req/s",
             higher_is_better=True)
 

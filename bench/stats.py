@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import http.client
 import json
 import math
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -184,6 +186,72 @@ def timed_ms(fn: Callable[[], Any]) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
+@dataclass
+class Load:
+    """What `hammer` measured: every answered request's latency, and the errors (an unexpected
+    status, a refused or timed-out connection)."""
+
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def per_second(self) -> float:
+        """Answered requests per second."""
+        return len(self.latencies_ms) / self.seconds
+
+    def raise_errors(self) -> "Load":
+        """Self, or RuntimeError naming the first error."""
+        if self.errors:
+            raise RuntimeError(self.errors[0])
+        return self
+
+
+def hammer(port: int, path: str, seconds: float, threads: int = 4,
+           headers: Mapping[str, str] | None = None, ok: Iterable[int] = (200,),
+           timeout: float = 10, host: str = "127.0.0.1") -> Load:
+    """`threads` clients, each on its own keep-alive connection, GET `path` as fast as they are
+    answered for `seconds`; every answer's latency is kept, and a status not in `ok` or a failed
+    connection is an error (the client reconnects and goes on)."""
+    wanted = set(ok)
+    stop = time.monotonic() + seconds
+    load = Load(seconds)
+    lock = threading.Lock()
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        mine: list[float] = []
+        wrong: list[str] = []
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            try:
+                conn.request("GET", path, headers=dict(headers or {}))
+                answer = conn.getresponse()
+                answer.read()
+            except (OSError, http.client.HTTPException) as exc:
+                wrong.append(f"{path}: {type(exc).__name__}: {exc}")
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+                continue
+            mine.append((time.perf_counter() - started) * 1000.0)
+            if answer.status not in wanted:
+                wrong.append(f"{path}: {answer.status}")
+            if answer.getheader("Connection", "").lower() == "close":
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.close()
+        with lock:
+            load.latencies_ms.extend(mine)
+            load.errors.extend(wrong)
+
+    pool = [threading.Thread(target=client) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return load
+
+
 class Run:
     """What a benchmark records its figures on; prints each as it is measured."""
 
@@ -222,6 +290,17 @@ class Run:
                 collected[name].append([sample(sides[name]) for _ in range(per_round)])
         comparison = Comparison(label, unit, collected, ratio_of or (names[0], names[1]), target,
                                 higher_is_better)
+        self.comparisons.append(comparison)
+        self.print_comparison(comparison)
+        return comparison
+
+    def distributions(self, label: str, sides: Mapping[str, Sequence[float]], unit: str = "ms"
+                      ) -> Comparison:
+        """Record and print distributions measured in one go each (not in alternating rounds, e.g.
+        latencies while a load ran): one round per side; the ratio is of the first two."""
+        names = list(sides)
+        comparison = Comparison(label, unit, {name: [list(sides[name])] for name in names},
+                                (names[0], names[1 if len(names) > 1 else 0]))
         self.comparisons.append(comparison)
         self.print_comparison(comparison)
         return comparison

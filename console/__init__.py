@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, redirect, url_for
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Defaults, finish, parse_environment
 from .crypto import read_or_create_key_file
@@ -32,6 +33,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     finish(app.config)
     _finish_config(app)
+    if app.config["PROXIES"]:
+        # behind N reverse proxies: the client's address, scheme and host from their X-Forwarded-*
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXIES"],  # type: ignore[method-assign]
+                                x_proto=app.config["PROXIES"], x_host=app.config["PROXIES"])
 
     from .extensions import csrf, db, login_manager, migrate
     db.init_app(app)

@@ -67,10 +67,16 @@ class Defaults:
     CHECK_INTERVAL: Annotated[Seconds, Range(1, 86400)] = 30.0
     CHECK_TIMEOUT: Annotated[Seconds, Range(0.1, 300)] = 5.0
     CHECK_SCHEDULER: bool = True
+    # on-demand broker work (Check now, Test connection, diagnoses): a bounded pool per process
+    BROKER_WORK_THREADS: Annotated[int, Range(1, 256)] = 8      # run at once
+    BROKER_WORK_QUEUE: Annotated[int, Range(0, 10000)] = 100     # page/API diagnoses waiting their turn
+    BROKER_WORK_WAITING: Annotated[int, Range(1, 256)] = 2      # web threads waiting for an answer
+    DIAGNOSE_MAX_TIMEOUT: Annotated[Seconds, Range(0.1, 300)] = 30.0   # largest API ?timeout=
     READY_REQUIRED: Annotated[list[str], OneOf(PROTOCOLS)] | None = None
     READY_CACHE_SECONDS: Annotated[Seconds, Range(0, 3600)] = 1.0
     MAX_CONTENT_LENGTH: Annotated[int, Range(64 * 1024, 1024 * MiB)] = 2 * MiB
     SESSION_COOKIE_SECURE: bool = False
+    PROXIES: Annotated[int, Range(0, 10)] = 0   # reverse proxies in front whose X-Forwarded-* count
     SESSION_COOKIE_SAMESITE: Annotated[str, OneOf(("Lax", "Strict"))] = "Lax"
     WTF_CSRF_TIME_LIMIT: Annotated[int, Range(60, 7 * 86400)] = 8 * 3600
     LOGIN_LIMIT_PER_USER: Annotated[str, RateLimit()] = "5 per minute; 30 per hour"

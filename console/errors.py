@@ -8,6 +8,8 @@ from flask_wtf.csrf import CSRFError
 
 from .crypto import SecretUnreadable
 from .htmx import is_htmx
+from .settings.changes import ChangeConflict
+from .work import Busy
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,30 @@ def init_app(app: Flask) -> None:
         return answer(500, "secret_unreadable",
                        f"{error} Set CONSOLE_ENCRYPTION_KEY to the key the secrets were saved with "
                        "(a comma list may hold the old and the new key), or set the secrets again.")
+
+    @app.errorhandler(ChangeConflict)
+    def conflict(error: ChangeConflict):
+        """Another save made this change invalid meanwhile: 409, nothing saved; an htmx page is
+        reloaded with the reason (its form shows values that are no longer the saved ones)."""
+        if request.path.startswith("/api/"):
+            return jsonify(error="conflict", message=str(error), errors=error.errors), 409
+        if is_htmx():
+            flash(str(error))
+            response = make_response(str(error), 409)
+            response.headers["HX-Refresh"] = "true"
+            return response
+        return answer(409, "conflict", str(error))
+
+    @app.errorhandler(Busy)
+    def busy(error: Busy):
+        """Every broker-work thread is taken: 429 with Retry-After, as JSON, an htmx fragment or a
+        page."""
+        headers = {"Retry-After": str(error.retry_after)}
+        if request.path.startswith("/api/"):
+            return jsonify(error="busy", message=error.message,
+                           retry_after=error.retry_after), 429, headers
+        template = "_busy.html" if is_htmx() else "busy.html"
+        return render_template(template, busy=error), 429, headers
 
     @app.errorhandler(500)
     def internal(_error):

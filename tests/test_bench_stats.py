@@ -74,7 +74,7 @@ def test_compare_alternates_sides_and_gives_the_ratio_per_round(tmp_path) -> Non
 
 def test_discovery_registers_every_benchmark_module_without_running_it() -> None:
     registry = stats.discover()
-    assert {"checks", "impact"} <= set(registry)
+    assert {"checks", "impact", "load"} <= set(registry)
     assert registry["checks"].module == "bench.checks"
 
 
@@ -91,3 +91,50 @@ def test_make_bench_runs_the_runner_and_the_runner_lists_benchmarks() -> None:
                             text=True, timeout=60)
     assert listed.returncode == 0
     assert {line.split()[0] for line in listed.stdout.splitlines()} >= {"checks", "impact", "startup"}
+
+
+def test_hammer_counts_answers_latencies_and_errors() -> None:
+    """The shared load driver of the benchmarks, against a real little HTTP server: every answer's
+    latency, the unexpected statuses as errors, a refused connection as an error too."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            code = 200 if self.path == "/ok" else 503
+            self.send_response(code)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        good = stats.hammer(port, "/ok", 0.3, threads=2)
+        assert good.latencies_ms and not good.errors and good.per_second > 0
+        bad = stats.hammer(port, "/down", 0.2, threads=1)
+        assert bad.errors and set(bad.errors) == {"/down: 503"}
+        assert not stats.hammer(port, "/down", 0.2, threads=1, ok=(503,)).errors
+        with pytest.raises(RuntimeError, match="503"):
+            bad.raise_errors()
+    finally:
+        server.shutdown()
+        server.server_close()
+    refused = stats.hammer(port, "/ok", 0.1, threads=1)
+    assert refused.errors and "ConnectionRefusedError" in refused.errors[0]
+
+
+def test_distributions_are_recorded_and_printed(tmp_path) -> None:
+    import io
+
+    out = io.StringIO()
+    run = stats.Run(stats.Benchmark("t", "t", lambda r: None, "m"), out=out)
+    run.distributions("latency", {"idle": [1.0, 2.0, 3.0], "busy": [2.0, 4.0, 6.0]})
+    assert "idle" in out.getvalue() and "busy" in out.getvalue()
+    assert run.as_dict()["comparisons"][0]["sides"]["busy"]["p50"] == 4.0

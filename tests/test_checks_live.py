@@ -16,7 +16,9 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from console.models import utcnow
 from console.settings import service
+from tests.live_gunicorn import Gunicorn, flask, free_port as _free_port, pg_database
 
 ROOT = Path(__file__).resolve().parent.parent
 HX = {"HX-Request": "true"}
@@ -130,62 +132,38 @@ def test_scheduler_checks_due_protocols_once(app: Flask, lab) -> None:
         scheduler.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pg_database(suffix: str) -> str:
-    """A fresh database named after the test database (`<its name>_<suffix>`), so that runs on other test
-    databases of the same server never drop it."""
-    base = os.environ.get("CONSOLE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/console_test")
-    name = f"{base.rsplit('/', 1)[1].split('?')[0]}_{suffix}"
-    admin = sa.create_engine(base.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except Exception as exc:  # noqa: BLE001
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is needed for this test in CI: {exc}")
-        pytest.skip(f"no PostgreSQL: {exc}")
-    finally:
-        admin.dispose()
-    return base.rsplit("/", 1)[0] + f"/{name}"
-
-
 def test_several_gunicorn_workers_do_not_duplicate_checks(tmp_path: Path, lab) -> None:
-    url = _pg_database("multiworker")
+    """Three workers on one PostgreSQL database: each protocol is checked at most once per interval.
+    The window opens once every worker answers (on a loaded machine they boot one by one), and only
+    the checks made within it are counted."""
+    url = pg_database("multiworker")
     env = {**os.environ, "CONSOLE_DATABASE_URL": url, "CONSOLE_INSTANCE_PATH": str(tmp_path),
-           "CONSOLE_CHECK_INTERVAL": "2", "CONSOLE_CHECK_TIMEOUT": "1.5", "CONSOLE_WORKERS": "3",
-           "CONSOLE_BIND": f"127.0.0.1:{_free_port()}",
+           "CONSOLE_CHECK_INTERVAL": "2", "CONSOLE_CHECK_TIMEOUT": "1.5",
            "SP_MQTT_ENABLED": "true", "SP_MQTT_HOST": "127.0.0.1",
            "SP_MQTT_PORT": str(lab["brokers"]["mqtt"]["plain"]),
            "SP_NATS_ENABLED": "true", "SP_NATS_HOST": "127.0.0.1",
            "SP_NATS_PORT": str(lab["brokers"]["nats"]["plain"])}
-    flask = [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"]
-    subprocess.run(flask, cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                               "app:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, start_new_session=True)
+    flask(env, "db", "upgrade")
+    server = Gunicorn(env, tmp_path / "logs", workers=3)
     window = 7.0
-    try:
+    with server:
+        server.wait_all_workers()
+        opened = utcnow()
         time.sleep(window)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        _, err = server.communicate(timeout=30)
+        closed = utcnow()
+    err = server.log()
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         counts = dict(conn.execute(sa.text(
-            "SELECT protocol, count(*) FROM broker_checks GROUP BY protocol")).all())
+            "SELECT protocol, count(*) FROM broker_checks WHERE checked_at >= :a AND checked_at <= :b "
+            "GROUP BY protocol"), {"a": opened, "b": closed}).all())
         workers = conn.execute(sa.text("SELECT count(DISTINCT holder) FROM check_leases")).scalar()
         env_audits = conn.execute(sa.text(
             "SELECT count(*) FROM audit_entries WHERE action = 'environment'")).scalar()
     engine.dispose()
-    assert err.decode().count("Booting worker") == 3, err.decode()[-2000:]
+    assert err.count("Booting worker") == 3, err[-2000:]
     most = int(window / 2) + 1
-    assert 2 <= counts.get("mqtt", 0) <= most, (counts, err.decode()[-1500:])
+    assert 2 <= counts.get("mqtt", 0) <= most, (counts, err[-1500:])
     assert 2 <= counts.get("nats", 0) <= most, counts
     assert workers >= 1 and env_audits >= 1
 
@@ -261,7 +239,7 @@ def test_save_anyway_with_a_wrong_port_never_shows_the_old_up(app: Flask, admin_
     badge = html.split('id="mqtt-status"', 1)[1].split("</div>", 1)[0]
     assert "● down" in badge and "connection_refused" in badge and "● up" not in badge
     overview = admin_client.get("/settings/messaging/overview", headers=HX).get_data(as_text=True)
-    row = overview.split('href="#mqtt"', 1)[1].split("</tr>", 1)[0]
+    row = overview.split('href="/settings/messaging/mqtt"', 1)[1].split("</tr>", 1)[0]
     assert "● down" in row and "connection_refused" in row
     mqtt = client.get("/readyz").get_json()["brokers"]["mqtt"]
     assert (mqtt["status"], mqtt["cause"]) == ("down", "connection_refused")

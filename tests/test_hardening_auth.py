@@ -223,3 +223,34 @@ def test_a_broken_limit_storage_does_not_hide_the_login(app: Flask, monkeypatch:
     for name in ("incr", "get", "get_expiry"):
         monkeypatch.setattr(DatabaseStorage, name, broken)
     assert _login(app.test_client()).status_code == 302
+
+
+@pytest.mark.parametrize("proxies", [0, 1])
+def test_behind_a_reverse_proxy_the_client_address_counts(tmp_path: Path, proxies: int) -> None:
+    """CONSOLE_PROXIES=1 behind one TLS proxy: the per-address limit and the audit log see the
+    address the proxy passes in X-Forwarded-For; without it,
+    a client's own X-Forwarded-For is ignored and the connection's address counts."""
+    app = make_app(tmp_path / "i", PROXIES=proxies, LOGIN_LIMIT_PER_ADDRESS="2 per minute")
+    add_user(app, "admin", "admin", ADMIN_PASSWORD)
+    proxy = app.test_client()
+    proxy.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+
+    def fail(client_address: str) -> int:
+        return proxy.post("/login", data={"username": "admin", "password": "wrong"},
+                          headers={"X-Forwarded-For": client_address,
+                                   "X-Forwarded-Proto": "https"}).status_code
+
+    assert [fail("203.0.113.7"), fail("203.0.113.7")] == [401, 401]
+    assert fail("203.0.113.8") == (401 if proxies else 429)
+    ok = proxy.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD},
+                    headers={"X-Forwarded-For": "203.0.113.9"})
+    assert ok.status_code == (302 if proxies else 429)
+    if proxies:
+        proxy.patch("/api/v1/brokers/mqtt", json={"keepalive": 33},
+                    headers={"X-Forwarded-For": "203.0.113.9"})
+        with app.app_context():
+            from console.extensions import db
+            from console.models import AuditEntry
+            remote = db.session.execute(db.select(AuditEntry.remote).where(
+                AuditEntry.outcome == "applied")).scalar_one()
+        assert remote == "203.0.113.9"

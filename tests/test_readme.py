@@ -90,6 +90,9 @@ for _line in ("TAG=$(curl -sS -D - -o /dev/null \"$API/brokers/mqtt\" -H \"$AUTH
               'curl -sS -X PATCH "$API/brokers/mqtt" -H "$AUTH" -H "If-Match: $TAG" -H \'Content-Type: '
               'application/json\' -d \'{"port": 1884}\''):
     COVERED[_line] = "tests/test_conflicts.py::test_the_readme_if_match_lines"
+# the Deployment lines: both run, as the README shows them, by the scale-out test (two masters, PostgreSQL)
+for _line in (f"{FLASK} db upgrade", ".venv/bin/gunicorn --config gunicorn.conf.py app:app"):
+    COVERED[_line] = "tests/test_scale_out.py::test_two_instances_on_one_database"
 # the development server runs the background work: started for real, with and without the reloader
 COVERED[f"{FLASK} run [--debug]"] = "tests/test_background.py::test_flask_run_runs_the_background_checks"
 

@@ -1,7 +1,7 @@
 """API: step-wise diagnosis, reports, certificate inventory and pitfalls."""
 from __future__ import annotations
 
-from flask import current_app, jsonify, request
+from flask import current_app, jsonify, request, url_for
 
 from .. import diagnostics
 from ..auth import actor
@@ -13,13 +13,26 @@ from ..diagnostics.lint import lint
 @bp.post("/brokers/<protocol>/diagnose")
 def diagnose(protocol: str):
     _protocol(protocol)
+    limit = current_app.config["DIAGNOSE_MAX_TIMEOUT"]
     try:
-        timeout = float(request.args.get("timeout", current_app.config["CHECK_TIMEOUT"]))
+        timeout = float(request.args.get("timeout", min(current_app.config["CHECK_TIMEOUT"], limit)))
     except ValueError:
-        return _error(400, "bad_request", "timeout is a number of seconds.")
-    if not 0.1 <= timeout <= 300:
-        return _error(400, "bad_request", "timeout must be between 0.1 and 300 seconds.")
-    row = diagnostics.run_and_store(protocol, timeout, actor=actor(), origin="api")
+        return _error(400, "bad_request", "timeout is a number of seconds.",
+                      errors={"timeout": "Use a number of seconds."})
+    if not 0.1 <= timeout <= limit:
+        message = f"Use 0.1 to {limit:g} seconds (CONSOLE_DIAGNOSE_MAX_TIMEOUT)."
+        return _error(400, "bad_request", f"timeout must be between 0.1 and {limit:g} seconds.",
+                      errors={"timeout": message})
+    wait = request.args.get("wait", "true").lower()
+    if wait not in ("true", "false"):
+        return _error(400, "bad_request", "wait is true or false.",
+                      errors={"wait": "Use true or false."})
+    if wait == "false":
+        run_id = diagnostics.start(protocol, timeout, actor=actor(), origin="api")
+        row = diagnostics.get(run_id)
+        return jsonify({**(row.result or {}), "id": row.id, "status": row.status}), 202, {
+            "Location": url_for("api.diagnosis", run_id=run_id)}
+    row = diagnostics.run_and_store(protocol, timeout, actor=actor(), origin="api", pooled=True)
     return jsonify({**row.result, "id": row.id})
 
 

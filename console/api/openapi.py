@@ -87,6 +87,24 @@ def _query(*names: str) -> list[dict[str, Any]]:
              "schema": QUERY_TYPES.get(n, {"type": "string"})} for n in names]
 
 
+def _diagnose_op(protocol: dict[str, Any]) -> dict[str, Any]:
+    """POST /brokers/{protocol}/diagnose: its timeout bounded by CONSOLE_DIAGNOSE_MAX_TIMEOUT, run on
+    the bounded broker-work pool (429 with Retry-After when every thread is taken)."""
+    timeout = {"name": "timeout", "in": "query", "required": False, "schema": {
+        "type": "number", "minimum": 0.1, "maximum": 300,
+        "description": "seconds for the whole diagnosis; above CONSOLE_DIAGNOSE_MAX_TIMEOUT "
+                       "(default 30) the answer is 400 naming the field"}}
+    wait = {"name": "wait", "in": "query", "required": False, "schema": {
+        "type": "boolean", "default": True, "description": "false: queue it and answer 202 with "
+        "its id at once; poll GET /diagnoses/{run_id} until status is done"}}
+    op = _op("Step-wise diagnosis (dns, tcp, tls, handshake, auth, operation) with cause and fix",
+             params=[protocol, timeout, wait],
+             errors={"429": "Every broker-work thread is taken (or the queue is full): try again "
+                            "after Retry-After seconds"})
+    op["responses"]["202"] = {"description": "Queued (wait=false): poll /diagnoses/{run_id}"}
+    return op
+
+
 def _more_paths() -> dict[str, Any]:
     """Registry, audit, history, export/import and diagnostics."""
     version = {"name": "version_id", "in": "path", "required": True, "schema": ID}
@@ -139,9 +157,7 @@ def _more_paths() -> dict[str, Any]:
             params=_query("dry_run", "confirm"), body={"type": "string"},
             content="application/yaml",
             errors={"422": "Invalid file (errors by protocol.field)", "409": "Adapters affected"})},
-        "/brokers/{protocol}/diagnose": {"post": _op(
-            "Step-wise diagnosis (dns, tcp, tls, handshake, auth, operation) with cause and fix",
-            params=[protocol, *_query("timeout")])},
+        "/brokers/{protocol}/diagnose": {"post": _diagnose_op(protocol)},
         "/diagnoses/{run_id}": {"get": _op("A stored diagnosis", params=[run])},
         "/diagnoses/{run_id}/report": {"get": _op(
             "Diagnosis report: diagnosis, settings (secrets masked) and pitfalls", params=[run])},

@@ -3,20 +3,19 @@ appear as they run), store it, render reports without secrets, and keep the cert
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from typing import Any
 
-from flask import Flask, current_app
+from flask import current_app
 
+from .. import work
 from ..brokers import PROTOCOLS
 from ..extensions import db
 from ..models import DiagnosisRun, utcnow
 from ..settings import service as settings_service
 from ..settings.identity import addresses
 from ..settings.values import format_host_port
+from ..settings.resolve import ProtocolSettings
 from .base import Diagnosis
-
-_threads: list[threading.Thread] = []
 
 
 def run(protocol: str, timeout: float, on_step=None, settings=None) -> Diagnosis:
@@ -38,13 +37,22 @@ def _store(row: DiagnosisRun, diagnosis: Diagnosis, done: bool) -> None:
         row.finished_at = diagnosis.finished_at or utcnow()
 
 
-def run_and_store(protocol: str, timeout: float, *, actor: str | None, origin: str) -> DiagnosisRun:
-    """Diagnose now, in this thread, and store the result."""
+def run_and_store(protocol: str, timeout: float, *, actor: str | None, origin: str,
+                  pooled: bool = False) -> DiagnosisRun:
+    """Diagnose now and store the result; this thread waits for it (`pooled`: the diagnosis runs
+    on the broker-work pool, work.Busy when no thread of it is free)."""
+    if pooled:
+        work.room()
     row = DiagnosisRun(protocol=protocol, actor=actor, origin=origin, status="running", result={})
     db.session.add(row)
     db.session.commit()
     try:
-        diagnosis = run(protocol, timeout)
+        diagnosis = (work.call(run, protocol, timeout, timeout=timeout) if pooled
+                     else run(protocol, timeout))
+    except work.Busy:
+        db.session.delete(row)
+        db.session.commit()
+        raise
     except Exception as exc:  # noqa: BLE001 - stored as a failed run, never a 500
         row.status, row.result = "error", {"error": f"{type(exc).__name__}: {exc}"}
         db.session.commit()
@@ -54,36 +62,39 @@ def run_and_store(protocol: str, timeout: float, *, actor: str | None, origin: s
     return row
 
 
+def _work(run_id: int, protocol: str, timeout: float, settings: ProtocolSettings) -> None:
+    """A queued diagnosis, on a broker-work thread: its steps are stored as they complete."""
+    target = db.session.get(DiagnosisRun, run_id)
+
+    def progress(diagnosis: Diagnosis) -> None:
+        _store(target, diagnosis, done=False)
+        db.session.commit()
+
+    try:
+        diagnosis = run(protocol, timeout, on_step=progress, settings=settings)
+        _store(target, diagnosis, done=True)
+    except Exception as exc:  # noqa: BLE001
+        target.status = "error"
+        target.result = {**(target.result or {}), "error": f"{type(exc).__name__}: {exc}"}
+    db.session.commit()
+
+
 def start(protocol: str, timeout: float, *, actor: str | None, origin: str = "page") -> int:
-    """Start a diagnosis in a background thread; returns the run id to poll."""
-    app: Flask = current_app._get_current_object()
+    """Queue a diagnosis on the broker-work pool; returns the run id to poll (work.Busy, and
+    nothing stored, when the queue is full)."""
+    work.room(wait=False)
     row = DiagnosisRun(protocol=protocol, actor=actor, origin=origin, status="running",
                        result=Diagnosis(protocol).as_dict())
     db.session.add(row)
     db.session.commit()
     run_id = row.id
     settings = settings_service.effective(protocol, reveal=True)
-
-    def work() -> None:
-        with app.app_context():
-            target = db.session.get(DiagnosisRun, run_id)
-
-            def progress(diagnosis: Diagnosis) -> None:
-                _store(target, diagnosis, done=False)
-                db.session.commit()
-
-            try:
-                diagnosis = run(protocol, timeout, on_step=progress, settings=settings)
-                _store(target, diagnosis, done=True)
-            except Exception as exc:  # noqa: BLE001
-                target.status = "error"
-                target.result = {**(target.result or {}), "error": f"{type(exc).__name__}: {exc}"}
-            db.session.commit()
-            db.session.remove()
-
-    thread = threading.Thread(target=work, name=f"console-diagnose-{run_id}", daemon=True)
-    _threads.append(thread)
-    thread.start()
+    try:
+        work.submit(_work, run_id, protocol, timeout, settings)
+    except work.Busy:
+        db.session.delete(row)
+        db.session.commit()
+        raise
     return run_id
 
 
@@ -197,8 +208,5 @@ def report(row: DiagnosisRun) -> dict[str, Any]:
 
 
 def wait_all(timeout: float = 30) -> None:
-    """Wait for background diagnoses (tests and shutdown)."""
-    for thread in list(_threads):
-        thread.join(timeout)
-        if not thread.is_alive():
-            _threads.remove(thread)
+    """Wait for queued and running diagnoses (tests and shutdown)."""
+    work.wait_idle(current_app._get_current_object(), timeout)

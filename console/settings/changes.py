@@ -20,12 +20,12 @@ from ..crypto import decrypt
 from ..extensions import db
 from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
 from ..delivery import outbox
-from .effective import Snapshot, current, forget, remember
+from .effective import Snapshot, current, findings, forget, remember
 from .identity import identity
 from .resolve import ProtocolSettings
 from .schema import FIELDS, PROTOCOL_LABELS
 from .selection import select_protocol
-from .state import State, write_state
+from .state import State, read_state, rebase, write_state
 
 SECRET_SHOWN = "changed"
 
@@ -345,15 +345,67 @@ def release() -> None:
         db.session.commit()
 
 
+def _one_at_a_time(candidate: State, base: Snapshot,
+                   seed: dict[str, tuple[ProtocolSettings, bool]] | None
+                   ) -> tuple[State, Snapshot, dict[str, tuple[ProtocolSettings, bool]] | None]:
+    """Under the write lock: the candidate, the snapshot it applies to and its seed — rebased onto
+    what the database holds now when another process saved something since the candidate was made
+    from `base` (its changes are kept, never overwritten; the seed no longer fits then)."""
+    fresh = read_state(fresh=True)
+    if fresh.as_json() == base.state.as_json():
+        return candidate, base, seed
+    now = Snapshot(fresh)
+    remember(now)
+    merged = rebase(candidate, base.state, fresh)
+    _still_valid(merged, candidate, now)
+    return merged, now, None
+
+
+class ChangeConflict(Exception):
+    """A change that was valid on the configuration it was made from is not valid together with
+    what another worker or replica saved meanwhile; nothing is saved."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("Another save changed this configuration meanwhile, and together with it "
+                         "this change is not valid (" + "; ".join(f"{k}: {v}" for k, v in
+                                                             errors.items()) +
+                         "). Nothing was saved: reload and repeat the change.")
+
+
+def _still_valid(merged: State, candidate: State, fresh: Snapshot) -> None:
+    """ChangeConflict when the rebased configuration has an error that neither the change alone
+    nor what was saved meanwhile has (rules over fields the two saves changed separately)."""
+    combined, alone = Snapshot(merged), Snapshot(candidate)
+    errors: dict[str, str] = {}
+    for protocol in PROTOCOLS:
+        found = findings(combined.settings(protocol))[0]
+        known = set(findings(alone.settings(protocol))[0]) | set(findings(fresh.settings(protocol))[0])
+        errors.update({f"{protocol}.{name}": text for name, text in found.items() if name not in known})
+    if errors:
+        raise ChangeConflict(errors)
+
+
 def commit(candidate: State, *, actor: str | None, origin: str, action: str,
            confirm: bool = False, dry_run: bool = False, summary: str = "",
            seed: dict[str, tuple[ProtocolSettings, bool]] | None = None) -> Outcome:
     """Apply `candidate` through the impact check; see the module docstring. `seed` hands in
     settings already resolved from the candidate (protocol → (settings, revealed))."""
     actor = actor or "unknown"
-    if not dry_run:
+    if dry_run:
+        before = current()
+    else:
+        base = current()      # what the candidate was made from (unless its writer locked first)
         lock()
-    before = current()
+        try:
+            candidate, before, seed = _one_at_a_time(candidate, base, seed)
+        except ChangeConflict as conflict:
+            db.session.rollback()
+            audit(action, "rejected", actor=actor, origin=origin,
+                  protocols=sorted({name.split(".")[0] for name in conflict.errors}),
+                  summary=str(conflict))
+            db.session.commit()
+            raise
     if candidate.as_json() == before.state.as_json():
         release()
         return Outcome("unchanged")

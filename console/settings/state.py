@@ -63,22 +63,54 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def read_state() -> State:
-    """The saved configuration as it is in the database now."""
+def read_state(fresh: bool = False) -> State:
+    """The saved configuration as it is in the database now (`fresh`: rows this session loaded
+    before are read again, not taken from its identity map)."""
+    options = {"populate_existing": True} if fresh else {}
     state = State()
-    for row in db.session.execute(db.select(BrokerSettings)).scalars():
+    for row in db.session.execute(db.select(BrokerSettings).execution_options(**options)).scalars():
         if row.values:
             state.values[row.protocol] = dict(row.values)
         if row.secrets:
             state.secrets[row.protocol] = dict(row.secrets)
-    for item in db.session.execute(db.select(TlsFile)).scalars():
+    for item in db.session.execute(db.select(TlsFile).execution_options(**options)).scalars():
         state.files.setdefault(item.protocol, {})[item.slot] = {
             "filename": item.filename, "format": item.format, "certs_pem": item.certs_pem,
             "key_ciphertext": item.key_ciphertext, "uploaded_at": _iso(item.uploaded_at),
             "uploaded_by": item.uploaded_by}
-    rows = db.session.execute(db.select(Priority).order_by(Priority.position)).scalars()
+    rows = db.session.execute(db.select(Priority).order_by(Priority.position)
+                              .execution_options(**options)).scalars()
     state.priorities = [r.protocol for r in rows]
     return state
+
+
+_ABSENT = object()
+
+
+def rebase(candidate: State, base: State, onto: State) -> State:
+    """`candidate`, made from `base`, replayed onto `onto` (what another worker or replica saved in
+    the meantime): every value, secret and file the candidate changed from `base`, and the priority
+    list when it changed it, over `onto`'s; what the candidate left alone stays as in `onto`."""
+    out = onto.copy()
+    for part in ("values", "secrets", "files"):
+        mine, old, target = getattr(candidate, part), getattr(base, part), getattr(out, part)
+        for protocol in set(mine) | set(old):
+            a, b = mine.get(protocol, {}), old.get(protocol, {})
+            merged = target.setdefault(protocol, {})
+            for key in set(a) | set(b):
+                if a.get(key, _ABSENT) == b.get(key, _ABSENT):
+                    continue
+                if key in a:
+                    merged[key] = copy.deepcopy(a[key])
+                else:
+                    merged.pop(key, None)
+            if part == "values":
+                target[protocol] = {k: merged[k] for k in sorted(merged)}
+            if not target[protocol]:
+                target.pop(protocol)
+    if candidate.priorities != base.priorities:
+        out.priorities = list(candidate.priorities)
+    return out
 
 
 def write_state(state: State, actor: str | None, current: State | None = None) -> None:

@@ -8,7 +8,7 @@ from flask import (
 )
 from flask_login import login_required
 
-from .. import checks
+from .. import checks, work
 from ..delivery import status as rollout_status
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
@@ -176,9 +176,11 @@ def form_changes(protocol: str) -> tuple[dict[str, Any], dict[str, Any]]:
 SAVED_EVENT = {"HX-Trigger": "settings-saved"}   # the overview refreshes itself on it
 
 
-def _section_response(protocol: str, context: dict[str, Any], status: int):
+def _section_response(protocol: str, context: dict[str, Any], status: int,
+                      headers: dict[str, str] | None = None):
     if is_htmx():
-        return render_template("settings/_protocol.html", section=context), status, SAVED_EVENT
+        return (render_template("settings/_protocol.html", section=context), status,
+                {**SAVED_EVENT, **(headers or {})})
     if status == 200:
         flash(context.get("message") or "Saved.")
         rollout = context.get("rollout")
@@ -186,7 +188,7 @@ def _section_response(protocol: str, context: dict[str, Any], status: int):
             return redirect(url_for("settings.section", protocol=protocol, rollout=rollout["version"]))
         return redirect(url_for("settings.section", protocol=protocol))
     return render_template("settings/messaging.html",
-                           **page_context(protocol, sections={protocol: context})), status
+                           **page_context(protocol, sections={protocol: context})), status, headers or {}
 
 
 def prepared_form(protocol: str) -> tuple[dict[str, Any], dict[str, Any], service.Prepared]:
@@ -221,7 +223,12 @@ def save(protocol: str):
         return _section_response(protocol, context, 422)
     risky = prep.install_time_changes()
     if risky and prep.settings.enabled and not request.form.get("save_anyway"):
-        result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+        try:
+            result = broker_check(prep.settings)
+        except work.Busy as busy:
+            context = section_context(protocol, submitted=submitted, version=opened)
+            context["busy"] = busy
+            return _section_response(protocol, context, 429, {"Retry-After": str(busy.retry_after)})
         checks.record(result, "guard")
         if not result.up:
             context = section_context(protocol, submitted=submitted, version=opened)
@@ -264,17 +271,25 @@ def rollout_after(outcome: Any) -> dict[str, Any] | None:
 @admin_required
 def test_connection(protocol: str):
     """Check the form's unsaved values against the real broker."""
+    work.room()
     _, submitted, prep = prepared_form(protocol)
     result = None
     if not prep.errors:
-        result = checks.check_settings(prep.settings, current_app.config["CHECK_TIMEOUT"])
+        result = broker_check(prep.settings)
     if not is_htmx():   # without JavaScript: the page, the typed values and the result in place
         context = section_context(protocol, submitted=submitted)
         context["test"] = {"result": result, "errors": prep.errors}
         return render_template("settings/messaging.html",
-                               **page_context(sections={protocol: context})), 200
+                               **page_context(protocol, sections={protocol: context})), 200
     return render_template("settings/_test_result.html", protocol=protocol, result=result,
                            errors=prep.errors), 200
+
+
+def broker_check(settings: Any) -> Any:
+    """A check of `settings` on the broker-work pool, this request waiting for it (work.Busy when
+    every thread is taken)."""
+    timeout = current_app.config["CHECK_TIMEOUT"]
+    return work.call(checks.check_settings, settings, timeout, timeout=timeout)
 
 
 def status_context(protocol: str) -> dict[str, Any]:
@@ -305,8 +320,16 @@ def check_now(protocol: str):
     """Check the saved settings now and record the result."""
     if protocol not in PROTOCOLS:
         abort(404)
-    settings = service.effective(protocol, reveal=True)
-    result = checks.check_settings(settings, current_app.config["CHECK_TIMEOUT"])
+    try:
+        work.room()
+        result = broker_check(service.effective(protocol, reveal=True))
+    except work.Busy as busy:
+        if not is_htmx():
+            raise
+        # the badge stays as it is; the message goes next to the button
+        return render_template("_busy.html", busy=busy), 429, {
+            "Retry-After": str(busy.retry_after), "HX-Retarget": f"#{protocol}-busy",
+            "HX-Reswap": "innerHTML"}
     checks.record(result, "manual")
     if not is_htmx():
         flash(f"Checked {PROTOCOL_LABELS[protocol]}: "

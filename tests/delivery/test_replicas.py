@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tests.test_checks_live import _pg_database
+from tests.live_gunicorn import pg_database as _pg_database
 
 from .receiver import Receiver, free_port
 
