@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from console.api.openapi import openapi_document
 from console.database import Outage
 from tests.conftest import ROOT, _TEMPLATE_DB, _create, make_app
-from tests.test_checks_live import _pg_database
+from tests.live_gunicorn import pg_database as _pg_database
 
 PG = ("127.0.0.1", 5432)
 
