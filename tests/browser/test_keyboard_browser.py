@@ -12,8 +12,13 @@ ACTIVE_ID = "() => document.activeElement && document.activeElement.id"
 ACTIVE_TEXT = "() => document.activeElement && document.activeElement.textContent"
 
 
+SWAPPING = ".htmx-request, .htmx-swapping, .htmx-settling, .htmx-added"
+
+
 def press(page, locator) -> None:
-    """Activate a control from the keyboard: focus it and press Enter."""
+    """Activate a control from the keyboard: once htmx has settled the last swap (no person presses
+    a key within the milliseconds a swap takes), focus it and press Enter."""
+    expect(page.locator(SWAPPING)).to_have_count(0)
     locator.focus()
     page.keyboard.press("Enter")
 
