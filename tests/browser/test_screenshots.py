@@ -21,9 +21,10 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def picture(locator, name: str, tmp_path: Path, max_height: int | None = None) -> Path:
     """A screenshot of `locator` (cut at `max_height`), in docs/ when SCREENSHOTS is set."""
     target = (DOCS if os.environ.get("SCREENSHOTS") else tmp_path) / name
-    box = locator.bounding_box()
+    box = locator.bounding_box()      # relative to the viewport; the full-page clip is not
     assert box and box["width"] > 300 and box["height"] > 100, box
-    clip = {"x": box["x"], "y": box["y"], "width": box["width"],
+    scroll = locator.page.evaluate("[window.scrollX, window.scrollY]")
+    clip = {"x": box["x"] + scroll[0], "y": box["y"] + scroll[1], "width": box["width"],
             "height": min(box["height"], max_height or box["height"])}
     locator.page.screenshot(path=str(target), clip=clip, full_page=True)
     assert target.stat().st_size > 10_000
