@@ -2,15 +2,18 @@
 overrides in the audit log (once per change), logs the SP_* values it ignores, and runs the
 background checks and the delivery worker (console/background.py), coordinated through the database;
 on exit it drops the broker work still queued (console/work.py).
-A wrong CONSOLE_* variable stops the master with one line naming it."""
+A wrong CONSOLE_* variable, or an instance directory that cannot be made, stops the master with one
+line naming it."""
 import os
 import sys
 
+from console import instance_path, prepare_instance
 from console.config import ConfigError, Defaults, parse_environment
 
 try:
     _settings = {"BIND": Defaults.BIND, "WORKERS": Defaults.WORKERS, "THREADS": Defaults.THREADS,
                  **parse_environment(os.environ)}
+    prepare_instance(instance_path(_settings))
 except ConfigError as exc:
     print(f"Messaging Console: configuration error: {exc}", file=sys.stderr)
     raise SystemExit(2) from None

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, redirect, url_for
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .config import Defaults, finish, parse_environment
+from .config import ConfigError, Defaults, finish, parse_environment
 from .crypto import read_or_create_key_file
 from .lazy import LazyAppGroup
 
@@ -22,7 +22,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     environment = parse_environment(os.environ)
     app = Flask(
         __name__,
-        instance_path=environment.get("INSTANCE_PATH") or str(ROOT / "instance"),
+        instance_path=instance_path(environment),
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
     )
@@ -73,8 +73,27 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def instance_path(environment: dict[str, Any]) -> str:
+    """The instance directory the parsed CONSOLE_* `environment` names (or the default)."""
+    return environment.get("INSTANCE_PATH") or str(ROOT / "instance")
+
+
+def prepare_instance(path: str) -> None:
+    """Create the instance directory (the SQLite database and the key files live there); ConfigError
+    naming CONSOLE_INSTANCE_PATH when it cannot be created or written. gunicorn.conf.py calls it in
+    the master too, so a bad path stops start-up once instead of failing every worker."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"CONSOLE_INSTANCE_PATH={path}: the instance directory cannot be created "
+                          f"({exc.strerror or exc}); point it at a writable directory") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"CONSOLE_INSTANCE_PATH={path}: the instance directory is not writable; "
+                          "point it at a writable directory")
+
+
 def _finish_config(app: Flask) -> None:
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    prepare_instance(app.instance_path)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         url = app.config.get("DATABASE_URL") or (
             "sqlite:///" + str(Path(app.instance_path) / "console.db"))
@@ -88,5 +107,10 @@ def _finish_config(app: Flask) -> None:
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if not app.config.get("SECRET_KEY"):
         import secrets
-        app.config["SECRET_KEY"] = read_or_create_key_file(
-            Path(app.instance_path) / "secret.key", lambda: secrets.token_hex(32))
+        try:
+            app.config["SECRET_KEY"] = read_or_create_key_file(
+                Path(app.instance_path) / "secret.key", lambda: secrets.token_hex(32))
+        except OSError as exc:
+            raise ConfigError(f"CONSOLE_INSTANCE_PATH={app.instance_path}: the session key cannot be "
+                              f"written there ({exc.strerror or exc}); point it at a writable directory, "
+                              "or set CONSOLE_SECRET_KEY") from None

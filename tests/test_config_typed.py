@@ -123,6 +123,24 @@ def test_gunicorn_stops_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr + done.stdout
 
 
+def test_an_instance_directory_that_cannot_be_made_stops_start_up_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    bad = str(blocker / "instance")
+    expected = (f"Messaging Console: configuration error: CONSOLE_INSTANCE_PATH={bad}: the instance "
+                "directory cannot be created (Not a directory); point it at a writable directory")
+    cli = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "users", "list"], cwd=ROOT,
+                         env={**_env(tmp_path), "CONSOLE_INSTANCE_PATH": bad},
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 2 and cli.stderr.strip() == expected
+    served = subprocess.run([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+                             "--check-config", "app:app"], cwd=ROOT,
+                            env={**_env(tmp_path), "CONSOLE_INSTANCE_PATH": bad},
+                            capture_output=True, text=True, timeout=60)
+    assert served.returncode == 2 and expected in served.stderr    # the master stops, no worker loop
+    assert "Traceback" not in cli.stderr + served.stderr + served.stdout
+
+
 def test_brokers_list_shows_every_page_warning(runner, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SP_PRIORITIZED_PROTOCOL", "jms")
     monkeypatch.setenv("SP_KAFKA_PORT", "not-a-port")
