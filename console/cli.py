@@ -10,7 +10,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from . import background
+from . import background, database
 from .brokers import PROTOCOLS
 from .auth import tokens as api_tokens
 from .auth import users as accounts
@@ -37,8 +37,8 @@ class DatabaseGroup(AppGroup):
 
 def database_problem(exc: Exception) -> str:
     """What the operator reads when a command meets a database it cannot use."""
-    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
+    reason = database.reason(exc)
+    if database.missing_tables(reason):
         return (f"The database has no console tables yet ({reason}). "
                 "Create them first: flask --app app db upgrade")
     return (f"The database cannot be used: {reason}. "

@@ -31,6 +31,12 @@ def reason(error: BaseException) -> str:
     return (lines[0] if lines else type(cause).__name__)[:300]
 
 
+def missing_tables(why: str) -> bool:
+    """Whether a statement failed because the console's tables were never created (SQLite's and
+    PostgreSQL's words for it)."""
+    return "no such table" in why or ("relation" in why and "does not exist" in why)
+
+
 class Outage:
     """One process's view of its database: down or not, since when and why."""
 
@@ -103,7 +109,7 @@ def unavailable(why: str, *, answering: bool = False):
         title = "Database unreachable"
         message = (f"Database unreachable: {why}. The console retries by itself and answers again "
                    "as soon as the database is back.")
-    elif "no such table" in why:
+    elif missing_tables(why):
         title = "Database not set up"
         message = (f"The database has no console tables ({why}): run `flask db upgrade` (make run "
                    "and the container do).")

@@ -16,6 +16,15 @@ from .schema import SCHEMA
 from .values import format_host_port, nats_server_addresses, split_host_port
 
 ADDRESS_FIELDS = ("host", "port", "bootstrap_servers", "url", "servers", "addresses")
+# the field that lists a protocol's nodes; when set it wins over host and port (MQTT has none)
+NODE_LIST_FIELD = {"kafka": "bootstrap_servers", "nats": "servers", "rabbitmq": "addresses",
+                   "pulsar": "url"}
+
+
+def node_list_field(settings: ProtocolSettings) -> str | None:
+    """The name of the protocol's node list when it is set (it then wins over host and port)."""
+    name = NODE_LIST_FIELD.get(settings.protocol)
+    return name if name and settings.get(name) else None
 
 
 def addresses(settings: ProtocolSettings) -> tuple[tuple[str, int], ...]:

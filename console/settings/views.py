@@ -15,6 +15,7 @@ from ..brokers import PROTOCOLS
 from ..htmx import is_htmx
 from . import changes as change_log
 from . import service
+from .identity import address_label, node_list_field, uses_tls
 from .schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
 from .values import Invalid, parse_value
 
@@ -39,8 +40,6 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
     general: list[str] = []
     for name, text in warnings:
         (by_field.setdefault(name, []) if name else general).append(text)
-    from .identity import address_label, uses_tls
-
     return {
         "protocol": protocol,
         "overridden": overridden_fields(current),
@@ -59,18 +58,15 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
     }
 
 
-NODE_LISTS = ("url", "bootstrap_servers", "servers", "addresses")   # each wins over host and port
-
-
 def overridden_fields(current: service.ProtocolSettings) -> dict[str, str]:
     """Fields another value makes unused, with the note shown beside them: host and port when a
     node list (or Pulsar's URL) is set."""
-    for name in NODE_LISTS:
-        if name in current.fields and current.fields[name].value not in (None, ""):
-            label = current.fields[name].field.label
-            note = f"Not used while {label} is set: it lists the nodes and wins over host and port."
-            return {"host": note, "port": note}
-    return {}
+    name = node_list_field(current)
+    if name is None:
+        return {}
+    label = current.fields[name].field.label
+    note = f"Not used while {label} is set: it lists the nodes and wins over host and port."
+    return {"host": note, "port": note}
 
 
 def unsaved_fields(protocol: str, current: service.ProtocolSettings,
