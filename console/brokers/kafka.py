@@ -41,7 +41,13 @@ Traps handled:
   advertises (`advertised.listeners`) cannot be resolved or reached from here; `list_topics` still
   succeeds over the bootstrap connection and only what needs a broker (produce, consume, describe)
   times out. The check and the diagnosis therefore connect to every advertised broker
-  (`advertised_failure`) and name the address (`advertised_address_unreachable`) when none answers.
+  (`advertised_failure`) and name the address (`advertised_address_unreachable`) when none answers;
+- and the same fault seen from inside librdkafka: once the first metadata names the advertised broker,
+  librdkafka drops the bootstrap connection for it, so a `list_topics` call that missed the first answer
+  (a loaded machine: one in a few runs) meets "host:port/<id>: Failed to resolve" or "Connection
+  refused" and "1/1 brokers are down" until it re-bootstraps 0.1-0.5 s later. Errors about such a learned
+  broker are never taken for the bootstrap's (`decisive`); the loop asks again, and if no metadata comes
+  back in time the errors themselves name the advertised address (`learned_failure`).
 """
 from __future__ import annotations
 
@@ -63,6 +69,7 @@ API_VERSIONS = struct.pack(">ihhih", 10, 18, 0, _CORRELATION, -1)
 KAFKA_GREETING = Greeting("Kafka", API_VERSIONS,
                           lambda reply: len(reply) >= 8 and reply[4:8] == struct.pack(">i", _CORRELATION))
 _STEP = 0.05
+_PATIENCE = 0.5
 _OFFERED = re.compile(r"supported mechanisms: ([A-Z0-9, _-]+|\(n/a\))", re.I)
 
 
@@ -120,8 +127,29 @@ def client_conf(config: BrokerConfig, budget: float,
     return conf
 
 
+_LEARNED = re.compile(r"^(?P<address>\S+)/(?P<id>\d+): ")
+_PROBLEMS = {"dns_failure": "cannot be resolved", "connection_refused": "refuses connections",
+             "connect_timeout": "does not answer TCP connections", "tls_failed": "fails the TLS handshake"}
+
+
+def learned(error: KafkaError) -> str | None:
+    """The host:port of the advertised broker `error` is about ("host:port/<node id>: ..."), or None for an
+    error about a bootstrap server ("host:port/bootstrap: ...") or the whole client."""
+    found = _LEARNED.match(error.str() or "")
+    return found.group("address") if found else None
+
+
 def decisive(errors: list[KafkaError]) -> KafkaError | None:
-    """The error among those librdkafka reported that names the cause, or None while none does."""
+    """The error among those librdkafka reported that names the cause, or None while none does.
+
+    Errors about a broker the cluster advertised are never decisive for the bootstrap: librdkafka learned
+    that broker from the cluster's metadata, so the bootstrap answered; it decommissions the bootstrap
+    connection for the learned broker and, when that broker cannot be reached, re-bootstraps and reports
+    "all brokers are down" meanwhile. The caller keeps asking for metadata, and names the advertised
+    address (`learned_failure`) if none arrives."""
+    if any(learned(error) for error in errors):
+        errors = [error for error in errors if error.code() == KafkaError._AUTHENTICATION
+                  or (learned(error) is None and error.code() != KafkaError._ALL_BROKERS_DOWN)]
     for code in (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError._RESOLVE, KafkaError._BAD_MSG):
         for error in errors:
             if error.code() == code:
@@ -131,6 +159,56 @@ def decisive(errors: list[KafkaError]) -> KafkaError | None:
         transport = [error for error in errors if error.code() == KafkaError._TRANSPORT]
         return transport[-1] if transport else down[0]
     return None
+
+
+def fetch_metadata(admin: AdminClient, errors: list[KafkaError], window: Deadline) -> tuple[Any, KafkaError | None]:
+    """Cluster metadata within `window`, asked in short calls with librdkafka's errors polled in between:
+    (metadata, None), or (None, the decisive error), or (None, None) at the end of the window, or once
+    librdkafka, having learned an advertised broker it cannot reach, has not re-bootstrapped within a
+    third of the time that was left (at least `_PATIENCE` s; in about one run in fifty on a loaded machine
+    it does not within 3 s), so that the caller names the advertised address with time to spare."""
+    patience: Deadline | None = None
+    while not window.expired:
+        try:
+            return admin.list_topics(timeout=max(window.remaining(_STEP), 0.01)), None
+        except KafkaException:
+            admin.poll(0)
+            found = decisive(errors)
+            if found is not None:
+                return None, found
+            if patience is None and any(learned(error) for error in errors):
+                patience = Deadline(window.remaining(max(_PATIENCE, window.remaining() / 3)))
+            if patience is not None and patience.expired:
+                return None, None
+    admin.poll(0)
+    return None, decisive(errors)
+
+
+def _unreachable(problems: list[tuple[str, str]], bootstrap_where: str) -> StepFailed:
+    advertised = ", ".join(address for address, _ in problems)
+    kinds = sorted({problem for _, problem in problems})
+    detail = "; ".join(f"{address} {problem}" for address, problem in problems)
+    return StepFailed("advertised_address_unreachable",
+                      f"the bootstrap server {bootstrap_where} answers, but the advertised broker "
+                      f"address{'es' if len(problems) > 1 else ''} {detail} (advertised.listeners)",
+                      advertised=advertised, advertised_problem=" and ".join(kinds))
+
+
+def learned_failure(errors: list[KafkaError], bootstrap_where: str) -> StepFailed | None:
+    """`advertised_address_unreachable` from librdkafka's errors about the brokers it learned from the
+    cluster's metadata, when no metadata came back in time; None when there are none."""
+    problems: dict[str, str] = {}
+    for error in errors:
+        address = learned(error)
+        if address is None:
+            continue
+        lowered = error.str().lower()
+        cause = ("dns_failure" if error.code() == KafkaError._RESOLVE else
+                 "tls_failed" if error.code() == KafkaError._SSL else
+                 "connection_refused" if "connection refused" in lowered else
+                 "connect_timeout" if "timed out" in lowered else "")
+        problems[address] = _PROBLEMS.get(cause, "cannot be reached")
+    return _unreachable(sorted(problems.items()), bootstrap_where) if problems else None
 
 
 def advertised_brokers(metadata: Any) -> list[str]:
@@ -151,18 +229,9 @@ def advertised_failure(metadata: Any, deadline: Deadline, bootstrap_where: str) 
             found = CheckFailed("dns_failure", f"{host}: {exc}")
         if found is None:
             return None
-        problem = {"dns_failure": "cannot be resolved", "connection_refused": "refuses connections",
-                   "connect_timeout": "does not answer TCP connections"}.get(found.cause, "cannot be reached")
-        problems.append((f"[{host}]:{port}" if ":" in host else f"{host}:{port}", problem))
-    if not problems:
-        return None
-    advertised = ", ".join(address for address, _ in problems)
-    kinds = sorted({problem for _, problem in problems})
-    detail = "; ".join(f"{address} {problem}" for address, problem in problems)
-    return StepFailed("advertised_address_unreachable",
-                      f"the bootstrap server {bootstrap_where} answers, but the advertised broker "
-                      f"address{'es' if len(problems) > 1 else ''} {detail} (advertised.listeners)",
-                      advertised=advertised, advertised_problem=" and ".join(kinds))
+        problems.append((f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                         _PROBLEMS.get(found.cause, "cannot be reached")))
+    return _unreachable(problems, bootstrap_where) if problems else None
 
 
 class KafkaDriver(Driver):
@@ -210,6 +279,7 @@ class KafkaDriver(Driver):
         self.admin: AdminClient | None = None
         self.errors: list[KafkaError] = []
         self.metadata: Any = None
+        self.unreachable: StepFailed | None = None
 
     # -- the one classifier ----------------------------------------------------------------------------
 
@@ -222,6 +292,7 @@ class KafkaDriver(Driver):
         lowered = words.lower()
         code = error.code()
         mechanism = sasl_mechanism(config)
+        errors = [e for e in errors if learned(e) is None]      # about advertised brokers: see decisive
         if code == KafkaError._AUTHENTICATION:
             offered = _OFFERED.search(words)
             mechanisms = offered.group(1).strip() if offered and offered.group(1) != "(n/a)" else ""
@@ -261,16 +332,8 @@ class KafkaDriver(Driver):
         errors: list[KafkaError] = []
         admin: AdminClient | None = AdminClient(client_conf(config, library.remaining(), errors.append))
         try:
-            found: KafkaError | None = None
-            while not library.expired:
-                try:
-                    metadata = admin.list_topics(timeout=max(library.remaining(_STEP), 0.01))
-                except KafkaException:
-                    admin.poll(0)
-                    found = decisive(errors)
-                    if found is not None:
-                        break
-                    continue
+            metadata, found = fetch_metadata(admin, errors, library)
+            if metadata is not None:
                 deadline.done()
                 unreachable = advertised_failure(metadata, deadline, bootstrap(config))
                 if unreachable is not None:
@@ -280,11 +343,10 @@ class KafkaDriver(Driver):
                         "controller": f"{controller.host}:{controller.port}" if controller else None,
                         "brokers": len(metadata.brokers), "advertised": advertised_brokers(metadata),
                         "tls": "SSL" in security_protocol(config)}
-            admin.poll(0)
-            found = found or decisive(errors)
         finally:
             admin = None
-        raise self._confirmed(config, deadline, found, errors)
+        failed = None if found else learned_failure(errors, bootstrap(config))
+        raise failed or self._confirmed(config, deadline, found, errors)
 
     def _confirmed(self, config: BrokerConfig, deadline: Deadline, error: KafkaError | None,
                    errors: list[KafkaError]) -> StepFailed:
@@ -322,28 +384,32 @@ class KafkaDriver(Driver):
         self.facts.update(mechanism=mechanism, username=self.config.username, login=self.login_words(),
                           source="librdkafka reported")
         self.admin = AdminClient(client_conf(self.config, deadline.remaining(), self.errors.append))
-        while not deadline.expired:
-            try:
-                self.metadata = self.admin.list_topics(timeout=max(deadline.remaining(_STEP), 0.01))
-                break
-            except KafkaException:
-                self.admin.poll(0)
-                found = decisive(self.errors)
-                if found is not None:
-                    raise self.classify(self.config, found, self.errors)
+        self.metadata, found = fetch_metadata(self.admin, self.errors, deadline)
+        if found is not None:
+            raise self.classify(self.config, found, self.errors)
         if self.metadata is None:
-            raise StepFailed("handshake_timeout", "no cluster metadata within the time left"
-                             + (f" ({one_line(self.errors[-1].str())})" if self.errors else ""))
+            self.unreachable = learned_failure(self.errors, bootstrap(self.config))
+            if self.unreachable is None:
+                raise StepFailed("handshake_timeout", "no cluster metadata within the time left"
+                                 + (f" ({one_line(self.errors[-1].str())})" if self.errors else ""))
+            learnt = self.unreachable.facts["advertised"]
+            self.facts.update(advertised=learnt.split(", "))
+            return Passed(f"{self._how(mechanism)}; the cluster's metadata advertised {learnt} (librdkafka "
+                          f"learned it and dropped the bootstrap connection for it)", data={"brokers": learnt})
         md = self.metadata
         self.facts.update(cluster=md.cluster_id, brokers=len(md.brokers), advertised=advertised_brokers(md))
         advertised = ", ".join(f"{b.host}:{b.port}" for b in md.brokers.values())
-        how = (f"SASL {mechanism} login of {self.config.username} accepted" if mechanism
-               else f"anonymous ({security_protocol(self.config)}, no SASL login)")
-        return Passed(f"{how}; cluster {md.cluster_id}, {len(md.brokers)} broker(s) advertised at {advertised}",
+        return Passed(f"{self._how(mechanism)}; cluster {md.cluster_id}, {len(md.brokers)} broker(s) advertised at {advertised}",
                       data={"cluster_id": md.cluster_id, "brokers": advertised})
+
+    def _how(self, mechanism: str | None) -> str:
+        return (f"SASL {mechanism} login of {self.config.username} accepted" if mechanism
+                else f"anonymous ({security_protocol(self.config)}, no SASL login)")
 
     def operation(self, deadline: Deadline, link: Link) -> Passed:
         assert self.admin is not None
+        if self.unreachable is not None:
+            raise self.unreachable
         topic = str(self.config.options.get("topic") or "").strip()
         self.facts["topic"] = topic or None
         if self.metadata is not None:
