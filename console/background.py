@@ -37,29 +37,43 @@ def start(app: Flask, *, log_warnings: bool = False) -> None:
     start the background checks and the delivery worker of this serving process (each unless turned
     off: CONSOLE_CHECK_SCHEDULER, CONSOLE_DELIVERY_WORKER) — at once, or as soon as the database
     answers."""
-    if _prepare(app, log_warnings):
+    if _prepare(app, log_warnings) is True:
         _start_work(app)
         return
     threading.Thread(target=_wait, args=(app, log_warnings), name="console-database-wait",
                      daemon=True).start()
 
 
-def _prepare(app: Flask, log_warnings: bool) -> bool:
+def _prepare(app: Flask, log_warnings: bool) -> bool | str:
+    """True when the database is there and set up (then the environment is recorded), False while it
+    is unreachable (an outage: console.database logs it), and why when it answers without the console's
+    tables: that is no outage, the work waits for `flask db upgrade` (the image's entrypoint runs it once
+    the database is there)."""
     try:
         with app.app_context():
             record_environment()
             if log_warnings:
                 log_environment_warnings(log)
-    except database.UNREACHABLE as exc:
-        database.outage(app).failed(exc)
-        return False
+    except database.SCHEMA_ERRORS as exc:
+        why = database.not_set_up(exc)
+        if why is None and not isinstance(exc, database.UNREACHABLE):
+            raise
+        if why is None:
+            database.outage(app).failed(exc)
+            return False
+        database.outage(app).recovered()
+        return why
     database.outage(app).recovered()
     return True
 
 
 def _wait(app: Flask, log_warnings: bool) -> None:
-    pause = 0.25
-    while not _prepare(app, log_warnings):
+    pause, told = 0.25, False
+    while (ready := _prepare(app, log_warnings)) is not True:
+        if ready and not told:
+            told = True
+            log.warning("Messaging Console: the database has no console tables yet (%s): background checks "
+                        "and callback delivery wait for `flask --app app db upgrade`", ready)
         time.sleep(pause)
         pause = min(pause * 2, WAIT_MAX_SECONDS)
     log.warning("Messaging Console: database reachable: background checks and callback delivery "

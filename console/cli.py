@@ -32,17 +32,7 @@ class DatabaseGroup(AppGroup):
             return super().invoke(ctx)
         except (OperationalError, ProgrammingError) as exc:
             db.session.rollback()
-            raise click.ClickException(database_problem(exc)) from None
-
-
-def database_problem(exc: Exception) -> str:
-    """What the operator reads when a command meets a database it cannot use."""
-    reason = database.reason(exc)
-    if database.missing_tables(reason):
-        return (f"The database has no console tables yet ({reason}). "
-                "Create them first: flask --app app db upgrade")
-    return (f"The database cannot be used: {reason}. "
-            "Check CONSOLE_DATABASE_URL and that the database server answers.")
+            raise click.ClickException(database.problem_line(exc)) from None
 
 
 users = DatabaseGroup("users", help="Console users.")

@@ -12,13 +12,14 @@ import time
 
 from flask import Flask, current_app, jsonify, render_template, request
 from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from .extensions import db
 
 log = logging.getLogger(__name__)
 
 UNREACHABLE = (OperationalError, InterfaceError)
+SCHEMA_ERRORS = (OperationalError, InterfaceError, ProgrammingError)     # also: the tables are missing
 REPEAT_SECONDS = 60.0       # how often a lasting outage is logged again
 PROBE_SECONDS = 1.0         # while down, requests probe the database at most this often
 JSON_PATHS = ("/api/", "/metrics", "/healthz", "/readyz")
@@ -35,6 +36,26 @@ def missing_tables(why: str) -> bool:
     """Whether a statement failed because the console's tables were never created (SQLite's and
     PostgreSQL's words for it)."""
     return "no such table" in why or ("relation" in why and "does not exist" in why)
+
+
+def not_set_up(error: BaseException) -> str | None:
+    """Why, when `error` says the console's tables were never created (SQLite raises an
+    OperationalError for it, PostgreSQL a ProgrammingError); None for any other error."""
+    if not isinstance(error, (OperationalError, ProgrammingError)):
+        return None
+    why = reason(error)
+    return why if missing_tables(why) else None
+
+
+def problem_line(error: BaseException) -> str:
+    """The one line a command (the CLI, the migrations) ends with when it meets a database it cannot
+    use."""
+    why = reason(error)
+    if missing_tables(why):
+        return (f"The database has no console tables yet ({why}). "
+                "Create them first: flask --app app db upgrade")
+    return (f"The database cannot be used: {why}. "
+            "Check CONSOLE_DATABASE_URL and that the database server answers.")
 
 
 class Outage:
@@ -165,3 +186,12 @@ def init_app(app: Flask) -> None:
         log.error("Messaging Console: database error on %s %s: %s", request.method, request.path,
                   reason(error))
         return unavailable(reason(error), answering=True)
+
+    @app.errorhandler(ProgrammingError)
+    def _not_set_up(error):
+        """PostgreSQL's missing tables (SQLite's come as an OperationalError, above)."""
+        _rollback()
+        why = not_set_up(error)
+        if why is None:
+            raise error
+        return unavailable(why, answering=True)

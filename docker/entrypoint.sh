@@ -17,20 +17,27 @@ if [ "$#" -gt 0 ]; then
     shift
 fi
 
-# The database may still be starting when the container starts without an orchestrator that waits
-# for it: retry the migrations a few times before giving up.
-attempt=1
-until flask --app app db upgrade; do
-    if [ "$attempt" -ge 10 ]; then
-        echo "entrypoint: database migrations failed $attempt times; giving up" >&2
-        exit 1
-    fi
-    echo "entrypoint: database migrations failed (attempt $attempt), retrying in 3 s" >&2
-    attempt=$((attempt + 1))
-    sleep 3
-done
-
-flask --app app users ensure-admin
+# The database may still be starting, or be away, when the container starts. Then the console serves
+# anyway (every page and /healthz answer 503 naming the reason, and it recovers by itself), while the
+# migrations are retried in the background every 3 s until they pass; the first admin is made right
+# after. Several replicas migrating at once take turns (migrations/env.py).
+prepare() {
+    flask --app app db upgrade && flask --app app users ensure-admin
+}
+retry=3
+if ! prepare; then
+    echo "entrypoint: the database cannot be migrated yet: serving anyway (503 until it can), retrying every $retry s" >&2
+    (
+        attempt=2
+        sleep "$retry"
+        until prepare; do
+            echo "entrypoint: migrations failed (attempt $attempt), retrying in $retry s" >&2
+            attempt=$((attempt + 1))
+            sleep "$retry"
+        done
+        echo "entrypoint: database migrated at attempt $attempt" >&2
+    ) &
+fi
 
 bind="${CONSOLE_BIND:-0.0.0.0:8000}"
 echo "entrypoint: serving on $bind"

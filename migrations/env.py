@@ -3,7 +3,13 @@ from logging.config import fileConfig
 
 from flask import current_app
 
+import click
 from alembic import context
+from sqlalchemy import text
+
+from console.database import UNREACHABLE, problem_line
+
+MIGRATION_LOCK_KEY = 0x6D696772617465   # "migrate": one migrating process per PostgreSQL database
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -86,16 +92,33 @@ def run_migrations_online():
         conf_args["process_revision_directives"] = process_revision_directives
 
     connectable = get_engine()
+    try:
+        connection = connectable.connect()
+    except UNREACHABLE as exc:          # one line naming the reason, not a traceback
+        raise click.ClickException(problem_line(exc)) from None
 
-    with connectable.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=get_metadata(),
-            **conf_args
-        )
+    with connection:
+        # Several replicas may start at once on one PostgreSQL database (docker/entrypoint.sh migrates at
+        # every container start): one migrates, the others wait here and then find the schema at head.
+        # The lock is held in its own transaction for the whole session, released at the end.
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()
+        try:
+            context.configure(
+                connection=connection,
+                target_metadata=get_metadata(),
+                **conf_args
+            )
 
-        with context.begin_transaction():
-            context.run_migrations()
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            if postgres:
+                connection.rollback()
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                connection.commit()
 
 
 if context.is_offline_mode():

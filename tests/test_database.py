@@ -176,6 +176,64 @@ def test_gunicorn_without_its_database_answers_503_and_recovers_by_itself(tmp_pa
     assert "database reachable: background checks and callback delivery start" in text
 
 
+def _entrypoint(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """docker/entrypoint.sh as the image runs it ("serve"), with this interpreter's flask and gunicorn."""
+    path = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    with log.open("ab") as out:
+        return subprocess.Popen(["sh", str(ROOT / "docker" / "entrypoint.sh"), "serve"], cwd=ROOT,
+                                env={**env, "PATH": path}, stdout=out, stderr=out, start_new_session=True)
+
+
+def test_the_image_entrypoint_serves_while_the_database_is_away_and_migrates_when_it_comes(tmp_path: Path) -> None:
+    """The entrypoint used to give up after ten failed migration attempts, so a container started before
+    its database never served. Now it serves at once (503 naming the reason), migrates and makes the first
+    admin in the background when the database comes, and the console recovers by itself; started again on
+    the migrated database it migrates first and serves, creating no second admin."""
+    real = _pg_database("entrypoint")            # empty: no tables yet
+    port = _free_port()
+    web = _free_port()
+    base = f"http://127.0.0.1:{web}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SP_", "CONSOLE_"))}
+    env.update({"CONSOLE_INSTANCE_PATH": str(tmp_path), "CONSOLE_WORKERS": "1", "CONSOLE_CHECK_TIMEOUT": "1",
+                "CONSOLE_DATABASE_URL": real.replace("127.0.0.1:5432", f"127.0.0.1:{port}"),
+                "CONSOLE_BIND": f"127.0.0.1:{web}", "CONSOLE_ADMIN_PASSWORD": "entrypoint-admin-1"})
+    log = tmp_path / "entrypoint.log"
+    server = _entrypoint(env, log)
+    forwarder = None
+    try:
+        status, _, body = _until(lambda: (a := _get(base + "/healthz"))[0] and a, 90,
+                                 "the entrypoint served nothing while the database was away")
+        assert status == 503 and json.loads(body)["database"] == "unreachable", body
+        assert "serving anyway" in log.read_text()
+        forwarder = Forwarder(port)
+        _until(lambda: "database migrated at attempt" in log.read_text(), 90,
+               "no migration after the database came:\n" + log.read_text()[-3000:])
+        _until(lambda: "background checks and callback delivery start" in log.read_text(), 60,
+               "the background work did not start after the migration:\n" + log.read_text()[-3000:])
+        assert _get(base + "/healthz")[0] == 200 and _get(base + "/login")[0] == 200
+        assert "Created admin 'admin'" in log.read_text()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    engine = sa.create_engine(real)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM users")).scalar() == 1
+    finally:
+        engine.dispose()
+    before = log.read_text()
+    server = _entrypoint(env, log)               # the database is there from the start
+    try:
+        _until(lambda: _get(base + "/healthz")[0] == 200, 90, "no start on a migrated database")
+        again = log.read_text()[len(before):]
+        assert "serving anyway" not in again and "Users exist; no admin created." in again, again
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+        forwarder.close()
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
 def test_a_missing_sqlite_directory_answers_503_until_the_database_is_there(tmp_path: Path) -> None:
     make_app(tmp_path / "template")           # a migrated database to put there later
     missing = tmp_path / "volume" / "not-mounted-yet"
@@ -199,6 +257,31 @@ def test_a_missing_sqlite_directory_answers_503_until_the_database_is_there(tmp_
     shutil.copy(_TEMPLATE_DB["db"], missing / "console.db")
     assert client.get("/login").status_code == 200
     assert client.get("/api/v1/brokers").status_code == 401      # answers again: asks for a token
+
+
+def test_postgresql_without_the_console_tables_answers_503_not_set_up(tmp_path: Path, caplog) -> None:
+    """PostgreSQL says "relation ... does not exist" as a ProgrammingError (SQLite's "no such table" is an
+    OperationalError): the same 503 "not set up", and the background work waits without a traceback."""
+    from console import background
+
+    app = _create(tmp_path, SQLALCHEMY_DATABASE_URI=_pg_database("empty"))
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200          # liveness: the database answers
+    bare = client.get("/api/v1/brokers", headers={"Authorization": "Bearer mc_x"})
+    assert bare.status_code == 503 and bare.get_json()["database"] == "error", bare.data
+    assert "The database has no console tables" in bare.get_json()["message"]
+    assert 'relation "' in bare.get_json()["reason"]
+    page = client.post("/login", data={"username": "admin", "password": "x"})
+    assert page.status_code == 503 and b"Database not set up" in page.data and b"Traceback" not in page.data
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        why = background._prepare(app, False)
+    assert isinstance(why, str) and "does not exist" in why
+    assert not any(r.exc_info for r in caplog.records)
+    assert not app.extensions["console_database"].down           # no outage: it answers
+    with app.app_context():
+        from console.extensions import db
+        db.engine.dispose()
 
 
 def test_an_outage_is_logged_once_and_its_end_once(caplog) -> None:

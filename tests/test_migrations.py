@@ -86,3 +86,49 @@ def test_database_url_setting_normalises_postgres_scheme(tmp_path: Path, monkeyp
 
     app = create_app()
     assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u@db/console"
+
+
+def test_replicas_migrating_one_postgresql_database_at_once_take_turns(tmp_path: Path) -> None:
+    """Every container start migrates (docker/entrypoint.sh): three replicas started together on a fresh
+    PostgreSQL database all succeed, one after the other (an advisory lock in migrations/env.py), and the
+    schema ends at head once. Without the lock they create the same tables at once and fail."""
+    import subprocess
+    import sys
+
+    from tests.live_gunicorn import pg_database
+
+    url = pg_database("replicas")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SP_", "CONSOLE_"))}
+    env.update({"CONSOLE_DATABASE_URL": url, "CONSOLE_INSTANCE_PATH": str(tmp_path)})
+    runs = [subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(3)]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    assert sum("Running upgrade  -> 0001" in out for out in outputs) == 1, outputs
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    finally:
+        engine.dispose()
+    assert versions == [head]
+
+
+def test_migrating_an_unreachable_database_ends_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SP_", "CONSOLE_"))}
+    env.update({"CONSOLE_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/console",
+                "CONSOLE_INSTANCE_PATH": str(tmp_path)})
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("Error: The database cannot be used: connection failed")
+    assert "Check CONSOLE_DATABASE_URL" in done.stderr
