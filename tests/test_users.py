@@ -143,7 +143,12 @@ def test_remove_users_but_never_the_last_admin(app: Flask, admin_client: FlaskCl
     aid, vid = user_id(app, "admin"), user_id(app, "viewer")
     refused = admin_client.post(f"/users/{aid}/remove", headers=HX)
     assert refused.status_code == 422 and "last admin and cannot be removed" in refused.get_data(as_text=True)
-    gone = admin_client.post(f"/users/{vid}/remove")
+    asked = admin_client.post(f"/users/{vid}/remove")            # without JavaScript: a question first
+    text = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and "<h1>Remove user viewer?</h1>" in text
+    assert 'name="confirm" value="yes"' in text and 'href="/users">Cancel</a>' in text
+    assert can_log_in(app, "viewer", VIEWER_PASSWORD)                # nothing removed yet
+    gone = admin_client.post(f"/users/{vid}/remove", data={"confirm": "yes"})
     assert gone.status_code == 200 and "Removed viewer." in gone.get_data(as_text=True)
     assert viewer.get("/settings/messaging").status_code == 302
     assert not can_log_in(app, "viewer", VIEWER_PASSWORD)

@@ -10,7 +10,7 @@ from flask_login import login_required
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
 from ..extensions import db
-from ..htmx import is_htmx
+from ..htmx import confirmation, confirmed, is_htmx
 from ..models import Adapter, ExtensionService
 from ..settings.identity import ADDRESS_FIELDS, identity
 from ..delivery import status as rollout_status
@@ -94,6 +94,12 @@ def migrate_adapter(name: str):
 @bp.post("/adapters/<name>/delete")
 @admin_required
 def delete_adapter(name: str):
+    adapter = registry.find_adapter(name)
+    if adapter is not None and not confirmed():
+        return confirmation(f"Delete adapter {name}?",
+                            f"The registry forgets adapter {name} ({adapter.protocol}) and the settings "
+                            f"snapshot it was created with; the audit log keeps the deletion.",
+                            f"Delete {name}", url_for("adapters.adapters_page"), "Adapters")
     try:
         registry.delete_adapter(name, actor(), "page")
     except registry.RegistryError as exc:

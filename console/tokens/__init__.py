@@ -1,11 +1,11 @@
 """API tokens page for admins: create (shown once), list, revoke — the same as the CLI and the API."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, render_template, request, url_for
 
 from ..auth import actor, admin_required
 from ..auth import tokens as api_tokens
-from ..htmx import is_htmx
+from ..htmx import confirmation, confirmed, is_htmx
 from ..models import TOKEN_ROLES
 
 bp = Blueprint("tokens", __name__)
@@ -39,6 +39,13 @@ def create():
 @bp.post("/tokens/<name>/revoke")
 @admin_required
 def revoke(name: str):
+    row = api_tokens.find(name)
+    if row is not None and not confirmed():
+        return confirmation(f"Revoke token {name}?",
+                            f"Whatever uses the {row.role} token {name}"
+                            + (f" (service {row.service})" if row.service else "")
+                            + " is refused from then on; a revoked token cannot be restored.",
+                            f"Revoke {name}", url_for("tokens.tokens_page"), "API tokens")
     if not api_tokens.revoke(name, actor=actor(), origin="page"):
         return _render(404, errors={"name": f"No token named {name}."})
     return _render(message=f"Revoked {name}.")

@@ -9,7 +9,7 @@ from flask_login import current_user, login_user, logout_user
 
 from ..auth import actor, admin_required
 from ..auth import users as accounts
-from ..htmx import is_htmx
+from ..htmx import confirmation, confirmed, is_htmx
 from ..models import ROLES, User
 
 bp = Blueprint("users", __name__)
@@ -98,6 +98,11 @@ def reset_password(user_id: int):
 def remove(user_id: int):
     user = _user_or_404(user_id)
     name, own = user.username, user.id == current_user.id
+    if not confirmed():
+        return confirmation(f"Remove user {name}?",
+                            ("You are removing your own user: you will be logged out. " if own else "")
+                            + f"{name} ({user.role}) can no longer log in; the audit log keeps what they did.",
+                            f"Remove {name}", url_for("users.users_page"), "Users")
     try:
         accounts.remove(user, actor=actor(), origin="page")
     except accounts.UserError as exc:

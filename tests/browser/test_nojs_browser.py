@@ -124,5 +124,11 @@ def test_users_page_without_javascript(nojs) -> None:
     ops.get_by_role("button", name="Change role of ops").click()
     expect(page.locator("#users-message")).to_have_text("ops is now admin.")
     page.locator("li.user[data-user=ops]").get_by_role("button", name="Remove ops").click()
+    expect(page.get_by_role("heading", name="Remove user ops?", level=1)).to_be_visible()   # asked first
+    page.get_by_role("link", name="Cancel").click()
+    expect(page.locator("li.user[data-user=ops]")).to_be_visible()
+    page.locator("li.user[data-user=ops]").get_by_role("button", name="Remove ops").click()
+    expect(page.get_by_role("button", name="Remove ops")).to_be_focused()
+    page.get_by_role("button", name="Remove ops").click()
     expect(page.locator("#users-message")).to_have_text("Removed ops.")
     expect(page.locator("li.user")).to_have_count(1)

@@ -232,7 +232,10 @@ def test_adapter_migrate_and_delete_on_the_page(client, edge, admin_token, admin
     assert "Migrate" in admin_client.get("/adapters").get_data(as_text=True)
     response = admin_client.post("/adapters/temp/migrate", headers={"HX-Request": "true"})
     assert response.status_code == 200 and "now uses mqtt at mqtt-2.example:1883" in response.get_data(as_text=True)
-    response = admin_client.post("/adapters/temp/delete")          # without JavaScript
+    asked = admin_client.post("/adapters/temp/delete")             # without JavaScript: a question first
+    assert asked.status_code == 200 and "<h1>Delete adapter temp?</h1>" in asked.get_data(as_text=True)
+    assert 'data-adapter="temp"' in admin_client.get("/adapters").get_data(as_text=True)
+    response = admin_client.post("/adapters/temp/delete", data={"confirm": "yes"})
     assert response.status_code == 302
     assert 'data-adapter="temp"' not in admin_client.get("/adapters").get_data(as_text=True)
 
@@ -266,8 +269,12 @@ def test_tokens_cli_api_and_page(app, client, admin_token, admin_client, viewer_
     assert token not in admin_client.get("/tokens").get_data(as_text=True)
     bad = admin_client.post("/tokens", data={"name": "x y", "role": "service", "service": ""})
     assert bad.status_code == 422 and "needs the name of the service" in bad.get_data(as_text=True)
-    assert admin_client.post("/tokens/page-token/revoke").status_code == 200
+    asked = admin_client.post("/tokens/page-token/revoke")         # without JavaScript: a question first
+    assert asked.status_code == 200 and "<h1>Revoke token page-token?</h1>" in asked.get_data(as_text=True)
+    assert client.get("/api/v1/brokers", headers=bearer(token)).status_code == 200
+    assert admin_client.post("/tokens/page-token/revoke", data={"confirm": "yes"}).status_code == 200
     assert client.get("/api/v1/brokers", headers=bearer(token)).status_code == 401
+    assert admin_client.post("/tokens/page-token/revoke", data={"confirm": "yes"}).status_code == 404
     assert viewer_client.get("/tokens").status_code == 403
     assert viewer_client.post("/tokens", data={"name": "v", "role": "admin"}).status_code == 403
 
