@@ -9,6 +9,7 @@ from flask import (
 from flask_login import login_required
 
 from .. import checks, work
+from ..adapters import service as registry
 from ..delivery import status as rollout_status
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
@@ -96,13 +97,10 @@ def priority_context(errors: dict[str, str] | None = None, message: str | None =
 def page_context(active: str | None = None, **overrides: Any) -> dict[str, Any]:
     """The page: the overview of every protocol, the priority list, and one protocol's section
     (`active`; the first in priority order when none is asked for)."""
-    from ..extensions import db
-    from ..models import Adapter
-
     version = service.current_version()
     sections = {p: section_context(p, version=version) for p in PROTOCOLS}
     sections.update(overrides.pop("sections", {}))
-    count = db.session.execute(db.select(db.func.count(Adapter.id))).scalar()
+    count = registry.adapter_count()
     priorities = priority_context()
     active = active if active in PROTOCOLS else priorities["order"][0]
     return {"sections": sections, **priorities, "adapter_count": count, "active": active,
