@@ -209,11 +209,6 @@ def drift_summary(settings: dict[str, ProtocolSettings] | None = None) -> dict[s
     return out
 
 
-def adapter_count() -> int:
-    """How many adapters the registry holds."""
-    return int(db.session.execute(db.select(func.count(Adapter.id))).scalar() or 0)
-
-
 def find_adapter(name: str) -> Adapter | None:
     return db.session.execute(db.select(Adapter).where(Adapter.name == name)).scalar_one_or_none()
 

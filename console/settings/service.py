@@ -9,7 +9,8 @@ from typing import Any, Mapping
 from .. import certs
 from ..brokers import PROTOCOLS
 from ..crypto import encrypt
-from ..models import utcnow
+from ..extensions import db
+from ..models import Adapter, utcnow
 from . import changes as pipeline
 from . import conflicts
 from .conflicts import Conflict, current_version, etag, judge_etag  # noqa: F401 - views, API
@@ -323,3 +324,8 @@ def move_priority(protocol: str, direction: str, actor: str | None = None, *,
 def schema_fields(protocol: str):
     """The fields of `protocol` in display order."""
     return SCHEMA[check_protocol(protocol)]
+
+
+def adapter_count() -> int:
+    """How many adapters the registry holds: the adapters a change of these settings can touch."""
+    return int(db.session.execute(db.select(db.func.count(Adapter.id))).scalar() or 0)

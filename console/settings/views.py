@@ -9,7 +9,6 @@ from flask import (
 from flask_login import login_required
 
 from .. import checks, work
-from ..adapters import service as registry
 from ..delivery import status as rollout_status
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
@@ -100,7 +99,7 @@ def page_context(active: str | None = None, **overrides: Any) -> dict[str, Any]:
     version = service.current_version()
     sections = {p: section_context(p, version=version) for p in PROTOCOLS}
     sections.update(overrides.pop("sections", {}))
-    count = registry.adapter_count()
+    count = service.adapter_count()
     priorities = priority_context()
     active = active if active in PROTOCOLS else priorities["order"][0]
     return {"sections": sections, **priorities, "adapter_count": count, "active": active,
