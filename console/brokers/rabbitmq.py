@@ -227,8 +227,9 @@ class RabbitmqDriver(Driver):
                               unsure=True)
         if isinstance(inner, OSError):
             found = classify(inner, where=where)
-            if found is not None:
-                return StepFailed(found.cause, found.message)
+            if found is not None:       # pika's connect gave up with the library's share of the budget:
+                return StepFailed(found.cause, found.message,   # the rest confirms it, up to the deadline
+                                  unsure=found.cause == "connect_timeout")
         return StepFailed("unknown", f"{where}: {one_line(repr(inner))}", unsure=True)
 
     # -- the diagnosis ---------------------------------------------------------------------------------
