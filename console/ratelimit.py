@@ -3,6 +3,7 @@ every replica on that database counts the same attempts. `CONSOLE_RATELIMIT_STOR
 any other storage of the `limits` library (e.g. `redis://…`) instead."""
 from __future__ import annotations
 
+import logging
 import time
 from importlib import import_module
 from typing import Any
@@ -13,6 +14,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits.storage import Storage
 
+from .database import reason
 from .extensions import db
 from .models import RateLimitCounter
 
@@ -78,7 +80,22 @@ class DatabaseStorage(Storage):
 limiter = Limiter(key_func=get_remote_address, strategy="fixed-window")
 
 
+class OneLine(logging.Filter):
+    """Flask-Limiter logs a storage it cannot reach with a whole traceback ("Failed to rate limit.
+    Swallowing error") at every request; when that storage is the console's database, which
+    console.database already reports, one line with the database's reason says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, sa.exc.SQLAlchemyError):
+            record.msg, record.args = f"{record.getMessage()}: {reason(error)}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def init_app(app: Flask) -> None:
     """Bind the limiter to the app (its storage from RATELIMIT_STORAGE_URI)."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", f"{SCHEME}://")
     limiter.init_app(app)
+    if not any(isinstance(f, OneLine) for f in limiter.logger.filters):
+        limiter.logger.addFilter(OneLine())

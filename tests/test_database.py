@@ -284,6 +284,18 @@ def test_postgresql_without_the_console_tables_answers_503_not_set_up(tmp_path: 
         db.engine.dispose()
 
 
+def test_a_login_while_the_database_is_away_logs_lines_not_tracebacks(tmp_path: Path, caplog) -> None:
+    """The login limiter keeps its counters in the database: Flask-Limiter's "Failed to rate limit" comes
+    as one line with the database's reason (console.ratelimit.OneLine), not a traceback per attempt."""
+    app = _create(tmp_path / "instance", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'gone' / 'console.db'}")
+    with caplog.at_level(logging.WARNING):
+        answer = app.test_client().post("/login", data={"username": "admin", "password": "wrong"})
+    assert answer.status_code == 503 and b"Database unreachable" in answer.data
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    limiter = [r.getMessage() for r in caplog.records if r.name == "flask-limiter"]
+    assert limiter == ["Failed to rate limit. Swallowing error: unable to open database file"]
+
+
 def test_an_outage_is_logged_once_and_its_end_once(caplog) -> None:
     outage = Outage()
     with caplog.at_level(logging.WARNING, logger="console.database"):
