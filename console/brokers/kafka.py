@@ -127,14 +127,15 @@ def client_conf(config: BrokerConfig, budget: float,
     return conf
 
 
-_LEARNED = re.compile(r"^(?P<address>\S+)/(?P<id>\d+): ")
+_LEARNED = re.compile(r"^(?:[a-z_]+://)?(?P<address>\S+)/(?P<id>\d+): ")     # "ssl://" over TLS
 _PROBLEMS = {"dns_failure": "cannot be resolved", "connection_refused": "refuses connections",
              "connect_timeout": "does not answer TCP connections", "tls_failed": "fails the TLS handshake"}
 
 
 def learned(error: KafkaError) -> str | None:
-    """The host:port of the advertised broker `error` is about ("host:port/<node id>: ..."), or None for an
-    error about a bootstrap server ("host:port/bootstrap: ...") or the whole client."""
+    """The host:port of the advertised broker `error` is about ("host:port/<node id>: ...", over TLS
+    "ssl://host:port/<node id>: ..."), or None for an error about a bootstrap server ("host:port/bootstrap:
+    ...") or the whole client."""
     found = _LEARNED.match(error.str() or "")
     return found.group("address") if found else None
 

@@ -52,6 +52,9 @@ def test_one_reachable_advertised_broker_is_enough(lab: dict) -> None:
 def test_learned_names_an_advertised_broker_never_a_bootstrap_server() -> None:
     assert learned(RESOLVE) == UNRESOLVABLE and learned(REFUSED) == "127.0.0.1:17999"
     assert learned(BOOTSTRAP_REFUSED) is None and learned(DOWN) is None
+    over_tls = KafkaError(KafkaError._SSL, "ssl://127.0.0.1:19196/111: SSL handshake failed")
+    assert learned(over_tls) == "127.0.0.1:19196"
+    assert learned(KafkaError(KafkaError._SSL, "ssl://127.0.0.1:19196/bootstrap: SSL handshake failed")) is None
 
 
 def test_errors_about_a_learned_broker_are_not_the_bootstraps() -> None:
