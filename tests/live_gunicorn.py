@@ -54,6 +54,18 @@ def pg_database(suffix: str) -> str:
     return base.rsplit("/", 1)[0] + f"/{name}"
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to a process started in a session of its own and to all its children (a gunicorn master
+    and its workers); SIGKILL to what has not ended 30 s later."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 def flask(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
     """One `flask --app app …` command on `env`'s database; its output."""
     done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env,
@@ -132,13 +144,8 @@ class Gunicorn:
 
     def stop(self) -> str:
         """SIGTERM to the master and its workers; the error log."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_group(self.proc)
         return self.log()
 
     def __enter__(self) -> "Gunicorn":

@@ -10,7 +10,6 @@ import http.cookiejar
 import json
 import os
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -27,6 +26,7 @@ import yaml
 
 from console.brokers import PROTOCOLS
 from console.settings.schema import PROTOCOL_LABELS
+from tests.live_gunicorn import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -228,13 +228,7 @@ class Served:
         assert status == 200 and "Log out" in page, page[:500]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc)
         self._reader.join(5)
 
 
