@@ -21,34 +21,41 @@ Build = Callable[[dict], BrokerConfig]
 Value = Any   # a str, or a function (lab, protocol) -> str, that the fix (or detail) must contain
 
 
-def config(lab: dict, protocol: str, listener: str | None = "plain", *, port: int | None = None, tls: bool = False,
-           login: bool = False, ca: str | None = "ca", client: str | None = None,
-           options: dict[str, Any] | None = None, **changes: Any) -> BrokerConfig:
-    """A BrokerConfig for one lab listener (or a raw port): TLS with the lab's CA when `tls`, the lab's
-    user when `login`, the client certificate `client` ("client" or "other_client") when given."""
+def lab_config(lab: dict, protocol: str, port: int, *, tls: bool, login: bool, ca: str | None = "ca",
+               client: str | None = None, options: dict[str, Any] | None = None,
+               name: str = "production-faults") -> BrokerConfig:
+    """A BrokerConfig for one port of the lab: TLS with the lab's CA `ca` when `tls`, the lab's user when
+    `login`, the client certificate `client` ("client" or "other_client") when given; `name` is the client
+    id and topic of the clients that name themselves."""
     broker = lab["brokers"][protocol]
-    port = port or broker[listener]
     opts: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     if protocol == "kafka":
         extra["servers"] = ((HOST, port),)
-        opts = {"security_protocol": "SSL" if tls else "PLAINTEXT", "client_id": "production-faults"}
+        opts = {"security_protocol": "SSL" if tls else "PLAINTEXT", "client_id": name}
     elif protocol == "pulsar":
         extra["url"] = f"pulsar{'+ssl' if tls else ''}://{HOST}:{port}"
-        opts = {"topic": "persistent://public/default/production-faults"}
+        opts = {"topic": f"persistent://public/default/{name}"}
     elif protocol == "mqtt":
-        opts = {"protocol_version": "3.1.1", "client_id": "production-faults", "qos": "1"}
+        opts = {"protocol_version": "3.1.1", "client_id": name, "qos": "1"}
     elif protocol == "rabbitmq":
         opts = {"vhost": broker["vhost"]}
-        login = True
     opts.update(options or {})
     certs = lab["certs"]
-    base = BrokerConfig(protocol=protocol, host=HOST, port=port, tls=tls,
+    return BrokerConfig(protocol=protocol, host=HOST, port=port, tls=tls,
                         tls_ca_file=certs[ca] if tls and ca else None,
                         tls_cert_file=certs[f"{client}_crt"] if client else None,
                         tls_key_file=certs[f"{client}_key"] if client else None,
                         username=broker.get("username") if login else None,
                         password=broker.get("password") if login else None, options=opts, **extra)
+
+
+def config(lab: dict, protocol: str, listener: str | None = "plain", *, port: int | None = None, tls: bool = False,
+           login: bool = False, ca: str | None = "ca", client: str | None = None,
+           options: dict[str, Any] | None = None, **changes: Any) -> BrokerConfig:
+    """A BrokerConfig for one lab listener (or a raw port), RabbitMQ always with the lab's user."""
+    base = lab_config(lab, protocol, port or lab["brokers"][protocol][listener], tls=tls,
+                      login=login or protocol == "rabbitmq", ca=ca, client=client, options=options)
     return replace(base, **changes)
 
 

@@ -36,7 +36,7 @@ from console.brokers.base import StepFailed
 from console.diagnostics.base import STEPS, Diagnosis
 from console.diagnostics.causes import explain
 from console.diagnostics.engine import _named_by_step, diagnose
-from tests.production_faults import FAULTS, Fault
+from tests.production_faults import FAULTS, Fault, lab_config
 
 HOST = "127.0.0.1"
 TIMEOUT = 3.0
@@ -53,27 +53,10 @@ def cfg(lab: dict, protocol: str, listener: str = "plain", *, port: int | None =
         ca: str | None = "ca", login: bool | None = None, options: dict[str, Any] | None = None,
         **changes: Any) -> BrokerConfig:
     """A BrokerConfig for one lab listener (or a raw port)."""
-    broker = lab["brokers"][protocol]
-    port = port or broker[listener]
-    tls = listener in TLS_LISTENERS if tls is None else tls
-    login = listener in LOGIN[protocol] if login is None else login
-    extra: dict[str, Any] = {}
-    opts: dict[str, Any] = {}
-    if protocol == "kafka":
-        extra["servers"] = ((HOST, port),)
-        opts = {"security_protocol": "SSL" if tls else "PLAINTEXT", "client_id": "diagnostics-matrix"}
-    elif protocol == "pulsar":
-        extra["url"] = f"pulsar{'+ssl' if tls else ''}://{HOST}:{port}"
-        opts = {"topic": "persistent://public/default/diagnostics-matrix"}
-    elif protocol == "mqtt":
-        opts = {"protocol_version": "3.1.1", "client_id": "diagnostics-matrix", "qos": "1"}
-    elif protocol == "rabbitmq":
-        opts = {"vhost": broker["vhost"]}
-    opts.update(options or {})
-    config = BrokerConfig(protocol=protocol, host=HOST, port=port, tls=tls,
-                          tls_ca_file=lab["certs"][ca] if (tls and ca) else None,
-                          username=broker.get("username") if login else None,
-                          password=broker.get("password") if login else None, options=opts, **extra)
+    config = lab_config(lab, protocol, port or lab["brokers"][protocol][listener],
+                        tls=listener in TLS_LISTENERS if tls is None else tls,
+                        login=listener in LOGIN[protocol] if login is None else login, ca=ca, options=options,
+                        name="diagnostics-matrix")
     return replace(config, **changes)
 
 
