@@ -33,7 +33,7 @@ def build(n: int, directory: Path):
         from console.extensions import db
         from console.models import Adapter
         from console.settings import service
-        from console.settings.identity import identity, identity_hash
+        from console.messaging.identity import identity, identity_hash
 
         service.apply_changes("mqtt", {"enabled": True}, "bench")
         service.apply_changes("kafka", {"enabled": True}, "bench")

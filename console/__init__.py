@@ -52,7 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ratelimit.init_app(app)
     from .adapters import bp as adapters_bp
     from .api import bp as api_bp
-    from .audit import bp as audit_bp
+    from .audit.views import bp as audit_bp
     from .diagnostics.views import bp as diagnostics_bp
     from .health import bp as health_bp
     from .history import bp as history_bp
@@ -65,6 +65,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                       health_bp, tokens_bp, users_bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
+    from .checks import scheduler
+    from .delivery import outbox
+    scheduler.init_app(app)
+    outbox.init_app(app)
 
     @app.get("/")
     def index():

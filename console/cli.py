@@ -19,7 +19,7 @@ from .extensions import db
 from .models import ROLES, TOKEN_ROLES, User
 from .settings import service
 from .settings.environment import settings_warnings
-from .settings.schema import PROTOCOL_LABELS
+from .messaging.schema import PROTOCOL_LABELS
 
 
 

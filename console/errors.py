@@ -8,7 +8,7 @@ from flask_wtf.csrf import CSRFError
 
 from .crypto import SecretUnreadable
 from .htmx import is_htmx
-from .settings.changes import ChangeConflict
+from .messaging.state import ChangeConflict
 from .work import Busy
 
 log = logging.getLogger(__name__)

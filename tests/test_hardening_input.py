@@ -257,7 +257,7 @@ FORM_TEXT = st.one_of(st.text(max_size=40), st.sampled_from(
 def test_page_form_values_never_give_a_5xx(db_app: Flask, clients, protocol: str) -> None:  # noqa: F811
     """The Save form of each protocol with arbitrary text in every field (the protocol stays
     disabled, so no save runs a connection test)."""
-    from console.settings.schema import SCHEMA
+    from console.messaging.schema import SCHEMA
 
     names = [f.name for f in SCHEMA[protocol] if not f.is_file and f.name != "enabled"]
 

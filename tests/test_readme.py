@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from console.brokers import PROTOCOLS
-from console.settings.schema import PROTOCOL_LABELS
+from console.messaging.schema import PROTOCOL_LABELS
 from tests.live_gunicorn import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from console.brokers import PROTOCOLS
-from console.settings.resolve import MASKED, Saved, resolve, resolve_priorities
-from console.settings.schema import DEFAULT_PORTS, SCHEMA
+from console.messaging.resolve import MASKED, Saved, resolve, resolve_priorities
+from console.messaging.schema import DEFAULT_PORTS, SCHEMA
 
 
 def test_defaults_follow_the_contract() -> None:

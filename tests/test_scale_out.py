@@ -18,8 +18,8 @@ from flask import Flask
 
 from console.models import utcnow
 from console.settings import service
-from console.settings.effective import current
-from console.settings.state import read_state
+from console.messaging.effective import current
+from console.messaging.state import read_state
 from tests.conftest import ADMIN_PASSWORD
 from tests.db_fixtures import db_app  # noqa: F401 - fixture
 from tests.live_gunicorn import Browser, Gunicorn, api, pg_database, prepare

@@ -88,7 +88,7 @@ def test_kafka_sasl_ssl_complete_is_saved_with_a_truststore_warning(ctx) -> None
 
 
 def test_kafka_security_protocol_derived_when_empty(ctx) -> None:
-    from console.settings.rules import kafka_security
+    from console.messaging.rules import kafka_security
 
     service.apply_changes("kafka", {"tls": True, "sasl_mechanism": "PLAIN", "username": "u",
                                     "password": "p"}, "t")

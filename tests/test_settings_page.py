@@ -7,7 +7,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from console.brokers import PROTOCOLS
-from console.settings.schema import SCHEMA
+from console.messaging.schema import SCHEMA
 
 HX = {"HX-Request": "true"}
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from console.settings.schema import FIELDS
-from console.settings.values import (
+from console.messaging.schema import FIELDS
+from console.messaging.values import (
     Invalid, nats_server_addresses, parse_amqp_query, parse_amqp_url, parse_bool, parse_host, parse_hostlist,
     parse_int, parse_nats_servers, parse_nats_url, parse_port, parse_pulsar_url, parse_text, parse_value,
 )

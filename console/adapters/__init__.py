@@ -12,7 +12,7 @@ from ..brokers import PROTOCOLS
 from ..extensions import db
 from ..htmx import confirmation, confirmed, is_htmx
 from ..models import Adapter, ExtensionService
-from ..settings.identity import ADDRESS_FIELDS, identity
+from ..messaging.identity import ADDRESS_FIELDS, identity
 from ..delivery import status as rollout_status
 from . import service as registry
 

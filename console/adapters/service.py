@@ -21,11 +21,11 @@ from ..delivery import outbox
 from ..delivery.documents import broker_values
 from ..extensions import db
 from ..models import Adapter, ExtensionService
-from ..settings import changes as change_log
-from ..settings.effective import current
-from ..settings.identity import identity, identity_hash
-from ..settings.resolve import ProtocolSettings
-from ..settings.selection import Selection, select_protocol  # noqa: F401  - part of this API
+from .. import audit as audit_log
+from ..messaging.effective import current
+from ..messaging.identity import identity, identity_hash
+from ..messaging.resolve import ProtocolSettings
+from ..messaging.selection import Selection, select_protocol  # noqa: F401  - part of this API
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,119}$")
 
@@ -81,10 +81,10 @@ def _audited(action: str, actor: str | None, origin: str):
             try:
                 outcome, protocols, summary = fn(*args)
             except RegistryError as exc:
-                change_log.record_rejection(action, actor=actor, origin=origin, protocol=None,
+                audit_log.record_rejection(action, actor=actor, origin=origin, protocol=None,
                                             errors=exc.errors)
                 raise
-            change_log.audit(action, "applied", actor=actor, origin=origin, protocols=protocols,
+            audit_log.audit(action, "applied", actor=actor, origin=origin, protocols=protocols,
                              summary=summary)
             db.session.commit()
             return outcome

@@ -17,6 +17,8 @@ from ..delivery import status as rollout
 from ..brokers import PROTOCOLS
 from ..extensions import csrf
 from ..settings import service
+from ..settings.changes import commit
+from ..messaging.state import read_state
 from .openapi import openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -191,8 +193,6 @@ def patch_broker(protocol: str):
 
 def preview_changes(protocol: str, body: dict[str, Any]):
     """The diff and adapter impact of a change, without saving it."""
-    from ..settings.changes import commit
-
     prep = service.prepare_changes(protocol, body)
     if prep.errors:
         return _error(422, "invalid", "Some fields are invalid.", errors=prep.errors)
@@ -240,9 +240,6 @@ def put_priorities():
     if not isinstance(body, dict) or "priorities" not in body:
         return _error(400, "bad_request", 'Send {"priorities": ["kafka", "mqtt", …]}.')
     if flag("dry_run", body):
-        from ..settings.changes import commit
-        from ..settings.state import read_state
-
         problem = service.validate_priorities(body["priorities"])
         if problem:
             return _error(422, "invalid", "Invalid order.", errors={"priorities": problem})

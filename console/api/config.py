@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Response, jsonify, request
 
-from ..audit import query_entries
+from ..audit.views import query_entries
 from ..auth import actor
 from ..settings import transfer
 from . import _error, bp, flag

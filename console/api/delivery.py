@@ -12,8 +12,8 @@ from ..auth import tokens as api_tokens
 from ..delivery import documents, outbox
 from ..delivery import status as rollout
 from ..extensions import db
-from ..settings import changes as change_log
-from ..settings.effective import current
+from .. import audit as audit_log
+from ..messaging.effective import current
 from . import _error, bp, forbidden_service, not_modified
 from .registry import service_document
 
@@ -50,7 +50,7 @@ def service_config(name: str):
     body = {"service": row.name, "version": row.config_version, "etag": tag, **content}
     if own:
         rollout.record_fetch(row, request.remote_addr)
-        change_log.audit("read_config", "applied", actor=actor(), origin="api",
+        audit_log.audit("read_config", "applied", actor=actor(), origin="api",
                          protocols=list(content["brokers"]),
                          summary=f"Service {row.name} read its configuration v{row.config_version} "
                                  f"(secrets included) from {request.remote_addr}")
@@ -129,7 +129,7 @@ def adapter_config(name: str):
             return forbidden_service()
     document = registry.adapter_config(adapter, reveal=token is not None)
     if token is not None:
-        change_log.audit("read_config", "applied", actor=actor(), origin="api",
+        audit_log.audit("read_config", "applied", actor=actor(), origin="api",
                          protocols=[adapter.protocol],
                          summary=f"Adapter {adapter.name} configuration read (secrets included) "
                                  f"from {request.remote_addr}")

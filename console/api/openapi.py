@@ -5,7 +5,7 @@ from typing import Any
 
 from ..brokers import PROTOCOLS
 from ..inputs import MAX_INT
-from ..settings.schema import SCHEMA, Field
+from ..messaging.schema import SCHEMA, Field
 from .openapi_delivery import delivery_paths
 
 ID = {"type": "integer", "minimum": 1, "maximum": MAX_INT}

@@ -11,7 +11,7 @@ from ..delivery import status as rollout
 from ..extensions import db
 from ..inputs import query_int
 from ..models import Adapter, Delivery, ExtensionService
-from ..settings.identity import identity
+from ..messaging.identity import identity
 from . import _error, bp, forbidden_service
 
 

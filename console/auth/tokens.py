@@ -8,7 +8,7 @@ from typing import Any
 from ..crypto import new_token, token_digest
 from ..extensions import db
 from ..models import TOKEN_ROLES, ApiToken
-from ..settings import changes as change_log
+from .. import audit as audit_log
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,79}$")
 SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,119}$")
@@ -51,7 +51,7 @@ def create(name: Any, role: Any, service: Any = None, *, actor: str | None = Non
     try:
         clean_name, clean_role, clean_service = validate(name, role, service)
     except TokenError as exc:
-        change_log.record_rejection("create_token", actor=actor, origin=origin, protocol=None,
+        audit_log.record_rejection("create_token", actor=actor, origin=origin, protocol=None,
                                     errors=exc.errors)
         raise
     token = new_token()
@@ -59,7 +59,7 @@ def create(name: Any, role: Any, service: Any = None, *, actor: str | None = Non
                    digest=token_digest(token), prefix=token[:10], created_by=actor)
     db.session.add(row)
     bound = f" for service {clean_service}" if clean_service else ""
-    change_log.audit("create_token", "applied", actor=actor, origin=origin,
+    audit_log.audit("create_token", "applied", actor=actor, origin=origin,
                      summary=f"Created {clean_role} token {clean_name}{bound}")
     db.session.commit()
     return row, token
@@ -79,7 +79,7 @@ def revoke(name: str, *, actor: str | None = None, origin: str = "console") -> b
     if row is None:
         return False
     db.session.delete(row)
-    change_log.audit("revoke_token", "applied", actor=actor, origin=origin,
+    audit_log.audit("revoke_token", "applied", actor=actor, origin=origin,
                      summary=f"Revoked {row.role} token {row.name}")
     db.session.commit()
     return True

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..extensions import db
 from ..models import ROLES, User
-from ..settings import changes as change_log
+from .. import audit as audit_log
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
@@ -54,7 +54,7 @@ def name_problem(name: str) -> str | None:
 
 
 def _refuse(action: str, errors: dict[str, str], actor: str | None, origin: str) -> UserError:
-    change_log.record_rejection(action, actor=actor, origin=origin, protocol=None, errors=errors)
+    audit_log.record_rejection(action, actor=actor, origin=origin, protocol=None, errors=errors)
     return UserError(errors)
 
 
@@ -78,7 +78,7 @@ def create(name: Any, role: Any, password: str | None = None, *, actor: str | No
     user = User(username=clean, role=role)
     user.set_password(password)
     db.session.add(user)
-    change_log.audit("create_user", "applied", actor=actor, origin=origin,
+    audit_log.audit("create_user", "applied", actor=actor, origin=origin,
                      summary=f"Created {role} user {clean}")
     db.session.commit()
     return user, generated
@@ -105,7 +105,7 @@ def set_role(user: User, role: Any, *, actor: str | None = None, origin: str = "
     old = user.role
     user.role = role
     user.end_sessions()
-    change_log.audit("change_role", "applied", actor=actor, origin=origin,
+    audit_log.audit("change_role", "applied", actor=actor, origin=origin,
                      summary=f"Changed the role of {user.username} from {old} to {role}")
     db.session.commit()
     return True
@@ -122,7 +122,7 @@ def set_password(user: User, password: str | None = None, *, actor: str | None =
         password = generated = secrets.token_urlsafe(12)
     user.set_password(password)
     how = "a generated password" if generated else "a new password"
-    change_log.audit("reset_password", "applied", actor=actor, origin=origin,
+    audit_log.audit("reset_password", "applied", actor=actor, origin=origin,
                      summary=f"Set {how} for {user.username}")
     db.session.commit()
     return generated
@@ -137,6 +137,6 @@ def remove(user: User, *, actor: str | None = None, origin: str = "console") -> 
         db.session.rollback()
         raise _refuse("remove_user", errors, actor, origin)
     db.session.delete(user)
-    change_log.audit("remove_user", "applied", actor=actor, origin=origin,
+    audit_log.audit("remove_user", "applied", actor=actor, origin=origin,
                      summary=f"Removed {user.role} user {user.username}")
     db.session.commit()

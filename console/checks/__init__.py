@@ -28,11 +28,11 @@ from ..brokers.nodes import check_nodes, warnings_for
 from ..crypto import SecretUnreadable
 from ..extensions import db
 from ..models import BrokerCheck, CheckLease, utcnow
-from ..settings import effective as settings_read
-from ..settings.resolve import ProtocolSettings
-from ..settings import identity
-from ..settings.rules import kafka_security
-from ..settings.values import split_host_port
+from ..messaging import effective as settings_read
+from ..messaging.resolve import ProtocolSettings
+from ..messaging import identity
+from ..messaging.rules import kafka_security
+from ..messaging.values import split_host_port
 
 HISTORY_KEEP = 200
 Resolver = Callable[[str, int], list[str]]

@@ -8,13 +8,14 @@ import logging
 import os
 import socket
 import threading
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask, current_app, has_app_context
 
-from .. import database
+from .. import database, signals
 from ..brokers import PROTOCOLS
-from ..settings import effective as settings_read
+from ..messaging import effective as settings_read
 from . import UNREADABLE, check_settings, claim, current_digest, record
 
 log = logging.getLogger(__name__)
@@ -118,3 +119,12 @@ def start(app: Flask) -> Scheduler | None:
     app.extensions["console_scheduler"] = scheduler
     scheduler.start()
     return scheduler
+
+
+def init_app(app: Any) -> None:
+    """Check at once the protocols a committed configuration version changed."""
+    signals.version_committed.connect(_on_version_committed, weak=False)
+
+
+def _on_version_committed(sender: Any, **_: Any) -> None:
+    kick()

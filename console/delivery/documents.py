@@ -12,12 +12,12 @@ from typing import Any
 from flask import current_app
 
 from ..models import ExtensionService
-from ..settings.effective import Snapshot
-from ..settings.identity import addresses, uses_tls
-from ..settings.resolve import ProtocolSettings
-from ..settings.schema import SCHEMA
-from ..settings.selection import select_protocol
-from ..settings.values import format_host_port
+from ..messaging.effective import Snapshot
+from ..messaging.identity import addresses, uses_tls
+from ..messaging.resolve import ProtocolSettings
+from ..messaging.schema import SCHEMA
+from ..messaging.selection import select_protocol
+from ..messaging.values import format_host_port
 
 MASKED_SUFFIX = "-masked"
 

@@ -29,11 +29,11 @@ from flask import Flask, current_app
 from sqlalchemy import or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from .. import database
+from .. import database, signals
 from ..crypto import decrypt
 from ..extensions import db
 from ..models import ConfigVersion, Delivery, ExtensionService, utcnow
-from ..settings.effective import Snapshot
+from ..messaging.effective import Snapshot
 from . import documents
 
 log = logging.getLogger(__name__)
@@ -296,3 +296,17 @@ def start(app: Flask) -> Worker | None:
     app.extensions["console_delivery"] = worker
     worker.start()
     return worker
+
+
+def init_app(app: Any) -> None:
+    """Queue and wake callbacks on every configuration version the change pipeline announces."""
+    signals.version_written.connect(_on_version_written, weak=False)
+    signals.version_committed.connect(_on_version_committed, weak=False)
+
+
+def _on_version_written(sender: Any, *, snapshot: Snapshot, version: int | None, **_: Any) -> None:
+    refresh(snapshot, version)
+
+
+def _on_version_committed(sender: Any, **_: Any) -> None:
+    wake()

@@ -12,16 +12,18 @@ from ..brokers import PROTOCOLS
 from ..extensions import db
 from ..models import DiagnosisRun, utcnow
 from ..settings import service as settings_service
-from ..settings.identity import addresses
-from ..settings.values import format_host_port
-from ..settings.resolve import ProtocolSettings
+from ..messaging.identity import addresses
+from ..messaging.values import format_host_port
+from ..messaging.resolve import ProtocolSettings
+from ..certs import EXPIRY_WARNING_DAYS
+from ..checks import broker_config
+from .lint import lint
 from .base import Diagnosis
 
 
 def run(protocol: str, timeout: float, on_step=None, settings=None) -> Diagnosis:
     """Diagnose one protocol with its effective settings (secrets revealed only to the clients)."""
-    from ..checks import broker_config
-    from .engine import diagnose
+    from .engine import diagnose     # loaded when a diagnosis runs: listing commands never load the steps
 
     settings = settings or settings_service.effective(protocol, reveal=True)
     with broker_config(settings) as config:
@@ -164,8 +166,6 @@ def presented_chains(protocol: str, configured: list[str]
 
 def refresh_status(cert: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
     """Recompute status and days left of a stored certificate description for `now`."""
-    from ..certs import EXPIRY_WARNING_DAYS
-
     now = now or utcnow()
     not_after = dt.datetime.fromisoformat(cert["not_after"])
     not_before = dt.datetime.fromisoformat(cert["not_before"])
@@ -195,8 +195,6 @@ def certificate_warnings() -> list[dict[str, Any]]:
 def report(row: DiagnosisRun) -> dict[str, Any]:
     """A downloadable report: the diagnosis, the effective settings (secrets masked) and the lint
     findings of that protocol."""
-    from .lint import lint
-
     settings = settings_service.effective_all()
     return {
         "generated_at": utcnow().isoformat(timespec="seconds"),

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..brokers import PROTOCOLS
-from ..settings.identity import uses_tls
-from ..settings.resolve import ProtocolSettings
-from ..settings.schema import PROTOCOL_LABELS
+from ..messaging.identity import uses_tls
+from ..messaging.resolve import ProtocolSettings
+from ..messaging.schema import PROTOCOL_LABELS
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 PREFETCH_LIMIT = 250

@@ -18,6 +18,7 @@ from ..delivery import outbox
 from ..extensions import db
 from ..models import Delivery, ExtensionService
 from ..settings import service as settings_service
+from .. import diagnostics
 
 bp = Blueprint("health", __name__)
 
@@ -50,8 +51,6 @@ def readiness() -> tuple[dict[str, Any], int]:
         status, code = "degraded", 200
     else:
         status, code = "ok", 200
-    from .. import diagnostics
-
     return {"status": status, "brokers": brokers, "required": required,
             "certificates": diagnostics.certificate_warnings()}, code
 
@@ -154,8 +153,6 @@ class BrokerCollector:
                     for node in row.nodes or ():
                         node_up.add_metric([protocol, str(node.get("node"))],
                                            1.0 if node.get("status") == "up" else 0.0)
-            from .. import diagnostics
-
             for cert in diagnostics.inventory():
                 expiry.add_metric([cert["protocol"], cert["source"].split(" ")[0], cert["subject"],
                                    cert["sha256"]],

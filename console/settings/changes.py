@@ -10,22 +10,22 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import has_request_context, request
+from flask import current_app
 from sqlalchemy import text
 
-from .. import checks
+from .. import checks, signals
+from ..audit import audit, record_rejection  # noqa: F401 - record_rejection: the pipeline's callers
 from ..brokers import PROTOCOLS
-from ..checks.scheduler import kick as kick_checks
 from ..crypto import decrypt
 from ..extensions import db
 from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
 from ..delivery import outbox
-from .effective import Snapshot, current, findings, forget, remember
-from .identity import identity
-from .resolve import ProtocolSettings
-from .schema import FIELDS, PROTOCOL_LABELS
-from .selection import select_protocol
-from .state import State, read_state, rebase, write_state
+from ..messaging.effective import Snapshot, current, findings, forget, remember
+from ..messaging.identity import identity
+from ..messaging.resolve import ProtocolSettings
+from ..messaging.schema import ALIASES, FIELDS, PRIORITY_ENV, PROTOCOL_LABELS, SCHEMA
+from ..messaging.selection import select_protocol
+from ..messaging.state import ChangeConflict, State, read_state, rebase, write_state
 
 SECRET_SHOWN = "changed"
 
@@ -216,13 +216,53 @@ def effective_diff(old: State | Snapshot, new: State | Snapshot) -> list[FieldCh
     return out
 
 
+class Endpoints:
+    """Whether two address labels reach the same brokers (checks.same_endpoints), with the host
+    names looked up before the configuration's write lock is taken (`ahead`, `prime`): under the
+    lock (`resolving` False) a name not looked up before does not resolve, so a respelt address
+    counts as another broker — no DNS is ever asked while the lock is held."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, list[str]] = {}
+        self.resolving = True
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        if host not in self.hosts and self.resolving:
+            try:
+                self.hosts[host] = checks.system_resolver(host, port)
+            except OSError:
+                self.hosts[host] = []
+        if not self.hosts.get(host):
+            raise OSError(f"{host} does not resolve")
+        return self.hosts[host]
+
+    def same(self, a: str | None, b: str | None) -> bool:
+        return checks.same_endpoints(a, b, resolver=self.resolve)
+
+    def ahead(self, protocol: str, before: ProtocolSettings, after: ProtocolSettings) -> None:
+        """Look up, now, what judging `protocol`'s adapters under `after` will need."""
+        old, new = identity(before).get("address"), identity(after).get("address")
+        if old == new and before.enabled == after.enabled:
+            return
+        rows = db.session.execute(db.select(Adapter.snapshot).where(Adapter.protocol == protocol))
+        for (snapshot,) in rows:
+            for address in {old, new}:
+                self.same(snapshot.get("address"), address)
+
+    def prime(self, before: Snapshot, after: Snapshot) -> None:
+        """`ahead` for every protocol the change from `before` to `after` alters."""
+        for protocol in PROTOCOLS:
+            if not after.shares(protocol):
+                self.ahead(protocol, before.settings(protocol, True), after.settings(protocol, True))
+
+
 def _classify(snapshot: dict[str, Any], current: dict[str, Any], enabled: bool,
-              secrets_changed: bool, protocol: str) -> tuple[str, str]:
+              secrets_changed: bool, protocol: str, endpoints: Endpoints) -> tuple[str, str]:
     label = PROTOCOL_LABELS[protocol]
     if not enabled:
         return "breaks", f"{label} is disabled."
     respelt = snapshot.get("address") != current.get("address")
-    if respelt and not checks.same_endpoints(snapshot.get("address"), current.get("address")):
+    if respelt and not endpoints.same(snapshot.get("address"), current.get("address")):
         return "breaks", (f"The {label} broker moves from {snapshot.get('address')} to "
                           f"{current.get('address')}.")
     keys = sorted(k for k in set(snapshot) | set(current)
@@ -243,10 +283,12 @@ ACTIONS = {
 }
 
 
-def assess(old: State | Snapshot, new: State | Snapshot, changes: list[FieldChange]) -> Impact:
+def assess(old: State | Snapshot, new: State | Snapshot, changes: list[FieldChange],
+           endpoints: Endpoints | None = None) -> Impact:
     """Classify every adapter under the old and the new settings; report those the change affects.
     (Identities hold no secrets, so revealed settings serve as well as masked ones.)"""
     impact = Impact()
+    endpoints = endpoints or Endpoints()
     old = old if isinstance(old, Snapshot) else Snapshot(old)
     new = new if isinstance(new, Snapshot) else Snapshot(new)
     services = db.session.execute(db.select(ExtensionService)).scalars().all()
@@ -275,9 +317,9 @@ def assess(old: State | Snapshot, new: State | Snapshot, changes: list[FieldChan
             groups[key] = ("ok", "")
         elif key not in groups:
             before, after = old.settings(protocol, True), new.settings(protocol, True)
-            was = _classify(snapshot, identity(before), before.enabled, False, protocol)
+            was = _classify(snapshot, identity(before), before.enabled, False, protocol, endpoints)
             now = _classify(snapshot, identity(after), after.enabled,
-                            secrets_changed[protocol], protocol)
+                            secrets_changed[protocol], protocol, endpoints)
             groups[key] = now if now[0] != "ok" and now != was else ("ok", "")
         kind, reason = groups[key]
         if kind != "ok":
@@ -294,20 +336,6 @@ def assess(old: State | Snapshot, new: State | Snapshot, changes: list[FieldChan
     return impact
 
 
-def audit(action: str, outcome: str, *, actor: str | None, origin: str, protocols: list[str] | None = None,
-          summary: str = "", changes: list[FieldChange] | None = None,
-          version_id: int | None = None, extra: list[dict[str, Any]] | None = None) -> AuditEntry:
-    """Record an audit entry (the caller commits, or it is committed here when alone)."""
-    remote = request.remote_addr if has_request_context() else None
-    entry = AuditEntry(actor=(actor or "unknown")[:80], origin=origin, remote=remote, action=action,
-                       outcome=outcome, protocols=",".join(sorted(set(protocols or [])))[:64],
-                       summary=summary[:4000],
-                       changes=[c.as_dict() for c in (changes or [])] + (extra or []),
-                       version_id=version_id)
-    db.session.add(entry)
-    return entry
-
-
 def _version(state: State, actor: str, origin: str, summary: str) -> ConfigVersion:
     row = ConfigVersion(actor=actor[:80], origin=origin, summary=summary[:4000],
                         state=state.as_json())
@@ -317,6 +345,12 @@ def _version(state: State, actor: str, origin: str, summary: str) -> ConfigVersi
 
 
 LOCK_KEY = 0x636F6E736F6C65     # "console": the advisory lock of configuration writers (PostgreSQL)
+
+
+def locked() -> bool:
+    """Whether this transaction holds the configuration's write lock."""
+    transaction = db.session().get_transaction()
+    return transaction is not None and db.session.info.get("console_config_lock") is transaction
 
 
 def lock() -> None:
@@ -361,18 +395,6 @@ def _one_at_a_time(candidate: State, base: Snapshot,
     return merged, now, None
 
 
-class ChangeConflict(Exception):
-    """A change that was valid on the configuration it was made from is not valid together with
-    what another worker or replica saved meanwhile; nothing is saved."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        self.errors = errors
-        super().__init__("Another save changed this configuration meanwhile, and together with it "
-                         "this change is not valid (" + "; ".join(f"{k}: {v}" for k, v in
-                                                             errors.items()) +
-                         "). Nothing was saved: reload and repeat the change.")
-
-
 def _still_valid(merged: State, candidate: State, fresh: Snapshot) -> None:
     """ChangeConflict when the rebased configuration has an error that neither the change alone
     nor what was saved meanwhile has (rules over fields the two saves changed separately)."""
@@ -386,19 +408,34 @@ def _still_valid(merged: State, candidate: State, fresh: Snapshot) -> None:
         raise ChangeConflict(errors)
 
 
+def _derive(before: Snapshot, candidate: State,
+            seed: dict[str, tuple[ProtocolSettings, bool]] | None) -> Snapshot:
+    after = before.derive(candidate)
+    for protocol, (settings, reveal) in (seed or {}).items():
+        after.seed(protocol, settings, reveal)
+    return after
+
+
 def commit(candidate: State, *, actor: str | None, origin: str, action: str,
            confirm: bool = False, dry_run: bool = False, summary: str = "",
-           seed: dict[str, tuple[ProtocolSettings, bool]] | None = None) -> Outcome:
+           seed: dict[str, tuple[ProtocolSettings, bool]] | None = None,
+           endpoints: Endpoints | None = None) -> Outcome:
     """Apply `candidate` through the impact check; see the module docstring. `seed` hands in
-    settings already resolved from the candidate (protocol → (settings, revealed))."""
+    settings already resolved from the candidate (protocol → (settings, revealed)); `endpoints`
+    the host names a caller that locks first looked up before it did (Endpoints.ahead)."""
     actor = actor or "unknown"
-    if dry_run:
-        before = current()
-    else:
-        base = current()      # what the candidate was made from (unless its writer locked first)
+    if endpoints is None:
+        endpoints = Endpoints()
+        endpoints.resolving = not locked()
+    before = current()       # what the candidate was made from (unless its writer locked first)
+    after = _derive(before, candidate, seed)
+    if not dry_run:
+        if endpoints.resolving:
+            endpoints.prime(before, after)       # DNS before the write lock, never under it
         lock()
+        endpoints.resolving = False
         try:
-            candidate, before, seed = _one_at_a_time(candidate, base, seed)
+            rebased, now, seed = _one_at_a_time(candidate, before, seed)
         except ChangeConflict as conflict:
             db.session.rollback()
             audit(action, "rejected", actor=actor, origin=origin,
@@ -406,18 +443,17 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
                   summary=str(conflict))
             db.session.commit()
             raise
+        if now is not before:                # another process saved meanwhile
+            candidate, before, after = rebased, now, _derive(now, rebased, seed)
     if candidate.as_json() == before.state.as_json():
         release()
         return Outcome("unchanged")
-    after = before.derive(candidate)
-    for protocol, (settings, reveal) in (seed or {}).items():
-        after.seed(protocol, settings, reveal)
     saved = saved_diff(before.state, candidate)
     if not saved:
         release()
         return Outcome("unchanged")
     effective = effective_diff(before, after)
-    impact = assess(before, after, saved)
+    impact = assess(before, after, saved, endpoints)
     protocols = sorted({c.protocol for c in saved if c.protocol})
     text = summary or "; ".join(c.label() for c in saved)
     outcome = Outcome("preview", saved, effective, impact)
@@ -440,29 +476,18 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     extra = ([{"impact": impact.counts(), "confirmed": True}] if impact.needs_confirmation else [])
     audit(action, "applied", actor=actor, origin=origin, protocols=protocols, summary=text,
           changes=saved, version_id=version.id, extra=extra)
-    outbox.refresh(after, version.id)
+    app = current_app._get_current_object()
+    signals.version_written.send(app, snapshot=after, version=version.id)
     db.session.commit()
     remember(after)
-    outbox.wake()
-    kick_checks()
+    signals.version_committed.send(app, snapshot=after, version=version.id)
     outcome.status = "applied"
     outcome.version_id = version.id
     return outcome
 
 
-def record_rejection(action: str, *, actor: str | None, origin: str, protocol: str | None,
-                     errors: dict[str, str]) -> None:
-    """Audit a change that validation refused (nothing was saved)."""
-    summary = "Rejected: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
-    audit(action, "rejected", actor=actor, origin=origin,
-          protocols=[protocol] if protocol else [], summary=summary)
-    db.session.commit()
-
-
 def environment_overrides() -> dict[str, str]:
     """Every messaging variable the environment sets now (secret values as "set")."""
-    from .schema import ALIASES, PRIORITY_ENV, SCHEMA
-
     out: dict[str, str] = {}
     for protocol in PROTOCOLS:
         for f in SCHEMA[protocol]:
@@ -481,9 +506,10 @@ def record_environment() -> AuditEntry | None:
     and announce to every service whose document they change (one pipeline with every other
     change)."""
     entry = _audit_environment()
-    if outbox.refresh(current()):
-        db.session.commit()
-        outbox.wake()
+    app, snapshot = current_app._get_current_object(), current()
+    signals.version_written.send(app, snapshot=snapshot, version=None)
+    db.session.commit()
+    signals.version_committed.send(app, snapshot=snapshot, version=None)
     return entry
 
 

@@ -16,10 +16,10 @@ from typing import Any, Mapping
 from ..extensions import db
 from ..models import ConfigVersion
 from .changes import FieldChange, _show, saved_diff
-from .effective import Snapshot, _layer, current
-from .schema import FIELDS, PROTOCOL_LABELS
-from .state import State
-from .values import Invalid, parse_value
+from ..messaging.effective import Snapshot, _layer, current
+from ..messaging.schema import FIELDS, PROTOCOL_LABELS
+from ..messaging.state import State
+from ..messaging.values import Invalid, parse_value
 
 SCAN_LIMIT = 200       # versions looked through to find the one an ETag was read from
 

@@ -14,14 +14,14 @@ from ..models import Adapter, utcnow
 from . import changes as pipeline
 from . import conflicts
 from .conflicts import Conflict, current_version, etag, judge_etag  # noqa: F401 - views, API
-from .effective import (  # noqa: F401  - the read side, re-exported for the views
+from ..messaging.effective import (  # noqa: F401  - the read side, re-exported for the views
     ProtocolUnknown, check_protocol, current, effective, effective_all, findings, priorities,
     saved_layer,
 )
-from .resolve import ProtocolSettings, Saved
-from .schema import FIELDS, FILE_SLOTS, SCHEMA
-from .state import State
-from .values import Invalid, parse_value
+from ..messaging.resolve import ProtocolSettings, Saved
+from ..messaging.schema import FIELDS, FILE_SLOTS, SCHEMA
+from ..messaging.state import State
+from ..messaging.values import Invalid, parse_value
 
 
 @dataclass
@@ -121,9 +121,10 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
 
 def _commit(candidate: Any, result: ChangeResult, *, actor: str | None, origin: str,
             action: str, confirm: bool, protocol: str | None,
-            seed: dict[str, Any] | None = None) -> ChangeResult:
+            seed: dict[str, Any] | None = None,
+            endpoints: pipeline.Endpoints | None = None) -> ChangeResult:
     outcome = pipeline.commit(candidate, actor=actor, origin=origin, action=action,
-                              confirm=confirm, seed=seed)
+                              confirm=confirm, seed=seed, endpoints=endpoints)
     result.outcome = outcome
     result.changed = sorted({c.field for c in outcome.saved_changes if c.field != "priorities"}
                             | ({"priorities"} if any(c.field == "priorities"
@@ -175,6 +176,12 @@ def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, 
     """Validate `changes` (or take them `prepared` already) and save them all, or nothing when
     any is invalid; when adapters are affected, nothing is saved without `confirm`. With `base`,
     nothing is saved over a change someone else made since (see settings.conflicts)."""
+    endpoints = pipeline.Endpoints()
+    if not pipeline.locked():      # validated and looked up before the lock; again only if stale
+        if prepared is None and (base is None or base.version is None):
+            prepared = prepare_changes(protocol, changes)
+        if prepared is not None and not prepared.errors and prepared.settings is not None:
+            endpoints.ahead(protocol, current().settings(protocol, True), prepared.settings)
     pipeline.lock()
     changes = dict(changes)
     merged: list[Any] = []
@@ -207,7 +214,7 @@ def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, 
     candidate = candidate_state(protocol, prep)
     return _commit(candidate, result, actor=actor, origin=origin, action="update",
                    confirm=confirm, protocol=protocol,
-                   seed={protocol: (prep.settings, prep.revealed)})
+                   seed={protocol: (prep.settings, prep.revealed)}, endpoints=endpoints)
 
 
 def _conflicted(result: ChangeResult, *, actor: str | None, origin: str,

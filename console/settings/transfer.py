@@ -15,10 +15,10 @@ from ..extensions import db
 from ..models import ConfigVersion, utcnow
 from . import changes as change_log
 from . import service
-from .schema import DEFAULT_PRIORITIES, FIELDS
-from .values import Invalid, parse_value
-from .effective import current
-from .state import State
+from ..messaging.schema import DEFAULT_PRIORITIES, FIELDS
+from ..messaging.values import Invalid, parse_value
+from ..messaging.effective import current
+from ..messaging.state import State
 
 yaml = lazy.module("yaml")    # only export and import read or write YAML
 

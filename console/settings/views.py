@@ -15,9 +15,9 @@ from ..brokers import PROTOCOLS
 from ..htmx import is_htmx
 from . import changes as change_log
 from . import service
-from .identity import address_label, node_list_field, uses_tls
-from .schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
-from .values import Invalid, parse_value
+from ..messaging.identity import address_label, node_list_field, uses_tls
+from ..messaging.schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
+from ..messaging.values import Invalid, parse_value
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 

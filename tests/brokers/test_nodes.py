@@ -17,8 +17,8 @@ from console.brokers.nodes import node_configs, node_name
 from console.checks import broker_config, check_settings
 from console.diagnostics.base import Diagnosis
 from console.diagnostics.engine import diagnose
-from console.settings.resolve import ProtocolSettings, Saved, resolve
-from console.settings.schema import FIELDS
+from console.messaging.resolve import ProtocolSettings, Saved, resolve
+from console.messaging.schema import FIELDS
 from tests.lab_fixtures import load_brokerlab
 
 TIMEOUT = 2.0

@@ -109,12 +109,12 @@ def test_etag_and_304_without_decrypting(app, client, edge, monkeypatch) -> None
     first = client.get("/api/v1/services/edge/config", headers=h)
     tag = first.headers["ETag"]
     import console.crypto
-    import console.settings.state
+    import console.messaging.state
 
     def refuse(*_):
         raise AssertionError("decrypted for a 304")
     monkeypatch.setattr(console.crypto, "decrypt", refuse)
-    monkeypatch.setattr(console.settings.state, "decrypt", refuse)
+    monkeypatch.setattr(console.messaging.state, "decrypt", refuse)
     again = client.get("/api/v1/services/edge/config", headers={**h, "If-None-Match": tag})
     assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == tag
     monkeypatch.undo()

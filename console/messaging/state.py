@@ -159,3 +159,15 @@ def write_state(state: State, actor: str | None, current: State | None = None) -
         for position, protocol in enumerate(state.priorities):
             db.session.add(Priority(protocol=protocol, position=position))
     db.session.flush()
+
+
+class ChangeConflict(Exception):
+    """A change that was valid on the configuration it was made from is not valid together with
+    what another worker or replica saved meanwhile; nothing is saved."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("Another save changed this configuration meanwhile, and together with it "
+                         "this change is not valid (" + "; ".join(f"{k}: {v}" for k, v in
+                                                             errors.items()) +
+                         "). Nothing was saved: reload and repeat the change.")
