@@ -42,7 +42,7 @@ import re
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -50,7 +50,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from . import lazy
 
 # loaded when a certificate is first read: commands and requests that read none never pay for them
-x509 = lazy.module("cryptography.x509")
+if TYPE_CHECKING:
+    from cryptography import x509
+else:
+    x509 = lazy.module("cryptography.x509")
 pkcs7 = lazy.module("cryptography.hazmat.primitives.serialization.pkcs7")
 pkcs12 = lazy.module("cryptography.hazmat.primitives.serialization.pkcs12")
 

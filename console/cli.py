@@ -327,6 +327,7 @@ def config_import(file, dry_run: bool, confirm: bool) -> None:
             click.echo(f"  {where}: {message}", err=True)
         sys.exit(1)
     outcome = result.outcome
+    assert outcome is not None  # an import without errors has an outcome
     for where, message in result.warnings.items():
         click.echo(f"warning: {where}: {message}", err=True)
     if outcome.status == "unchanged":

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import os
 import secrets
+from typing import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -20,7 +21,7 @@ class SecretUnreadable(RuntimeError):
     """A stored secret cannot be decrypted with the configured key(s)."""
 
 
-def read_or_create_key_file(path: Path, make: callable) -> str:
+def read_or_create_key_file(path: Path, make: Callable[[], str]) -> str:
     """Return the key stored at `path`, creating it atomically with mode 0600 if absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -103,7 +103,7 @@ class Outage:
 
 def outage(app: Flask | None = None) -> Outage:
     """The Outage of `app` (the current one by default)."""
-    app = app or current_app._get_current_object()
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     found = app.extensions.get("console_database")
     if found is None:
         found = app.extensions.setdefault("console_database", Outage())

@@ -66,9 +66,12 @@ def query_int(args: Mapping[str, Any], name: str, default: int, low: int = 1,
 class BoundedArgs(ImmutableMultiDict):
     """Query and form values whose `.get(name, type=int)` only yields ints a column can hold."""
 
-    def get(self, key: Any, default: Any = None, type: Callable[[str], Any] | None = None) -> Any:  # noqa: A002
+    # one signature instead of the base class's overloads: mypy cannot match them, callers can
+    def get(self, key: Any, default: Any = None, type: Callable[[Any], Any] | None = None) -> Any:  # type: ignore[override]  # noqa: A002,E501
         if type is int:
             type = bounded_int
+        if type is None:
+            return super().get(key, default)
         return super().get(key, default=default, type=type)
 
 

@@ -3,7 +3,7 @@ settings (one record per protocol), uploaded TLS material and the protocol prior
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -13,7 +13,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .extensions import db
+from .extensions import Base, db
+
+if TYPE_CHECKING:  # mypy cannot follow db.Model, a class made at run time from Base
+    Model = Base
+else:
+    Model = db.Model
 
 ROLES = ("admin", "viewer")
 TOKEN_ROLES = ("admin", "viewer", "service")
@@ -41,7 +46,7 @@ class UtcDateTime(TypeDecorator):
         return value
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     """A person who logs in to the console."""
 
     __tablename__ = "users"
@@ -75,7 +80,7 @@ class User(UserMixin, db.Model):
         return self.role == "admin"
 
 
-class ApiToken(db.Model):
+class ApiToken(Model):
     """A bearer token for the JSON API; only its SHA-256 digest is stored."""
 
     __tablename__ = "api_tokens"
@@ -95,7 +100,7 @@ class ApiToken(db.Model):
         return self.role == "admin"
 
 
-class BrokerSettings(db.Model):
+class BrokerSettings(Model):
     """The saved settings of one protocol: plain values by field name, secrets encrypted."""
 
     __tablename__ = "broker_settings"
@@ -108,7 +113,7 @@ class BrokerSettings(db.Model):
     updated_by: Mapped[str | None] = mapped_column(String(80))
 
 
-class TlsFile(db.Model):
+class TlsFile(Model):
     """Uploaded TLS material of one protocol: the truststore (slot tls_ca) or the client
     certificate with its key (slot tls_cert). The key is encrypted at rest."""
 
@@ -126,7 +131,7 @@ class TlsFile(db.Model):
     uploaded_by: Mapped[str | None] = mapped_column(String(80))
 
 
-class Priority(db.Model):
+class Priority(Model):
     """One protocol's place in the priority list (0 = first choice)."""
 
     __tablename__ = "priorities"
@@ -135,7 +140,7 @@ class Priority(db.Model):
     position: Mapped[int] = mapped_column(Integer, unique=True)
 
 
-class BrokerCheck(db.Model):
+class BrokerCheck(Model):
     """One connection check's result; the newest per protocol is what /readyz and the page show."""
 
     __tablename__ = "broker_checks"
@@ -160,7 +165,7 @@ class BrokerCheck(db.Model):
     nodes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
-class CheckLease(db.Model):
+class CheckLease(Model):
     """When each protocol is next due for a background check, and who holds it. Claiming is one
     conditional UPDATE, so several workers or replicas on one database check each protocol at most
     once per interval."""
@@ -174,7 +179,7 @@ class CheckLease(db.Model):
     settings_digest: Mapped[str | None] = mapped_column(String(64))
 
 
-class ExtensionService(db.Model):
+class ExtensionService(Model):
     """An extension service of the platform and the protocols it supports."""
 
     __tablename__ = "services"
@@ -202,7 +207,7 @@ class ExtensionService(db.Model):
     acked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
-class Delivery(db.Model):
+class Delivery(Model):
     """One callback to a service in the outbox: written in the transaction of the change it
     announces, claimed by one replica at a time, retried with backoff, coalesced by newer ones."""
 
@@ -225,7 +230,7 @@ class Delivery(db.Model):
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
-class Adapter(db.Model):
+class Adapter(Model):
     """An adapter created against a service, with the effective settings it was created with
     (protocol, address, TLS/SASL identity — never secrets)."""
 
@@ -243,7 +248,7 @@ class Adapter(db.Model):
     created_by: Mapped[str | None] = mapped_column(String(80))
 
 
-class AuditEntry(db.Model):
+class AuditEntry(Model):
     """Who changed what, when and from where; secrets appear only as "changed"."""
 
     __tablename__ = "audit_entries"
@@ -261,7 +266,7 @@ class AuditEntry(db.Model):
     version_id: Mapped[int | None] = mapped_column(Integer)
 
 
-class ConfigVersion(db.Model):
+class ConfigVersion(Model):
     """The whole saved configuration after a change (secrets and keys as stored: encrypted)."""
 
     __tablename__ = "config_versions"
@@ -274,7 +279,7 @@ class ConfigVersion(db.Model):
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-class DiagnosisRun(db.Model):
+class DiagnosisRun(Model):
     """One diagnosis: its steps are written as they complete, so a page can follow it."""
 
     __tablename__ = "diagnosis_runs"
@@ -292,7 +297,7 @@ class DiagnosisRun(db.Model):
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class RateLimitCounter(db.Model):
+class RateLimitCounter(Model):
     """One fixed-window counter of a rate limit (login attempts), shared by every worker and
     replica through the database."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from importlib import import_module
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from flask import Flask
@@ -34,7 +34,7 @@ class DatabaseStorage(Storage):
         return sa.exc.SQLAlchemyError
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        table = RateLimitCounter.__table__
+        table = cast(sa.Table, RateLimitCounter.__table__)
         now = time.time()
         # the upsert of the engine's own dialect (sqlite or postgresql), loaded with the engine already
         insert = import_module(f"sqlalchemy.dialects.{db.engine.dialect.name}").insert(table)
@@ -46,18 +46,18 @@ class DatabaseStorage(Storage):
         ).returning(table.c.count)
         with db.engine.begin() as conn:
             count = conn.execute(statement).scalar_one()
-            conn.execute(table.delete().where(table.c.expires_at < now - 3600))
+            conn.execute(sa.delete(table).where(table.c.expires_at < now - 3600))
         return int(count)
 
     def get(self, key: str) -> int:
-        table = RateLimitCounter.__table__
+        table = cast(sa.Table, RateLimitCounter.__table__)
         with db.engine.connect() as conn:
             count = conn.execute(sa.select(table.c.count).where(
                 table.c.key == key, table.c.expires_at > time.time())).scalar()
         return int(count or 0)
 
     def get_expiry(self, key: str) -> float:
-        table = RateLimitCounter.__table__
+        table = cast(sa.Table, RateLimitCounter.__table__)
         with db.engine.connect() as conn:
             at = conn.execute(sa.select(table.c.expires_at).where(table.c.key == key)).scalar()
         return float(at) if at is not None else time.time()
@@ -69,12 +69,12 @@ class DatabaseStorage(Storage):
 
     def reset(self) -> int | None:
         with db.engine.begin() as conn:
-            return conn.execute(RateLimitCounter.__table__.delete()).rowcount
+            return conn.execute(sa.delete(cast(sa.Table, RateLimitCounter.__table__))).rowcount
 
     def clear(self, key: str) -> None:
-        table = RateLimitCounter.__table__
+        table = cast(sa.Table, RateLimitCounter.__table__)
         with db.engine.begin() as conn:
-            conn.execute(table.delete().where(table.c.key == key))
+            conn.execute(sa.delete(table).where(table.c.key == key))
 
 
 limiter = Limiter(key_func=get_remote_address, strategy="fixed-window")

@@ -138,7 +138,7 @@ _CREATE = threading.Lock()
 
 def pool(app: Flask | None = None) -> BrokerWork:
     """This process's pool (made on first use)."""
-    app = app or current_app._get_current_object()
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     work = app.extensions.get(_KEY)
     if work is None:
         with _CREATE:

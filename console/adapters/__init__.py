@@ -46,7 +46,7 @@ def page_context(page: int, errors: dict[str, str] | None = None,
     current = {p: identity(s) for p, s in settings.items()}
     services = db.session.execute(db.select(ExtensionService)
                                   .order_by(ExtensionService.name)).scalars().all()
-    total = db.session.execute(db.select(db.func.count(Adapter.id))).scalar()
+    total = db.session.execute(db.select(db.func.count(Adapter.id))).scalar_one()
     pages = max(1, -(-total // PER_PAGE))
     page = min(max(1, page), pages)
     names = {s.id: s.name for s in services}

@@ -156,6 +156,7 @@ def changed_response(result: service.ChangeResult, document: dict[str, Any], sta
     """200/201 with what changed; 409 with the impact when adapters need a confirmation."""
     outcome = result.outcome.as_dict() if result.outcome is not None else None
     if result.needs_confirmation:
+        assert outcome is not None  # a change that needs confirmation always has its outcome
         return _error(409, "confirmation_required",
                       "This change affects existing adapters; nothing was saved. Repeat it with "
                       '"confirm": true to save anyway.', impact=outcome["impact"],

@@ -86,6 +86,7 @@ def service_ack(name: str):
         errors["message"] = "Give the message as text of at most 2000 characters."
     if errors:
         return _error(422, "invalid", "The acknowledgement was not recorded.", errors=errors)
+    assert isinstance(version, int)
     rollout.record_ack(row, version, body["status"], message)
     db.session.commit()
     return jsonify(rollout.service_state(row))
@@ -124,7 +125,7 @@ def adapter_config(name: str):
         return _error(404, "not_found", f"No adapter named {name!r}.")
     token = service_token()
     if token is not None:
-        service = registry.find_service(token.service)
+        service = registry.find_service(token.service or "")
         if service is None or service.id != adapter.service_id:
             return forbidden_service()
     document = registry.adapter_config(adapter, reveal=token is not None)

@@ -30,6 +30,7 @@ def diagnose(protocol: str):
     if wait == "false":
         run_id = diagnostics.start(protocol, timeout, actor=actor(), origin="api")
         row = diagnostics.get(run_id)
+        assert row is not None  # just stored by start()
         return jsonify({**(row.result or {}), "id": row.id, "status": row.status}), 202, {
             "Location": url_for("api.diagnosis", run_id=run_id)}
     row = diagnostics.run_and_store(protocol, timeout, actor=actor(), origin="api", pooled=True)

@@ -243,7 +243,7 @@ def openapi_document() -> dict[str, Any]:
                       "schema": {"type": "string", "enum": list(PROTOCOLS)}}
     slot_param = {"name": "slot", "in": "path", "required": True,
                   "schema": {"type": "string", "enum": ["tls_ca", "tls_cert"]}}
-    document = {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Messaging Console API", "version": "1",
                  "description": "Messaging settings, priorities and TLS material. Secrets are "

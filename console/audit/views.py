@@ -46,7 +46,7 @@ def query_entries(args: Mapping[str, Any]) -> tuple[list[AuditEntry], int, int, 
         query = query.where(AuditEntry.at <= _when(args["until"], "until"))
     page = query_int(args, "page", 1)
     per_page = query_int(args, "per_page", 50, 1, 200)
-    total = db.session.execute(db.select(db.func.count()).select_from(query.subquery())).scalar()
+    total = db.session.execute(db.select(db.func.count()).select_from(query.subquery())).scalar_one()
     entries = db.session.execute(query.order_by(AuditEntry.id.desc())
                                  .offset((page - 1) * per_page).limit(per_page)).scalars().all()
     return list(entries), total, page, per_page

@@ -331,7 +331,7 @@ class KafkaDriver(Driver):
         """Fetch cluster metadata within `deadline`; the cluster's identity."""
         library = deadline.share(self.library_share)
         errors: list[KafkaError] = []
-        admin: AdminClient | None = AdminClient(client_conf(config, library.remaining(), errors.append))
+        admin = AdminClient(client_conf(config, library.remaining(), errors.append))
         try:
             metadata, found = fetch_metadata(admin, errors, library)
             if metadata is not None:
@@ -345,12 +345,12 @@ class KafkaDriver(Driver):
                         "brokers": len(metadata.brokers), "advertised": advertised_brokers(metadata),
                         "tls": "SSL" in security_protocol(config)}
         finally:
-            admin = None
+            del admin  # librdkafka's client is released here, not when the frame ends
         failed = None if found else learned_failure(errors, bootstrap(config))
         raise failed or self._confirmed(config, deadline, found, errors)
 
     def _confirmed(self, config: BrokerConfig, deadline: Deadline, error: KafkaError | None,
-                   errors: list[KafkaError]) -> StepFailed:
+                   errors: list[KafkaError]) -> CheckFailed:
         """The classifier's cause, confirmed by a transport probe where librdkafka's words are unsure."""
         host, port = config.addresses[0]
         probe_config = self.effective(config)

@@ -52,7 +52,7 @@ _CLIENT_CERT_WORDS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "
                       "CERTIFICATE_EXPIRED", "ACCESS_DENIED")
 
 
-def protocol_version(value: object) -> tuple[int, str]:
+def protocol_version(value: object) -> tuple[mqtt.MQTTProtocolVersion, str]:
     """paho's protocol constant and its label for an `options["protocol_version"]` value."""
     text = str(value or "3.1.1").strip().lower().removeprefix("mqttv").removeprefix("v")
     return _VERSIONS.get(text, (mqtt.MQTTv311, "3.1.1"))
@@ -144,7 +144,7 @@ class MqttDriver(Driver):
         self.client: mqtt.Client | None = None
         self.events: dict[str, Any] = {}
         self.log: list[str] = []
-        self.version: tuple[int, str] = protocol_version(None)
+        self.version: tuple[mqtt.MQTTProtocolVersion, str] = protocol_version(None)
 
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:
         """Connect and wait for CONNACK within `deadline`; the session's identity."""

@@ -46,7 +46,7 @@ import logging
 import secrets
 import ssl
 import threading
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats import errors as nerr
@@ -65,7 +65,7 @@ T = TypeVar("T")
 _CLOSE_WAIT = 0.5
 
 
-def run_async(factory: Callable[[], Awaitable[T]], timeout: float) -> T:
+def run_async(factory: Callable[[], Coroutine[Any, Any, T]], timeout: float) -> T:
     """Run the coroutine made by `factory` on a private event loop; in a helper thread when this thread
     already runs a loop (that thread is joined for at most `timeout`)."""
     try:
@@ -171,7 +171,8 @@ class _LoopThread:
 
     def run(self, coroutine: Awaitable[T], timeout: float) -> T:
         """The coroutine's result, run on the private loop; StepFailed when `timeout` passes first."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)  # type: ignore[arg-type]
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
+            coroutine, self.loop)  # type: ignore[arg-type]
         try:
             return future.result(max(timeout, 0.01))
         except concurrent.futures.TimeoutError:
@@ -328,8 +329,8 @@ class NatsDriver(Driver):
         except ssl.SSLError as exc:
             alert = client_cert_alert(exc)
             if alert:
-                found = client_cert_failure(alert, bool(config.tls_cert_file), where)
-                return StepFailed(found.cause, found.message, words=alert)
+                refused = client_cert_failure(alert, bool(config.tls_cert_file), where)
+                return StepFailed(refused.cause, refused.message, words=alert)
         except (OSError, ValueError, CheckFailed):
             pass
         finally:
@@ -368,10 +369,10 @@ class NatsDriver(Driver):
             if isinstance(candidate, (ssl.SSLError, ssl.CertificateError)) and not config.tls:
                 return StepFailed("tls_required", f"{prefix}requires TLS but the settings ask for plaintext "
                                                   f"(nats-py's own TLS upgrade failed: {one_line(candidate)})")
-            found = classify(candidate, during_tls=config.tls, where=where, client_cert=bool(config.tls_cert_file))
-            if found is not None:
-                return StepFailed(found.cause, found.message,
-                                  unsure=found.cause in ("connect_timeout", "handshake_timeout", "tls_not_offered"))
+            known = classify(candidate, during_tls=config.tls, where=where, client_cert=bool(config.tls_cert_file))
+            if known is not None:
+                return StepFailed(known.cause, known.message,
+                                  unsure=known.cause in ("connect_timeout", "handshake_timeout", "tls_not_offered"))
         words = one_line(str(exc) or repr(exc))
         if "permissions violation" in words.lower():
             return StepFailed("access_denied", f"{prefix}{words}", words=words)
@@ -472,7 +473,7 @@ class NatsDriver(Driver):
         try:
             subscription = await nc.subscribe(inbox)
             await nc.publish(inbox, payload)
-            await nc.flush(timeout=max(deadline.remaining(), 0.01))
+            await nc.flush(timeout=max(deadline.remaining(), 0.01))  # type: ignore[arg-type]  # seconds as a float work (asyncio.wait_for)
             while True:
                 try:
                     message = await subscription.next_msg(timeout=max(deadline.remaining(_POLL), 0.001))

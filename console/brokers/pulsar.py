@@ -209,7 +209,7 @@ def parse_command(reply: bytes) -> tuple[int, dict[int, int | bytes]]:
     """The type of the first command in `reply` and the fields of its body."""
     size = int.from_bytes(reply[4:8], "big") if len(reply) >= 8 else 0
     top = _fields(reply[8:8 + size])
-    kind = int(top.get(1, 0))  # type: ignore[arg-type]
+    kind = int(top.get(1, 0))
     body = top.get(kind)
     return kind, _fields(body) if isinstance(body, bytes) else {}
 
@@ -375,7 +375,7 @@ class PulsarDriver(Driver):
             self.facts["anonymous_ok"] = True
             return f"{version} answered CONNECT with CONNECTED (protocol version {_text(body.get(2))})"
         if kind == _ERROR:
-            error = _SERVER_ERRORS.get(int(body.get(2, 0)), str(body.get(2)))  # type: ignore[arg-type]
+            error = _SERVER_ERRORS.get(int(body.get(2, 0)), str(body.get(2)))
             return f"the broker answered an anonymous CONNECT with {error}: {_text(body.get(3))}"
         return f"the broker answered CONNECT (command {kind})"
 
@@ -404,7 +404,7 @@ class PulsarDriver(Driver):
         if kind == _AUTH_CHALLENGE:
             return Passed(f"the broker answered the {method} CONNECT with an authentication challenge: "
                           f"checked by the client library with the lookup (next step)")
-        error = _SERVER_ERRORS.get(int(body.get(2, 0)), str(body.get(2)))  # type: ignore[arg-type]
+        error = _SERVER_ERRORS.get(int(body.get(2, 0)), str(body.get(2)))
         words = _text(body.get(3)) or error
         cause = "access_denied" if ERROR_CAUSES.get(error) == "access_denied" else "auth_failed"
         raise StepFailed(cause, f"{error}: {words}", words=words)

@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 from flask import current_app
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import CursorResult, and_, func, or_, update
 
 from ..brokers import PROTOCOLS, get_driver
 from ..brokers.base import BrokerConfig, CheckResult
@@ -97,7 +97,7 @@ def broker_config(settings: ProtocolSettings) -> Iterator[BrokerConfig]:
 def system_resolver(host: str, port: int) -> list[str]:
     """Addresses of `host` from the system resolver (one query, no retries)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
 
 
 _DNS_POOL: ThreadPoolExecutor | None = None
@@ -320,7 +320,7 @@ def claim(protocol: str, interval: float, holder: str, now: dt.datetime | None =
         update(CheckLease).where(CheckLease.protocol == protocol, due).values(**values)
         .execution_options(synchronize_session=False))
     db.session.commit()
-    return outcome.rowcount == 1
+    return cast("CursorResult[Any]", outcome).rowcount == 1
 
 
 def status_of(protocol: str, settings: ProtocolSettings, row: BrokerCheck | None,

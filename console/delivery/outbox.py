@@ -22,11 +22,11 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app
-from sqlalchemy import or_, update
+from sqlalchemy import CursorResult, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import database, signals
@@ -67,13 +67,13 @@ def refresh(snapshot: Snapshot, version: int | None = None,
         if etag == row.config_etag:
             continue
         first = row.config_etag is None
-        claimed = db.session.execute(
+        claimed = cast("CursorResult[Any]", db.session.execute(
             update(ExtensionService)
             .where(ExtensionService.id == row.id,
                    ExtensionService.config_etag.is_(None) if first
                    else ExtensionService.config_etag == row.config_etag)
             .values(config_etag=etag, config_version=version)
-            .execution_options(synchronize_session=False)).rowcount
+            .execution_options(synchronize_session=False))).rowcount
         if claimed != 1:       # another process recorded this change first
             db.session.refresh(row)
             continue

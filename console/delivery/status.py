@@ -3,9 +3,9 @@ where its callback stands; and the summary of one version's roll-out over all se
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select, update
 
 from ..extensions import db
 from ..models import ApiToken, Delivery, ExtensionService, utcnow
@@ -113,25 +113,25 @@ def not_modified(token_digest: str, name: str, header: str | None,
     recorded at most every few seconds."""
     if not header:
         return None
-    tokens, services = ApiToken.__table__, ExtensionService.__table__
+    tokens, services = cast(Table, ApiToken.__table__), cast(Table, ExtensionService.__table__)
     row = db.session.execute(_CONDITIONAL_FETCH, {"digest": token_digest, "name": name}).first()
     if row is None or not etag_matches(header, row.config_etag):
         return None
     now = utcnow()
     if (row.fetched_etag != row.config_etag or row.fetched_at is None
             or now - _aware(row.fetched_at) >= FETCH_RECORD_EVERY):
-        db.session.execute(services.update().where(services.c.id == row.id).values(
+        db.session.execute(update(services).where(services.c.id == row.id).values(
             fetched_version=row.config_version, fetched_etag=row.config_etag, fetched_at=now,
             fetched_from=(remote or "")[:64]))
     if row.last_used_at is None or now - _aware(row.last_used_at) >= TOKEN_USED_EVERY:
-        db.session.execute(tokens.update().where(tokens.c.id == row.token_id)
+        db.session.execute(update(tokens).where(tokens.c.id == row.token_id)
                            .values(last_used_at=now))
     db.session.commit()
     return row.config_etag
 
 
 def _conditional_fetch():
-    tokens, services = ApiToken.__table__, ExtensionService.__table__
+    tokens, services = cast(Table, ApiToken.__table__), cast(Table, ExtensionService.__table__)
     return (select(tokens.c.id.label("token_id"), tokens.c.last_used_at, services.c.id,
                    services.c.config_etag, services.c.config_version, services.c.fetched_etag,
                    services.c.fetched_at)

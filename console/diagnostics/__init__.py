@@ -67,6 +67,7 @@ def run_and_store(protocol: str, timeout: float, *, actor: str | None, origin: s
 def _work(run_id: int, protocol: str, timeout: float, settings: ProtocolSettings) -> None:
     """A queued diagnosis, on a broker-work thread: its steps are stored as they complete."""
     target = db.session.get(DiagnosisRun, run_id)
+    assert target is not None, f"diagnosis run {run_id} was queued but is not stored"
 
     def progress(diagnosis: Diagnosis) -> None:
         _store(target, diagnosis, done=False)
@@ -207,4 +208,4 @@ def report(row: DiagnosisRun) -> dict[str, Any]:
 
 def wait_all(timeout: float = 30) -> None:
     """Wait for queued and running diagnoses (tests and shutdown)."""
-    work.wait_idle(current_app._get_current_object(), timeout)
+    work.wait_idle(current_app._get_current_object(), timeout)  # type: ignore[attr-defined]

@@ -26,9 +26,10 @@ def when(value: dt.datetime | str | None) -> str:
         return "—"
     if isinstance(value, str):
         try:
-            value = dt.datetime.fromisoformat(value)
+            when = dt.datetime.fromisoformat(value)
         except ValueError:
             return value
+        value = when
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -55,7 +55,7 @@ def rollback(version_id: int):
         abort(404)
     if outcome.status == "confirm":
         return _preview(version_id, outcome, 409)
-    message = ("Rolled back to version %d (now version %d)." % (version_id, outcome.version_id)
+    message = (f"Rolled back to version {version_id} (now version {outcome.version_id})."
                if outcome.status == "applied" else "Nothing to roll back: the configuration "
                "already equals that version.")
     if is_htmx():

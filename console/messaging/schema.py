@@ -69,7 +69,7 @@ def _install(kind: str) -> dict[str, Any]:
     return {"install_time": True, "reason": INSTALL_REASONS[kind]}
 
 
-_RUNTIME = {"install_time": False, "reason": RUNTIME_REASONS["tuning"], "group": "options"}
+_RUNTIME: dict[str, Any] = {"install_time": False, "reason": RUNTIME_REASONS["tuning"], "group": "options"}
 
 
 def _common(protocol: str, *, address: bool = True) -> list[Field]:
@@ -88,7 +88,7 @@ def _common(protocol: str, *, address: bool = True) -> list[Field]:
 
 
 def _tls() -> list[Field]:
-    sec = {**_install("security"), "group": "security"}
+    sec: dict[str, Any] = {**_install("security"), "group": "security"}
     return [
         Field("tls", "TLS", "bool", False, **sec, help="Encrypt the connection with TLS."),
         Field("tls_ca", "CA truststore", "file", None, **sec, env_suffix="TLS_CA_FILE",
@@ -105,7 +105,7 @@ def _tls() -> list[Field]:
 
 
 def _login(default_user: str | None = None, default_password: str | None = None) -> list[Field]:
-    sec = {**_install("security"), "group": "security"}
+    sec: dict[str, Any] = {**_install("security"), "group": "security"}
     return [
         Field("username", "Username", "str", default_user, **sec),
         Field("password", "Password", "secret", default_password, **sec),
@@ -118,8 +118,8 @@ def _timeout(default: int = 10) -> Field:
 
 
 def _kafka() -> list[Field]:
-    sec = {**_install("security"), "group": "security"}
-    opt = {**_install("identity"), "group": "options"}
+    sec: dict[str, Any] = {**_install("security"), "group": "security"}
+    opt: dict[str, Any] = {**_install("identity"), "group": "options"}
     return [
         *_common("kafka"),
         Field("bootstrap_servers", "Bootstrap servers", "hostlist", None, **_install("address"),
@@ -145,8 +145,8 @@ def _kafka() -> list[Field]:
 
 
 def _pulsar() -> list[Field]:
-    sec = {**_install("security"), "group": "security"}
-    opt = {**_install("identity"), "group": "options"}
+    sec: dict[str, Any] = {**_install("security"), "group": "security"}
+    opt: dict[str, Any] = {**_install("identity"), "group": "options"}
     return [
         *_common("pulsar"),
         Field("url", "Service URL", "url", None, **_install("address"),
@@ -171,7 +171,7 @@ def _pulsar() -> list[Field]:
 
 
 def _mqtt() -> list[Field]:
-    opt = {**_install("identity"), "group": "options"}
+    opt: dict[str, Any] = {**_install("identity"), "group": "options"}
     return [
         *_common("mqtt"),
         *_login(),
@@ -187,7 +187,7 @@ def _mqtt() -> list[Field]:
 
 
 def _nats() -> list[Field]:
-    sec = {**_install("security"), "group": "security"}
+    sec: dict[str, Any] = {**_install("security"), "group": "security"}
     return [
         *_common("nats"),
         Field("servers", "Servers", "serverlist", None, **_install("address"),

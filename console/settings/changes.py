@@ -476,7 +476,7 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     extra = ([{"impact": impact.counts(), "confirmed": True}] if impact.needs_confirmation else [])
     audit(action, "applied", actor=actor, origin=origin, protocols=protocols, summary=text,
           changes=saved, version_id=version.id, extra=extra)
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     signals.version_written.send(app, snapshot=after, version=version.id)
     db.session.commit()
     remember(after)
@@ -506,7 +506,7 @@ def record_environment() -> AuditEntry | None:
     and announce to every service whose document they change (one pipeline with every other
     change)."""
     entry = _audit_environment()
-    app, snapshot = current_app._get_current_object(), current()
+    app, snapshot = current_app._get_current_object(), current()  # type: ignore[attr-defined]
     signals.version_written.send(app, snapshot=snapshot, version=None)
     db.session.commit()
     signals.version_committed.send(app, snapshot=snapshot, version=None)
@@ -530,7 +530,7 @@ def _audit_environment() -> AuditEntry | None:
     entry = audit("environment", "applied", actor="environment", origin="env",
                   summary=("Environment overrides at start-up: " +
                            (", ".join(f"{r['field']}={r['new']}" for r in rows if r["new"])
-                            or "none") + (f"; removed {', '.join(r['field'] for r in rows if not r['new'])}"
+                            or "none") + (f"; removed {', '.join(str(r['field']) for r in rows if not r['new'])}"
                                           if any(not r["new"] for r in rows) else "")),
                   extra=rows + keep)
     db.session.commit()

@@ -145,6 +145,7 @@ def _rejected(result: ChangeResult, *, actor: str | None, origin: str, action: s
 def candidate_state(protocol: str, prep: Prepared):
     """The whole saved configuration with prepared changes of one protocol applied."""
     candidate = current().state.copy()
+    assert prep.saved is not None, "candidate_state needs a prepared change without errors"
     candidate.values[protocol] = {k: prep.saved.values[k] for k in sorted(prep.saved.values)}
     secrets = candidate.secrets.setdefault(protocol, {})
     for name, value in prep.parsed.items():
@@ -220,6 +221,7 @@ def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, 
 def _conflicted(result: ChangeResult, *, actor: str | None, origin: str,
                 protocol: str) -> ChangeResult:
     conflict = result.conflict
+    assert conflict is not None
     errors = {f.field: f"changed by someone else since you opened it: {f.loaded} → {f.now}"
               for f in conflict.fields} or {"etag": "changed by someone else since it was read"}
     pipeline.record_rejection("update", actor=actor, origin=origin, protocol=protocol,
@@ -244,12 +246,13 @@ def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
         return _rejected(result, actor=actor, origin=origin, action="upload", protocol=protocol)
     try:
         if slot == "tls_ca":
-            parsed = certs.parse_truststore(data, password or None, filename=filename)
+            parsed: certs.Truststore | certs.Keystore = certs.parse_truststore(
+                data, password or None, filename=filename)
             key_pem = None
         else:
-            parsed = certs.parse_keystore(data, password or None, key_data=key_data,
+            parsed = keystore = certs.parse_keystore(data, password or None, key_data=key_data,
                                           key_password=key_password or None, filename=filename)
-            key_pem = parsed.key_pem
+            key_pem = keystore.key_pem
     except certs.CertError as exc:
         result.errors[slot] = str(exc)
         return _rejected(result, actor=actor, origin=origin, action="upload", protocol=protocol)
@@ -261,7 +264,7 @@ def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
         "uploaded_at": utcnow().isoformat(), "uploaded_by": actor}
     _commit(candidate, result, actor=actor, origin=origin, action="upload", confirm=confirm,
             protocol=protocol)
-    if result.ok:
+    if result.ok and result.settings is not None:
         result.warnings = findings(result.settings)[1]
     return result
 

@@ -215,7 +215,7 @@ def save(protocol: str):
                                   version=opened)
         return _section_response(protocol, context, 422)
     risky = prep.install_time_changes()
-    if risky and prep.settings.enabled and not request.form.get("save_anyway"):
+    if risky and prep.settings is not None and prep.settings.enabled and not request.form.get("save_anyway"):
         try:
             result = broker_check(prep.settings)
         except work.Busy as busy:
@@ -339,6 +339,7 @@ def upload(protocol: str, slot: str):
         abort(404)
     confirm = bool(request.form.get("confirm"))
     main = None
+    message: str | None
     if request.form.get("delete"):
         result = service.delete_file(protocol, slot, actor(), origin="page", confirm=confirm)
         message = "Removed." if result.changed else "Nothing to remove."
