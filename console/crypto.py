@@ -10,6 +10,7 @@ import base64
 import hashlib
 import os
 import secrets
+import time
 from typing import Callable
 from pathlib import Path
 
@@ -31,9 +32,8 @@ def read_or_create_key_file(path: Path, make: Callable[[], str]) -> str:
             text = path.read_text().strip()
             if text:
                 return text
-            import time
             time.sleep(0.02)
-        raise RuntimeError(f"key file {path} is empty")
+        raise RuntimeError(f"key file {path} is empty") from None
     value = make()
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")

@@ -304,7 +304,7 @@ def test_history_diff_and_rollback_round_trip(fleet, admin_client) -> None:
     after = fleet.get("/api/v1/brokers").get_json()
     assert after == before
     page = admin_client.get(f"/settings/messaging/history?a={start}&b={latest}").get_data(as_text=True)
-    assert "Version %d → version %d" % (start, latest) in page and "<em>changed</em>" in page
+    assert f"Version {start} → version {latest}" in page and "<em>changed</em>" in page
     preview = admin_client.get(f"/settings/messaging/history/{latest}/preview", headers=HX)
     assert "Confirm rollback" in preview.get_data(as_text=True)
     applied = admin_client.post(f"/settings/messaging/history/{latest}/rollback", headers=HX,
@@ -371,7 +371,8 @@ def test_import_keeps_stored_secrets_and_previews(fleet, runner, tmp_path) -> No
     ("messaging_console: 1\nbrokers:\n  kafka:\n    port: 0\n  mqtt:\n    host: ok\n", "kafka.port"),
     ("messaging_console: 1\nbrokers:\n  jms: {}\n", "jms"),
     ("messaging_console: 1\nbrokers:\n  nats:\n    password: x\n", "nats.password"),
-    ("messaging_console: 1\nbrokers:\n  kafka:\n    security_protocol: SASL_SSL\n    tls: true\n", "kafka.sasl_mechanism"),
+    ("messaging_console: 1\nbrokers:\n  kafka:\n    security_protocol: SASL_SSL\n    tls: true\n",
+     "kafka.sasl_mechanism"),
     ("messaging_console: 1\npriorities: [kafka]\nbrokers: {}\n", "priorities"),
     ("messaging_console: 2\nbrokers: {}\n", "file"),
     ("messaging_console: 1\nbrokers:\n  mqtt:\n    tls_ca: {filename: x, pem: nope}\n", "mqtt.tls_ca"),
@@ -385,7 +386,8 @@ def test_broken_import_changes_nothing(fleet, runner, tmp_path, text, where) -> 
     assert result.exit_code == 1 and f"  {where}:" in result.output
     api = fleet.post("/api/v1/config/import", data=text, content_type="application/yaml")
     assert api.status_code == 422 and where in api.get_json()["errors"]
-    assert fleet.get("/api/v1/config/export").get_data(as_text=True).split("exported_at", 1)[1].split("\n", 1)[1] == before
+    exported = fleet.get("/api/v1/config/export").get_data(as_text=True)
+    assert exported.split("exported_at", 1)[1].split("\n", 1)[1] == before
     assert len(fleet.get("/api/v1/versions").get_json()["versions"]) == versions
 
 

@@ -121,8 +121,8 @@ def test_metrics(app: Flask, client, pki) -> None:
     assert 'messaging_broker_up{protocol="kafka"} 0.0' in text
     assert 'messaging_broker_check_latency_seconds{protocol="mqtt"} 0.0125' in text
     assert 'messaging_broker_enabled{protocol="mqtt"} 1.0' in text
-    line = next(l for l in text.splitlines()
-                if l.startswith("messaging_certificate_expiry_timestamp_seconds{"))
+    line = next(row for row in text.splitlines()
+                if row.startswith("messaging_certificate_expiry_timestamp_seconds{"))
     assert 'protocol="mqtt"' in line and 'source="tls_ca"' in line
     expiry = float(line.rsplit(" ", 1)[1])
     assert 9 * 86400 < expiry - utcnow().timestamp() < 11 * 86400

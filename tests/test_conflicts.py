@@ -250,8 +250,8 @@ def test_two_api_clients_racing_with_if_match(db_app: Flask, served: str) -> Non
         tags = [s.get(url, timeout=30).headers["ETag"] for s in sessions]
         assert tags[0] == tags[1]
         answers = _at_once(*[
-            (lambda s=s, i=i: s.patch(url, json={"host": f"h{n}-{i}.example"},
-                                      headers={"If-Match": tags[i]}, timeout=60))
+            (lambda s=s, i=i, n=n, tags=tags: s.patch(url, json={"host": f"h{n}-{i}.example"},
+                                                       headers={"If-Match": tags[i]}, timeout=60))
             for i, s in enumerate(sessions)])
         statuses = sorted(a.status_code for a in answers)
         assert statuses == [200, 412], [a.text for a in answers]

@@ -125,7 +125,8 @@ def contract_cases() -> list[Case]:
                  "handshake", fix=(PLAIN_FIX[p],)),
             case(p, "wrong_protocol",
                  lambda lab, p=p, o=other: cfg(lab, p, port=lab["brokers"][o]["plain"], login=False),
-                 "protocol_mismatch", "handshake", detail=(f"speaks {speaks}",), fix=(f"usually {driver_class(p).default_port}",)),
+                 "protocol_mismatch", "handshake", detail=(f"speaks {speaks}",),
+                 fix=(f"usually {driver_class(p).default_port}",)),
         ]
     return cases
 
@@ -186,7 +187,8 @@ def protocol_cases() -> list[Case]:
         case("rabbitmq", "bad_password", lambda lab: rabbit(lab, password="wrong-pass"), "auth_failed", "auth",
              fix=("labuser",), detail=("ACCESS_REFUSED",)),
         case("rabbitmq", "missing_vhost", lambda lab: rabbit(lab, options={"vhost": "no-such-vhost"}), "not_found",
-             "auth", fix=("rabbitmqctl add_vhost no-such-vhost",), detail=("NOT_ALLOWED - vhost no-such-vhost not found",)),
+             "auth", fix=("rabbitmqctl add_vhost no-such-vhost",),
+             detail=("NOT_ALLOWED - vhost no-such-vhost not found",)),
         case("rabbitmq", "denied_vhost",
              lambda lab: rabbit(lab, options={"vhost": lab["brokers"]["rabbitmq"]["denied_vhost"]}),
              "access_denied", "auth", fix=("rabbitmqctl set_permissions -p deniedvhost labuser",)),
@@ -488,7 +490,8 @@ def test_nothing_is_leaked(lab: dict) -> None:
     while (set(threading.enumerate()) - threads or _fds() - fds) and time.monotonic() < end:
         time.sleep(0.01)
     assert [t.name for t in set(threading.enumerate()) - threads] == []
-    assert {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in _fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")} == {}
+    leaked = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in _fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")}
+    assert leaked == {}
 
 
 def test_every_cause_text_renders_with_its_values() -> None:
@@ -498,7 +501,7 @@ def test_every_cause_text_renders_with_its_values() -> None:
 
     facts = {"label": "X", "target": "h:1", "host": "h", "port": 1, "where": "h:1", "timeout": 2.0,
              "tls": True, "username": "u", "login": "user u", "dns_error": "h does not resolve.", "words": "w",
-             "subject": "CN=s", "issuer": "CN=i", "not_after": "2026-01-01", "not_before": "2025-01-01",
+             "issuer": "CN=i", "not_after": "2026-01-01", "not_before": "2025-01-01",
              "days_left": -3, "sans": ["DNS:a"], "server_name": "h", "ca_file": "/ca.pem", "ca_subjects": ["CN=c"],
              "mechanism": "PLAIN", "offered": "SCRAM-SHA-256", "reason_code": 135, "reason": "Not authorized",
              "topic": "t", "vhost": "v", "exchange": "e", "speaks": "AMQP", "identity": "i", "step": "auth",

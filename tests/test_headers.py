@@ -85,7 +85,7 @@ def test_templates_have_no_inline_script_style_or_handler(template: Path) -> Non
     assert "<style" not in text and not re.search(r"\sstyle=", text), template
     assert not re.search(r"\son[a-z]+\s*=", text), template
     assert not re.search(r"\shx-on", text) and "javascript:" not in text, template
-    for ref in re.findall(r"(?:src|href)=\"(https?:)?//", text):
+    for _ref in re.findall(r"(?:src|href)=\"(https?:)?//", text):
         pytest.fail(f"{template} loads from another site")
 
 

@@ -299,9 +299,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory, lab) -> dict:
 def test_make_brokers_saves_the_lab_and_is_idempotent(demo: dict, lab: dict) -> None:
     first, second = demo["first"], demo["second"]
     for protocol in PROTOCOLS:
-        line = next(l for l in first.splitlines() if l.startswith(PROTOCOL_LABELS[protocol] + " "))
+        line = next(row for row in first.splitlines() if row.startswith(PROTOCOL_LABELS[protocol] + " "))
         assert "enabled" in line and "unchanged" not in line, first
-        again = next(l for l in second.splitlines() if l.startswith(PROTOCOL_LABELS[protocol] + " "))
+        again = next(row for row in second.splitlines() if row.startswith(PROTOCOL_LABELS[protocol] + " "))
         assert again.split() == [PROTOCOL_LABELS[protocol], "unchanged"], second
     assert "RabbitMQ  enabled, host, password, port, username, vhost" in first
     assert lab["brokers"]["rabbitmq"]["password"] not in first + second

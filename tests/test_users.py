@@ -202,7 +202,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(tmp_path) -> Non
             start = threading.Barrier(2)
             outcomes: list[str] = []
 
-            def demote(name: str) -> None:
+            def demote(name: str, start: threading.Barrier = start, outcomes: list[str] = outcomes) -> None:
                 with app.app_context():
                     user = accounts.find(name)
                     start.wait()

@@ -67,7 +67,7 @@ def _clean_callback(raw: Any) -> str | None:
         raise RegistryError({"callback_url": "Leave credentials out of the URL: callbacks are "
                                              "signed with the service's signing secret."})
     try:
-        parts.port
+        _ = parts.port  # urllib raises ValueError for a port that is not a number
     except ValueError:
         raise RegistryError({"callback_url": "The port of the URL is not a number 1–65535."}) from None
     return raw

@@ -400,7 +400,8 @@ class KafkaDriver(Driver):
         md = self.metadata
         self.facts.update(cluster=md.cluster_id, brokers=len(md.brokers), advertised=advertised_brokers(md))
         advertised = ", ".join(f"{b.host}:{b.port}" for b in md.brokers.values())
-        return Passed(f"{self._how(mechanism)}; cluster {md.cluster_id}, {len(md.brokers)} broker(s) advertised at {advertised}",
+        return Passed(f"{self._how(mechanism)}; cluster {md.cluster_id}, "
+                      f"{len(md.brokers)} broker(s) advertised at {advertised}",
                       data={"cluster_id": md.cluster_id, "brokers": advertised})
 
     def _how(self, mechanism: str | None) -> str:

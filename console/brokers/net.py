@@ -251,7 +251,7 @@ def exchange(host: str, port: int, payload: bytes, timeout: float) -> bytes | No
     try:
         sock = connect(host, port, timeout)
     except OSError as exc:
-        raise classify(exc, where=f"{host}:{port}") or CheckFailed("unknown", f"{host}:{port}: {exc!r}")
+        raise classify(exc, where=f"{host}:{port}") or CheckFailed("unknown", f"{host}:{port}: {exc!r}") from exc
     try:
         sock.settimeout(max(deadline.remaining(), _MIN_WAIT))
         if payload:

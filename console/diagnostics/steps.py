@@ -389,7 +389,8 @@ class TransportSteps:
                   context: ssl.SSLContext | None) -> StepFailed:
         where, label = host_port(host, port), self.facts["label"]
         name = identify(reply) if reply else None
-        if context is None and (name == "TLS" or (not reply and speaks_tls(ip, port, self.deadline.remaining(TLS_CAP)))):
+        if context is None and (name == "TLS"
+                                or (not reply and speaks_tls(ip, port, self.deadline.remaining(TLS_CAP)))):
             how = "a TLS alert" if name == "TLS" else "a closed connection"
             return StepFailed("tls_required", f"{where} answered the plaintext {label} greeting with {how} and "
                                               f"completes a TLS handshake: the port speaks TLS")

@@ -134,8 +134,7 @@ class BrokerCollector:
                                          "Callbacks to services by state (pending includes retrying).",
                                          labels=["state"])
         with self.app.app_context():
-            for family in delivery_metrics(version, target, acked, current_ack, outbox_gauge):
-                yield family
+            yield from delivery_metrics(version, target, acked, current_ack, outbox_gauge)
             digests = checks.current_digests()
             rows = checks.latest(digests)
             for protocol in PROTOCOLS:

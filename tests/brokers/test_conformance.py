@@ -168,8 +168,9 @@ V5 = {"protocol_version": "5"}
 
 def driver_cases() -> list[Case]:
     """Each driver's own cases, beyond the contract."""
-    client_cert = lambda lab, p: config(lab, p, "tls_client_cert", tls_cert_file=lab["certs"]["client_crt"],
-                                        tls_key_file=lab["certs"]["client_key"])
+    def client_cert(lab, p):
+        return config(lab, p, "tls_client_cert", tls_cert_file=lab["certs"]["client_crt"],
+                      tls_key_file=lab["certs"]["client_key"])
     return [
         case("kafka", "sasl_to_plain", kafka_sasl("plain"), "sasl_mechanism_unsupported"),
         case("kafka", "plain_to_sasl", listener("sasl"), "auth_failed"),
