@@ -31,9 +31,9 @@ def build(n: int, directory: Path):
     with app.app_context():
         from console.adapters import service as registry
         from console.extensions import db
+        from console.messaging.identity import identity, identity_hash
         from console.models import Adapter
         from console.settings import service
-        from console.messaging.identity import identity, identity_hash
 
         service.apply_changes("mqtt", {"enabled": True}, "bench")
         service.apply_changes("kafka", {"enabled": True}, "bench")

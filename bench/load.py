@@ -46,7 +46,7 @@ def lab() -> dict:
 
 
 def press_check_now(port: int, cookie: str, csrf: str, seconds: float,
-                    results: "multiprocessing.Queue") -> None:
+                    results: multiprocessing.Queue) -> None:
     """`CHECKERS` clients pressing Check now (htmx) in a loop for `seconds`, 0.2 s apart; the count
     of each answer's status goes to `results`."""
     counts: Counter[str] = Counter()

@@ -33,7 +33,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 
-REGISTRY: dict[str, "Benchmark"] = {}
+REGISTRY: dict[str, Benchmark] = {}
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,13 @@ class Benchmark:
 
     name: str
     title: str
-    run: Callable[["Run"], None]
+    run: Callable[[Run], None]
     module: str
 
 
-def benchmark(name: str, title: str) -> Callable[[Callable[["Run"], None]], Callable[["Run"], None]]:
+def benchmark(name: str, title: str) -> Callable[[Callable[[Run], None]], Callable[[Run], None]]:
     """Register `fn(run)` as the benchmark `name` (the one line a new benchmark adds)."""
-    def register(fn: Callable[["Run"], None]) -> Callable[["Run"], None]:
+    def register(fn: Callable[[Run], None]) -> Callable[[Run], None]:
         REGISTRY[name] = Benchmark(name, title, fn, fn.__module__)
         return fn
     return register
@@ -200,7 +200,7 @@ class Load:
         """Answered requests per second."""
         return len(self.latencies_ms) / self.seconds
 
-    def raise_errors(self) -> "Load":
+    def raise_errors(self) -> Load:
         """Self, or RuntimeError naming the first error."""
         if self.errors:
             raise RuntimeError(self.errors[0])
@@ -262,7 +262,7 @@ class Run:
         self.comparisons: list[Comparison] = []
         self.values: list[dict[str, Any]] = []
         self.notes: list[str] = []
-        self.started = dt.datetime.now(dt.timezone.utc)
+        self.started = dt.datetime.now(dt.UTC)
 
     def n(self, count: int) -> int:
         """`count` scaled by --scale (at least 1)."""
@@ -343,7 +343,7 @@ class Run:
         """The whole run as JSON."""
         return {"benchmark": self.bench.name, "title": self.bench.title,
                 "started": self.started.isoformat(),
-                "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "finished": dt.datetime.now(dt.UTC).isoformat(),
                 "machine": {"python": platform.python_version(), "platform": platform.platform(),
                             "cpus": os.cpu_count(), "load": os.getloadavg()},
                 "scale": self.scale,

@@ -699,7 +699,7 @@ def _serial_hex(serial: int) -> str:
 
 def _utc(moment: dt.datetime | None) -> dt.datetime:
     if moment is None:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc)
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)

@@ -11,16 +11,15 @@ from flask.cli import AppGroup
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from . import background, database
-from .brokers import PROTOCOLS
 from .auth import tokens as api_tokens
 from .auth import users as accounts
+from .brokers import PROTOCOLS
 from .crypto import SecretUnreadable
 from .extensions import db
+from .messaging.schema import PROTOCOL_LABELS
 from .models import ROLES, TOKEN_ROLES, User
 from .settings import service
 from .settings.environment import settings_warnings
-from .messaging.schema import PROTOCOL_LABELS
-
 
 
 class DatabaseGroup(AppGroup):

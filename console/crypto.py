@@ -11,8 +11,8 @@ import hashlib
 import os
 import secrets
 import time
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import current_app

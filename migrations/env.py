@@ -1,10 +1,9 @@
 import logging
 from logging.config import fileConfig
 
-from flask import current_app
-
 import click
 from alembic import context
+from flask import current_app
 from sqlalchemy import text
 
 from console.database import UNREACHABLE, problem_line

@@ -553,7 +553,7 @@ def _running(d: Path, proc: Proc) -> int | None:
 def _spawn(d: Path, proc: Proc) -> int:
     log = d / "logs" / f"{proc.name}.out"
     with log.open("a") as fh:
-        fh.write(f"\n--- brokerlab start {dt.datetime.now(dt.timezone.utc).isoformat()}: "
+        fh.write(f"\n--- brokerlab start {dt.datetime.now(dt.UTC).isoformat()}: "
                  f"{shlex.join(proc.argv)}\n")
     script = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
     env = proc.env or _base_env()
@@ -740,7 +740,7 @@ def _lab_dict(d: Path, procs: list[Proc]) -> dict:
     return {
         "version": 1,
         "dir": str(d),
-        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "certs": _certs(d),
         "brokers": {
             "rabbitmq": {**host, **r, "username": USERNAME, "password": PASSWORD, "vhost": RABBIT_VHOST,

@@ -100,7 +100,7 @@ class Gunicorn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Gunicorn":
+    def start(self) -> Gunicorn:
         with open(self.access_log, "wb") as out, open(self.error_log, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
@@ -148,7 +148,7 @@ class Gunicorn:
             stop_group(self.proc)
         return self.log()
 
-    def __enter__(self) -> "Gunicorn":
+    def __enter__(self) -> Gunicorn:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -193,7 +193,7 @@ class Browser:
         self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
         self.csrf = ""
 
-    def elsewhere(self, url: str) -> "Browser":
+    def elsewhere(self, url: str) -> Browser:
         """The same browser (its cookies, its session) on another console."""
         other = Browser(url)
         other.jar = self.jar

@@ -426,7 +426,7 @@ def test_fault_certificates(lab: dict) -> None:
             return x509.load_pem_x509_certificate(handle.read())
 
     notyet = load("notyet_crt")
-    assert notyet.not_valid_before_utc > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    assert notyet.not_valid_before_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     assert notyet.issuer == load("ca").subject
     assert load("other_client_crt").issuer == load("other_ca").subject
 
@@ -443,11 +443,11 @@ def test_fault_certificates_join_an_existing_pki(tmp_path) -> None:
     assert set(pki.write_fault_certs(tmp_path)) == {"notyet", "other-client"}
     assert (tmp_path / "ca.crt").read_bytes() == ca and pki.write_fault_certs(tmp_path) == {}
     soon = pki.issue(pki._load(tmp_path, "ca"), "localhost", ("localhost",), ("127.0.0.1",),
-                     not_before=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2))
+                     not_before=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
     pki._save(tmp_path, {"notyet": soon})
     assert set(pki.write_fault_certs(tmp_path)) == {"notyet"}
     cert = x509.load_pem_x509_certificate((tmp_path / "notyet.crt").read_bytes())
-    assert cert.not_valid_before_utc > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=pki.NOT_YET_VALID_MARGIN)
+    assert cert.not_valid_before_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=pki.NOT_YET_VALID_MARGIN)
 
 
 def _tls(lab: dict, port: int, client: str | None = None, **context: Any) -> str:
@@ -463,7 +463,7 @@ def _tls(lab: dict, port: int, client: str | None = None, **context: Any) -> str
                 tls.settimeout(0.3)
                 try:
                     tls.recv(1)
-                except socket.timeout:
+                except TimeoutError:
                     pass
                 return tls.version() or ""
         except ssl.SSLError as exc:

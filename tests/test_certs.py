@@ -17,7 +17,12 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
 from console import certs
 from console.certs import (
-    CertError, CertInfo, describe_pem, load_pem_file, parse_keystore, parse_truststore,
+    CertError,
+    CertInfo,
+    describe_pem,
+    load_pem_file,
+    parse_keystore,
+    parse_truststore,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -29,7 +34,7 @@ needs_keytool = pytest.mark.skipif(KEYTOOL is None, reason="keytool (Java) is no
 SECRET = "s3cret-Pa55"
 WRONG = "wrong-pass"
 CA_NAME = "CN=Messaging Console Test CA"
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture(scope="module")

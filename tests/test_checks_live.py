@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from flask import Flask
 
 from console.models import utcnow
 from console.settings import service
-from tests.live_gunicorn import Gunicorn, flask, free_port as _free_port, pg_database
+from tests.live_gunicorn import Gunicorn, flask, pg_database
+from tests.live_gunicorn import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HX = {"HX-Request": "true"}

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from console.api.openapi import openapi_document
 from console.database import Outage
-from tests.conftest import ROOT, _TEMPLATE_DB, _create, make_app
+from tests.conftest import _TEMPLATE_DB, ROOT, _create, make_app
 from tests.live_gunicorn import pg_database as _pg_database
 
 PG = ("127.0.0.1", 5432)

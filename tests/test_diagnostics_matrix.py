@@ -29,10 +29,8 @@ from typing import Any, Callable
 import pika
 import pytest
 
-from console.brokers import PROTOCOLS, driver_class
-from console.brokers.base import CAUSES, BrokerConfig
-from console.brokers import get_driver
-from console.brokers.base import StepFailed
+from console.brokers import PROTOCOLS, driver_class, get_driver
+from console.brokers.base import CAUSES, BrokerConfig, StepFailed
 from console.diagnostics.base import STEPS, Diagnosis
 from console.diagnostics.causes import explain
 from console.diagnostics.engine import _named_by_step, diagnose

@@ -9,9 +9,9 @@ import re
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from flask.testing import FlaskClient
 
 from console.inputs import MAX_INT, BadInput, bounded_int, query_int
 from tests.conftest import ADMIN_PASSWORD, add_user, login, make_token

@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from console.models import utcnow
-from console.settings import service
 from console.messaging.effective import current
 from console.messaging.state import read_state
+from console.models import utcnow
+from console.settings import service
 from tests.conftest import ADMIN_PASSWORD
 from tests.db_fixtures import db_app  # noqa: F401 - fixture
 from tests.live_gunicorn import Browser, Gunicorn, api, pg_database, prepare

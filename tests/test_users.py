@@ -8,7 +8,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import ADMIN_PASSWORD, VIEWER_PASSWORD, add_user, login
-from tests.db_fixtures import _pg_app   # imported at collection: it reads CONSOLE_TEST_PG_URL
+from tests.db_fixtures import _pg_app  # imported at collection: it reads CONSOLE_TEST_PG_URL
 
 HX = {"HX-Request": "true"}
 

@@ -5,8 +5,20 @@ import pytest
 
 from console.messaging.schema import FIELDS
 from console.messaging.values import (
-    Invalid, nats_server_addresses, parse_amqp_query, parse_amqp_url, parse_bool, parse_host, parse_hostlist,
-    parse_int, parse_nats_servers, parse_nats_url, parse_port, parse_pulsar_url, parse_text, parse_value,
+    Invalid,
+    nats_server_addresses,
+    parse_amqp_query,
+    parse_amqp_url,
+    parse_bool,
+    parse_host,
+    parse_hostlist,
+    parse_int,
+    parse_nats_servers,
+    parse_nats_url,
+    parse_port,
+    parse_pulsar_url,
+    parse_text,
+    parse_value,
 )
 
 

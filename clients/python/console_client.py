@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Mapping
 
 __all__ = ["CallbackServer", "Config", "ConsoleClient", "ConsoleError", "ConsoleUnavailable",
            "Notification", "SIGNATURE_HEADER", "sign", "verify_signature"]
@@ -44,12 +44,12 @@ log = logging.getLogger("console_client")
 class ConsoleError(Exception):
     """The console answered with an error: `status` (HTTP code), `error` (its code) and `message`."""
 
-    def __init__(self, status: Optional[int], message: str, error: str = "",
-                 body: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, status: int | None, message: str, error: str = "",
+                 body: Mapping[str, Any] | None = None) -> None:
         self.status = status
         self.error = error
         self.message = message
-        self.body: Dict[str, Any] = dict(body or {})
+        self.body: dict[str, Any] = dict(body or {})
         prefix = f"HTTP {status}" if status is not None else "console unreachable"
         super().__init__(f"{prefix}: {message}" + (f" ({error})" if error else ""))
 
@@ -65,13 +65,13 @@ class Config:
     service: str
     version: int
     etag: str
-    priorities: List[str]
-    protocol: Optional[str]
-    brokers: Dict[str, Dict[str, Any]]
-    raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    priorities: list[str]
+    protocol: str | None
+    brokers: dict[str, dict[str, Any]]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
-    def from_document(cls, document: Mapping[str, Any], etag: str = "") -> "Config":
+    def from_document(cls, document: Mapping[str, Any], etag: str = "") -> Config:
         """A Config from the JSON document; ConsoleError when it is not one."""
         try:
             version = document["version"]
@@ -92,7 +92,7 @@ class Config:
                                "bad_document") from None
 
     @property
-    def settings(self) -> Optional[Dict[str, Any]]:
+    def settings(self) -> dict[str, Any] | None:
         """The settings of the chosen protocol, or None when the console chose none."""
         return self.brokers.get(self.protocol) if self.protocol else None
 
@@ -112,7 +112,7 @@ def sign(secret: str, body: bytes) -> str:
     return SIGNATURE_PREFIX + digest
 
 
-def verify_signature(secret: Optional[str], body: bytes, header: Optional[str]) -> bool:
+def verify_signature(secret: str | None, body: bytes, header: str | None) -> bool:
     """True when `header` is the signature of exactly `body` with `secret` (constant-time compare)."""
     if not secret or not header:
         return False
@@ -123,7 +123,7 @@ def verify_signature(secret: Optional[str], body: bytes, header: Optional[str]) 
     return hmac.compare_digest(sign(secret, body)[len(SIGNATURE_PREFIX):], given)
 
 
-def parse_notification(body: bytes, expected_service: Optional[str] = None) -> Notification:
+def parse_notification(body: bytes, expected_service: str | None = None) -> Notification:
     """The Notification in a callback body; ValueError naming what is wrong."""
     try:
         document = json.loads(body.decode("utf-8"))
@@ -165,12 +165,12 @@ class ConsoleClient:
         self.token = token
         self.service = service
         self.timeout = timeout
-        self.signing_secret: Optional[str] = None
-        self.etag: Optional[str] = None
-        self._etag_header: Optional[str] = None
-        self.config: Optional[Config] = None
+        self.signing_secret: str | None = None
+        self.etag: str | None = None
+        self._etag_header: str | None = None
+        self.config: Config | None = None
         self._opener = urllib.request.build_opener(_NoRedirect)
-        self._wake: "queue.Queue[Optional[Notification]]" = queue.Queue()
+        self._wake: queue.Queue[Notification | None] = queue.Queue()
 
     # -- HTTP -----------------------------------------------------------------------------------------
     def _url(self, path: str) -> str:
@@ -180,7 +180,7 @@ class ConsoleClient:
         return f"/api/v1/services/{urllib.parse.quote(self.service, safe='')}{suffix}"
 
     def request(self, method: str, path: str, body: Any = None,
-                headers: Optional[Mapping[str, str]] = None) -> "tuple[int, Dict[str, str], Any]":
+                headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
         """One API call: (status, headers, decoded JSON or None); ConsoleError on any non-2xx but 304."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(self._url(path), data=data, method=method)
@@ -205,11 +205,11 @@ class ConsoleClient:
             raise ConsoleUnavailable(None, f"{self.base_url}: {exc}", "unreachable") from None
 
     # -- API ------------------------------------------------------------------------------------------
-    def register(self, protocols: List[str], callback_url: Optional[str] = None) -> Dict[str, Any]:
+    def register(self, protocols: list[str], callback_url: str | None = None) -> dict[str, Any]:
         """Register (or update) this service; keeps the signing secret a callback URL brings. Without
         a callback URL, `callback_url: null` turns off the callbacks of an earlier registration (the
         console keeps a registered URL when the field is left out)."""
-        body: Dict[str, Any] = {"name": self.service, "protocols": list(protocols),
+        body: dict[str, Any] = {"name": self.service, "protocols": list(protocols),
                                 "callback_url": callback_url or None}
         _status, _headers, document = self.request("POST", "/api/v1/services", body)
         document = document if isinstance(document, dict) else {}
@@ -223,7 +223,7 @@ class ConsoleClient:
             self.signing_secret = None
         return document
 
-    def fetch(self, force: bool = False) -> Optional[Config]:
+    def fetch(self, force: bool = False) -> Config | None:
         """The configuration when it changed since the last fetch (`If-None-Match`), else None (304)."""
         headers = {}
         if self.etag and not force:
@@ -241,7 +241,7 @@ class ConsoleClient:
         self.config = config
         return config
 
-    def ack(self, version: int, status: str, message: str = "") -> Dict[str, Any]:
+    def ack(self, version: int, status: str, message: str = "") -> dict[str, Any]:
         """Report what this service runs now: `applied` or `failed` for `version`, with a message."""
         if status not in ("applied", "failed"):
             raise ValueError("status must be 'applied' or 'failed'")
@@ -249,16 +249,16 @@ class ConsoleClient:
         _status, _headers, document = self.request("POST", self._service_path("/ack"), body)
         return document if isinstance(document, dict) else {}
 
-    def verify_signature(self, body: bytes, header: Optional[str]) -> bool:
+    def verify_signature(self, body: bytes, header: str | None) -> bool:
         """True when `header` signs `body` with this service's current signing secret."""
         return verify_signature(self.signing_secret, body, header)
 
-    def signing_secret_getter(self) -> Optional[str]:
+    def signing_secret_getter(self) -> str | None:
         """The current signing secret (a `CallbackServer` secret_getter)."""
         return self.signing_secret
 
     # -- waiting for changes --------------------------------------------------------------------------
-    def notify(self, notification: Optional[Notification] = None) -> None:
+    def notify(self, notification: Notification | None = None) -> None:
         """Wake `watch()`: a verified callback arrived (a `CallbackServer` on_change)."""
         self._wake.put(notification)
 
@@ -267,7 +267,7 @@ class ConsoleClient:
         self._wake.put(None)
 
     def watch(self, on_config: Callable[[Config], None], poll_interval: float = 30,
-              stop: Optional[threading.Event] = None, retry_max: Optional[float] = None) -> None:
+              stop: threading.Event | None = None, retry_max: float | None = None) -> None:
         """Call `on_config` with the configuration now and on every change until `stop` is set.
 
         A change is noticed by a callback (`notify`) or, when none comes, by polling every
@@ -306,9 +306,9 @@ class ConsoleClient:
             except Exception:  # noqa: BLE001 - the watcher outlives one bad apply
                 log.exception("on_config failed for version %s", config.version)
 
-    def _next(self, wait: float, stop: threading.Event) -> Optional[Notification]:
+    def _next(self, wait: float, stop: threading.Event) -> Notification | None:
         """The next notification within `wait` seconds (None on timeout); drains duplicates."""
-        notification: Optional[Notification] = None
+        notification: Notification | None = None
         if wait > 0:
             try:
                 notification = self._wake.get(timeout=wait)
@@ -332,22 +332,22 @@ class CallbackServer:
     return a JSON-serialisable value (a service's `/status`, for instance). `port` 0 picks a free port.
     """
 
-    def __init__(self, host: str, port: int, secret_getter: Callable[[], Optional[str]],
+    def __init__(self, host: str, port: int, secret_getter: Callable[[], str | None],
                  on_change: Callable[[Notification], None], path: str = CALLBACK_PATH,
-                 expected_service: Optional[str] = None,
-                 get_routes: Optional[Mapping[str, Callable[[], Any]]] = None) -> None:
+                 expected_service: str | None = None,
+                 get_routes: Mapping[str, Callable[[], Any]] | None = None) -> None:
         self.secret_getter = secret_getter
         self.on_change = on_change
         self.path = path
         self.expected_service = expected_service
-        self.get_routes: Dict[str, Callable[[], Any]] = dict(get_routes or {})
+        self.get_routes: dict[str, Callable[[], Any]] = dict(get_routes or {})
         self.received = 0
         self.rejected = 0
-        self._queue: "queue.Queue[Optional[Notification]]" = queue.Queue()
+        self._queue: queue.Queue[Notification | None] = queue.Queue()
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         self._httpd = server_class((host, port), self._handler_class())
         self._httpd.daemon_threads = True
-        self._threads: List[threading.Thread] = []
+        self._threads: list[threading.Thread] = []
 
     @property
     def host(self) -> str:
@@ -367,7 +367,7 @@ class CallbackServer:
             host = f"[{host}]"
         return f"http://{host}:{self.port}{self.path}"
 
-    def start(self) -> "CallbackServer":
+    def start(self) -> CallbackServer:
         """Serve in background threads; returns self."""
         serve = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                  name="console-callback-http", daemon=True)
@@ -386,7 +386,7 @@ class CallbackServer:
         for thread in self._threads:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "CallbackServer":
+    def __enter__(self) -> CallbackServer:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
@@ -402,7 +402,7 @@ class CallbackServer:
             except Exception:  # noqa: BLE001 - one failing handler must not stop the worker
                 log.exception("on_change failed for version %s", notification.version)
 
-    def _accept(self, body: bytes, signature: Optional[str]) -> "tuple[int, str]":
+    def _accept(self, body: bytes, signature: str | None) -> tuple[int, str]:
         """The answer to one callback: (HTTP status, reason); queues it when good."""
         if not verify_signature(self.secret_getter(), body, signature):
             self.rejected += 1
@@ -486,7 +486,7 @@ def _decode(payload: bytes) -> Any:
         return None
 
 
-def _error(status: int, payload: bytes, location: Optional[str] = None) -> ConsoleError:
+def _error(status: int, payload: bytes, location: str | None = None) -> ConsoleError:
     """A ConsoleError carrying the console's `error` and `message` when the body is its JSON."""
     document = _decode(payload)
     if isinstance(document, dict):
@@ -506,7 +506,7 @@ def _error(status: int, payload: bytes, location: Optional[str] = None) -> Conso
     return ConsoleError(status, phrase + detail)
 
 
-def _header(headers: Mapping[str, str], name: str) -> Optional[str]:
+def _header(headers: Mapping[str, str], name: str) -> str | None:
     for key, value in headers.items():
         if key.lower() == name.lower():
             return value

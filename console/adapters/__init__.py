@@ -9,11 +9,11 @@ from flask_login import login_required
 
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
+from ..delivery import status as rollout_status
 from ..extensions import db
 from ..htmx import confirmation, confirmed, is_htmx
-from ..models import Adapter, ExtensionService
 from ..messaging.identity import ADDRESS_FIELDS, identity
-from ..delivery import status as rollout_status
+from ..models import Adapter, ExtensionService
 from . import service as registry
 
 bp = Blueprint("adapters", __name__)

@@ -15,17 +15,17 @@ from urllib.parse import urlsplit
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 
+from .. import audit as audit_log
 from ..brokers import PROTOCOLS
 from ..crypto import encrypt
 from ..delivery import outbox
 from ..delivery.documents import broker_values
 from ..extensions import db
-from ..models import Adapter, ExtensionService
-from .. import audit as audit_log
 from ..messaging.effective import current
 from ..messaging.identity import identity, identity_hash
 from ..messaging.resolve import ProtocolSettings
 from ..messaging.selection import Selection, select_protocol  # noqa: F401  - part of this API
+from ..models import Adapter, ExtensionService
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,119}$")
 

@@ -12,13 +12,13 @@ from flask_login import current_user
 
 from .. import checks
 from ..auth import actor, bearer_token, is_admin, presented_token, service_token
+from ..brokers import PROTOCOLS
 from ..crypto import token_digest
 from ..delivery import status as rollout
-from ..brokers import PROTOCOLS
 from ..extensions import csrf
+from ..messaging.state import read_state
 from ..settings import service
 from ..settings.changes import commit
-from ..messaging.state import read_state
 from .openapi import openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -257,6 +257,6 @@ def put_priorities():
 
 
 from . import config as _config  # noqa: E402,F401  - registers the routes on bp
-from . import diagnostics as _diagnostics  # noqa: E402,F401
 from . import delivery as _delivery  # noqa: E402,F401
+from . import diagnostics as _diagnostics  # noqa: E402,F401
 from . import registry as _registry  # noqa: E402,F401

@@ -6,13 +6,13 @@ from typing import Any
 
 from flask import jsonify, request
 
+from .. import audit as audit_log
 from ..adapters import service as registry
 from ..auth import actor, service_token
 from ..auth import tokens as api_tokens
 from ..delivery import documents, outbox
 from ..delivery import status as rollout
 from ..extensions import db
-from .. import audit as audit_log
 from ..messaging.effective import current
 from . import _error, bp, forbidden_service, not_modified
 from .registry import service_document

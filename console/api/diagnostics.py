@@ -5,9 +5,9 @@ from flask import current_app, jsonify, request, url_for
 
 from .. import diagnostics
 from ..auth import actor
+from ..diagnostics.lint import lint
 from ..settings import service as settings_service
 from . import _error, _protocol, bp
-from ..diagnostics.lint import lint
 
 
 @bp.post("/brokers/<protocol>/diagnose")

@@ -10,8 +10,8 @@ from ..auth import actor, service_token
 from ..delivery import status as rollout
 from ..extensions import db
 from ..inputs import query_int
-from ..models import Adapter, Delivery, ExtensionService
 from ..messaging.identity import identity
+from ..models import Adapter, Delivery, ExtensionService
 from . import _error, bp, forbidden_service
 
 

@@ -24,7 +24,7 @@ def _when(raw: str, name: str) -> dt.datetime:
         value = dt.datetime.fromisoformat(raw)
     except ValueError:
         raise ValueError(f"{name} must be a date or time like 2026-11-22 or 2026-11-22T10:00.") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def query_entries(args: Mapping[str, Any]) -> tuple[list[AuditEntry], int, int, int]:

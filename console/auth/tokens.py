@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .. import audit as audit_log
 from ..crypto import new_token, token_digest
 from ..extensions import db
 from ..models import TOKEN_ROLES, ApiToken
-from .. import audit as audit_log
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,79}$")
 SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,119}$")

@@ -6,9 +6,9 @@ import re
 import secrets
 from typing import Any
 
+from .. import audit as audit_log
 from ..extensions import db
 from ..models import ROLES, User
-from .. import audit as audit_log
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-import typing
 from typing import Any, Callable, ClassVar, Literal, Mapping
 
 CAUSES = (
@@ -63,7 +63,7 @@ class CheckResult:
     cause: str = "ok"
     message: str = ""
     identity: dict[str, Any] = field(default_factory=dict)   # cluster id, server version, node name
-    checked_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    checked_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     settings_digest: str | None = None     # set by console.checks: which settings were checked
     nodes: list[dict[str, Any]] = field(default_factory=list)     # one entry per node (console.brokers.nodes)
     warnings: list[dict[str, Any]] = field(default_factory=list)  # node_unreachable, per failed node
@@ -110,7 +110,7 @@ class Deadline:
     """A monotonic-clock budget: when a check started, when it must be over, and laps within it."""
 
     def __init__(self, timeout: float, *, start: float | None = None,
-                 parent: "Deadline | None" = None) -> None:
+                 parent: Deadline | None = None) -> None:
         self.start = time.monotonic() if start is None else start
         self.timeout = max(0.0, float(timeout))
         self.end = self.start + self.timeout
@@ -131,7 +131,7 @@ class Deadline:
         """Seconds since the start."""
         return time.monotonic() - self.start
 
-    def share(self, fraction: float) -> "Deadline":
+    def share(self, fraction: float) -> Deadline:
         """A deadline with the same start that ends after `fraction` of this one's budget."""
         return Deadline(self.timeout * fraction, start=self.start, parent=self)
 
@@ -252,7 +252,7 @@ class Driver(ABC):
 
     # -- the diagnosis ---------------------------------------------------------------------------------
 
-    def begin(self, config: BrokerConfig) -> "Driver":
+    def begin(self, config: BrokerConfig) -> Driver:
         """Start a diagnosis of `config` (as the client library will really use it); this driver."""
         self.config = self.effective(config)
         self.facts = {}

@@ -59,8 +59,19 @@ from typing import Any, Callable, Iterable
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
-from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
-                   frame_complete, one_line)
+from .base import (
+    BrokerConfig,
+    CheckFailed,
+    Deadline,
+    Driver,
+    Greeting,
+    Link,
+    Passed,
+    StepFailed,
+    Wire,
+    frame_complete,
+    one_line,
+)
 from .net import diagnose, probe_tcp, tls_failure
 from .nodes import node_name
 

@@ -201,7 +201,7 @@ class MqttDriver(Driver):
 
     # -- the diagnosis ---------------------------------------------------------------------------------
 
-    def begin(self, config: BrokerConfig) -> "MqttDriver":
+    def begin(self, config: BrokerConfig) -> MqttDriver:
         super().begin(config)
         self.version = protocol_version(config.options.get("protocol_version"))
         return self

@@ -48,13 +48,11 @@ import ssl
 import threading
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
-from nats.aio.client import Client as NATS
 from nats import errors as nerr
+from nats.aio.client import Client as NATS
 
-from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
-                   one_line)
-from .net import classify, client_cert_alert, client_cert_failure, connect, diagnose, read_answer, \
-    ssl_context, upgrade
+from .base import BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, one_line
+from .net import classify, client_cert_alert, client_cert_failure, connect, diagnose, read_answer, ssl_context, upgrade
 
 NATS_GREETING = Greeting("NATS", b"CONNECT {}\r\nPING\r\n", lambda reply: reply.startswith(b"INFO "))
 _MAX_CONNECTIONS = "maximum connections exceeded"
@@ -278,7 +276,7 @@ class NatsDriver(Driver):
             if info.get("cluster"):
                 identity["cluster"] = info["cluster"]
             return {"identity": identity}
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+        except TimeoutError as exc:
             return {"timeout": exc, "seen": seen}
         except Exception as exc:  # noqa: BLE001 - classified by the caller
             return {"error": exc, "seen": seen}
@@ -445,7 +443,7 @@ class NatsDriver(Driver):
             options["tls_hostname"] = str(self.config.options["tls_server_name"])
         try:
             await asyncio.wait_for(nc.connect(**options), max(deadline.remaining(), 0.01))
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             return TimeoutError("no CONNECT/PONG within the time left")
         except Exception as exc:  # noqa: BLE001 - classified by the caller
             return exc
@@ -478,11 +476,11 @@ class NatsDriver(Driver):
                 try:
                     message = await subscription.next_msg(timeout=max(deadline.remaining(_POLL), 0.001))
                     break
-                except (asyncio.TimeoutError, TimeoutError, nerr.TimeoutError):
+                except (TimeoutError, nerr.TimeoutError):
                     if deadline.expired or any("permissions violation" in str(e).lower() for e in self.seen):
                         raise
             await subscription.unsubscribe()
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+        except TimeoutError as exc:
             return TimeoutError(str(exc) or "no message within the time left")
         except Exception as exc:  # noqa: BLE001 - classified by the caller
             return exc

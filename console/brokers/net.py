@@ -164,7 +164,7 @@ def closes_at_once(host: str, port: int, timeout: float) -> bool:
     try:
         sock.settimeout(max(timeout, _MIN_WAIT))
         return sock.recv(1) == b""
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return False
     except OSError:
         return True
@@ -199,7 +199,7 @@ def probe_tls(config: BrokerConfig, host: str, port: int, timeout: float,
                 tls.settimeout(listen)
                 try:
                     tls.recv(1)
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     pass
                 except ssl.SSLError as exc:
                     return classify(exc, during_tls=True, where=where, client_cert=bool(config.tls_cert_file))
@@ -257,7 +257,7 @@ def exchange(host: str, port: int, payload: bytes, timeout: float) -> bytes | No
         if payload:
             sock.sendall(payload)
         return sock.recv(4096)
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return None
     except OSError:
         return b""
@@ -373,7 +373,7 @@ def read_answer(sock: socket.socket, timeout: float, complete: Callable[[bytes],
         sock.settimeout(left)
         try:
             chunk = sock.recv(16384)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             break
         except ssl.SSLError:
             if data:

@@ -51,8 +51,19 @@ from urllib.parse import urlsplit
 
 import pulsar
 
-from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
-                   frame_complete, one_line)
+from .base import (
+    BrokerConfig,
+    CheckFailed,
+    Deadline,
+    Driver,
+    Greeting,
+    Link,
+    Passed,
+    StepFailed,
+    Wire,
+    frame_complete,
+    one_line,
+)
 from .net import diagnose, system_ca_file, tls_failure
 
 _CLOSE_GRACE = 0.1

@@ -49,8 +49,7 @@ import pika.frame
 import pika.spec
 from pika.adapters.utils import connection_workflow as cw
 
-from .base import (BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire,
-                   one_line)
+from .base import BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, one_line
 from .net import classify, diagnose, ssl_context
 
 AMQP_GREETING = Greeting("AMQP", b"AMQP\x00\x00\x09\x01",
@@ -234,7 +233,7 @@ class RabbitmqDriver(Driver):
 
     # -- the diagnosis ---------------------------------------------------------------------------------
 
-    def begin(self, config: BrokerConfig) -> "RabbitmqDriver":
+    def begin(self, config: BrokerConfig) -> RabbitmqDriver:
         _quiet_pika()
         super().begin(config)
         self.vhost = str(config.options.get("vhost") or "/")

@@ -27,12 +27,12 @@ from ..brokers.base import BrokerConfig, CheckResult
 from ..brokers.nodes import check_nodes, warnings_for
 from ..crypto import SecretUnreadable
 from ..extensions import db
-from ..models import BrokerCheck, CheckLease, utcnow
 from ..messaging import effective as settings_read
-from ..messaging.resolve import ProtocolSettings
 from ..messaging import identity
+from ..messaging.resolve import ProtocolSettings
 from ..messaging.rules import kafka_security
 from ..messaging.values import split_host_port
+from ..models import BrokerCheck, CheckLease, utcnow
 
 HISTORY_KEEP = 200
 Resolver = Callable[[str, int], list[str]]

@@ -8,8 +8,8 @@ import logging
 import os
 import socket
 import threading
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from flask import Flask, current_app, has_app_context
 

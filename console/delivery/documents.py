@@ -11,13 +11,13 @@ from typing import Any
 
 from flask import current_app
 
-from ..models import ExtensionService
 from ..messaging.effective import Snapshot
 from ..messaging.identity import addresses, uses_tls
 from ..messaging.resolve import ProtocolSettings
 from ..messaging.schema import SCHEMA
 from ..messaging.selection import select_protocol
 from ..messaging.values import format_host_port
+from ..models import ExtensionService
 
 MASKED_SUFFIX = "-masked"
 

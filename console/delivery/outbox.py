@@ -32,8 +32,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from .. import database, signals
 from ..crypto import decrypt
 from ..extensions import db
-from ..models import ConfigVersion, Delivery, ExtensionService, utcnow
 from ..messaging.effective import Snapshot
+from ..models import ConfigVersion, Delivery, ExtensionService, utcnow
 from . import documents
 
 log = logging.getLogger(__name__)

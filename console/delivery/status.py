@@ -144,7 +144,7 @@ _CONDITIONAL_FETCH = _conditional_fetch()
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def record_fetch(row: ExtensionService, remote: str | None) -> bool:

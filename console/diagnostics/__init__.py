@@ -9,21 +9,21 @@ from flask import current_app
 
 from .. import work
 from ..brokers import PROTOCOLS
-from ..extensions import db
-from ..models import DiagnosisRun, utcnow
-from ..settings import service as settings_service
-from ..messaging.identity import addresses
-from ..messaging.values import format_host_port
-from ..messaging.resolve import ProtocolSettings
 from ..certs import EXPIRY_WARNING_DAYS
 from ..checks import broker_config
-from .lint import lint
+from ..extensions import db
+from ..messaging.identity import addresses
+from ..messaging.resolve import ProtocolSettings
+from ..messaging.values import format_host_port
+from ..models import DiagnosisRun, utcnow
+from ..settings import service as settings_service
 from .base import Diagnosis
+from .lint import lint
 
 
 def run(protocol: str, timeout: float, on_step=None, settings=None) -> Diagnosis:
     """Diagnose one protocol with its effective settings (secrets revealed only to the clients)."""
-    from .engine import diagnose     # loaded when a diagnosis runs: listing commands never load the steps
+    from .engine import diagnose  # loaded when a diagnosis runs: listing commands never load the steps
 
     settings = settings or settings_service.effective(protocol, reveal=True)
     with broker_config(settings) as config:

@@ -45,7 +45,7 @@ class Diagnosis:
     certificates: list[dict[str, Any]] = field(default_factory=list)   # presented by the broker
     nodes: list[dict[str, Any]] = field(default_factory=list)          # one entry per node
     warnings: list[dict[str, Any]] = field(default_factory=list)       # node_unreachable per failed node
-    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     finished_at: dt.datetime | None = None
 
     def step(self, name: str) -> Step:

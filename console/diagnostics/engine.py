@@ -92,7 +92,7 @@ def _node(name: str, d: Diagnosis, *, advertised: bool = False) -> dict[str, Any
     return entry
 
 
-def _run_all(runs: dict[str, "_Run"], deadline: Deadline, *, inline_first: bool = True) -> dict[str, Diagnosis]:
+def _run_all(runs: dict[str, _Run], deadline: Deadline, *, inline_first: bool = True) -> dict[str, Diagnosis]:
     """Execute every run: the first in this thread (when `inline_first`), the others side by side; a run
     still going at the deadline (plus a grace) is reported as unfinished."""
     names = list(runs)
@@ -112,10 +112,10 @@ def _run_all(runs: dict[str, "_Run"], deadline: Deadline, *, inline_first: bool 
     return {n: out[n] for n in names}
 
 
-def _unfinished(run: "_Run") -> Diagnosis:
+def _unfinished(run: _Run) -> Diagnosis:
     d = Diagnosis(run.config.protocol, target=run.diagnosis.target, cause="unknown",
                   summary="The diagnosis of this node did not finish within its timeout.")
-    d.finished_at = dt.datetime.now(dt.timezone.utc)
+    d.finished_at = dt.datetime.now(dt.UTC)
     return d
 
 
@@ -238,4 +238,4 @@ class _Run:
             facts["detail"] = failure.message
             d.ok, d.cause = False, failure.cause
         d.summary, d.fix = causes.explain(d.cause, facts)
-        d.finished_at = dt.datetime.now(dt.timezone.utc)
+        d.finished_at = dt.datetime.now(dt.UTC)

@@ -27,9 +27,22 @@ from cryptography import x509
 
 from ..brokers import driver_classes
 from ..brokers.base import BrokerConfig, Deadline, Driver, Passed, StepFailed, one_line
-from ..brokers.net import (CLIENT_CERT_CAUSES, CLOSE_WAIT, classify, client_cert_alert, client_cert_failure,
-                           closes_at_once, connect, identify, presented, read_answer, speaks_tls, ssl_context,
-                           unverified_context, upgrade)
+from ..brokers.net import (
+    CLIENT_CERT_CAUSES,
+    CLOSE_WAIT,
+    classify,
+    client_cert_alert,
+    client_cert_failure,
+    closes_at_once,
+    connect,
+    identify,
+    presented,
+    read_answer,
+    speaks_tls,
+    ssl_context,
+    unverified_context,
+    upgrade,
+)
 from ..certs import CertError, CertInfo, load_pem_file
 from ..checks import Resolver, resolve_hosts
 from .base import Diagnosis

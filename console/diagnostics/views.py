@@ -5,7 +5,14 @@ import datetime as dt
 import json
 
 from flask import (
-    Blueprint, Response, abort, current_app, redirect, render_template, request, url_for,
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
 )
 from flask_login import login_required
 
@@ -31,8 +38,8 @@ def when(value: dt.datetime | str | None) -> str:
             return value
         value = when
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.post("/settings/messaging/<protocol>/diagnose")

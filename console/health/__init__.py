@@ -12,13 +12,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .. import checks, database
+from .. import checks, database, diagnostics
 from ..brokers import PROTOCOLS
 from ..delivery import outbox
 from ..extensions import db
 from ..models import Delivery, ExtensionService
 from ..settings import service as settings_service
-from .. import diagnostics
 
 bp = Blueprint("health", __name__)
 

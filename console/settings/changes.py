@@ -17,15 +17,15 @@ from .. import checks, signals
 from ..audit import audit, record_rejection  # noqa: F401 - record_rejection: the pipeline's callers
 from ..brokers import PROTOCOLS
 from ..crypto import decrypt
-from ..extensions import db
-from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
 from ..delivery import outbox
+from ..extensions import db
 from ..messaging.effective import Snapshot, current, findings, forget, remember
 from ..messaging.identity import identity
 from ..messaging.resolve import ProtocolSettings
 from ..messaging.schema import ALIASES, FIELDS, PRIORITY_ENV, PROTOCOL_LABELS, SCHEMA
 from ..messaging.selection import select_protocol
 from ..messaging.state import ChangeConflict, State, read_state, rebase, write_state
+from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
 
 SECRET_SHOWN = "changed"
 

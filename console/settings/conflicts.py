@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..extensions import db
-from ..models import ConfigVersion
-from .changes import FieldChange, _show, saved_diff
 from ..messaging.effective import Snapshot, _layer, current
 from ..messaging.schema import FIELDS, PROTOCOL_LABELS
 from ..messaging.state import State
 from ..messaging.values import Invalid, parse_value
+from ..models import ConfigVersion
+from .changes import FieldChange, _show, saved_diff
 
 SCAN_LIMIT = 200       # versions looked through to find the one an ETag was read from
 

@@ -10,18 +10,23 @@ from .. import certs
 from ..brokers import PROTOCOLS
 from ..crypto import encrypt
 from ..extensions import db
-from ..models import Adapter, utcnow
-from . import changes as pipeline
-from . import conflicts
-from .conflicts import Conflict, current_version, etag, judge_etag  # noqa: F401 - views, API
 from ..messaging.effective import (  # noqa: F401  - the read side, re-exported for the views
-    ProtocolUnknown, check_protocol, current, effective, effective_all, findings, priorities,
+    ProtocolUnknown,
+    check_protocol,
+    current,
+    effective,
+    effective_all,
+    findings,
+    priorities,
     saved_layer,
 )
 from ..messaging.resolve import ProtocolSettings, Saved
 from ..messaging.schema import FIELDS, FILE_SLOTS, SCHEMA
-from ..messaging.state import State
 from ..messaging.values import Invalid, parse_value
+from ..models import Adapter, utcnow
+from . import changes as pipeline
+from . import conflicts
+from .conflicts import Conflict, current_version, etag, judge_etag  # noqa: F401 - views, API
 
 
 @dataclass

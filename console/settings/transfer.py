@@ -12,13 +12,13 @@ from typing import Any
 from .. import certs, lazy
 from ..brokers import PROTOCOLS
 from ..extensions import db
+from ..messaging.effective import current
+from ..messaging.schema import DEFAULT_PRIORITIES, FIELDS
+from ..messaging.state import State
+from ..messaging.values import Invalid, parse_value
 from ..models import ConfigVersion, utcnow
 from . import changes as change_log
 from . import service
-from ..messaging.schema import DEFAULT_PRIORITIES, FIELDS
-from ..messaging.values import Invalid, parse_value
-from ..messaging.effective import current
-from ..messaging.state import State
 
 yaml = lazy.module("yaml")    # only export and import read or write YAML
 

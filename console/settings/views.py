@@ -4,20 +4,27 @@ from __future__ import annotations
 from typing import Any
 
 from flask import (
-    Blueprint, abort, current_app, flash, redirect, render_template, request, url_for,
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
 )
 from flask_login import login_required
 
 from .. import checks, work
-from ..delivery import status as rollout_status
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
+from ..delivery import status as rollout_status
 from ..htmx import is_htmx
-from . import changes as change_log
-from . import service
 from ..messaging.identity import address_label, node_list_field, uses_tls
 from ..messaging.schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
 from ..messaging.values import Invalid, parse_value
+from . import changes as change_log
+from . import service
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 

@@ -29,7 +29,7 @@ def verify_error(code: int, message: str) -> ssl.SSLCertVerificationError:
     (verify_error(19, "self-signed certificate in certificate chain"), "tls_untrusted"),
     (verify_error(20, "unable to get local issuer certificate"), "tls_untrusted"),
     (ConnectionRefusedError(111, "Connection refused"), "connection_refused"),
-    (socket.timeout("timed out"), "connect_timeout"),
+    (TimeoutError("timed out"), "connect_timeout"),
     (socket.gaierror(-2, "Name or service not known"), "dns_failure"),
 ])
 def test_classify(exc: BaseException, cause: str) -> None:

@@ -10,7 +10,6 @@ import pytest
 from playwright.sync_api import expect
 
 from console.brokers import PROTOCOLS
-
 from tests.browser.axe import assert_accessible, describe, violations
 from tests.browser.test_settings_browser import log_in
 from tests.conftest import ADMIN_PASSWORD, VIEWER_PASSWORD, add_user, make_token

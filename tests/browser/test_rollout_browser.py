@@ -5,7 +5,6 @@ README's picture (docs/rollout.png) from this page."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest

@@ -93,7 +93,7 @@ class LiveConsole:
         self._worker: outbox.Worker | None = None
 
     # -- serving ---------------------------------------------------------------------------------
-    def start(self, port: int = 0) -> "LiveConsole":
+    def start(self, port: int = 0) -> LiveConsole:
         """Serve on http://127.0.0.1:<port> with the delivery worker."""
         self._server = make_server("127.0.0.1", port, self._front, threaded=True)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()

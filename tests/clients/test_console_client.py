@@ -14,9 +14,9 @@ import threading
 import time
 from pathlib import Path
 
+import console_client as cc
 import pytest
 
-import console_client as cc
 from tests.clients.conftest import ROOT
 from tests.clients.live_console import LiveConsole
 
@@ -473,7 +473,7 @@ class Watcher:
     def versions(self) -> list[int]:
         return [c.version for c in self.configs]
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         self.thread.start()
         return self
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-import jks
+import pki
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -16,8 +16,6 @@ from console.models import AuditEntry
 from tests import test_certs as certs_helpers
 from tests.conftest import make_token
 from tests.test_security import concrete_routes
-
-import pki
 
 SECRET = "mqtt-Pass-Secret-77"
 RABBIT_SECRET = "rabbit-Pass-Secret-78"

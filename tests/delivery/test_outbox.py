@@ -140,7 +140,7 @@ def test_receiver_down_then_up_is_delivered_once_with_backoff(fast_app, client, 
     (row,) = deliveries(fast_app)
     assert row.state == "pending" and row.attempts == 1
     assert "refused" in row.last_error.lower() or "connect" in row.last_error.lower()
-    assert row.due_at > dt.datetime.now(dt.timezone.utc)      # backoff: not due at once
+    assert row.due_at > dt.datetime.now(dt.UTC)      # backoff: not due at once
     assert deliver_all(fast_app) == 0
     api = client.get("/api/v1/services/edge", headers=bearer(admin_token)).get_json()
     assert api["rollout"]["delivery"]["state"] == "retrying"

@@ -62,7 +62,7 @@ class ExampleProcess:
             if found:
                 return found
 
-    def started(self) -> "ExampleProcess":
+    def started(self) -> ExampleProcess:
         self.port = int(self.expect(r"listening 127\.0\.0\.1:(\d+)").group(1))
         return self
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-
 from connectors import ConnectFailed, PemFiles, open_connection
 from connectors.rabbitmq import addresses
+from paho.mqtt.enums import CallbackAPIVersion
+
 from tests.lab_fixtures import load_brokerlab
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-
 from console_client import Config, ConsoleClient
+
 from tests.clients.live_console import LiveConsole
 from tests.examples.conftest import load_service
 

@@ -9,9 +9,9 @@ from flask import Flask
 from sqlalchemy import create_engine, func, select
 
 from console import checks, signals
-from console.settings import changes
 from console.extensions import db
 from console.models import ConfigVersion, Delivery
+from console.settings import changes
 
 
 def _versions_seen_by_another_connection(app: Flask) -> int:
