@@ -89,7 +89,7 @@ for _line in ("TAG=$(curl -sS -D - -o /dev/null \"$API/brokers/mqtt\" -H \"$AUTH
               "tr -d '\\r')",
               'curl -sS -X PATCH "$API/brokers/mqtt" -H "$AUTH" -H "If-Match: $TAG" -H \'Content-Type: '
               'application/json\' -d \'{"port": 1884}\''):
-    COVERED[_line] = "tests/test_conflicts.py::test_the_readme_if_match_lines"
+    COVERED[_line] = "tests/settings/test_conflicts.py::test_the_readme_if_match_lines"
 # the Deployment lines: both run, as the README shows them, by the scale-out test (two masters, PostgreSQL)
 for _line in (f"{FLASK} db upgrade", ".venv/bin/gunicorn --config gunicorn.conf.py app:app"):
     COVERED[_line] = "tests/test_scale_out.py::test_two_instances_on_one_database"
