@@ -18,7 +18,6 @@ from flask_login import login_required
 
 from .. import diagnostics
 from ..auth import actor, admin_required
-from ..brokers import PROTOCOLS
 from ..htmx import is_htmx
 from ..settings import service as settings_service
 from .lint import lint
@@ -42,11 +41,9 @@ def when(value: dt.datetime | str | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-@bp.post("/settings/messaging/<protocol>/diagnose")
+@bp.post("/settings/messaging/<protocol:protocol>/diagnose")
 @admin_required
 def diagnose(protocol: str):
-    if protocol not in PROTOCOLS:
-        abort(404)
     run_id = diagnostics.start(protocol, current_app.config["CHECK_TIMEOUT"], actor=actor())
     if not is_htmx():
         return redirect(url_for("diagnostics.run_fragment", run_id=run_id), 303)
