@@ -18,7 +18,7 @@ from flask_login import login_required
 
 from .. import diagnostics
 from ..auth import actor, admin_required
-from ..htmx import is_htmx
+from ..htmx import is_htmx, render_page_or_fragment
 from ..settings import service as settings_service
 from .lint import lint
 
@@ -58,9 +58,8 @@ def run_fragment(run_id: int):
     run = diagnostics.get(run_id)
     if run is None:
         abort(404)
-    template = "diagnostics/_run.html" if is_htmx() else "diagnostics/run.html"
-    return render_template(template, run=run,
-                           heading_level=2 if request.args.get("h") == "2" else None)
+    return render_page_or_fragment("diagnostics/run.html", "diagnostics/_run.html", run=run,
+                                   heading_level=2 if request.args.get("h") == "2" else None)
 
 
 def _report_or_404(run_id: int):
