@@ -251,3 +251,4 @@ from . import config as _config  # noqa: E402,F401  - registers the routes on bp
 from . import delivery as _delivery  # noqa: E402,F401
 from . import diagnostics as _diagnostics  # noqa: E402,F401
 from . import registry as _registry  # noqa: E402,F401
+from . import tokens as _tokens  # noqa: E402,F401
