@@ -1,10 +1,10 @@
 """A missing database (console/database.py, console/background.py): gunicorn started on a PostgreSQL
-that does not answer serves anyway — /healthz, the API and /readyz answer JSON 503 with the reason, /metrics
-200 with messaging_console_database_up 0, pages a readable "Database unreachable" page — logs one line instead of a traceback per
-attempt, and recovers by itself when the database comes (a TCP forwarder opened on the port of
-CONSOLE_DATABASE_URL), starting its background work then — and again when the database goes away
-and comes back while it runs. A missing SQLite directory answers the same
-503 until the database is there."""
+that does not answer serves anyway — /healthz, the API and /readyz answer JSON 503 with the
+reason, /metrics 200 with messaging_console_database_up 0, pages a readable "Database unreachable"
+page — logs one line instead of a traceback per attempt, and recovers by itself when the database
+comes (a TCP forwarder opened on the port of CONSOLE_DATABASE_URL), starting its background work
+then — and again when the database goes away and comes back while it runs. A missing SQLite
+directory answers the same 503 until the database is there."""
 from __future__ import annotations
 
 import json
