@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, redirect, url_for
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .brokers import ProtocolConverter
 from .config import ConfigError, Defaults, finish, parse_environment
 from .crypto import read_or_create_key_file
 from .lazy import LazyAppGroup
@@ -61,14 +62,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .users import bp as users_bp
     auth.init_app(app)
     errors.init_app(app)
+    app.url_map.converters["protocol"] = ProtocolConverter
     for blueprint in (settings_bp, history_bp, adapters_bp, audit_bp, diagnostics_bp, api_bp,
                       health_bp, tokens_bp, users_bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)
     from .checks import scheduler
-    from .delivery import outbox
+    from .delivery import outbox, watch
     scheduler.init_app(app)
     outbox.init_app(app)
+    watch.init_app(app)
 
     @app.get("/")
     def index():

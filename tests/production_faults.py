@@ -1,5 +1,5 @@
 """The production faults of the lab (scripts/brokerlab.py), as one (protocol × fault) matrix shared by the
-diagnosis matrix (tests/test_diagnostics_matrix.py: cause, failing step, fix, and that the check agrees)
+diagnosis matrix (tests/diagnostics/test_diagnostics_matrix.py: cause, failing step, fix, and that the check agrees)
 and the check's conformance suite (tests/brokers/test_conformance.py: deadline, nothing leaked).
 
 Every fault is listed for every protocol; where the lab cannot show it for a protocol the cell is skipped

@@ -113,7 +113,7 @@ def test_bad_text_in_any_path_is_4xx(db_app: Flask, clients, kind: str) -> None:
     for rule, method, converters in _routes(db_app):
         if not converters or all("Int" in c for c in converters.values()):
             continue
-        url = re.sub(r"<(?:string:)?([a-z_]+)>", f"k{BAD_TEXT[kind]}", rule)
+        url = re.sub(r"<(?:(?:string|protocol):)?([a-z_]+)>", f"k{BAD_TEXT[kind]}", rule)
         url = _url(url, converters)
         response = _client(clients, rule).open(url, method=method)
         assert 400 <= response.status_code < 500, (method, rule, response.status_code)

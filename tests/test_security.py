@@ -30,7 +30,7 @@ def concrete_routes(app: Flask) -> list[tuple[str, str, str]]:
     for rule in app.url_map.iter_rules():
         url = rule.rule
         for arg in rule.arguments:
-            url = url.replace(f"<int:{arg}>", samples[arg]).replace(f"<{arg}>", samples[arg])
+            url = re.sub(rf"<(?:\w+:)?{arg}>", samples[arg], url)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             out.append((rule.endpoint, method, url))
     return out

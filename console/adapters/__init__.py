@@ -11,7 +11,7 @@ from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
 from ..delivery import status as rollout_status
 from ..extensions import db
-from ..htmx import confirmation, confirmed, is_htmx
+from ..htmx import confirmation, confirmed, is_htmx, render_page_or_fragment
 from ..messaging.identity import ADDRESS_FIELDS, identity
 from ..models import Adapter, ExtensionService
 from . import service as registry
@@ -136,8 +136,7 @@ def register_service():
     context = page_context(1, message=f"Service {done.service.name} {verb}.")
     if done.signing_secret:
         context["signing_secret"] = {"service": done.service.name, "secret": done.signing_secret}
-        return render_template("adapters/_registry.html" if is_htmx() else "adapters/adapters.html",
-                               **context), 200
+        return render_page_or_fragment("adapters/adapters.html", "adapters/_registry.html", **context)
     return _respond(context, 200)
 
 

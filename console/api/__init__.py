@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, g, jsonify, make_response, request
+from flask import Blueprint, current_app, g, jsonify, make_response, request
 from flask_login import current_user
 
 from .. import checks
@@ -37,7 +37,8 @@ def _authenticate():
     g.api_token = None
     if request.endpoint in PUBLIC:
         return None
-    if request.endpoint == "api.service_config" and request.headers.get("If-None-Match"):
+    if (request.endpoint == "api.service_config" and request.headers.get("If-None-Match")
+            and "wait" not in request.args):     # a watch is held by the view instead
         tag = rollout.not_modified(token_digest(presented_token()), request.view_args["name"],
                                    request.headers["If-None-Match"], request.remote_addr)
         if tag is not None:     # a service polling its own unchanged document: answered here
@@ -85,12 +86,6 @@ def _error(status: int, code: str, message: str, **extra: Any):
     return jsonify(error=code, message=message, **extra), status
 
 
-def _protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        abort(404)
-    return protocol
-
-
 def broker_document(protocol: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
     """Public JSON of one protocol's effective settings and its check status (the /readyz view)."""
     settings = service.effective(protocol)
@@ -121,9 +116,9 @@ def with_etag(response, protocol: str):
     return response
 
 
-@bp.get("/brokers/<protocol>")
+@bp.get("/brokers/<protocol:protocol>")
 def broker(protocol: str):
-    return with_etag(jsonify(broker_document(_protocol(protocol))), protocol)
+    return with_etag(jsonify(broker_document(protocol)), protocol)
 
 
 def if_match() -> list[str] | None:
@@ -166,9 +161,8 @@ def changed_response(result: service.ChangeResult, document: dict[str, Any], sta
                     "impact": outcome["impact"] if outcome else None}), status
 
 
-@bp.patch("/brokers/<protocol>")
+@bp.patch("/brokers/<protocol:protocol>")
 def patch_broker(protocol: str):
-    _protocol(protocol)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return _error(400, "bad_request",
@@ -202,9 +196,8 @@ def preview_changes(protocol: str, body: dict[str, Any]):
                           dry_run=True).as_dict())
 
 
-@bp.post("/brokers/<protocol>/files/<slot>")
+@bp.post("/brokers/<protocol:protocol>/files/<slot>")
 def upload_file(protocol: str, slot: str):
-    _protocol(protocol)
     main = request.files.get("file")
     if main is None or not main.filename:
         return _error(400, "bad_request", "Send the file as multipart form field 'file'.")
@@ -220,9 +213,8 @@ def upload_file(protocol: str, slot: str):
     return changed_response(result, broker_document(protocol), 201)
 
 
-@bp.delete("/brokers/<protocol>/files/<slot>")
+@bp.delete("/brokers/<protocol:protocol>/files/<slot>")
 def delete_file(protocol: str, slot: str):
-    _protocol(protocol)
     result = service.delete_file(protocol, slot, actor(), origin="api", confirm=flag("confirm"))
     if result.errors:
         return _error(422, "invalid", "Nothing was changed.", errors=result.errors)
@@ -260,3 +252,4 @@ from . import config as _config  # noqa: E402,F401  - registers the routes on bp
 from . import delivery as _delivery  # noqa: E402,F401
 from . import diagnostics as _diagnostics  # noqa: E402,F401
 from . import registry as _registry  # noqa: E402,F401
+from . import tokens as _tokens  # noqa: E402,F401

@@ -7,12 +7,11 @@ from .. import diagnostics
 from ..auth import actor
 from ..diagnostics.lint import lint
 from ..settings import service as settings_service
-from . import _error, _protocol, bp
+from . import _error, bp
 
 
-@bp.post("/brokers/<protocol>/diagnose")
+@bp.post("/brokers/<protocol:protocol>/diagnose")
 def diagnose(protocol: str):
-    _protocol(protocol)
     limit = current_app.config["DIAGNOSE_MAX_TIMEOUT"]
     try:
         timeout = float(request.args.get("timeout", min(current_app.config["CHECK_TIMEOUT"], limit)))

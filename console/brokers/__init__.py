@@ -8,6 +8,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Mapping
 
+from werkzeug.routing import BaseConverter
+
 from ..lazy import load
 from .base import BrokerConfig, CheckResult, Driver
 from .nodes import check_nodes
@@ -20,6 +22,13 @@ DRIVERS: dict[str, str] = {
     "rabbitmq": "console.brokers.rabbitmq:RabbitmqDriver",
 }
 PROTOCOLS: tuple[str, ...] = tuple(DRIVERS)
+
+
+class ProtocolConverter(BaseConverter):
+    """`<protocol:name>` in a route matches only a protocol of the registry, so a view never sees an
+    unknown one (any other name is the app's ordinary 404)."""
+
+    regex = "|".join(PROTOCOLS)
 
 
 def driver_class(protocol: str) -> type[Driver]:

@@ -22,11 +22,11 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, cast
+from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app
-from sqlalchemy import CursorResult, or_, update
+from sqlalchemy import insert, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import database, signals
@@ -56,50 +56,60 @@ def refresh(snapshot: Snapshot, version: int | None = None,
             announce_first: bool = False) -> list[ExtensionService]:
     """Record each service's new target where its document changed and queue its callback (in the
     caller's transaction); the services whose document changed. A service's very first document is
-    not announced unless `announce_first`: it fetches it itself after registering."""
+    not announced unless `announce_first`: it fetches it itself after registering.
+
+    Set-based: services that share a document share its ETag, so one UPDATE records the new target
+    of every service that moves from the same old ETag to the same new one, and one UPDATE and one
+    INSERT queue their callbacks — a change costs the same statements for 20 services or 2,000."""
     db.session.flush()
     version = current_version() if version is None else version
     rows = list(services) if services is not None else list(
         db.session.execute(db.select(ExtensionService)).scalars())
-    changed: list[ExtensionService] = []
+    moves: dict[tuple[str | None, str], list[ExtensionService]] = {}
     for row in rows:
         etag = documents.etag_for(snapshot, row)
-        if etag == row.config_etag:
-            continue
-        first = row.config_etag is None
-        claimed = cast("CursorResult[Any]", db.session.execute(
+        if etag != row.config_etag:
+            moves.setdefault((row.config_etag, etag), []).append(row)
+    changed: list[ExtensionService] = []
+    announce: list[ExtensionService] = []
+    for (old, etag), group in moves.items():
+        claimed = set(db.session.execute(
             update(ExtensionService)
-            .where(ExtensionService.id == row.id,
-                   ExtensionService.config_etag.is_(None) if first
-                   else ExtensionService.config_etag == row.config_etag)
+            .where(ExtensionService.id.in_([row.id for row in group]),
+                   ExtensionService.config_etag.is_(None) if old is None
+                   else ExtensionService.config_etag == old)
             .values(config_etag=etag, config_version=version)
-            .execution_options(synchronize_session=False))).rowcount
-        if claimed != 1:       # another process recorded this change first
-            db.session.refresh(row)
-            continue
-        set_committed_value(row, "config_etag", etag)
-        set_committed_value(row, "config_version", version)
-        changed.append(row)
-        if row.callback_url and (announce_first or not first):
-            enqueue(row, version, etag)
+            .returning(ExtensionService.id)
+            .execution_options(synchronize_session=False)).scalars())
+        for row in group:
+            if row.id not in claimed:      # another process recorded this change first
+                db.session.refresh(row)
+                continue
+            set_committed_value(row, "config_etag", etag)
+            set_committed_value(row, "config_version", version)
+            changed.append(row)
+            if row.callback_url and (announce_first or old is not None):
+                announce.append(row)
+    enqueue_all(announce, version)
     return changed
 
 
-def enqueue(service: ExtensionService, version: int, etag: str) -> Delivery:
-    """Queue a callback to `service`, superseding the ones still waiting (one being sent right
-    now is left to finish)."""
+def enqueue_all(services: list[ExtensionService], version: int) -> None:
+    """Queue a callback to each of `services` (their new ETag recorded), superseding the ones still
+    waiting (one being sent right now is left to finish): two statements for any number."""
+    if not services:
+        return
     db.session.flush()
     now = utcnow()
-    db.session.execute(update(Delivery).where(Delivery.service_id == service.id,
+    db.session.execute(update(Delivery).where(Delivery.service_id.in_([s.id for s in services]),
                                               Delivery.state == "pending",
                                               or_(Delivery.claimed_until.is_(None),
                                                   Delivery.claimed_until < now))
-                       .values(state="superseded", finished_at=utcnow(), claimed_until=None)
+                       .values(state="superseded", finished_at=now, claimed_until=None)
                        .execution_options(synchronize_session=False))
-    item = Delivery(service_id=service.id, version=version, etag=etag, url=service.callback_url,
-                    state="pending", attempts=0, due_at=utcnow())
-    db.session.add(item)
-    return item
+    db.session.execute(insert(Delivery), [
+        {"service_id": s.id, "version": version, "etag": s.config_etag, "url": s.callback_url,
+         "state": "pending", "attempts": 0, "due_at": now} for s in services])
 
 
 def notified(before: Snapshot, after: Snapshot,
@@ -107,9 +117,9 @@ def notified(before: Snapshot, after: Snapshot,
     """The services a change from `before` to `after` notifies, with the protocol each will use."""
     out = []
     for row in services:
-        new = documents.content(after, row, reveal=True)
-        if documents.etag_of(new) != documents.etag_of(documents.content(before, row, reveal=True)):
-            out.append({"service": row.name, "protocol": new["protocol"],
+        if documents.etag_for(after, row) != documents.etag_for(before, row):
+            out.append({"service": row.name,
+                        "protocol": documents.content(after, row, reveal=True)["protocol"],
                         "callback": bool(row.callback_url)})
     return out
 

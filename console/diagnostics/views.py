@@ -18,8 +18,7 @@ from flask_login import login_required
 
 from .. import diagnostics
 from ..auth import actor, admin_required
-from ..brokers import PROTOCOLS
-from ..htmx import is_htmx
+from ..htmx import is_htmx, render_page_or_fragment
 from ..settings import service as settings_service
 from .lint import lint
 
@@ -42,11 +41,9 @@ def when(value: dt.datetime | str | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-@bp.post("/settings/messaging/<protocol>/diagnose")
+@bp.post("/settings/messaging/<protocol:protocol>/diagnose")
 @admin_required
 def diagnose(protocol: str):
-    if protocol not in PROTOCOLS:
-        abort(404)
     run_id = diagnostics.start(protocol, current_app.config["CHECK_TIMEOUT"], actor=actor())
     if not is_htmx():
         return redirect(url_for("diagnostics.run_fragment", run_id=run_id), 303)
@@ -61,9 +58,8 @@ def run_fragment(run_id: int):
     run = diagnostics.get(run_id)
     if run is None:
         abort(404)
-    template = "diagnostics/_run.html" if is_htmx() else "diagnostics/run.html"
-    return render_template(template, run=run,
-                           heading_level=2 if request.args.get("h") == "2" else None)
+    return render_page_or_fragment("diagnostics/run.html", "diagnostics/_run.html", run=run,
+                                   heading_level=2 if request.args.get("h") == "2" else None)
 
 
 def _report_or_404(run_id: int):

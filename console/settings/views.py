@@ -142,12 +142,10 @@ def overview():
                            sections={p: section_context(p) for p in PROTOCOLS})
 
 
-@bp.get("/messaging/<protocol>")
+@bp.get("/messaging/<protocol:protocol>")
 @login_required
 def section(protocol: str):
     """One protocol's own page (deep link), or its section alone for htmx."""
-    if protocol not in PROTOCOLS:
-        abort(404)
     if not is_htmx():
         return render_template("settings/messaging.html", **page_context(protocol),
                                rollout=_rollout_arg())
@@ -194,8 +192,6 @@ def _section_response(protocol: str, context: dict[str, Any], status: int,
 def prepared_form(protocol: str) -> tuple[dict[str, Any], dict[str, Any], service.Prepared]:
     """The section form's changes, the values to show back, and their validation (secrets
     revealed, for a connection test)."""
-    if protocol not in PROTOCOLS:
-        abort(404)
     changes, submitted = form_changes(protocol)
     return changes, submitted, service.prepare_changes(protocol, changes, reveal=True)
 
@@ -210,7 +206,7 @@ def form_version() -> int | None:
     return int(raw)
 
 
-@bp.post("/messaging/<protocol>")
+@bp.post("/messaging/<protocol:protocol>")
 @admin_required
 def save(protocol: str):
     changes, submitted, prep = prepared_form(protocol)
@@ -267,7 +263,7 @@ def rollout_after(outcome: Any) -> dict[str, Any] | None:
     return rollout_status.rollout(outcome.version_id)
 
 
-@bp.post("/messaging/<protocol>/test")
+@bp.post("/messaging/<protocol:protocol>/test")
 @admin_required
 def test_connection(protocol: str):
     """Check the form's unsaved values against the real broker."""
@@ -306,20 +302,16 @@ def status_context(protocol: str) -> dict[str, Any]:
             "last": rows[-1] if rows else None}
 
 
-@bp.get("/messaging/<protocol>/status")
+@bp.get("/messaging/<protocol:protocol>/status")
 @login_required
 def status(protocol: str):
-    if protocol not in PROTOCOLS:
-        abort(404)
     return render_template("settings/_status.html", status=status_context(protocol))
 
 
-@bp.post("/messaging/<protocol>/check")
+@bp.post("/messaging/<protocol:protocol>/check")
 @admin_required
 def check_now(protocol: str):
     """Check the saved settings now and record the result."""
-    if protocol not in PROTOCOLS:
-        abort(404)
     try:
         work.room()
         result = broker_check(service.effective(protocol, reveal=True))
@@ -339,10 +331,10 @@ def check_now(protocol: str):
                            focus=True), SAVED_EVENT
 
 
-@bp.post("/messaging/<protocol>/files/<slot>")
+@bp.post("/messaging/<protocol:protocol>/files/<slot>")
 @admin_required
 def upload(protocol: str, slot: str):
-    if protocol not in PROTOCOLS or slot not in ("tls_ca", "tls_cert"):
+    if slot not in ("tls_ca", "tls_cert"):
         abort(404)
     confirm = bool(request.form.get("confirm"))
     main = None

@@ -1,11 +1,11 @@
 """API tokens page for admins: create (shown once), list, revoke — the same as the CLI and the API."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request, url_for
+from flask import Blueprint, request, url_for
 
 from ..auth import actor, admin_required
 from ..auth import tokens as api_tokens
-from ..htmx import confirmation, confirmed, is_htmx
+from ..htmx import confirmation, confirmed, is_htmx, render_page_or_fragment
 from ..models import TOKEN_ROLES
 
 bp = Blueprint("tokens", __name__)
@@ -14,8 +14,7 @@ bp = Blueprint("tokens", __name__)
 def _render(status: int = 200, **context):
     context = {"tokens": api_tokens.all_tokens(), "roles": TOKEN_ROLES, "errors": {},
                "form": {}, **context}
-    template = "tokens/_tokens.html" if is_htmx() else "tokens/tokens.html"
-    return render_template(template, **context), status
+    return render_page_or_fragment("tokens/tokens.html", "tokens/_tokens.html", status, **context)
 
 
 @bp.get("/tokens")

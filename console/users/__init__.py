@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask_login import current_user, login_user, logout_user
 
 from ..auth import actor, admin_required
 from ..auth import users as accounts
-from ..htmx import confirmation, confirmed, is_htmx
+from ..htmx import confirmation, confirmed, is_htmx, render_page_or_fragment
 from ..models import ROLES, User
 
 bp = Blueprint("users", __name__)
@@ -18,8 +18,7 @@ bp = Blueprint("users", __name__)
 def _render(status: int = 200, **context: Any):
     context = {"users": accounts.all_users(), "roles": ROLES, "errors": {}, "form": {},
                "row_errors": {}, **context}
-    template = "users/_users.html" if is_htmx() else "users/users.html"
-    return render_template(template, **context), status
+    return render_page_or_fragment("users/users.html", "users/_users.html", status, **context)
 
 
 def _user_or_404(user_id: int) -> User:

@@ -212,7 +212,7 @@ def fault_cases() -> list[Case]:
 
 
 CASES = contract_cases() + driver_cases()
-CHECKED = CASES + fault_cases()   # the matrix of tests/test_diagnostics_matrix.py asserts the faults' agreement
+CHECKED = CASES + fault_cases()   # tests/diagnostics/test_diagnostics_matrix.py asserts their agreement
 
 
 def run_check(cfg: BrokerConfig, timeout: float) -> tuple[CheckResult, float]:

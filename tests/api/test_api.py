@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from flask.testing import FlaskClient
 
@@ -146,7 +147,7 @@ def test_openapi_documents_every_api_route(app, client) -> None:
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/v1/") or rule.endpoint == "api.openapi":
             continue
-        path = rule.rule[len("/api/v1"):].replace("<int:", "{").replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule[len("/api/v1"):])
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             # a protocol's own path (its PATCH body is that protocol's fields) documents {protocol}
             concrete = [path.replace("{protocol}", p) for p in PROTOCOLS]

@@ -25,8 +25,8 @@ from console.settings import changes, service
 from tests.clients.live_console import LiveConsole
 from tests.conftest import ADMIN_PASSWORD, add_user, login, make_token
 from tests.db_fixtures import db_app  # noqa: F401 - fixture
+from tests.settings.test_settings_page import HX, form_as_rendered
 from tests.test_readme import README
-from tests.test_settings_page import HX, form_as_rendered
 
 OTHER_PASSWORD = "other-admin-password-1"
 

@@ -18,7 +18,7 @@ from console.settings import service
 from tests.live_gunicorn import Gunicorn, flask, pg_database
 from tests.live_gunicorn import free_port as _free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HX = {"HX-Request": "true"}
 
 
