@@ -57,7 +57,7 @@ class Console:
                 text = json.loads(raw).get("message") or raw.decode(errors="replace")
             except (ValueError, AttributeError):
                 text = raw.decode(errors="replace")[:200]
-            if exc.code >= 500:
+            if exc.code >= 500 or exc.code == 429:      # 429: it holds as many watches as it can
                 raise Unavailable(f"the console answered {exc.code}") from None
             raise Refused(exc.code, str(text).strip()[:300]) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
