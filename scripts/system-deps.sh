@@ -12,6 +12,10 @@ command -v socat >/dev/null || need+=(socat)
 command -v chromium >/dev/null || need+=(chromium)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v openssl >/dev/null || need+=(openssl)
+command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || need+=(slapd)   # tests/auth: LDAP sign-in
+command -v ldapmodify >/dev/null || need+=(ldap-utils)
+command -v node >/dev/null || need+=(nodejs)           # tests/auth: oidc-provider (npm) runs on node
+command -v npm >/dev/null || need+=(npm)
 command -v curl >/dev/null || need+=(curl)              # docs/connecting-a-service.md, run by tests/clients
 if [ ${#need[@]} -gt 0 ]; then
   echo "Installing Debian packages: ${need[*]}"
