@@ -16,7 +16,8 @@ from flask import Flask
 from console.delivery import watch
 from console.extensions import db
 from console.models import AuditEntry
-from tests.conftest import ADMIN_PASSWORD, add_user, make_app, make_token, reopen_app
+from tests.conftest import ADMIN_PASSWORD, _create, add_user, make_app, make_token, reopen_app
+from tests.db_fixtures import _MIGRATED, _pg_app
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -177,9 +178,6 @@ def test_watches_beyond_the_limit_are_told_to_come_back(tmp_path: Path) -> None:
 def test_on_postgresql_a_change_committed_by_another_replica_wakes_the_watch(tmp_path: Path) -> None:
     """Two console processes over one PostgreSQL database: the committing transaction's NOTIFY
     reaches the other one's listener (PostgreSQL is not polled)."""
-    from tests.db_fixtures import _MIGRATED, _pg_app
-    from tests.conftest import _create
-
     first = _pg_app(tmp_path / "one", WATCH_POLL_SECONDS=60)
     second = _create(tmp_path / "one", SQLALCHEMY_DATABASE_URI=_MIGRATED["url"], WATCH_POLL_SECONDS=60)
     try:
