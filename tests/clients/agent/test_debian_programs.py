@@ -203,7 +203,7 @@ def test_the_programs_keep_running_while_the_console_is_stopped_for_30_s_and_the
         console: LiveConsole, lab: dict, tmp_path: Path, run_agent) -> None:
     every = programs(lab, tmp_path)
     agents = {}
-    for name, program in every.items():
+    for program in every.values():
         _prepare(lab, tmp_path, program)
         console.change(program.protocol, **program.first)
     for name, program in every.items():
