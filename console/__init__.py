@@ -68,9 +68,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     cli.init_app(app)
     from .checks import scheduler
-    from .delivery import outbox
+    from .delivery import outbox, watch
     scheduler.init_app(app)
     outbox.init_app(app)
+    watch.init_app(app)
 
     @app.get("/")
     def index():
