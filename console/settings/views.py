@@ -18,10 +18,10 @@ from flask_wtf.csrf import CSRFError
 
 from .. import checks, work
 from ..auth import actor, admin_required
-from ..errors import CSRF_EXPIRED, csrf_answer, same_origin
-from ..extensions import login_manager
 from ..brokers import PROTOCOLS
 from ..delivery import status as rollout_status
+from ..errors import CSRF_EXPIRED, csrf_answer, same_origin
+from ..extensions import login_manager
 from ..htmx import is_htmx
 from ..messaging.identity import address_label, node_list_field, uses_tls
 from ..messaging.schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
