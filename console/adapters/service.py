@@ -60,7 +60,7 @@ def _clean_callback(raw: Any) -> str | None:
         return None
     try:
         parts = urlsplit(raw) if isinstance(raw, str) else None
-    except ValueError:          # urllib: "Invalid IPv6 URL" for an unclosed "["
+    except ValueError:      # "Invalid IPv6 URL": an unclosed bracket
         parts = None
     if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
             or len(raw) > 2048 or any(c.isspace() for c in raw)):
