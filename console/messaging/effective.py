@@ -10,10 +10,13 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from flask import g, has_app_context
+from flask import current_app, g, has_app_context
+from sqlalchemy import select
 
 from .. import certs
 from ..brokers import PROTOCOLS
+from ..extensions import db
+from ..models import ConfigVersion
 from . import rules
 from .resolve import ProtocolSettings, Saved, resolve, resolve_priorities
 from .schema import ALIASES, FILE_SLOTS
@@ -159,8 +162,32 @@ def current() -> Snapshot:
         return Snapshot(read_state())
     snap = g.get(_KEY)
     if snap is None or snap.env_key != environment_key():
-        snap = Snapshot(read_state())
+        snap = _kept_snapshot()
         setattr(g, _KEY, snap)
+    return snap
+
+
+_KEPT = "console_snapshots"
+_KEEP = 4
+
+
+def _kept_snapshot() -> Snapshot:
+    """The snapshot of the newest configuration version, kept by this process across requests (with
+    everything derived from it, such as the services' documents) and keyed by that version's id and
+    time and by the environment: every write of the configuration makes a new version, so a new key,
+    and one light query tells whether the kept snapshot is still what the database holds."""
+    newest = db.session.execute(select(ConfigVersion.id, ConfigVersion.created_at)
+                                .order_by(ConfigVersion.id.desc()).limit(1)).first()
+    if newest is None:       # nothing versioned yet: read it each time
+        return Snapshot(read_state())
+    key = (newest.id, newest.created_at, environment_key())
+    kept: dict[Any, Snapshot] = current_app.extensions.setdefault(_KEPT, {})
+    snap = kept.get(key)
+    if snap is None:
+        snap = Snapshot(read_state())
+        while len(kept) >= _KEEP:
+            kept.pop(next(iter(kept)), None)
+        kept[key] = snap
     return snap
 
 
