@@ -81,7 +81,7 @@ def _login_user_key() -> str:
 
 
 def _login_address_key() -> str:
-    return "login-address:" + (get_remote_address() or "unknown")
+    return "login-address:" + (get_remote_address() or "unknown")[:80]
 
 
 def _failed(response: Response) -> bool:
