@@ -91,6 +91,8 @@ class Defaults:
     DELIVERY_RETRY_MAX: Annotated[Seconds, Range(0.01, 86400)] = 300.0    # longest wait
     DELIVERY_LEASE_SECONDS: Annotated[Seconds, Range(1, 3600)] = 30.0     # a claim is retaken after
     DELIVERY_CONCURRENCY: Annotated[int, Range(1, 256)] = 16              # callbacks at once
+    # secret references (file:/path, env:NAME): how often each process looks for a changed one; 0: never
+    REFERENCE_POLL_SECONDS: Annotated[Seconds, Range(0, 3600)] = 10.0
     # held watches of a service's configuration (GET …/config?wait=S)
     WATCH_MAX_WAIT: Annotated[int, Range(1, 3600)] = 300                  # longest ?wait=
     WATCH_HELD: Annotated[int, Range(0, 4096)] = 64      # watches held per process, on threads of their own
