@@ -148,8 +148,9 @@ def protocol_cases() -> list[Case]:
              "not_found", "operation", fix=("no-such-topic-xyz", "kafka-topics.sh")),
         case("kafka", "topic", lambda lab: cfg(lab, "kafka", options={"topic": TOPIC}), "ok", None),
         case("kafka", "sasl_success", lambda lab: _kafka_sasl(lab, "sasl"), "ok", None,
-             skip="Tansu 0.6.0 stores no SCRAM credentials (dynostore no-ops), so every SASL login fails with "
-                  "unknown-user; no SASL success is possible in the lab"),
+             skip="Tansu 0.6.0 stores no SCRAM credentials (dynostore no-ops), so every SASL login to the lab's "
+                  "own Tansu fails with unknown-user; successful logins are tested through the SASL front over "
+                  "Tansu in tests/brokers/test_sasl_front.py"),
         case("pulsar", "bad_token", lambda lab: cfg(lab, "pulsar", token="junk"), "auth_failed", "auth",
              skip="pulsar-lite accepts any credentials (junk tokens and basic auth succeed), so no token "
                   "rejection can be produced"),
@@ -525,8 +526,8 @@ def _value(lab: dict, protocol: str, value: Any) -> str:
 @pytest.mark.parametrize("item", FAULTS, ids=[f.id for f in FAULTS])
 def test_production_fault(lab: dict, item: Fault) -> None:
     """One (protocol × fault) cell: the diagnosis names the cause at the step where it happened, with a fix
-    that names the concrete values; the check ("Test connection") names the same cause (or is up when only
-    the operation step can meet the fault); both keep their deadline."""
+    that names the concrete values; the check ("Test connection") names the same cause (it runs the
+    operation step too); both keep their deadline."""
     if item.skip:
         pytest.skip(item.skip)
     assert item.build is not None
