@@ -191,6 +191,11 @@ def check_settings(settings: ProtocolSettings, timeout: float,
     outside an app context)."""
     digest = digest or settings_digest(settings)
     started = time.monotonic()
+    missing = settings_read.unresolved(settings)
+    if missing:             # named before any broker is contacted
+        return CheckResult(settings.protocol, "down", None, "secret_unavailable",
+                           "; ".join(f"{name}: {why}" for name, why in missing),
+                           settings_digest=digest)
     with broker_config(settings) as config:
         resolve = memoized(resolver)
         nodes = each_address(config, timeout, resolve)
