@@ -6,7 +6,10 @@ it. Views, the API, the checks and the change pipeline all read through here.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -203,25 +206,60 @@ def current() -> Snapshot:
 
 _KEPT = "console_snapshots"
 _KEEP = 4
+_REFERENCE = re.compile(r'"((?:file|env):[^"]+)"')
+
+
+def _outside_inputs(state: State) -> tuple[str, ...]:
+    """What resolving `state` reads besides the database and the SP_* values: its secret references
+    and the files SP_*_FILE variables name."""
+    found = set(_REFERENCE.findall(json.dumps(state.as_json(), default=str)))
+    found |= {f"file:{v}" for k, v in environment().items() if k.startswith("SP_") and k.endswith("_FILE")}
+    return tuple(sorted(found))
+
+
+def _looked_at(refs: tuple[str, ...]) -> tuple[Any, ...]:
+    """How each of `refs` stands now: an environment value's digest, a file's identity, size and time."""
+    out: list[Any] = []
+    for ref in refs:
+        if ref.startswith("env:"):
+            value = environment().get(ref[4:])
+            out.append(None if value is None else hashlib.sha256(value.encode()).hexdigest())
+            continue
+        try:
+            st = os.stat(ref[5:])
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 def _kept_snapshot() -> Snapshot:
     """The snapshot of the newest configuration version, kept by this process across requests (with
     everything derived from it, such as the services' documents) and keyed by that version's id and
     time and by the environment: every write of the configuration makes a new version, so a new key,
-    and one light query tells whether the kept snapshot is still what the database holds."""
+    and one light query tells whether the kept snapshot is still what the database holds. It is
+    resolved again (without reading the database) when a secret reference or a file it reads moved."""
     newest = db.session.execute(select(ConfigVersion.id, ConfigVersion.created_at)
                                 .order_by(ConfigVersion.id.desc()).limit(1)).first()
     if newest is None:       # nothing versioned yet: read it each time
         return Snapshot(read_state())
     key = (newest.id, newest.created_at, environment_key())
-    kept: dict[Any, Snapshot] = current_app.extensions.setdefault(_KEPT, {})
-    snap = kept.get(key)
-    if snap is None:
+    kept: dict[Any, tuple[Snapshot, tuple[str, ...], tuple[Any, ...]]] = (
+        current_app.extensions.setdefault(_KEPT, {}))
+    entry = kept.get(key)
+    if entry is not None:
+        snap, refs, seen = entry
+        now = _looked_at(refs)
+        if now == seen:
+            return snap
+        snap = Snapshot(snap.state)
+    else:
         snap = Snapshot(read_state())
+        refs = _outside_inputs(snap.state)
+        now = _looked_at(refs)
         while len(kept) >= _KEEP:
             kept.pop(next(iter(kept)), None)
-        kept[key] = snap
+    kept[key] = (snap, refs, now)
     return snap
 
 
