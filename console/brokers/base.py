@@ -24,7 +24,7 @@ CAUSES = (
     "tls_untrusted", "tls_expired", "tls_not_yet_valid", "tls_hostname_mismatch", "tls_required",
     "tls_not_offered", "tls_client_cert_required", "tls_client_cert_rejected",
     "auth_failed", "sasl_mechanism_unsupported", "access_denied", "not_found",
-    "advertised_address_unreachable", "protocol_mismatch", "unknown",
+    "advertised_address_unreachable", "protocol_mismatch", "secret_unavailable", "unknown",
 )
 
 

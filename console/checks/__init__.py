@@ -189,6 +189,11 @@ def check_settings(settings: ProtocolSettings, timeout: float,
     first, then the protocol's driver. The result carries the digest of `settings` (given, when called
     outside an app context)."""
     digest = digest or settings_digest(settings)
+    missing = settings_read.unresolved(settings)
+    if missing:             # named before any broker is contacted
+        return CheckResult(settings.protocol, "down", None, "secret_unavailable",
+                           "; ".join(f"{name}: {why}" for name, why in missing),
+                           settings_digest=digest)
     with broker_config(settings) as config:
         result = check_nodes(config, timeout, partial(_check_node, resolver=memoized(resolver)))
         result.identity.setdefault("target", target_of(config))
