@@ -182,16 +182,21 @@ def answer(app: Flask, holds: list[dict[str, Any]]) -> list[tuple[int, str, byte
             rows = {r.name: r for r in db.session.execute(select(ExtensionService).where(
                 ExtensionService.name.in_({holds[i]["name"] for i in changed}))).scalars()}
             snapshot = current()
+            made: dict[tuple[str, bool], tuple[int, str, bytes]] = {}    # watchers of one service
             for i in changed:
                 h = holds[i]
                 row = rows.get(h["name"])
                 if row is None:
                     out[i] = (404, "", b"")
                     continue
-                tag, body = fetch.document(snapshot, row, h["own"])
                 if h["own"]:
+                    tag, body = fetch.document(snapshot, row, True)
                     fetch.record(row, body, actor=h["actor"], remote=h["remote"], watched=True)
-                out[i] = (200, tag, (app.json.dumps(body) + "\n").encode())
+                key = (row.name, bool(h["own"]))
+                if key not in made:
+                    tag, body = fetch.document(snapshot, row, h["own"])
+                    made[key] = (200, tag, (app.json.dumps(body) + "\n").encode())
+                out[i] = made[key]
             db.session.commit()
             return out
         finally:
