@@ -13,6 +13,10 @@ command -v socat >/dev/null || need+=(socat)
 command -v chromium >/dev/null || need+=(chromium)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v openssl >/dev/null || need+=(openssl)
+command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || need+=(slapd)   # tests/auth: LDAP sign-in
+command -v ldapmodify >/dev/null || need+=(ldap-utils)
+command -v node >/dev/null || need+=(nodejs)           # tests/auth: oidc-provider (npm) runs on node
+command -v npm >/dev/null || need+=(npm)
 command -v promtool >/dev/null || need+=(prometheus)    # only its promtool: tests/deploy (alert rules)
 command -v curl >/dev/null || need+=(curl)              # docs/connecting-a-service.md, run by tests/clients
 # programs no one here wrote, run unmodified under console-agent by tests/clients/agent

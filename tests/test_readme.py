@@ -265,6 +265,7 @@ def test_make_test_is_what_ci_runs() -> None:
     assert plan.returncode == 0, plan.stderr
     steps = plan.stdout
     assert "scripts/system-deps.sh" in steps and "brokerlab.py start" in steps
+    assert "identitylab.py install" in steps
     assert "postgres-test-db.sh" in steps and steps.rstrip().endswith("pytest -q tests")
 
 
