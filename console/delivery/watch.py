@@ -248,18 +248,19 @@ def _after_rollback(session: Session) -> None:
 _LISTENING: list[bool] = []
 
 
+def _woken(sender: Any, **_: Any) -> None:
+    """A version committed by this process: wake the watches of the app that committed it."""
+    found = sender.extensions.get("console_watch") if isinstance(sender, Flask) else None
+    if found is not None:
+        found.notify()
+
+
 def init_app(app: Flask) -> None:
     """Wake this process's watches on every version it commits; have committing transactions tell
     the other processes (PostgreSQL NOTIFY)."""
-    def woken(sender: Any, **_: Any) -> None:
-        found = sender.extensions.get("console_watch") if isinstance(sender, Flask) else None
-        if found is not None:
-            found.notify()
-
-    app.extensions["console_watch_receiver"] = woken      # kept alive with the app
-    signals.version_committed.connect(woken, weak=False)
     if not _LISTENING:
         _LISTENING.append(True)
+        signals.version_committed.connect(_woken)
         event.listen(Session, "after_flush", _after_flush)
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_rollback", _after_rollback)
