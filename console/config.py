@@ -51,6 +51,8 @@ class RateLimit:
 Seconds = float
 MiB = 1024 * 1024
 BIND = Pattern(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}|unix:.+", "host:port (or unix:PATH)")
+PORT = r"(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3})"
+LDAP_URL_FORM = rf"ldaps?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:{PORT})?(/\S*)?"
 ROLE_MAPPING = r"\s*(admin|viewer)\s*=[^;=]+(;\s*(admin|viewer)\s*=[^;=]+)*;?\s*"
 
 
@@ -92,6 +94,8 @@ class Defaults:
     DELIVERY_RETRY_MAX: Annotated[Seconds, Range(0.01, 86400)] = 300.0    # longest wait
     DELIVERY_LEASE_SECONDS: Annotated[Seconds, Range(1, 3600)] = 30.0     # a claim is retaken after
     DELIVERY_CONCURRENCY: Annotated[int, Range(1, 256)] = 16              # callbacks at once
+    # secret references (file:/path, env:NAME): how often each process looks for a changed one; 0: never
+    REFERENCE_POLL_SECONDS: Annotated[Seconds, Range(0, 3600)] = 10.0
     # signing in with the organisation's identity (README "Signing in with LDAP or OpenID Connect")
     PUBLIC_URL: Annotated[str, Pattern(r"https?://[^\s/]+(/\S*)?", "an http(s) URL")] | None = None
     OIDC_ISSUER: Annotated[str, Pattern(r"https?://\S+", "an http(s) URL")] | None = None
@@ -103,7 +107,7 @@ class Defaults:
     OIDC_GROUPS_CLAIM: str = "groups"
     OIDC_CA_FILE: str | None = None
     OIDC_TIMEOUT: Annotated[Seconds, Range(0.1, 60)] = 5.0
-    LDAP_URL: Annotated[str, Pattern(r"ldaps?://\S+", "ldap://HOST:PORT or ldaps://HOST:PORT")] | None = None
+    LDAP_URL: Annotated[str, Pattern(LDAP_URL_FORM, "ldap://HOST:PORT or ldaps://HOST:PORT")] | None = None
     LDAP_START_TLS: bool = False
     LDAP_CA_FILE: str | None = None
     LDAP_BIND_DN: str | None = None

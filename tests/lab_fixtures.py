@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
+import jwt
 import pytest
 
 _SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "brokerlab.py"
@@ -96,3 +98,27 @@ def sasl_front() -> Iterator[dict]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def token_front(lab: dict) -> Iterator[dict]:
+    """The token front over pulsar-lite (scripts/tokenfront.py) on a free loopback port, in front of the
+    lab's plain pulsar-lite; stopped at session end. Tokens are HS256 JWTs signed with
+    token_front["secret"] and need a `sub`; token_front["token"] is a valid one."""
+    port = _free_port()
+    secret = secrets.token_hex(32)
+    proc = subprocess.Popen(
+        [sys.executable, str(_SCRIPT.parent / "tokenfront.py"), "--listen", f"127.0.0.1:{port}",
+         "--backend", f"127.0.0.1:{lab['brokers']['pulsar']['plain']}", "--secret", secret],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_ready(proc, "listening", "the token front")
+        token = jwt.encode({"sub": "console-test", "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
+        yield {"url": f"pulsar://127.0.0.1:{port}", "port": port, "secret": secret, "token": token}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -136,7 +136,12 @@ class Acks:
             if pending is None:
                 return
             try:
-                self.console.ack(*pending)
+                try:
+                    self.console.ack(*pending)
+                except Refused as exc:
+                    if exc.status != 422 or pending[3] is None:
+                        raise
+                    self.console.ack(*pending[:3])     # a console that keeps no network steps
             except Unavailable:
                 return
             except Refused as exc:
