@@ -19,6 +19,7 @@ const { default: Provider } = await import(
   pathToFileURL(join(process.cwd(), 'node_modules', 'oidc-provider', 'lib', 'index.js')).href);
 
 const accounts = cfg.accounts;
+const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const provider = new Provider(cfg.issuer, {
   clients: cfg.clients,
   jwks: cfg.jwks,
@@ -27,7 +28,29 @@ const provider = new Provider(cfg.issuer, {
   scopes: ['openid', 'email', 'profile', 'groups'],
   claims: { openid: ['sub'], email: ['email'], profile: ['preferred_username', 'name'], groups: ['groups'] },
   conformIdTokenClaims: false,
-  features: { devInteractions: { enabled: false }, rpInitiatedLogout: { enabled: true } },
+  features: {
+    devInteractions: { enabled: false },
+    rpInitiatedLogout: {
+      enabled: true,
+      // the lab's own pages: nothing loaded from anywhere (the default ones load web fonts)
+      logoutSource: async (ctx, form) => {
+        ctx.type = 'html';
+        ctx.body = `<!doctype html><html lang="en"><head><title>Sign out</title></head><body>
+<h1>Sign out of the identity lab?</h1>${form}
+<button type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+</body></html>`;
+      },
+      postLogoutSuccessSource: async (ctx) => {
+        ctx.type = 'html';
+        ctx.body = '<!doctype html><html lang="en"><head><title>Signed out</title></head><body><h1>Signed out</h1></body></html>';
+      },
+    },
+  },
+  renderError: async (ctx, out) => {
+    ctx.type = 'html';
+    ctx.body = `<!doctype html><html lang="en"><head><title>Error</title></head><body><h1>Error</h1>
+<p id="error">${Object.entries(out).map(([k, v]) => `${escape(k)}: ${escape(v)}`).join('<br>')}</p></body></html>`;
+  },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   ...(cfg.id_token_ttl ? { ttl: { IdToken: cfg.id_token_ttl } } : {}),
   findAccount: async (ctx, id) => (accounts[id] ? {
@@ -37,8 +60,6 @@ const provider = new Provider(cfg.issuer, {
   } : undefined),
 });
 provider.proxy = false;
-
-const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 function loginForm(res, uid, status, message) {
   res.statusCode = status;
