@@ -7,7 +7,7 @@ from flask import jsonify, request
 from .. import audit as audit_log
 from ..adapters import service as registry
 from ..auth import actor, service_token
-from ..delivery import documents, outbox
+from ..delivery import documents, outbox, plans, waves
 from ..delivery import status as rollout
 from ..extensions import db
 from ..messaging.effective import current
@@ -37,7 +37,7 @@ def service_config(name: str):
         if own and rollout.record_fetch(row, request.remote_addr):
             db.session.commit()
         return not_modified(tag)
-    snap = current()
+    snap, _ = plans.snapshot_for(row, current(), row.config_version)   # a roll-out may hold it back
     content = documents.content(snap, row, reveal=own)
     if own:
         etag = documents.etag_of(content)
@@ -86,6 +86,7 @@ def service_ack(name: str):
     assert isinstance(version, int)
     rollout.record_ack(row, version, body["status"], message)
     db.session.commit()
+    waves.on_ack(row)        # the first wave of a roll-out: released, or halted
     return jsonify(rollout.service_state(row))
 
 
