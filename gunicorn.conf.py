@@ -12,6 +12,7 @@ from console.config import ConfigError, Defaults, parse_environment
 
 try:
     _settings = {"BIND": Defaults.BIND, "WORKERS": Defaults.WORKERS, "THREADS": Defaults.THREADS,
+                 "WATCH_HELD": Defaults.WATCH_HELD,
                  **parse_environment(os.environ)}
     prepare_instance(instance_path(_settings))
 except ConfigError as exc:
@@ -20,16 +21,36 @@ except ConfigError as exc:
 
 bind = _settings["BIND"]
 workers = _settings["WORKERS"]
-threads = _settings["THREADS"]
+threads = _settings["THREADS"] + _settings["WATCH_HELD"]     # held watches never take the page threads
 accesslog = "-"
 
 
 def post_worker_init(worker):
     """Start the worker's background work; without a database the worker serves anyway (503 that
     says so) and starts it when the database answers (console/background.py)."""
+    import signal
+
     from console import background
+    from console.delivery import watch
 
     background.start(worker.wsgi, log_warnings=True)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        _end_watches_first(signum, worker, watch)
+
+
+def _end_watches_first(signum, worker, watch):
+    """On the signal that stops a worker, end the watches it holds at once (304) so that they never
+    hold up a restart, then let gunicorn's own handler stop the worker."""
+    import signal
+
+    previous = signal.getsignal(signum)
+
+    def handler(number, frame):
+        watch.close(worker.wsgi)
+        if callable(previous):
+            previous(number, frame)
+
+    signal.signal(signum, handler)
 
 
 def worker_exit(server, worker):

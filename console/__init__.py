@@ -68,10 +68,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     cli.init_app(app)
     from .checks import scheduler
-    from .delivery import outbox, waves
+    from .delivery import outbox, watch, waves
     from .settings import rollouts as settings_rollouts
     scheduler.init_app(app)
     outbox.init_app(app)
+    watch.init_app(app)
     waves.init_app(app)
     settings_rollouts.init_app(app)
 

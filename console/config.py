@@ -91,6 +91,10 @@ class Defaults:
     DELIVERY_RETRY_MAX: Annotated[Seconds, Range(0.01, 86400)] = 300.0    # longest wait
     DELIVERY_LEASE_SECONDS: Annotated[Seconds, Range(1, 3600)] = 30.0     # a claim is retaken after
     DELIVERY_CONCURRENCY: Annotated[int, Range(1, 256)] = 16              # callbacks at once
+    # held watches of a service's configuration (GET …/config?wait=S)
+    WATCH_MAX_WAIT: Annotated[int, Range(1, 3600)] = 300                  # longest ?wait=
+    WATCH_HELD: Annotated[int, Range(0, 4096)] = 64      # watches held per process, on threads of their own
+    WATCH_POLL_SECONDS: Annotated[Seconds, Range(0.05, 60)] = 0.5         # other replicas' changes
     # fixed, not read from the environment (no annotation)
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     SESSION_COOKIE_HTTPONLY = True

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs, only those missing: the brokers that come as
 # Debian packages, socat for TLS fronts, Chromium for the browser tests, PostgreSQL for migrations,
-# curl and openssl for the documented service commands.
+# curl and openssl for the documented service commands, and the Debian programs the agent's tests run.
 set -euo pipefail
 need=()
 command -v rabbitmq-server >/dev/null || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
@@ -13,6 +13,10 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)              # docs/connecting-a-service.md, run by tests/clients
+# programs no one here wrote, run unmodified under console-agent by tests/clients/agent
+command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
+command -v kafkacat >/dev/null || command -v kcat >/dev/null || need+=(kafkacat)
+command -v amqp-consume >/dev/null || need+=(amqp-tools)
 if [ ${#need[@]} -gt 0 ]; then
   echo "Installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -84,6 +84,13 @@ for _line in ('TOKEN=$(.venv/bin/flask --app app tokens create edge-token --role
               'curl -sS -X POST "$API/services/edge/ack" -H "$AUTH" -H "$JSON" \\',
               '-d \'{"version": 12, "status": "applied", "message": "connected"}\''):
     COVERED[_line] = _DOCS
+# the watch loop of "Running a service that cannot be changed" runs against a live console
+for _line in ("TAG='\"none\"'",
+              "while STATUS=$(curl -sS -o new.json -D headers -w '%{http_code}' -H \"$AUTH\" "
+              "-H \"If-None-Match: $TAG\" \"$API/services/edge/config?wait=300\"); do",
+              "if [ \"$STATUS\" = 200 ]; then TAG=$(sed -n 's/^[Ee][Tt]ag: //p' headers | tr -d '\\r'); mv new.json "
+              "config.json; echo \"new settings $TAG\"; fi; done"):
+    COVERED[_line] = "tests/delivery/test_watch_live.py::test_the_readme_watch_loop"
 # the If-Match lines of "Two people changing one protocol" run against a live console
 for _line in ("TAG=$(curl -sS -D - -o /dev/null \"$API/brokers/mqtt\" -H \"$AUTH\" | sed -n 's/^[Ee][Tt]ag: //p' | "
               "tr -d '\\r')",

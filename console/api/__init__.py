@@ -38,7 +38,8 @@ def _authenticate():
     g.api_token = None
     if request.endpoint in PUBLIC:
         return None
-    if request.endpoint == "api.service_config" and request.headers.get("If-None-Match"):
+    if (request.endpoint == "api.service_config" and request.headers.get("If-None-Match")
+            and "wait" not in request.args):     # a watch is held by the view instead
         tag = rollout.not_modified(token_digest(presented_token()), request.view_args["name"],
                                    request.headers["If-None-Match"], request.remote_addr)
         if tag is not None:     # a service polling its own unchanged document: answered here

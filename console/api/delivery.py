@@ -2,15 +2,19 @@
 acknowledgements, roll-out state and adapters' configuration."""
 from __future__ import annotations
 
-from flask import jsonify, request
+import time
+from typing import Any
+
+from flask import current_app, jsonify, request
 
 from .. import audit as audit_log
 from ..adapters import service as registry
 from ..auth import actor, service_token
-from ..delivery import documents, outbox, plans, waves
+from ..delivery import documents, outbox, plans, watch, waves
 from ..delivery import status as rollout
 from ..extensions import db
 from ..messaging.effective import current
+from ..models import ExtensionService
 from . import _error, bp, forbidden_service, not_modified
 from .registry import service_document
 
@@ -23,17 +27,74 @@ def _service_or_404(name: str):
     return row, None
 
 
+def _wait() -> tuple[int | None, Any]:
+    """The `wait` of a watch (None for a plain fetch), or the 400 that names it."""
+    raw = request.args.get("wait")
+    if raw is None:
+        return None, None
+    limit = current_app.config["WATCH_MAX_WAIT"]
+    message = f"Give wait as a whole number of seconds from 1 to {limit}."
+    if not raw.isdigit() or not 1 <= int(raw) <= limit:
+        return None, _error(400, "bad_request", message, errors={"wait": message})
+    return int(raw), None
+
+
+def _held(name: str, tag_of: Any, header: str | None, wait: int) -> ExtensionService | None:
+    """Hold a watch until the service's document no longer has the ETag the watcher names (then its
+    row, read afresh) or the wait ends (None). No database connection is held while waiting."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    hub = watch.hub(app)
+    ends = watch.deadline(wait)
+    generation = hub.generation
+    db.session.close()
+    hub.hold()
+    try:
+        while not hub.closing and (left := ends - time.monotonic()) > 0:
+            moved = hub.wait(generation, left)
+            if moved == generation:
+                continue
+            generation = moved
+            row = db.session.execute(db.select(ExtensionService).filter_by(name=name)).scalar_one_or_none()
+            if row is None or not rollout.etag_matches(header, tag_of(row)):
+                return row
+            db.session.close()
+        return None
+    finally:
+        hub.release()
+
+
 @bp.get("/services/<name>/config")
 def service_config(name: str):
     own = service_token() is not None
+    wait, invalid = _wait()
+    if invalid:
+        return invalid
     row, missing = _service_or_404(name)
     if missing:
         return missing
     if row.config_etag is None:      # registered before delivery existed: record its document now
         outbox.refresh(current(), services=[row])
         db.session.commit()
-    tag = row.config_etag + ("" if own else documents.MASKED_SUFFIX)
-    if rollout.etag_matches(request.headers.get("If-None-Match"), tag):
+    header = request.headers.get("If-None-Match")
+
+    def tag_of(service: ExtensionService) -> str:
+        return (service.config_etag or "") + ("" if own else documents.MASKED_SUFFIX)
+
+    if rollout.etag_matches(header, tag_of(row)) and wait is not None:
+        if watch.hub(current_app._get_current_object()).held >= current_app.config["WATCH_HELD"]:  # type: ignore[attr-defined]
+            db.session.rollback()
+            response = _error(429, "too_many_watches", "This console process holds as many watches as "
+                              "it may (CONSOLE_WATCH_HELD); try again shortly.")
+            return response[0], 429, {"Retry-After": "5"}
+        changed = _held(row.name, tag_of, header, wait)
+        if changed is None:
+            row, missing = _service_or_404(name)
+            if missing:
+                return missing
+        else:
+            row = changed
+    tag = tag_of(row)
+    if rollout.etag_matches(header, tag):
         if own and rollout.record_fetch(row, request.remote_addr):
             db.session.commit()
         return not_modified(tag)
@@ -46,11 +107,13 @@ def service_config(name: str):
         tag = etag
     body = {"service": row.name, "version": row.config_version, "etag": tag, **content}
     if own:
+        first_time = row.fetched_etag != row.config_etag
         rollout.record_fetch(row, request.remote_addr)
-        audit_log.audit("read_config", "applied", actor=actor(), origin="api",
-                         protocols=list(content["brokers"]),
-                         summary=f"Service {row.name} read its configuration v{row.config_version} "
-                                 f"(secrets included) from {request.remote_addr}")
+        if wait is None or first_time:     # a watch audits each version once, not each answer
+            audit_log.audit("read_config", "applied", actor=actor(), origin="api",
+                            protocols=list(content["brokers"]),
+                            summary=f"Service {row.name} read its configuration v{row.config_version} "
+                                    f"(secrets included) from {request.remote_addr}")
         db.session.commit()
     response = jsonify(body)
     response.set_etag(tag)

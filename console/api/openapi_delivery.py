@@ -98,15 +98,24 @@ def delivery_paths() -> dict[str, Any]:
         },
         "/services/{name}/config": {
             "parameters": [service, {"name": "If-None-Match", "in": "header", "required": False,
-                                     "schema": {"type": "string"}}],
+                                     "schema": {"type": "string"}},
+                           {"name": "wait", "in": "query", "required": False,
+                            "description": "A watch: with a current If-None-Match, held until the "
+                                           "document changes (200) or this many seconds pass (304); "
+                                           "1 to CONSOLE_WATCH_MAX_WAIT (default 300)",
+                            "schema": {"type": "integer", "minimum": 1}}],
             "get": {"summary": "The service's effective configuration (secrets only for its own "
-                               "service token; audited)",
+                               "service token; audited — once per version through watches)",
                     "responses": {"200": {"description": "OK", "headers": {"ETag": {
                         "schema": {"type": "string"}}},
                         "content": {"application/json": {"schema": config}}},
-                        "304": {"description": "Not modified (If-None-Match matched)"},
+                        "304": {"description": "Not modified (If-None-Match matched; a watch's "
+                                                "wait ended)"},
+                        "400": _error("wait outside 1 to CONSOLE_WATCH_MAX_WAIT (errors.wait)"),
                         "403": _error("A service token of another service"),
-                        "404": _error("Not registered")}},
+                        "404": _error("Not registered"),
+                        "429": _error("This process holds as many watches as CONSOLE_WATCH_HELD "
+                                      "allows (Retry-After)")}},
         },
         "/services/{name}/ack": {
             "parameters": [service],

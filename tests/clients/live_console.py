@@ -29,7 +29,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from console.adapters.service import find_service
 from console.crypto import decrypt
-from console.delivery import outbox
+from console.delivery import outbox, watch
 from console.extensions import db
 from tests.conftest import make_app, make_token
 
@@ -114,7 +114,10 @@ class LiveConsole:
         return self._server.server_port
 
     def stop(self) -> None:
-        """Stop the worker and the server; the database stays."""
+        """Stop the worker and the server, and end the watches held (as a console process does at
+        shutdown); the database stays."""
+        watch.close(self.app)
+        self.app.extensions.pop("console_watch", None)
         if self._worker is not None:
             self._worker.stop()
             self._worker = None

@@ -1,0 +1,6 @@
+"""`python -m console_agent` = `console-agent`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,174 @@
+"""Watching a service's configuration (CONTRACT § Watching): `?wait=S` with a current If-None-Match is
+held until the document changes (200, new ETag) or the wait ends (304); a stale ETag or none answers at
+once; `wait` outside 1–CONSOLE_WATCH_MAX_WAIT is a 400 naming it; a change committed by this process
+or by another one on the same database wakes the watch; closing the process ends its watches; a
+service's secret read through watches is audited once per version."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from console.delivery import watch
+from console.extensions import db
+from console.models import AuditEntry
+from tests.conftest import ADMIN_PASSWORD, add_user, make_app, make_token, reopen_app
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def edge(app: Flask) -> dict[str, Any]:
+    add_user(app, "admin", "admin", ADMIN_PASSWORD)
+    admin = bearer(make_token(app, "ops", "admin"))
+    client = app.test_client()
+    assert client.patch("/api/v1/brokers/mqtt", headers=admin, json={
+        "enabled": True, "host": "127.0.0.1", "username": "edge", "password": "watch-Secret-91"}).status_code == 200
+    assert client.post("/api/v1/services", headers=admin,
+                       json={"name": "edge", "protocols": ["mqtt"]}).status_code == 201
+    own = bearer(make_token(app, "edge-token", "service", "edge"))
+    first = client.get("/api/v1/services/edge/config", headers=own)
+    assert first.status_code == 200
+    return {"client": client, "admin": admin, "own": own, "etag": first.headers["ETag"].strip('"')}
+
+
+def _watch(app: Flask, headers: dict[str, str], wait: int, out: dict[str, Any]) -> threading.Thread:
+    def run() -> None:
+        started = time.monotonic()
+        response = app.test_client().get(f"/api/v1/services/edge/config?wait={wait}", headers=headers)
+        out.update(status=response.status_code, etag=response.headers.get("ETag", "").strip('"'),
+                   body=response.get_json(silent=True), seconds=time.monotonic() - started)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _until_held(app: Flask, count: int = 1) -> None:
+    hub = watch.hub(app)
+    for _ in range(200):
+        if hub.held >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the watch was not held")
+
+
+@pytest.mark.parametrize("wait", ["0", "-1", "abc", "1.5", "301", ""])
+def test_a_wait_outside_its_range_is_a_400_naming_it(app: Flask, edge, wait: str) -> None:
+    for extra in ({}, {"If-None-Match": f'"{edge["etag"]}"'}):
+        response = edge["client"].get(f"/api/v1/services/edge/config?wait={wait}",
+                                      headers={**edge["own"], **extra})
+        assert response.status_code == 400
+        assert "wait" in response.get_json()["errors"]
+
+
+def test_a_stale_or_missing_etag_is_answered_at_once(app: Flask, edge) -> None:
+    for extra in ({}, {"If-None-Match": '"not-the-current-one"'}):
+        started = time.monotonic()
+        response = edge["client"].get("/api/v1/services/edge/config?wait=300",
+                                      headers={**edge["own"], **extra})
+        assert response.status_code == 200 and time.monotonic() - started < 60
+        assert response.headers["ETag"].strip('"') == edge["etag"]
+
+
+def test_a_current_etag_is_held_until_the_wait_ends(app: Flask, edge) -> None:
+    out: dict[str, Any] = {}
+    _watch(app, {**edge["own"], "If-None-Match": f'"{edge["etag"]}"'}, 1, out).join(10)
+    assert out["status"] == 304 and out["seconds"] >= 1.0
+
+
+def test_a_change_committed_here_answers_the_watch_with_the_new_document(app: Flask, edge) -> None:
+    out: dict[str, Any] = {}
+    thread = _watch(app, {**edge["own"], "If-None-Match": f'"{edge["etag"]}"'}, 120, out)
+    _until_held(app)
+    assert edge["client"].patch("/api/v1/brokers/mqtt", headers=edge["admin"],
+                                json={"host": "127.0.0.2"}).status_code == 200
+    thread.join(60)
+    assert out["status"] == 200 and out["seconds"] < 120          # the change, not the wait, ended it
+    assert out["etag"] != edge["etag"] and out["body"]["brokers"]["mqtt"]["host"] == "127.0.0.2"
+
+
+def test_a_masked_watch_of_an_admin_follows_the_masked_etag(app: Flask, edge) -> None:
+    masked = edge["client"].get("/api/v1/services/edge/config", headers=edge["admin"])
+    out: dict[str, Any] = {}
+    thread = _watch(app, {**edge["admin"], "If-None-Match": masked.headers["ETag"]}, 120, out)
+    _until_held(app)
+    edge["client"].patch("/api/v1/brokers/mqtt", headers=edge["admin"], json={"password": "Rotated-92"})
+    thread.join(60)
+    assert out["status"] == 200 and out["body"]["brokers"]["mqtt"]["password"] == {"set": True}
+
+
+def test_a_change_committed_by_another_process_wakes_the_watch(tmp_path: Path) -> None:
+    first = make_app(tmp_path / "one", WATCH_POLL_SECONDS=0.1)
+    add_user(first, "admin", "admin", ADMIN_PASSWORD)
+    admin = bearer(make_token(first, "ops", "admin"))
+    client = first.test_client()
+    client.patch("/api/v1/brokers/mqtt", headers=admin, json={"enabled": True, "host": "127.0.0.1"})
+    client.post("/api/v1/services", headers=admin, json={"name": "edge", "protocols": ["mqtt"]})
+    own = bearer(make_token(first, "edge-token", "service", "edge"))
+    etag = client.get("/api/v1/services/edge/config", headers=own).headers["ETag"]
+    second = reopen_app(tmp_path / "one")             # another process on the same database
+    out: dict[str, Any] = {}
+    thread = _watch(first, {**own, "If-None-Match": etag}, 120, out)
+    _until_held(first)
+    assert second.test_client().patch("/api/v1/brokers/mqtt", headers=admin,
+                                      json={"keepalive": 42}).status_code == 200
+    thread.join(60)
+    assert out["status"] == 200 and out["body"]["brokers"]["mqtt"]["keepalive"] == 42
+    for each in (first, second):
+        with each.app_context():
+            db.engine.dispose()
+
+
+def test_closing_the_process_ends_its_watches_at_once(app: Flask, edge) -> None:
+    out: dict[str, Any] = {}
+    thread = _watch(app, {**edge["own"], "If-None-Match": f'"{edge["etag"]}"'}, 300, out)
+    _until_held(app)
+    watch.close(app)
+    thread.join(10)
+    assert out["status"] == 304 and out["seconds"] < 10
+
+
+def test_watches_audit_a_secret_read_once_per_version(app: Flask, edge) -> None:
+    def reads() -> int:
+        with app.app_context():
+            return db.session.query(AuditEntry).filter_by(action="read_config").count()
+
+    before = reads()
+    etag = edge["etag"]
+    for round_ in range(3):       # three versions, each received by a watch and fetched again
+        out: dict[str, Any] = {}
+        thread = _watch(app, {**edge["own"], "If-None-Match": f'"{etag}"'}, 120, out)
+        _until_held(app)
+        edge["client"].patch("/api/v1/brokers/mqtt", headers=edge["admin"], json={"keepalive": 30 + round_})
+        thread.join(60)
+        assert out["status"] == 200
+        etag = out["etag"]
+        again = edge["client"].get("/api/v1/services/edge/config?wait=5",
+                                   headers={**edge["own"], "If-None-Match": '"stale"'})
+        assert again.status_code == 200
+    assert reads() - before == 3
+
+
+def test_watches_beyond_the_limit_are_told_to_come_back(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "i", WATCH_HELD=1)
+    add_user(app, "admin", "admin", ADMIN_PASSWORD)
+    admin = bearer(make_token(app, "ops", "admin"))
+    client = app.test_client()
+    client.patch("/api/v1/brokers/mqtt", headers=admin, json={"enabled": True, "host": "127.0.0.1"})
+    client.post("/api/v1/services", headers=admin, json={"name": "edge", "protocols": ["mqtt"]})
+    own = bearer(make_token(app, "edge-token", "service", "edge"))
+    etag = client.get("/api/v1/services/edge/config", headers=own).headers["ETag"]
+    out: dict[str, Any] = {}
+    thread = _watch(app, {**own, "If-None-Match": etag}, 120, out)
+    _until_held(app)
+    second = client.get("/api/v1/services/edge/config?wait=120", headers={**own, "If-None-Match": etag})
+    assert second.status_code == 429 and second.headers["Retry-After"] == "5"
+    watch.close(app)
+    thread.join(10)
+    assert out["status"] == 304

@@ -1,0 +1,117 @@
+"""Watches over real HTTP: against gunicorn as `make run` serves it (gunicorn.conf.py: held watches on
+threads of their own, so /healthz and the API answer while every page thread's worth of watches is
+held; a change wakes them; stopping the server ends them at once), and the README's curl loop."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.clients.live_console import LiveConsole, console  # noqa: F401 - the fixture
+from tests.clients.test_connecting_docs import README, code_blocks
+from tests.conftest import ROOT
+from tests.live_gunicorn import Gunicorn, api, flask, get, prepare
+
+WEB_THREADS = 2
+
+
+def _section() -> str:
+    text = README.read_text()
+    start = text.index("## Running a service that cannot be changed\n")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def _watch(url: str, token: str, etag: str, wait: int, out: list[Any]) -> threading.Thread:
+    def run() -> None:
+        started = time.monotonic()
+        status, headers, body = get(url, f"/api/v1/services/edge/config?wait={wait}", timeout=wait + 30,
+                                    headers={"Authorization": f"Bearer {token}", "If-None-Match": etag})
+        out.append((status, headers.get("ETag"), body, time.monotonic() - started))
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_watches_on_gunicorn_leave_the_page_threads_free_and_end_at_shutdown(tmp_path: Path) -> None:
+    env = {**os.environ, "CONSOLE_INSTANCE_PATH": str(tmp_path / "instance"),
+           "CONSOLE_CHECK_SCHEDULER": "false", "CONSOLE_WATCH_HELD": "8"}
+    admin = prepare(env)
+    server = Gunicorn(env, tmp_path / "logs", workers=1, threads=WEB_THREADS).start()
+    try:
+        server.wait_all_workers()
+        assert api(server.url, "PATCH", "/api/v1/brokers/mqtt", admin,
+                   {"enabled": True, "host": "127.0.0.1"})[0] == 200
+        assert api(server.url, "POST", "/api/v1/services", admin,
+                   {"name": "edge", "protocols": ["mqtt"]})[0] == 201
+        own = flask(env, "tokens", "create", "edge-token", "--role", "service", "--service", "edge")
+        etag = get(server.url, "/api/v1/services/edge/config",
+                   headers={"Authorization": f"Bearer {own}"})[1]["ETag"]
+        held: list[Any] = []
+        threads = [_watch(server.url, own, etag, 120, held) for _ in range(4)]   # twice the page threads
+        time.sleep(1.0)
+        for _ in range(5):      # the page threads still answer while the watches are held
+            assert get(server.url, "/healthz", timeout=5)[0] == 200
+        assert api(server.url, "PATCH", "/api/v1/brokers/mqtt", admin, {"keepalive": 41})[0] == 200
+        for thread in threads:
+            thread.join(60)
+        assert len(held) == 4
+        for status, new_etag, body, seconds in held:
+            assert status == 200 and new_etag != etag and json.loads(body)["brokers"]["mqtt"]["keepalive"] == 41
+            assert seconds < 120
+        etag = held[0][1]
+        ending: list[Any] = []
+        last = [_watch(server.url, own, etag, 300, ending) for _ in range(2)]
+        time.sleep(1.0)
+        stopped = time.monotonic()
+        assert server.proc is not None
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        for thread in last:
+            thread.join(30)
+        assert [status for status, *_ in ending] == [304, 304]
+        server.proc.wait(30)
+        assert time.monotonic() - stopped < 15       # gunicorn's graceful timeout (30 s) never ran out
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+    assert "Traceback" not in server.log(), server.log()[-3000:]
+
+
+def test_the_readme_watch_loop(console: LiveConsole, tmp_path: Path) -> None:  # noqa: F811
+    (block,) = code_blocks(_section(), "bash")
+    assert len(block.strip().splitlines()) == 3
+    first = console.change("mqtt", enabled=True, host="127.0.0.1", port=1883)
+    token = console.token("edge-token", "edge")
+    env = {**os.environ, "AUTH": f"Authorization: Bearer {token}", "API": console.url + "/api/v1"}
+    api(console.url, "POST", "/api/v1/services", token, {"name": "edge", "protocols": ["mqtt"]})
+    shell = subprocess.Popen(["bash", "-c", block], cwd=tmp_path, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    config = tmp_path / "config.json"
+
+    def version() -> int | None:
+        try:
+            return json.loads(config.read_text())["version"]
+        except (OSError, ValueError):
+            return None
+
+    try:
+        for _ in range(300):
+            if version() == first:
+                break
+            time.sleep(0.05)
+        assert version() == first
+        second = console.change("mqtt", port=1884)
+        for _ in range(300):
+            if version() == second:
+                break
+            time.sleep(0.05)
+        assert version() == second and json.loads(config.read_text())["brokers"]["mqtt"]["port"] == 1884
+    finally:
+        os.killpg(shell.pid, signal.SIGTERM)
+        output, _ = shell.communicate(timeout=10)
+    assert output.count("new settings ") == 2, output
+    assert not (ROOT / "config.json").exists()
