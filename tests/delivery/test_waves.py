@@ -126,7 +126,7 @@ def test_a_failed_canary_halts_and_the_others_never_see_the_bad_version(app, cli
     ack(client, fleet, "canary", new, "failed", "Connection refused: not authorised (rc=5)")
     state = current_rollout(client, fleet)
     assert state["state"] == "halted" and state["halted"] is True
-    assert "canary failed v%d: Connection refused: not authorised" % new in state["reason"]
+    assert f"canary failed v{new}: Connection refused: not authorised" in state["reason"]
     assert state["held"] == ["edge-a", "edge-b"]
     assert [r["state"] for r in halted] == ["halted"]
     assert "rollout_halted" in audit_actions(app)
