@@ -52,6 +52,7 @@ brokers-status:
 test: install-dev system-deps
 	$(BIN)/python scripts/brokerlab.py start
 	bash scripts/postgres-test-db.sh
+	$(BIN)/python scripts/identitylab.py install
 	$(BIN)/python -m pytest -q tests
 
 ## bench: every benchmark under bench/ against the broker lab (by hand, never in CI); prints the

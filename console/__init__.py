@@ -39,6 +39,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXIES"],  # type: ignore[method-assign]
                                 x_proto=app.config["PROXIES"], x_host=app.config["PROXIES"])
 
+    from . import auth, cli, database, errors, headers, inputs, ratelimit
+    # the input check first of all before_request hooks: CSRF's reads the form (after which the body
+    # is gone for a later check), the rate limiter's keys and the session's user touch the database
+    inputs.init_app(app)
     from .extensions import csrf, db, login_manager, migrate
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True,
@@ -46,9 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from . import auth, cli, database, errors, headers, inputs, ratelimit
     database.init_app(app)
-    inputs.init_app(app)
     headers.init_app(app)
     ratelimit.init_app(app)
     from .adapters import bp as adapters_bp

@@ -119,7 +119,8 @@ def users_set_password(name: str, password_stdin: bool) -> None:
 def tokens_create(name: str, role: str, service_name: str | None) -> None:
     """Create an API token and print it (shown once)."""
     try:
-        _, token = api_tokens.create(name, role, service_name, actor="cli", origin="cli")
+        _, token = api_tokens.create(name, role, service_name, actor="cli", origin="cli",
+                                     provider="cli")
     except api_tokens.TokenError as exc:
         raise click.UsageError(" ".join(exc.errors.values())) from None
     click.echo(token)

@@ -51,6 +51,7 @@ class RateLimit:
 Seconds = float
 MiB = 1024 * 1024
 BIND = Pattern(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}|unix:.+", "host:port (or unix:PATH)")
+ROLE_MAPPING = r"\s*(admin|viewer)\s*=[^;=]+(;\s*(admin|viewer)\s*=[^;=]+)*;?\s*"
 
 
 class Defaults:
@@ -91,6 +92,35 @@ class Defaults:
     DELIVERY_RETRY_MAX: Annotated[Seconds, Range(0.01, 86400)] = 300.0    # longest wait
     DELIVERY_LEASE_SECONDS: Annotated[Seconds, Range(1, 3600)] = 30.0     # a claim is retaken after
     DELIVERY_CONCURRENCY: Annotated[int, Range(1, 256)] = 16              # callbacks at once
+    # signing in with the organisation's identity (README "Signing in with LDAP or OpenID Connect")
+    PUBLIC_URL: Annotated[str, Pattern(r"https?://[^\s/]+(/\S*)?", "an http(s) URL")] | None = None
+    OIDC_ISSUER: Annotated[str, Pattern(r"https?://\S+", "an http(s) URL")] | None = None
+    OIDC_NAME: str = "OpenID Connect"           # "Sign in with <name>" on the log-in page
+    OIDC_CLIENT_ID: str | None = None
+    OIDC_CLIENT_SECRET: str | None = None
+    OIDC_SCOPES: str = "openid profile email groups"
+    OIDC_USERNAME_CLAIM: str = "preferred_username"
+    OIDC_GROUPS_CLAIM: str = "groups"
+    OIDC_CA_FILE: str | None = None
+    OIDC_TIMEOUT: Annotated[Seconds, Range(0.1, 60)] = 5.0
+    LDAP_URL: Annotated[str, Pattern(r"ldaps?://\S+", "ldap://HOST:PORT or ldaps://HOST:PORT")] | None = None
+    LDAP_START_TLS: bool = False
+    LDAP_CA_FILE: str | None = None
+    LDAP_BIND_DN: str | None = None
+    LDAP_BIND_PASSWORD: str | None = None
+    LDAP_USER_BASE: str = ""
+    LDAP_USER_FILTER: Annotated[str, Pattern(r"\(.*\{username\}.*\)",
+                                             "a filter in parentheses naming {username}")] = \
+        "(uid={username})"
+    LDAP_GROUP_BASE: str = ""
+    LDAP_GROUP_FILTER: Annotated[str, Pattern(r"\(.*\)", "a filter in parentheses")] = \
+        "(member={dn})"
+    LDAP_TIMEOUT: Annotated[Seconds, Range(0.1, 60)] = 3.0
+    ROLE_MAPPING: Annotated[str, Pattern(ROLE_MAPPING,
+                                         "admin=GROUP[,GROUP…];viewer=GROUP[,GROUP…]")] | None = None
+    ROLE_DEFAULT: Annotated[str, OneOf(("none", "viewer"))] = "none"
+    LOCAL_LOGIN: bool = True
+    BREAK_GLASS_USER: str | None = None
     # held watches of a service's configuration (GET …/config?wait=S)
     WATCH_MAX_WAIT: Annotated[int, Range(1, 3600)] = 300                  # longest ?wait=
     WATCH_HELD: Annotated[int, Range(0, 4096)] = 64      # watches held per process, on threads of their own

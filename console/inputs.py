@@ -157,6 +157,14 @@ def _strict_multipart(req: Request, data: bytes) -> None:
                        "names) must be valid UTF-8.") from None
 
 
+def _check_form(req: Request) -> None:
+    for key, value in req.form.items(multi=True):
+        for part in (key or "", value or ""):
+            problem = text_problem(part) or ("is not valid UTF-8" if "\ufffd" in part else None)
+            if problem:
+                raise BadInput(f"The form field {_show(key)} {problem}.")
+
+
 def check_request(req: Request) -> None:
     """BadInput when any part of `req` cannot be taken as text (the body is read and cached)."""
     path = req.environ.get("PATH_INFO", "")
@@ -164,16 +172,18 @@ def check_request(req: Request) -> None:
     _check_pairs(req.query_string.decode("latin-1"), "query")
     if req.method in ("GET", "HEAD", "OPTIONS", "DELETE") and not req.content_length:
         return
+    problem = text_problem(req.remote_addr or "")
+    if problem:
+        raise BadInput(f"The client address (X-Forwarded-For) {problem}.")
     mimetype = req.mimetype
+    if "form" in req.__dict__ and mimetype != "multipart/form-data":
+        _check_form(req)       # parsed before this check (its body is gone): the parsed values
+        return
     if mimetype == "multipart/form-data":
         data = req.get_data(cache=True)      # kept, so that the form is parsed from it, once more if needed
         if data and not req.form and not req.files:
             _strict_multipart(req, data)
-        for key, value in req.form.items(multi=True):
-            for part in (key or "", value or ""):
-                problem = text_problem(part) or ("is not valid UTF-8" if "\ufffd" in part else None)
-                if problem:
-                    raise BadInput(f"The form field {_show(key)} {problem}.")
+        _check_form(req)
         for key, upload in req.files.items(multi=True):
             key = key or ""
             name = upload.filename or ""

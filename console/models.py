@@ -29,6 +29,7 @@ else:
     Model = db.Model
 
 ROLES = ("admin", "viewer")
+SOURCES = {"local": "local", "ldap": "LDAP", "oidc": "OpenID Connect"}
 TOKEN_ROLES = ("admin", "viewer", "service")
 
 
@@ -67,12 +68,20 @@ class User(UserMixin, Model):
     # part of every session's user id: logging out (or a new password) raises it, which ends every
     # session of this user on the server, so a replayed cookie is refused
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # where the user signs in: "local" (a password here), "ldap" or "oidc" (no local password; the role
+    # comes from the groups of every sign-in), and those groups as the provider gave them last
+    source: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
+    groups: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    last_sign_in_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
         self.end_sessions()
 
     def check_password(self, password: str) -> bool:
+        """True for the right local password; never for a user of a provider (no local password)."""
+        if self.source != "local" or not self.password_hash:
+            return False
         return check_password_hash(self.password_hash, password)
 
     def get_id(self) -> str:

@@ -2,6 +2,7 @@
 skipped without a server, except in CI where it must be there)."""
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 from typing import Iterator
@@ -18,10 +19,11 @@ _MIGRATED: dict[str, str] = {}
 
 
 def _own_database() -> str:
-    """A database of these tests' own next to CONSOLE_TEST_PG_URL's (made anew once per session), so
-    that they never touch the database other tests migrate up and down."""
+    """A database of these tests' own next to CONSOLE_TEST_PG_URL's (made anew once per session and
+    process, dropped at its exit), so that they never touch the database other tests migrate up and
+    down, nor one another test run on the same server is using."""
     base, name = PG_URL.rsplit("/", 1)
-    own = f"{name}_boundary"
+    own = f"{name}_boundary_{os.getpid()}"
     admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -33,7 +35,19 @@ def _own_database() -> str:
         pytest.skip(f"no PostgreSQL: {exc}")
     finally:
         admin.dispose()
+    atexit.register(_drop, base, own)
     return f"{base}/{own}"
+
+
+def _drop(base: str, own: str) -> None:
+    admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
+    except sa.exc.SQLAlchemyError:
+        pass                # the server went away meanwhile: nothing left to tidy
+    finally:
+        admin.dispose()
 
 
 def _pg_app(instance: Path, **config) -> Flask:

@@ -62,7 +62,7 @@ def config(lab: dict, protocol: str, listener: str | None = "plain", *, port: in
 @dataclass(frozen=True)
 class Fault:
     """One cell: a protocol, a fault, the configuration that meets it, the cause and failing step the
-    diagnosis must give (the check must give the same cause, or be up when the operation step failed),
+    diagnosis must give (the check must give the same cause),
     what the fix must name, and the skip reason where the lab cannot show it."""
 
     protocol: str
@@ -78,9 +78,10 @@ class Fault:
 
     @property
     def check_cause(self) -> str:
-        """What the check must answer: `check`, else "ok" where only the operation step meets the fault,
-        else the diagnosis's cause."""
-        return self.check or ("ok" if self.step == "operation" else self.cause)
+        """What the check must answer: `check`, else the diagnosis's cause — the check runs the operation
+        step too, so a refused target (access_denied, not_found) makes it down with the same cause
+        (issue 18 item 6)."""
+        return self.check or self.cause
 
     @property
     def id(self) -> str:

@@ -1,10 +1,10 @@
 """A missing database (console/database.py, console/background.py): gunicorn started on a PostgreSQL
-that does not answer serves anyway — /healthz, the API, /metrics and /readyz answer JSON 503 with the
-reason, pages a readable "Database unreachable" page — logs one line instead of a traceback per
-attempt, and recovers by itself when the database comes (a TCP forwarder opened on the port of
-CONSOLE_DATABASE_URL), starting its background work then — and again when the database goes away
-and comes back while it runs. A missing SQLite directory answers the same
-503 until the database is there."""
+that does not answer serves anyway — /healthz, the API and /readyz answer JSON 503 with the
+reason, /metrics 200 with messaging_console_database_up 0, pages a readable "Database unreachable"
+page — logs one line instead of a traceback per attempt, and recovers by itself when the database
+comes (a TCP forwarder opened on the port of CONSOLE_DATABASE_URL), starting its background work
+then — and again when the database goes away and comes back while it runs. A missing SQLite
+directory answers the same 503 until the database is there."""
 from __future__ import annotations
 
 import json
@@ -135,10 +135,13 @@ def test_gunicorn_without_its_database_answers_503_and_recovers_by_itself(tmp_pa
         assert status == 503 and kind.startswith("text/html")
         assert "<h1>Database unreachable</h1>" in page and "Connection refused" in page
         assert "Traceback" not in page
-        for path in ("/api/v1/brokers", "/metrics", "/readyz"):
+        for path in ("/api/v1/brokers", "/readyz"):
             status, kind, body = _get(base + path)
             assert status == 503 and kind == "application/json", (path, body)
             assert json.loads(body)["database"] == "unreachable"
+        status, kind, body = _get(base + "/metrics")      # scraped on: the alert rule needs it
+        assert status == 200 and kind.startswith("text/plain"), body
+        assert "messaging_console_database_up 0.0" in body and "messaging_broker_up" not in body
         time.sleep(2)                         # a few more failed attempts of the waiting worker
         forwarder = Forwarder(port)
         _until(lambda: _get(base + "/healthz")[0] == 200, 30, "no recovery after the database came")
@@ -247,6 +250,10 @@ def test_a_missing_sqlite_directory_answers_503_until_the_database_is_there(tmp_
     api = client.get("/api/v1/brokers")
     assert api.status_code == 503 and api.get_json()["error"] == "database_unavailable"
     assert "503" in openapi_document()["paths"]["/brokers"]["get"]["responses"]      # documented
+    metrics = client.get("/metrics")          # 200, saying so (deploy/prometheus/alerts.yml)
+    assert metrics.status_code == 200, metrics.data[:300]
+    assert b"messaging_console_database_up 0.0" in metrics.data
+    assert b"messaging_config_version" not in metrics.data
     missing.mkdir(parents=True)               # there, but empty: not migrated
     time.sleep(1.1)                           # the next probe after PROBE_SECONDS finds it
     assert client.get("/healthz").status_code == 200

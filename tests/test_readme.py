@@ -100,6 +100,11 @@ for _line in ("TAG=$(curl -sS -D - -o /dev/null \"$API/brokers/mqtt\" -H \"$AUTH
 # the Deployment lines: both run, as the README shows them, by the scale-out test (two masters, PostgreSQL)
 for _line in (f"{FLASK} db upgrade", ".venv/bin/gunicorn --config gunicorn.conf.py app:app"):
     COVERED[_line] = "tests/test_scale_out.py::test_two_instances_on_one_database"
+# the alert rules: promtool, as the README shows it
+COVERED["promtool check rules deploy/prometheus/alerts.yml"] = \
+    "tests/deploy/test_alerts.py::test_promtool_checks_the_rules"
+COVERED["promtool test rules tests/deploy/alerts.test.yml"] = \
+    "tests/deploy/test_alerts.py::test_promtool_unit_tests_pass"
 # the development server runs the background work: started for real, with and without the reloader
 COVERED[f"{FLASK} run [--debug]"] = "tests/test_background.py::test_flask_run_runs_the_background_checks"
 
@@ -260,6 +265,7 @@ def test_make_test_is_what_ci_runs() -> None:
     assert plan.returncode == 0, plan.stderr
     steps = plan.stdout
     assert "scripts/system-deps.sh" in steps and "brokerlab.py start" in steps
+    assert "identitylab.py install" in steps
     assert "postgres-test-db.sh" in steps and steps.rstrip().endswith("pytest -q tests")
 
 

@@ -10,7 +10,7 @@ from flask import current_app, jsonify, request
 from .. import audit as audit_log
 from ..adapters import service as registry
 from ..auth import actor, service_token
-from ..delivery import documents, outbox, plans, watch, waves
+from ..delivery import fetch, outbox, watch, waves
 from ..delivery import status as rollout
 from ..extensions import db
 from ..messaging.effective import current
@@ -39,13 +39,13 @@ def _wait() -> tuple[int | None, Any]:
     return int(raw), None
 
 
-def _held(name: str, tag_of: Any, header: str | None, wait: int) -> ExtensionService | None:
-    """Hold a watch until the service's document no longer has the ETag the watcher names (then its
-    row, read afresh) or the wait ends (None). No database connection is held while waiting."""
+def _held(name: str, own: bool, header: str | None, wait: int, generation: int) -> ExtensionService | None:
+    """Hold a watch on this thread until the service's document no longer has the ETag the watcher
+    names (then its row, read afresh) or the wait ends (None). No database connection is held while
+    waiting. (Under the asynchronous server the watch is held without a thread: see _defer.)"""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     hub = watch.hub(app)
     ends = watch.deadline(wait)
-    generation = hub.generation
     db.session.close()
     hub.hold()
     try:
@@ -55,12 +55,20 @@ def _held(name: str, tag_of: Any, header: str | None, wait: int) -> ExtensionSer
                 continue
             generation = moved
             row = db.session.execute(db.select(ExtensionService).filter_by(name=name)).scalar_one_or_none()
-            if row is None or not rollout.etag_matches(header, tag_of(row)):
+            if row is None or not rollout.etag_matches(header, fetch.tag_of(row, own)):
                 return row
             db.session.close()
         return None
     finally:
         hub.release()
+
+
+def _defer(hold: dict[str, Any], row: ExtensionService, own: bool, header: str | None, wait: int,
+           generation: int) -> None:
+    """Hand the watch to the asynchronous server (console/serving.py), which holds it without a
+    thread and answers it with watch.answer when the document changes."""
+    hold.update(name=row.name, own=own, header=header, ends=watch.deadline(wait), generation=generation,
+                actor=actor(), remote=request.remote_addr)
 
 
 @bp.get("/services/<name>/config")
@@ -69,6 +77,8 @@ def service_config(name: str):
     wait, invalid = _wait()
     if invalid:
         return invalid
+    hub = watch.hub(current_app._get_current_object())  # type: ignore[attr-defined]
+    generation = hub.generation
     row, missing = _service_or_404(name)
     if missing:
         return missing
@@ -76,44 +86,36 @@ def service_config(name: str):
         outbox.refresh(current(), services=[row])
         db.session.commit()
     header = request.headers.get("If-None-Match")
-
-    def tag_of(service: ExtensionService) -> str:
-        return (service.config_etag or "") + ("" if own else documents.MASKED_SUFFIX)
-
-    if rollout.etag_matches(header, tag_of(row)) and wait is not None:
-        if watch.hub(current_app._get_current_object()).held >= current_app.config["WATCH_HELD"]:  # type: ignore[attr-defined]
+    if wait is not None and watch.answer_now(request.environ):
+        held, wait = True, None      # the asynchronous server's watch ended: answer as it stands
+    else:
+        held = wait is not None
+    if rollout.etag_matches(header, fetch.tag_of(row, own)) and wait is not None:
+        if hub.held >= current_app.config["WATCH_HELD"]:
             db.session.rollback()
             response = _error(429, "too_many_watches", "This console process holds as many watches as "
                               "it may (CONSOLE_WATCH_HELD); try again shortly.")
             return response[0], 429, {"Retry-After": "5"}
-        changed = _held(row.name, tag_of, header, wait)
+        hold = watch.deferred(request.environ)
+        if hold is not None:
+            _defer(hold, row, own, header, wait, generation)
+            db.session.rollback()
+            return not_modified(fetch.tag_of(row, own))
+        changed = _held(row.name, own, header, wait, generation)
         if changed is None:
             row, missing = _service_or_404(name)
             if missing:
                 return missing
         else:
             row = changed
-    tag = tag_of(row)
+    tag = fetch.tag_of(row, own)
     if rollout.etag_matches(header, tag):
         if own and rollout.record_fetch(row, request.remote_addr):
             db.session.commit()
         return not_modified(tag)
-    snap, _ = plans.snapshot_for(row, current(), row.config_version)   # a roll-out may hold it back
-    content = documents.content(snap, row, reveal=own)
+    tag, body = fetch.document(current(), row, own)
     if own:
-        etag = documents.etag_of(content)
-        if etag != row.config_etag:      # the environment of this process differs: say what it serves
-            row.config_etag = etag
-        tag = etag
-    body = {"service": row.name, "version": row.config_version, "etag": tag, **content}
-    if own:
-        first_time = row.fetched_etag != row.config_etag
-        rollout.record_fetch(row, request.remote_addr)
-        if wait is None or first_time:     # a watch audits each version once, not each answer
-            audit_log.audit("read_config", "applied", actor=actor(), origin="api",
-                            protocols=list(content["brokers"]),
-                            summary=f"Service {row.name} read its configuration v{row.config_version} "
-                                    f"(secrets included) from {request.remote_addr}")
+        fetch.record(row, body, actor=actor(), remote=request.remote_addr, watched=held)
         db.session.commit()
     response = jsonify(body)
     response.set_etag(tag)

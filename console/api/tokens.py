@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import jsonify, request
 
-from ..auth import actor
+from ..auth import actor, actor_provider
 from ..auth import tokens as api_tokens
 from . import _error, bp
 
@@ -28,7 +28,7 @@ def create_token():
                                           '"service": …}.')
     try:
         row, token = api_tokens.create(body.get("name"), body.get("role"), body.get("service"),
-                                       actor=actor(), origin="api")
+                                       actor=actor(), origin="api", provider=actor_provider())
     except api_tokens.TokenError as exc:
         return _error(422, "invalid", "The token was not created.", errors=exc.errors)
     return jsonify({**api_tokens.document(row), "token": token}), 201

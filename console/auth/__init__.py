@@ -36,6 +36,7 @@ from ..crypto import token_digest
 from ..extensions import db, login_manager
 from ..models import ApiToken, User, utcnow
 from ..ratelimit import limiter
+from . import directory, roles
 
 bp = Blueprint("auth", __name__)
 LAST_USED_EVERY = dt.timedelta(seconds=60)   # a token's last use is written at most this often
@@ -79,7 +80,7 @@ def _login_user_key() -> str:
 
 
 def _login_address_key() -> str:
-    return "login-address:" + (get_remote_address() or "unknown")
+    return "login-address:" + (get_remote_address() or "unknown")[:80]
 
 
 def _failed(response: Response) -> bool:
@@ -110,22 +111,86 @@ def authenticate(username: str, password: str) -> User | None:
     return user if user.check_password(password) else None
 
 
+def local_login_allowed(username: str) -> bool:
+    """Whether `username` may sign in with a local password (CONSOLE_LOCAL_LOGIN=false: only the
+    break-glass user)."""
+    config = current_app.config
+    if config.get("LOCAL_LOGIN", True):
+        return True
+    return bool(config.get("BREAK_GLASS_USER")) and username.strip() == config["BREAK_GLASS_USER"]
+
+
+def _login_page(form: LoginForm, status: int, **context: Any):
+    return render_template("auth/login.html", form=form, **context), status
+
+
+def refused_page(username: str, provider: str, message: str, decision: roles.Decision | None,
+                 status: int = 403):
+    """The page a provider's user sees when signed in but refused (no mapped group, name taken)."""
+    return render_template("auth/refused.html", username=username, provider=provider, message=message,
+                           decision=decision), status
+
+
+def sign_in_provider_user(username: str, provider: str, groups: list[str]):
+    """Sign in someone a provider vouched for: the role from their groups, or the refusal page.
+    Audited either way. Returns a response for refusals, else None (the caller redirects)."""
+    decision = roles.decide(groups, current_app.config)
+    if decision.role is None:
+        wanted = ", ".join(decision.wanted) or "(CONSOLE_ROLE_MAPPING names none)"
+        message = (f"{username} signed in, but is in none of the groups that give a role in this "
+                   f"console. Ask for membership of one of: {wanted}.")
+        roles.record("rejected", username=username, provider=provider, groups=groups,
+                     reason="in no mapped group")
+        return refused_page(username, provider, message, decision)
+    try:
+        user = roles.provider_user(username, provider, groups, decision.role)
+    except roles.SignInRefused as exc:
+        db.session.rollback()
+        roles.record("rejected", username=username, provider=provider, groups=groups,
+                     reason=exc.message)
+        return refused_page(username, provider, exc.message, decision, exc.status)
+    roles.record("applied", username=username, provider=provider, groups=groups, role=decision.role)
+    login_user(user)
+    return None
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @_limit_address
 @_limit_user
 def login():
     form = LoginForm()
-    status = 200
-    if form.validate_on_submit():
-        user = authenticate(form.username.data, form.password.data)
+    if not form.validate_on_submit():
+        return _login_page(form, 400 if request.method == "POST" else 200)
+    username, password = form.username.data.strip(), form.password.data
+    unavailable = None
+    if directory.configured(current_app.config):
+        try:
+            found = directory.authenticate(current_app.config, username, password)
+        except directory.DirectoryUnavailable as exc:
+            found, unavailable = None, str(exc)
+        if found is not None:
+            refusal = sign_in_provider_user(found.username, "ldap", found.groups)
+            if refusal is not None:
+                return refusal
+            return redirect(safe_next(request.args.get("next")))
+    if local_login_allowed(username):
+        user = authenticate(username, password)
         if user is not None:
+            roles.record("applied", username=user.username, provider="local", role=user.role)
             login_user(user)
             return redirect(safe_next(request.args.get("next")))
-        form.password.errors.append("Wrong username or password.")
-        status = 401
-    elif request.method == "POST":
-        status = 400
-    return render_template("auth/login.html", form=form), status
+    else:
+        check_password_hash(_dummy_hash(), password)     # the same time as a wrong password
+    if unavailable:
+        roles.record("rejected", username=username, provider="ldap", reason="the directory does not answer")
+        form.password.errors.append(f"{unavailable} Local users can still log in"
+                                    + ("." if current_app.config.get("LOCAL_LOGIN", True)
+                                       else " (the emergency admin only)."))
+        return _login_page(form, 503)
+    provider = "ldap" if directory.configured(current_app.config) else "local"
+    roles.record("rejected", username=username, provider=provider, reason="wrong name or password")
+    form.password.errors.append("Wrong username or password.")
+    return _login_page(form, 401)
 
 
 def _too_many(error: RateLimitExceeded):
@@ -138,7 +203,7 @@ def _too_many(error: RateLimitExceeded):
         return jsonify(error="rate_limited", message=message), 429
     form = LoginForm()
     form.password.errors = [message]
-    return render_template("auth/login.html", form=form), 429
+    return _login_page(form, 429)
 
 
 @bp.post("/logout")
@@ -181,6 +246,15 @@ def actor() -> str:
     return "anonymous"
 
 
+def actor_provider() -> str | None:
+    """How the acting user signed in: local, ldap, oidc — or token for an API token."""
+    if g.get("api_token") is not None:
+        return "token"
+    if current_user.is_authenticated:
+        return str(current_user.source or "local")
+    return None
+
+
 def service_token() -> ApiToken | None:
     """The request's token when it is a service token."""
     token = g.get("api_token")
@@ -215,4 +289,7 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _roles() -> dict[str, Any]:
-        return {"is_admin": is_admin}
+        config = app.config
+        sign_in = {"ldap": directory.configured(config), "local": config.get("LOCAL_LOGIN", True),
+                   "oidc": config.get("OIDC_NAME") if config.get("OIDC_ISSUER") else None}
+        return {"is_admin": is_admin, "sign_in": sign_in}

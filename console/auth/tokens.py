@@ -46,8 +46,9 @@ def validate(name: Any, role: Any, service: Any) -> tuple[str, str, str | None]:
 
 
 def create(name: Any, role: Any, service: Any = None, *, actor: str | None = None,
-           origin: str = "console") -> tuple[ApiToken, str]:
-    """Create a token; (row, the token itself — shown once, only its digest is stored)."""
+           origin: str = "console", provider: str | None = None) -> tuple[ApiToken, str]:
+    """Create a token; (row, the token itself — shown once, only its digest is stored). `provider`:
+    how the creator signed in (local, ldap, oidc, token, cli), audited with the creation."""
     try:
         clean_name, clean_role, clean_service = validate(name, role, service)
     except TokenError as exc:
@@ -59,8 +60,10 @@ def create(name: Any, role: Any, service: Any = None, *, actor: str | None = Non
                    digest=token_digest(token), prefix=token[:10], created_by=actor)
     db.session.add(row)
     bound = f" for service {clean_service}" if clean_service else ""
+    through = f" (created by {actor or 'unknown'}, signed in through {provider})" if provider else ""
     audit_log.audit("create_token", "applied", actor=actor, origin=origin,
-                     summary=f"Created {clean_role} token {clean_name}{bound}")
+                     summary=f"Created {clean_role} token {clean_name}{bound}{through}",
+                     extra=[{"provider": provider}] if provider else None)
     db.session.commit()
     return row, token
 

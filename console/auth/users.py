@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import audit as audit_log
 from ..extensions import db
-from ..models import ROLES, User
+from ..models import ROLES, SOURCES, User
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
@@ -115,6 +115,10 @@ def set_password(user: User, password: str | None = None, *, actor: str | None =
                  origin: str = "console") -> str | None:
     """Set `password` (or a generated one, returned — shown once); ends the user's sessions."""
     generated = None
+    if user.source != "local":
+        raise _refuse("reset_password", {"password": f"{user.username} signs in through "
+                      f"{SOURCES.get(user.source, user.source)} and has no local password."},
+                      actor, origin)
     if password:
         if problem := password_problem(password):
             raise _refuse("reset_password", {"password": problem}, actor, origin)

@@ -209,6 +209,22 @@ def frame_complete(header: int) -> Callable[[bytes], bool]:
     return complete
 
 
+TARGET_CAUSES = ("access_denied", "not_found")   # the operation step's causes that make a check down
+TARGET_MIN_TIME = 0.05                           # seconds a check needs left to run the operation step
+
+
+class _NoLink:
+    """The check's stand-in for the diagnosis's raw transport: a check runs the operation step only for
+    drivers whose login goes through the client library (Pulsar's raw CONNECT does not: its probe is
+    already the operation on the configured topic, so it does not run the step)."""
+
+    def ask(self, payload: bytes, timeout: float, complete: Callable[[bytes], bool]) -> bytes | None:
+        raise StepFailed("unknown", "a check has no raw link to the broker")
+
+
+NO_LINK: Link = _NoLink()
+
+
 class Driver(ABC):
     """One protocol's driver: the one place that knows its client library, for the check and for the
     diagnosis. An instance serves one check or one diagnosis (`begin` … `close`)."""
@@ -236,6 +252,7 @@ class Driver(ABC):
         deadline = Deadline(timeout)
         try:
             identity = self.probe(config, deadline)
+            self.check_target(config, deadline)
         except CheckFailed as failed:
             failed.__traceback__ = None
             return CheckResult(self.protocol, "down", deadline.latency_ms(), failed.cause, failed.message)
@@ -244,6 +261,30 @@ class Driver(ABC):
             return CheckResult(self.protocol, "down", deadline.latency_ms(), "unknown",
                                one_line(f"{type(exc).__name__}: {exc}"))
         return CheckResult(self.protocol, "up", deadline.latency_ms(), "ok", "", identity)
+
+    def check_target(self, config: BrokerConfig, deadline: Deadline) -> None:
+        """After a healthy round trip, the diagnosis's operation step (the configured target: publish,
+        subscribe, describe) on a fresh login within what is left of `deadline`, so that a check and a
+        diagnosis agree: raise its `StepFailed` when the broker refuses the target (TARGET_CAUSES); any
+        other failure of that step (time ran out) is not the check's verdict. A driver whose probe already
+        uses the configured target, or that has none configured, overrides `uses_target`."""
+        if not self.uses_target(config) or deadline.remaining() < TARGET_MIN_TIME:
+            return
+        try:
+            self.begin(config)
+            self.auth(deadline, NO_LINK)
+            self.operation(deadline, NO_LINK)
+        except StepFailed as failed:
+            if failed.cause in TARGET_CAUSES:
+                raise StepFailed(failed.cause, failed.message, **failed.facts) from None
+        except Exception:  # noqa: BLE001 - the round trip passed; only a refused target counts
+            pass
+        finally:
+            self.close()
+
+    def uses_target(self, config: BrokerConfig) -> bool:
+        """Whether the check runs the operation step for `config` (see `check_target`)."""
+        return True
 
     @abstractmethod
     def probe(self, config: BrokerConfig, deadline: Deadline) -> dict[str, Any]:

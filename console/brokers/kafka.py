@@ -360,6 +360,10 @@ class KafkaDriver(Driver):
         failed = None if found else learned_failure(errors, bootstrap(config))
         raise failed or self._confirmed(config, deadline, found, errors)
 
+    def uses_target(self, config: BrokerConfig) -> bool:
+        """The operation step describes the configured topic; without one it only repeats the probe."""
+        return bool(str(config.options.get("topic") or "").strip())
+
     def _confirmed(self, config: BrokerConfig, deadline: Deadline, error: KafkaError | None,
                    errors: list[KafkaError]) -> CheckFailed:
         """The classifier's cause, confirmed by a transport probe where librdkafka's words are unsure."""

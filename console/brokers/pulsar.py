@@ -298,6 +298,10 @@ class PulsarDriver(Driver):
             if client is not None:
                 self._close(client, deadline)
 
+    def uses_target(self, config: BrokerConfig) -> bool:
+        """The probe already looks up the configured topic (the diagnosis's operation step is the check)."""
+        return False
+
     @staticmethod
     def _client_kwargs(config: BrokerConfig, effective: BrokerConfig, library: Deadline) -> dict[str, Any]:
         budget = library.remaining()

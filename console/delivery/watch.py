@@ -1,11 +1,17 @@
 """Held watches of a service's configuration (CONTRACT § Watching a service's configuration).
 
-A watch waits on the process's `Hub`: the change pipeline's `version_committed` signal wakes it at once
-for a change committed by this process; for changes committed by other processes or replicas, one
-poller thread per process (running only while watches are held) reads a fingerprint of the delivery
-state — the newest version and the newest service update — every `CONSOLE_WATCH_POLL_SECONDS` and
-wakes the watches when it moves. A woken watch looks at its own service's ETag and goes back to
-waiting when its document did not change. Shutting down (`close`) ends every watch within a second.
+A watch waits on the process's `Hub` for a change:
+- committed by this process: the change pipeline's `version_committed` signal, and a session event
+  for a service registered, changed or deleted, wake it at once;
+- committed by another process or replica: on PostgreSQL the committing transaction sends
+  `NOTIFY console_watch` and one listener per process (`LISTEN`, running while watches are held) wakes
+  the watches within milliseconds; on SQLite (one host) a poller reads a fingerprint of the delivery
+  state every `CONSOLE_WATCH_POLL_SECONDS`.
+A woken watch compares its own service's ETag and goes back to waiting when its document did not
+change. Under the asynchronous server (console/serving.py) the watches hold no thread: they are
+answered together by `answer` — one query to compare the ETags of all of them, and for those whose
+document changed one snapshot, each shared document built once, one commit. Shutting down (`close`)
+ends every watch within a second.
 """
 from __future__ import annotations
 
@@ -13,18 +19,26 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask
-from sqlalchemy import func, select
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import event, func, inspect, select, text
+from sqlalchemy.orm import Session
 
 from .. import signals
 from ..extensions import db
+from ..messaging.effective import current
 from ..models import ConfigVersion, ExtensionService
+from . import documents, fetch
+from . import status as rollout
 
 log = logging.getLogger(__name__)
 
 SLICE = 1.0        # longest single wait: a closing process answers its watches within a second
+CHANNEL = "console_watch"
+SCOPE_KEY = "console.watch"      # what console/serving.py puts in the ASGI scope of a watch
+NOW = "now"                      # … when the held watch ended and the view answers it as it stands
 
 
 class Hub:
@@ -37,17 +51,25 @@ class Hub:
         self.closing = False
         self.held = 0
         self._poller: threading.Thread | None = None
+        self._wakers: list[Callable[[], None]] = []
 
     def notify(self) -> None:
         with self._cond:
             self.generation += 1
             self._cond.notify_all()
+            wakers = list(self._wakers)
+        for wake in wakers:
+            wake()
 
     def close(self) -> None:
         with self._cond:
             self.closing = True
-            self.generation += 1
-            self._cond.notify_all()
+        self.notify()
+
+    def subscribe(self, wake: Callable[[], None]) -> None:
+        """Call `wake` (from any thread) on every change: the asynchronous server's one waker."""
+        with self._cond:
+            self._wakers.append(wake)
 
     def wait(self, generation: int, timeout: float) -> int:
         """Wait until the generation moves past `generation`, the hub closes or `timeout` passes."""
@@ -60,32 +82,61 @@ class Hub:
         with self._cond:
             self.held += 1
             if self._poller is None or not self._poller.is_alive():
-                self._poller = threading.Thread(target=self._poll, name="watch-poller", daemon=True)
+                self._poller = threading.Thread(target=self._watch_database, name="watch-listener",
+                                                daemon=True)
                 self._poller.start()
 
     def release(self) -> None:
         with self._cond:
             self.held -= 1
 
+    def _idle(self) -> bool:
+        with self._cond:
+            if self.held <= 0 or self.closing:
+                self._poller = None
+                return True
+            return False
+
+    def _watch_database(self) -> None:
+        """Wake the watches when another process committed a change; ends when none is held. A
+        change may have been committed between a watch's read and this thread's start, so every
+        watch looks once more as soon as the thread listens."""
+        with self.app.app_context():
+            engine = db.engine
+        while not self._idle():
+            try:
+                if engine.dialect.name == "postgresql":
+                    self._listen(engine)
+                else:
+                    self._poll()
+            except Exception as exc:  # noqa: BLE001 - a database outage: the watches wait on
+                log.warning("watch: cannot follow the delivery state: %s", exc)
+                time.sleep(1.0)
+
+    def _listen(self, engine: Any) -> None:
+        conn = engine.raw_connection()
+        try:
+            pg = conn.driver_connection
+            pg.rollback()
+            pg.autocommit = True
+            pg.execute(f"LISTEN {CHANNEL}")
+            self.notify()
+            while not self._idle():
+                for _ in pg.notifies(timeout=SLICE):
+                    self.notify()
+        finally:
+            conn.invalidate()        # never back to the pool in LISTEN and autocommit
+
     def _poll(self) -> None:
-        """Wake the watches when another process committed a change; ends when none is held."""
         seen: Any = None
         every = float(self.app.config.get("WATCH_POLL_SECONDS", 0.5))
-        while not self.closing:
-            with self._cond:
-                if self.held <= 0:
-                    self._poller = None
-                    return
-            try:
-                with self.app.app_context():
-                    now = db.session.execute(select(
-                        select(func.max(ConfigVersion.id)).scalar_subquery(),
-                        select(func.max(ExtensionService.updated_at)).scalar_subquery())).one()
-                    db.session.remove()
-            except Exception as exc:  # noqa: BLE001 - a database outage: the watches wait on
-                log.warning("watch: cannot read the delivery state: %s", exc)
-                now = seen
-            if seen is not None and now != seen:
+        while not self._idle():
+            with self.app.app_context():
+                now = db.session.execute(select(
+                    select(func.max(ConfigVersion.id)).scalar_subquery(),
+                    select(func.max(ExtensionService.updated_at)).scalar_subquery())).one()
+                db.session.remove()
+            if now != seen:
                 self.notify()
             seen = now
             time.sleep(every)
@@ -94,7 +145,7 @@ class Hub:
 def hub(app: Flask) -> Hub:
     found = app.extensions.get("console_watch")
     if found is None:
-        found = app.extensions["console_watch"] = Hub(app)
+        found = app.extensions.setdefault("console_watch", Hub(app))
     return found
 
 
@@ -103,8 +154,98 @@ def deadline(wait: int) -> float:
     return time.monotonic() + wait + random.uniform(0, wait / 16)
 
 
+def deferred(environ: dict[str, Any]) -> dict[str, Any] | None:
+    """Under the asynchronous server, the dict a view fills to have its watch held there."""
+    found = (environ.get("asgi.scope") or {}).get(SCOPE_KEY)
+    return found if isinstance(found, dict) else None
+
+
+def answer_now(environ: dict[str, Any]) -> bool:
+    """Whether the asynchronous server's held watch ended and the view answers it as it stands."""
+    return (environ.get("asgi.scope") or {}).get(SCOPE_KEY) == NOW
+
+
+def answer(app: Flask, holds: list[dict[str, Any]]) -> list[tuple[int, str, bytes] | None]:
+    """For each held watch (the dicts views filled): None while its document is the one it holds;
+    else the answer — (200, ETag, body) — or (404, "", b"") when its service is gone. One query
+    compares them all; the changed ones share one snapshot and one commit."""
+    out: list[tuple[int, str, bytes] | None] = [None] * len(holds)
+    with app.app_context():
+        try:
+            names = sorted({h["name"] for h in holds})
+            tags = dict(db.session.execute(select(ExtensionService.name, ExtensionService.config_etag)
+                                           .where(ExtensionService.name.in_(names))).tuples().all())
+            changed = [i for i, h in enumerate(holds) if h["name"] not in tags or not rollout.etag_matches(
+                h["header"], (tags[h["name"]] or "") + ("" if h["own"] else documents.MASKED_SUFFIX))]
+            if not changed:
+                return out
+            rows = {r.name: r for r in db.session.execute(select(ExtensionService).where(
+                ExtensionService.name.in_({holds[i]["name"] for i in changed}))).scalars()}
+            snapshot = current()
+            for i in changed:
+                h = holds[i]
+                row = rows.get(h["name"])
+                if row is None:
+                    out[i] = (404, "", b"")
+                    continue
+                tag, body = fetch.document(snapshot, row, h["own"])
+                if h["own"]:
+                    fetch.record(row, body, actor=h["actor"], remote=h["remote"], watched=True)
+                out[i] = (200, tag, (app.json.dumps(body) + "\n").encode())
+            db.session.commit()
+            return out
+        finally:
+            db.session.remove()
+
+
+def changed(session: Session | None = None) -> None:
+    """Say that the open transaction changes what services are served (for writers that do it with
+    set-based statements): their watches are woken when it commits."""
+    (session or db.session()).info.setdefault("watch", set()).add("service")
+
+
+def _serves_differently(session: Session) -> set[str]:
+    found: set[str] = set()
+    for obj in session.new:
+        if isinstance(obj, ConfigVersion):
+            found.add("version")
+    for obj in list(session.new) + list(session.deleted):
+        if isinstance(obj, ExtensionService):
+            found.add("service")
+    for obj in session.dirty:
+        if isinstance(obj, ExtensionService) and inspect(obj).attrs.protocols.history.has_changes():
+            found.add("service")
+    return found
+
+
+def _after_flush(session: Session, _context: Any) -> None:
+    found = _serves_differently(session) | session.info.get("watch", set())
+    if not found:
+        return
+    session.info["watch"] = found
+    if session.get_bind().dialect.name == "postgresql" and not session.info.get("watch_sent"):
+        session.connection().execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        session.info["watch_sent"] = True
+
+
+def _after_commit(session: Session) -> None:
+    found = session.info.pop("watch", set())
+    session.info.pop("watch_sent", None)
+    if "service" in found and has_app_context():     # versions: version_committed wakes them
+        hub(current_app._get_current_object()).notify()  # type: ignore[attr-defined]
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop("watch", None)
+    session.info.pop("watch_sent", None)
+
+
+_LISTENING: list[bool] = []
+
+
 def init_app(app: Flask) -> None:
-    """Wake this process's watches on every version it commits."""
+    """Wake this process's watches on every version it commits; have committing transactions tell
+    the other processes (PostgreSQL NOTIFY)."""
     def woken(sender: Any, **_: Any) -> None:
         found = sender.extensions.get("console_watch") if isinstance(sender, Flask) else None
         if found is not None:
@@ -113,6 +254,11 @@ def init_app(app: Flask) -> None:
     app.extensions["console_watch_receiver"] = woken      # kept alive with the app
     signals.version_committed.connect(woken, weak=False)
     signals.rollout_released.connect(woken, weak=False)     # the held services' documents moved
+    if not _LISTENING:
+        _LISTENING.append(True)
+        event.listen(Session, "after_flush", _after_flush)
+        event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "after_rollback", _after_rollback)
 
 
 def close(app: Flask) -> None:
@@ -120,3 +266,4 @@ def close(app: Flask) -> None:
     found = app.extensions.get("console_watch")
     if found is not None:
         found.close()
+

@@ -153,30 +153,52 @@ class BrokerCollector:
         outbox_gauge = GaugeMetricFamily("messaging_config_deliveries",
                                          "Callbacks to services by state (pending includes retrying).",
                                          labels=["state"])
+        database_up = GaugeMetricFamily("messaging_console_database_up",
+                                        "1 when the console's database answers; 0 while it is "
+                                        "unreachable (then no series read from it follow).")
         with self.app.app_context():
-            yield from delivery_metrics(version, target, acked, current_ack, outbox_gauge)
-            yield from rollout_metrics()
-            digests = checks.current_digests()
-            rows = checks.latest(digests)
-            for protocol in PROTOCOLS:
-                settings = settings_service.effective(protocol)
-                enabled.add_metric([protocol], 1.0 if settings.enabled else 0.0)
-                row = rows.get(protocol)
-                if row is not None:
-                    current.add_metric([protocol], 1.0 if row.settings_digest == digests[protocol]
-                                       else 0.0)
-                if row is not None and row.settings_digest == digests[protocol]:
-                    up.add_metric([protocol], 1.0 if row.status == "up" else 0.0)
-                    if row.latency_ms is not None:
-                        latency.add_metric([protocol], row.latency_ms / 1000)
-                    checked.add_metric([protocol], row.checked_at.timestamp())
-                    for node in row.nodes or ():
-                        node_up.add_metric([protocol, str(node.get("node"))],
-                                           1.0 if node.get("status") == "up" else 0.0)
-            for cert in diagnostics.inventory():
-                expiry.add_metric([cert["protocol"], cert["source"].split(" ")[0], cert["subject"],
-                                   cert["sha256"]],
-                                  dt.datetime.fromisoformat(cert["not_after"]).timestamp())
+            if database.probe(self.app) is not None:
+                database_up.add_metric([], 0.0)
+                yield database_up
+                return
+            try:
+                families = list(self._from_database(version, target, acked, current_ack,
+                                                    outbox_gauge, up, latency, checked, node_up,
+                                                    enabled, current, expiry))
+            except database.SCHEMA_ERRORS:     # went away during the scrape, or no tables
+                db.session.rollback()
+                database_up.add_metric([], 0.0)
+                yield database_up
+                return
+        database_up.add_metric([], 1.0)
+        yield database_up
+        yield from families
+
+    def _from_database(self, version, target, acked, current_ack, outbox_gauge, up, latency,
+                       checked, node_up, enabled, current, expiry) -> Iterator[GaugeMetricFamily]:
+        yield from delivery_metrics(version, target, acked, current_ack, outbox_gauge)
+        yield from rollout_metrics()
+        digests = checks.current_digests()
+        rows = checks.latest(digests)
+        for protocol in PROTOCOLS:
+            settings = settings_service.effective(protocol)
+            enabled.add_metric([protocol], 1.0 if settings.enabled else 0.0)
+            row = rows.get(protocol)
+            if row is not None:
+                current.add_metric([protocol], 1.0 if row.settings_digest == digests[protocol]
+                                   else 0.0)
+            if row is not None and row.settings_digest == digests[protocol]:
+                up.add_metric([protocol], 1.0 if row.status == "up" else 0.0)
+                if row.latency_ms is not None:
+                    latency.add_metric([protocol], row.latency_ms / 1000)
+                checked.add_metric([protocol], row.checked_at.timestamp())
+                for node in row.nodes or ():
+                    node_up.add_metric([protocol, str(node.get("node"))],
+                                       1.0 if node.get("status") == "up" else 0.0)
+        for cert in diagnostics.inventory():
+            expiry.add_metric([cert["protocol"], cert["source"].split(" ")[0], cert["subject"],
+                               cert["sha256"]],
+                              dt.datetime.fromisoformat(cert["not_after"]).timestamp())
         yield from (up, latency, checked, node_up, enabled, current, expiry)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request, url_for
 
-from ..auth import actor, admin_required
+from ..auth import actor, actor_provider, admin_required
 from ..auth import tokens as api_tokens
 from ..htmx import confirmation, confirmed, is_htmx, render_page_or_fragment
 from ..models import TOKEN_ROLES
@@ -29,7 +29,7 @@ def create():
     form = {k: request.form.get(k, "") for k in ("name", "role", "service")}
     try:
         row, token = api_tokens.create(form["name"], form["role"], form["service"] or None,
-                                       actor=actor(), origin="page")
+                                       actor=actor(), origin="page", provider=actor_provider())
     except api_tokens.TokenError as exc:
         return _render(422, errors=exc.errors, form=form)
     return _render(201 if is_htmx() else 200, created={"row": row, "token": token})

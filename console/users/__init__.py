@@ -10,13 +10,13 @@ from flask_login import current_user, login_user, logout_user
 from ..auth import actor, admin_required
 from ..auth import users as accounts
 from ..htmx import confirmation, confirmed, is_htmx, render_page_or_fragment
-from ..models import ROLES, User
+from ..models import ROLES, SOURCES, User
 
 bp = Blueprint("users", __name__)
 
 
 def _render(status: int = 200, **context: Any):
-    context = {"users": accounts.all_users(), "roles": ROLES, "errors": {}, "form": {},
+    context = {"users": accounts.all_users(), "roles": ROLES, "sources": SOURCES, "errors": {}, "form": {},
                "row_errors": {}, **context}
     return render_page_or_fragment("users/users.html", "users/_users.html", status, **context)
 

@@ -121,6 +121,7 @@ def test_metrics(app: Flask, client, pki) -> None:
     assert 'messaging_broker_up{protocol="kafka"} 0.0' in text
     assert 'messaging_broker_check_latency_seconds{protocol="mqtt"} 0.0125' in text
     assert 'messaging_broker_enabled{protocol="mqtt"} 1.0' in text
+    assert 'messaging_console_database_up 1.0' in text
     line = next(row for row in text.splitlines()
                 if row.startswith("messaging_certificate_expiry_timestamp_seconds{"))
     assert 'protocol="mqtt"' in line and 'source="tls_ca"' in line

@@ -16,7 +16,8 @@ from flask import Flask
 from console.delivery import watch
 from console.extensions import db
 from console.models import AuditEntry
-from tests.conftest import ADMIN_PASSWORD, add_user, make_app, make_token, reopen_app
+from tests.conftest import ADMIN_PASSWORD, _create, add_user, make_app, make_token, reopen_app
+from tests.db_fixtures import _MIGRATED, _pg_app
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -172,3 +173,42 @@ def test_watches_beyond_the_limit_are_told_to_come_back(tmp_path: Path) -> None:
     watch.close(app)
     thread.join(10)
     assert out["status"] == 304
+
+
+def test_on_postgresql_a_change_committed_by_another_replica_wakes_the_watch(tmp_path: Path) -> None:
+    """Two console processes over one PostgreSQL database: the committing transaction's NOTIFY
+    reaches the other one's listener (PostgreSQL is not polled)."""
+    first = _pg_app(tmp_path / "one", WATCH_POLL_SECONDS=60)
+    second = _create(tmp_path / "one", SQLALCHEMY_DATABASE_URI=_MIGRATED["url"], WATCH_POLL_SECONDS=60)
+    try:
+        add_user(first, "admin", "admin", ADMIN_PASSWORD)
+        admin = bearer(make_token(first, "ops", "admin"))
+        client = first.test_client()
+        client.patch("/api/v1/brokers/mqtt", headers=admin, json={"enabled": True, "host": "127.0.0.1"})
+        client.post("/api/v1/services", headers=admin, json={"name": "edge", "protocols": ["mqtt"]})
+        own = bearer(make_token(first, "edge-token", "service", "edge"))
+        etag = client.get("/api/v1/services/edge/config", headers=own).headers["ETag"]
+        for round_, keepalive in enumerate((42, 43)):      # twice: the listener keeps listening
+            out: dict[str, Any] = {}
+            thread = _watch(first, {**own, "If-None-Match": etag}, 120, out)
+            _until_held(first)
+            assert second.test_client().patch("/api/v1/brokers/mqtt", headers=admin,
+                                              json={"keepalive": keepalive}).status_code == 200
+            thread.join(60)
+            assert out["status"] == 200 and out["body"]["brokers"]["mqtt"]["keepalive"] == keepalive, round_
+            etag = f'"{out["etag"]}"'
+    finally:
+        for each in (first, second):
+            watch.close(each)
+            with each.app_context():
+                db.session.remove()
+                db.engine.dispose()
+
+
+def test_a_deleted_service_ends_its_watch_with_a_404(app: Flask, edge) -> None:
+    out: dict[str, Any] = {}
+    thread = _watch(app, {**edge["own"], "If-None-Match": f'"{edge["etag"]}"'}, 120, out)
+    _until_held(app)
+    assert edge["client"].delete("/api/v1/services/edge", headers=edge["admin"]).status_code == 200
+    thread.join(60)
+    assert out["status"] == 404

@@ -525,8 +525,8 @@ def _value(lab: dict, protocol: str, value: Any) -> str:
 @pytest.mark.parametrize("item", FAULTS, ids=[f.id for f in FAULTS])
 def test_production_fault(lab: dict, item: Fault) -> None:
     """One (protocol × fault) cell: the diagnosis names the cause at the step where it happened, with a fix
-    that names the concrete values; the check ("Test connection") names the same cause (or is up when only
-    the operation step can meet the fault); both keep their deadline."""
+    that names the concrete values; the check ("Test connection") names the same cause (it runs the
+    operation step too); both keep their deadline."""
     if item.skip:
         pytest.skip(item.skip)
     assert item.build is not None

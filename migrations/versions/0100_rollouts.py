@@ -1,7 +1,7 @@
 """roll-outs in waves: a change's first wave, its deadline and whether it halted
 
-Revision ID: 0080
-Revises: 0070
+Revision ID: 0100
+Revises: 0090
 Create Date: 2026-12-05 18:40:00
 
 """
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0080'
-down_revision = '0070'
+revision = '0100'
+down_revision = '0090'
 branch_labels = None
 depends_on = None
 
