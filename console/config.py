@@ -51,6 +51,8 @@ class RateLimit:
 Seconds = float
 MiB = 1024 * 1024
 BIND = Pattern(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}|unix:.+", "host:port (or unix:PATH)")
+PORT = r"(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3})"
+LDAP_URL_FORM = rf"ldaps?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:{PORT})?(/\S*)?"
 ROLE_MAPPING = r"\s*(admin|viewer)\s*=[^;=]+(;\s*(admin|viewer)\s*=[^;=]+)*;?\s*"
 
 
@@ -103,7 +105,7 @@ class Defaults:
     OIDC_GROUPS_CLAIM: str = "groups"
     OIDC_CA_FILE: str | None = None
     OIDC_TIMEOUT: Annotated[Seconds, Range(0.1, 60)] = 5.0
-    LDAP_URL: Annotated[str, Pattern(r"ldaps?://\S+", "ldap://HOST:PORT or ldaps://HOST:PORT")] | None = None
+    LDAP_URL: Annotated[str, Pattern(LDAP_URL_FORM, "ldap://HOST:PORT or ldaps://HOST:PORT")] | None = None
     LDAP_START_TLS: bool = False
     LDAP_CA_FILE: str | None = None
     LDAP_BIND_DN: str | None = None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app, flash, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
@@ -21,6 +22,41 @@ def answer(code: int, error: str, message: str):
     return render_template("error.html", code=code, message=message), code
 
 
+def too_large_message() -> str:
+    """What a 413 says: how large the request was and the limit, and the variable that sets it."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    size = request.content_length
+    sent = f"The request ({size / 1048576:.1f} MiB) is" if size else "The request is"
+    return (f"{sent} larger than the console accepts: at most {limit / 1048576:g} MiB per request "
+            "(CONSOLE_MAX_CONTENT_LENGTH). Nothing was saved.")
+
+
+CSRF_EXPIRED = ("Nothing was saved: the form had expired (its CSRF token is older than "
+                "CONSOLE_WTF_CSRF_TIME_LIMIT, or the console was restarted with another secret key)")
+
+
+def csrf_answer():
+    """A form whose CSRF token failed, where the form cannot be shown again with what was typed: to
+    htmx, the page is reloaded (with a fresh token) and says why; otherwise the error page."""
+    message = ("The form has expired or is not from this console (CSRF check failed). Reload "
+               "the page and try again.")
+    if is_htmx():
+        flash(CSRF_EXPIRED + "; the page was reloaded: repeat the change.")
+        response = make_response(message, 400)
+        response.headers["HX-Refresh"] = "true"
+        return response
+    return answer(400, "csrf", message)
+
+
+def same_origin() -> bool:
+    """Whether the browser says this request comes from a page of this console (Origin, or Referer
+    when there is no Origin). A form that failed its CSRF check is shown again with what was typed
+    only then: a form posted from another site is never put in front of the operator to save."""
+    source = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    parts = urlsplit(source)
+    return bool(parts.netloc) and parts.netloc == request.host and parts.scheme == request.scheme
+
+
 def init_app(app: Flask) -> None:
     """Register the error handlers."""
 
@@ -37,22 +73,11 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(413)
     def too_large(_error):
-        limit = current_app.config["MAX_CONTENT_LENGTH"]
-        return answer(413, "too_large", f"The request is larger than {limit / 1048576:g} MiB "
-                                         "(CONSOLE_MAX_CONTENT_LENGTH).")
+        return answer(413, "too_large", too_large_message())
 
     @app.errorhandler(CSRFError)
     def csrf(_error):
-        message = ("The form has expired or is not from this console (CSRF check failed). Reload "
-                   "the page and try again.")
-        if is_htmx():
-            # htmx swaps no 4xx answer: reload the page (with a fresh token) and say why there
-            flash("The page had expired (its CSRF token is older than CONSOLE_WTF_CSRF_TIME_LIMIT); "
-                  "it was reloaded: repeat the change.")
-            response = make_response(message, 400)
-            response.headers["HX-Refresh"] = "true"
-            return response
-        return answer(400, "csrf", message)
+        return csrf_answer()
 
     @app.errorhandler(SecretUnreadable)
     def secret_unreadable(error):

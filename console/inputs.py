@@ -172,7 +172,8 @@ def check_request(req: Request) -> None:
     _check_pairs(req.query_string.decode("latin-1"), "query")
     if req.method in ("GET", "HEAD", "OPTIONS", "DELETE") and not req.content_length:
         return
-    problem = text_problem(req.remote_addr or "")
+    address = req.remote_addr or ""
+    problem = text_problem(address) or ("is longer than 64 characters" if len(address) > 64 else None)
     if problem:
         raise BadInput(f"The client address (X-Forwarded-For) {problem}.")
     mimetype = req.mimetype

@@ -222,6 +222,9 @@ class ExtensionService(Model):
     ack_status: Mapped[str | None] = mapped_column(String(16))
     ack_message: Mapped[str | None] = mapped_column(Text)
     acked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # with a failed acknowledgement: {"agent": the network steps (DNS → TCP → TLS) the service's agent
+    # ran from its own host, "console": the console's newest check of that protocol at that moment}
+    ack_diagnosis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Delivery(Model):

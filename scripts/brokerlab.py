@@ -73,7 +73,8 @@ without them and leaves everything else running):
                  Tansu advertising "advertised_bad_address": 127.0.0.1:17999, where nothing listens),
                  "advertised_unresolvable": 19095 (a Tansu advertising "advertised_unresolvable_address", a
                  name with a 64-character label that the resolver library refuses locally: no DNS query),
-                 "cluster_id": "tansu_cluster", "notes"},
+                 "second": 19098 (a second plaintext Tansu advertising itself: the "new" broker a moved
+                 service goes to), "cluster_id": "tansu_cluster", "notes"},
        "pulsar": {"host", "plain": 16650, "url": "pulsar://127.0.0.1:16650", "tls": 16651,
                   "tls_url": "pulsar+ssl://127.0.0.1:16651", "tls_expired": 16652, "tls_wronghost": 16653,
                   "tls_client_cert": 16654 (verify=1), "tls_notyet": 16655 (socat TLS fronts to 16650),
@@ -120,6 +121,7 @@ RABBIT_NODE = "consolelab@localhost"
 RABBIT_VHOST = "labvhost"
 RABBIT_DENIED_VHOST = "deniedvhost"
 RABBIT_LIMITED_VHOST = "limitedvhost"          # max-connections 0: every connection is refused
+RABBIT_SECOND_VHOST = "labvhost2"               # labuser may do anything: the "new" broker of a move
 LIMITED_USER, LIMITED_PASSWORD = "limiteduser", "limitedpass"          # RabbitMQ user limit 0
 RESTRICTED_USER, RESTRICTED_PASSWORD = "restricteduser", "restrictedpass"
 RESTRICTED_MQTT_TOPIC = "sensors/#"             # all the restricted MQTT user may use (acl_file)
@@ -141,7 +143,7 @@ PORTS: dict[str, dict[str, int]] = {
              "limited": 14225, "restricted": 14226},
     "kafka": {"plain": 19092, "sasl": 19093, "tls": 19196, "tls_expired": 19197, "tls_wronghost": 19198,
               "tls_backend": 19096, "tls_client_cert": 19199, "tls_client_cert_backend": 19097,
-              "tls_notyet": 19200, "advertised_bad": 19094, "advertised_unresolvable": 19095},
+              "tls_notyet": 19200, "advertised_bad": 19094, "advertised_unresolvable": 19095, "second": 19098},
     "pulsar": {"plain": 16650, "tls": 16651, "tls_expired": 16652, "tls_wronghost": 16653,
                "tls_client_cert": 16654, "tls_notyet": 16655},
 }
@@ -481,6 +483,7 @@ def _procs(d: Path) -> list[Proc]:
     for name, port, advertised, extra in (
             ("kafka-plain", k["plain"], f"{HOST}:{k['plain']}", []),
             ("kafka-sasl", k["sasl"], f"{HOST}:{k['sasl']}", ["--authentication"]),
+            ("kafka-second", k["second"], f"{HOST}:{k['second']}", []),
             ("kafka-tls-backend", k["tls_backend"], f"{HOST}:{k['tls']}", []),
             ("kafka-tls-client-cert-backend", k["tls_client_cert_backend"], f"{HOST}:{k['tls_client_cert']}", []),
             ("kafka-advertised-bad", k["advertised_bad"], KAFKA_BAD_ADVERTISED, []),
@@ -666,7 +669,10 @@ def _provision_rabbit(d: Path) -> None:
         _ctl(d, "set_user_limits", LIMITED_USER, '{"max-connections": 0}')
         _ctl(d, "add_user", RESTRICTED_USER, RESTRICTED_PASSWORD)
         _ctl(d, "set_permissions", "-p", RABBIT_VHOST, RESTRICTED_USER, "^$", "^$", ".*")
-    done.write_text(f"{RABBIT_DENIED_VHOST}\n{_RABBIT_FAULTS}\n")
+    if RABBIT_SECOND_VHOST not in have:
+        _ctl(d, "add_vhost", RABBIT_SECOND_VHOST)
+        _ctl(d, "set_permissions", "-p", RABBIT_SECOND_VHOST, USERNAME, ".*", ".*", ".*")
+    done.write_text(f"{RABBIT_DENIED_VHOST}\n{_RABBIT_FAULTS}\n{RABBIT_SECOND_VHOST}\n")
     c = _certs(d)
     for kind, cert in RABBIT_RUNTIME_LISTENERS.items():
         port = PORTS["rabbitmq"][kind]
@@ -745,6 +751,7 @@ def _lab_dict(d: Path, procs: list[Proc]) -> dict:
         "brokers": {
             "rabbitmq": {**host, **r, "username": USERNAME, "password": PASSWORD, "vhost": RABBIT_VHOST,
                          "denied_vhost": RABBIT_DENIED_VHOST, "limited_vhost": RABBIT_LIMITED_VHOST,
+                         "second_vhost": RABBIT_SECOND_VHOST,
                          "limited_user": LIMITED_USER, "limited_password": LIMITED_PASSWORD,
                          "restricted_user": RESTRICTED_USER, "restricted_password": RESTRICTED_PASSWORD,
                          "node": RABBIT_NODE,

@@ -80,4 +80,6 @@ def test_the_rate_limiters_address_key_is_checked_too(csrf_pg_app: Flask) -> Non
     refused = client.post("/login", data=data, headers={"X-Forwarded-For": "10.0.0.1\x00"})
     assert refused.status_code == 400 and b"client address" in refused.data
     long = client.post("/login", data=data, headers={"X-Forwarded-For": "1" * 5000})
-    assert long.status_code == 401, long.data[:300]
+    assert long.status_code == 400 and b"longer than 64" in long.data, long.data[:300]
+    v6 = client.post("/login", data=data, headers={"X-Forwarded-For": "fe80::1:2:3:4%eth0"})
+    assert v6.status_code == 401, v6.data[:300]

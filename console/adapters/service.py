@@ -58,7 +58,10 @@ def _clean_protocols(raw: Any) -> list[str]:
 def _clean_callback(raw: Any) -> str | None:
     if raw is None or raw == "":
         return None
-    parts = urlsplit(raw) if isinstance(raw, str) else None
+    try:
+        parts = urlsplit(raw) if isinstance(raw, str) else None
+    except ValueError:      # "Invalid IPv6 URL": an unclosed bracket
+        parts = None
     if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
             or len(raw) > 2048 or any(c.isspace() for c in raw)):
         raise RegistryError({"callback_url": "Give an http:// or https:// URL with a host "

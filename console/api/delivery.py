@@ -10,6 +10,7 @@ from flask import current_app, jsonify, request
 from .. import audit as audit_log
 from ..adapters import service as registry
 from ..auth import actor, service_token
+from ..checks import latest as latest_checks
 from ..delivery import fetch, outbox, watch, waves
 from ..delivery import status as rollout
 from ..extensions import db
@@ -146,10 +147,23 @@ def service_ack(name: str):
         message = ""
     if not isinstance(message, str) or len(message) > 2000:
         errors["message"] = "Give the message as text of at most 2000 characters."
+    diagnosis, refused = rollout.clean_diagnosis(body.get("diagnosis"))
+    if refused:
+        errors["diagnosis"] = refused
     if errors:
         return _error(422, "invalid", "The acknowledgement was not recorded.", errors=errors)
     assert isinstance(version, int)
-    rollout.record_ack(row, version, body["status"], message)
+    beside = None
+    if diagnosis is not None:
+        check = latest_checks().get(diagnosis["protocol"])
+        console_check = None if check is None else {
+            "status": check.status, "cause": check.cause, "target": check.target,
+            "latency_ms": check.latency_ms, "checked_at": check.checked_at.isoformat(timespec="seconds"),
+            "nodes": [{"node": n.get("node"), "status": n.get("status"), "cause": n.get("cause")}
+                      for n in check.nodes or [] if isinstance(n, dict)]}
+        beside = {"agent": diagnosis, "console": console_check,
+                  "summary": rollout.diagnosis_summary(row.name, diagnosis, console_check)}
+    rollout.record_ack(row, version, body["status"], message, beside)
     db.session.commit()
     waves.on_ack(row)        # the first wave of a roll-out: released, or halted
     return jsonify(rollout.service_state(row))

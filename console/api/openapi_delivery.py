@@ -7,6 +7,29 @@ from typing import Any
 PROTOCOL_NAMES = ["kafka", "pulsar", "mqtt", "nats", "rabbitmq"]
 
 
+
+_STEPS = {"type": "array", "maxItems": 3, "items": {
+    "type": "object", "required": ["name", "status"],
+    "properties": {"name": {"enum": ["dns", "tcp", "tls"]}, "status": {"enum": ["ok", "failed", "skipped"]},
+                   "ms": {"type": "number"}, "detail": {"type": "string"}}}}
+AGENT_DIAGNOSIS = {
+    "type": "object", "required": ["protocol", "ok", "cause"],
+    "description": "With a failed acknowledgement (console-agent sends it): the network steps DNS → TCP → "
+                   "TLS the agent ran from the service's own host against every node it was given, with "
+                   "the cause codes of a diagnosis. Kept with the acknowledgement beside the console's "
+                   "own check of the protocol at that moment (acknowledged.diagnosis = {agent, console, "
+                   "summary} in the service's roll-out state). At most 16,000 bytes.",
+    "properties": {"protocol": {"enum": ["kafka", "pulsar", "mqtt", "nats", "rabbitmq"]},
+                   "ok": {"type": "boolean", "description": "one node answered every step"},
+                   "cause": {"type": "string", "description": "a cause code (CONTRACT.md, Diagnosis)"},
+                   "from": {"type": "string", "description": "the service's host name"},
+                   "at": {"type": "string"}, "steps": _STEPS,
+                   "nodes": {"type": "array", "maxItems": 32, "items": {
+                       "type": "object", "required": ["node", "cause", "steps"],
+                       "properties": {"node": {"type": "string"}, "ok": {"type": "boolean"},
+                                      "cause": {"type": "string"}, "steps": _STEPS}}},
+                   "warnings": {"type": "array"}}}
+
 def _error(text: str) -> dict[str, Any]:
     return {"description": text, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -124,12 +147,15 @@ def delivery_paths() -> dict[str, Any]:
                                            "properties": {
                                                "version": {"type": "integer", "minimum": 0},
                                                "status": {"enum": ["applied", "failed"]},
-                                               "message": {"type": "string", "maxLength": 2000}}}),
+                                               "message": {"type": "string", "maxLength": 2000},
+                                               "diagnosis": AGENT_DIAGNOSIS}}),
                      "responses": {"200": {"description": "Recorded"},
                                    "400": _error("Not a JSON object"),
                                    "403": _error("Not this service's token"),
                                    "404": _error("Not registered"),
-                                   "422": _error("Invalid fields")}},
+                                   "422": _error("Invalid fields (errors.diagnosis: steps that are "
+                                                 "not DNS/TCP/TLS, an unknown cause code, too "
+                                                 "large)")}},
         },
         "/rollout": {"get": {"summary": "Roll-out of a version over all services",
                              "parameters": [{"name": "version", "in": "query", "required": False,

@@ -26,7 +26,7 @@ from flask import (
 )
 from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, login_url, login_user, logout_user
 from flask_wtf import FlaskForm
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
@@ -279,6 +279,32 @@ def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
             abort(403)
         return view(*args, **kwargs)
     return wrapper
+
+
+SESSION_ENDED = "Your session has ended: log in again to continue where you were."
+
+
+def page_of_htmx_request() -> str:
+    """The page an htmx request was made from (its HX-Current-URL), as a same-site path; the
+    settings page when the header is missing or names another site."""
+    current = urlsplit(request.headers.get("HX-Current-URL", ""))
+    if current.netloc and current.netloc != request.host:
+        return safe_next(None)
+    return safe_next(current.path + (f"?{current.query}" if current.query else ""))
+
+
+@login_manager.unauthorized_handler
+def _unauthorized() -> Any:
+    """A request without a session: to the log-in page and back here after signing in. For htmx
+    (a poll, a save, a fragment) that is the whole tab, not the part it would swap: 401 with
+    HX-Redirect to the log-in page, `next` the page the request was made from (not the fragment's
+    address), and nothing swapped."""
+    if request.headers.get("HX-Request") == "true":
+        flash(SESSION_ENDED)
+        target = url_for("auth.login", next=page_of_htmx_request())
+        return Response(SESSION_ENDED, 401, {"HX-Redirect": target}, mimetype="text/plain")
+    flash(login_manager.login_message)
+    return redirect(login_url("auth.login", request.url))
 
 
 def init_app(app: Flask) -> None:

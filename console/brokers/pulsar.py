@@ -29,6 +29,9 @@ Traps handled:
   deadline; the first warning, error or lost connection the library logs triggers one transport diagnosis
   (`net.diagnose`), which ends the check as soon as it names a transport cause (refused, TLS, plaintext
   vs TLS, another protocol);
+- a refused token (or basic login) is also only a `Timeout` to the C++ client, which closes and retries on
+  any answer but CONNECTED (apache/pulsar-client-cpp#53): after the transport diagnosis, and on a
+  `Timeout`, one raw CONNECT with the configured credentials (`login_refusal`) names it `auth_failed`;
 - CA, expiry and host-name failures all log "certificate verify failed": a Python handshake with the same
   settings names the exact cause;
 - the client is always closed (asynchronously; `shutdown()` before that close completes would block for
@@ -64,7 +67,7 @@ from .base import (
     frame_complete,
     one_line,
 )
-from .net import diagnose, system_ca_file, tls_failure
+from .net import connect, diagnose, read_answer, ssl_context, system_ca_file, tls_failure, upgrade
 
 _CLOSE_GRACE = 0.1
 DEFAULT_TOPIC = "persistent://public/default/messaging-console-health"
@@ -229,6 +232,43 @@ def _text(value: int | bytes | None) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
 
 
+def login_refusal(config: BrokerConfig, deadline: Deadline) -> CheckFailed | None:
+    """The broker's refusal of the configured login, seen with one raw CONNECT (the token or basic
+    credentials, else anonymous): the C++ client closes and retries on any answer but CONNECTED, so it
+    reports a refused token only as a timeout. None when the broker accepts it or says nothing useful."""
+    if config.token:
+        method, payload = "token", connect_frame("token", config.token.encode())
+    elif config.username:
+        method, payload = "basic", connect_frame("basic", f"{config.username}:{config.password or ''}".encode())
+    else:
+        method, payload = "anonymous", PULSAR_GREETING.payload
+    where = f"{config.host}:{config.port}"
+    sock = None
+    try:
+        sock = connect(config.host, config.port, deadline.remaining())
+        if config.tls:
+            sock = upgrade(sock, ssl_context(config), config.host, deadline.remaining())
+        sock.sendall(payload)
+        reply = read_answer(sock, deadline.remaining(), frame_complete(4))
+    except (OSError, ValueError, CheckFailed):
+        return None
+    finally:
+        if sock is not None:
+            sock.close()
+    if not reply:
+        return None
+    kind, body = parse_command(reply)
+    if kind != _ERROR:
+        return None
+    error = _SERVER_ERRORS.get(int(body.get(2, 0)), str(body.get(2)))
+    cause = ERROR_CAUSES.get(error)
+    if cause not in ("auth_failed", "access_denied"):
+        return None
+    words = _text(body.get(3)) or error
+    return CheckFailed(cause, f"{where}: the broker refused the {method} CONNECT: {error}: {words} (the client "
+                              f"library reports this only as a timeout)")
+
+
 class PulsarDriver(Driver):
     """Pulsar with pulsar-client: a topic lookup for the check; CONNECT, CONNECT with credentials and the
     same lookup for the diagnosis."""
@@ -336,6 +376,9 @@ class PulsarDriver(Driver):
             found = diagnose(config, config.host, config.port, deadline, PULSAR_GREETING, keep)
             if found is not keep:
                 return found
+            refused = login_refusal(config, deadline)
+            if refused is not None:
+                return refused
         return None
 
     @staticmethod
@@ -350,6 +393,10 @@ class PulsarDriver(Driver):
             return CheckFailed(ERROR_CAUSES[name], words)
         if "certificate verify failed" in " ".join(watch.lines).lower():
             return tls_failure(config, config.host, config.port, deadline, words)
+        if name in ("Timeout", "ConnectError"):
+            refused = login_refusal(config, deadline)
+            if refused is not None:
+                return refused
         cause = "handshake_timeout" if name in ("Timeout", "ConnectError") else "unknown"
         fallback = CheckFailed(cause, words)
         return diagnose(config, config.host, config.port, deadline, PULSAR_GREETING, fallback)

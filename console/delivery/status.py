@@ -3,10 +3,13 @@ where its callback stands; and the summary of one version's roll-out over all se
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 
+from ..brokers import PROTOCOLS
+from ..brokers.base import CAUSES
 from ..extensions import db
 from ..models import ApiToken, Delivery, ExtensionService, utcnow
 
@@ -63,6 +66,7 @@ def service_state(row: ExtensionService, delivery: Delivery | None = None) -> di
                     "from": row.fetched_from, "current": current and row.fetched_etag == row.config_etag},
         "acknowledged": {"version": row.acked_version, "status": row.ack_status,
                          "message": row.ack_message, "at": _iso(row.acked_at),
+                         "diagnosis": row.ack_diagnosis,
                          "current": current and row.acked_etag == row.config_etag},
         "callback": bool(row.callback_url),
         "delivery": delivery_state(delivery),
@@ -159,9 +163,102 @@ def record_fetch(row: ExtensionService, remote: str | None) -> bool:
     return True
 
 
-def record_ack(row: ExtensionService, version: int, status: str, message: str) -> None:
-    """Note what the service runs now (the caller commits)."""
+DIAGNOSIS_MAX_BYTES = 16_000
+DIAGNOSIS_STEPS = ("dns", "tcp", "tls")
+STEP_STATUSES = ("ok", "failed", "skipped")
+
+
+def _short(value: Any, limit: int = 300) -> str | None:
+    return str(value)[:limit] if isinstance(value, (str, int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def _clean_steps(steps: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(steps, list) or len(steps) > len(DIAGNOSIS_STEPS):
+        return None
+    out = []
+    for step in steps:
+        if not isinstance(step, dict) or step.get("name") not in DIAGNOSIS_STEPS \
+                or step.get("status") not in STEP_STATUSES:
+            return None
+        clean: dict[str, Any] = {"name": step["name"], "status": step["status"]}
+        if isinstance(step.get("ms"), (int, float)) and not isinstance(step.get("ms"), bool):
+            clean["ms"] = round(float(step["ms"]), 1)
+        if _short(step.get("detail")):
+            clean["detail"] = _short(step.get("detail"))
+        out.append(clean)
+    return out
+
+
+def clean_diagnosis(value: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """An agent's network steps as the console keeps them, or the reason they are refused:
+    {"protocol", "ok", "cause" (a cause code of CONTRACT.md), "from", "at", "steps", "nodes": [{"node",
+    "ok", "cause", "steps"}], "warnings"}; steps are dns, tcp and tls only."""
+    if value is None:
+        return None, None
+    refused = ("Send the agent's network steps as {\"protocol\", \"ok\", \"cause\", \"steps\": "
+               "[{\"name\": \"dns|tcp|tls\", \"status\": \"ok|failed|skipped\"}], \"nodes\": […]} "
+               f"of at most {DIAGNOSIS_MAX_BYTES} bytes, with a cause code of the console's.")
+    try:
+        size = len(json.dumps(value))
+    except (TypeError, ValueError):
+        return None, refused
+    if not isinstance(value, dict) or size > DIAGNOSIS_MAX_BYTES or value.get("protocol") not in PROTOCOLS \
+            or value.get("cause") not in CAUSES or not isinstance(value.get("ok"), bool):
+        return None, refused
+    steps = _clean_steps(value.get("steps", []))
+    nodes_in = value.get("nodes", [])
+    if steps is None or not isinstance(nodes_in, list) or len(nodes_in) > 32:
+        return None, refused
+    nodes = []
+    for node in nodes_in:
+        node_steps = _clean_steps(node.get("steps", [])) if isinstance(node, dict) else None
+        if node_steps is None or node.get("cause") not in CAUSES or not _short(node.get("node")):
+            return None, refused
+        nodes.append({"node": _short(node["node"]), "ok": node.get("ok") is True, "cause": node["cause"],
+                      "steps": node_steps})
+    warnings = [{"code": "node_unreachable", "node": _short(w.get("node")), "detail": _short(w.get("detail"))}
+                for w in value.get("warnings") or [] if isinstance(w, dict)][:32]
+    return {"protocol": value["protocol"], "ok": value["ok"], "cause": value["cause"],
+            "from": _short(value.get("from"), 120), "at": _short(value.get("at"), 40), "steps": steps,
+            "nodes": nodes, "warnings": warnings}, None
+
+
+def _where(node: dict[str, Any]) -> str:
+    failed = [s["name"] for s in node.get("steps", []) if s.get("status") == "failed"]
+    return f"{node['cause']}" + (f" at {failed[0].upper()}" if failed else "")
+
+
+def diagnosis_summary(service: str, agent: dict[str, Any], console: dict[str, Any] | None) -> str:
+    """One sentence side by side: "The console reaches 127.0.0.1:11884 (up); edge cannot:
+    connection_refused at TCP", with the same cause codes on both sides."""
+    if console is None:
+        ours = "The console has not checked this protocol yet"
+    elif console.get("status") == "up":
+        ours = f"The console reaches {console.get('target') or agent['protocol']} (up)"
+    else:
+        ours = (f"The console cannot reach {console.get('target') or agent['protocol']} either: "
+                f"{console.get('cause')}")
+    bad = [n for n in agent.get("nodes", []) if not n.get("ok")]
+    if agent["ok"]:
+        theirs = (f"{service} reaches " + ", ".join(n["node"] for n in agent["nodes"] if n["ok"])
+                  + " too (DNS, TCP" + (", TLS" if any(s["name"] == "tls" and s["status"] == "ok"
+                                                      for n in agent["nodes"] for s in n["steps"]) else "")
+                  + "): the network is not the cause" if agent.get("nodes") else f"{service} ran no step")
+        if bad:
+            theirs += " (" + ", ".join(f"{n['node']}: {_where(n)}" for n in bad) + ")"
+    else:
+        theirs = f"{service} cannot: " + ", ".join(f"{n['node']}: {_where(n)}" for n in bad) if bad \
+            else f"{service} cannot: {agent['cause']}"
+    return f"{ours}; {theirs}."
+
+
+def record_ack(row: ExtensionService, version: int, status: str, message: str,
+               diagnosis: dict[str, Any] | None = None) -> None:
+    """Note what the service runs now (the caller commits); `diagnosis`: the agent's network steps and
+    the console's own check beside them ({"agent", "console"}), kept until the next acknowledgement."""
     row.acked_version, row.ack_status = version, status
+    row.ack_diagnosis = diagnosis
     row.ack_message = message[:2000] if message else None
     row.acked_etag = row.fetched_etag if version == row.fetched_version else (
         row.config_etag if version == row.config_version else None)

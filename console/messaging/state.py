@@ -120,13 +120,17 @@ def write_state(state: State, actor: str | None, current: State | None = None) -
     for protocol in PROTOCOLS:
         values = state.values.get(protocol, {})
         secrets = state.secrets.get(protocol, {})
-        row = db.session.get(BrokerSettings, protocol)
         touched = (values != current.values.get(protocol, {})
                    or secrets != current.secrets.get(protocol, {}))
-        if row is None and (values or secrets or state.files.get(protocol)):
-            row = BrokerSettings(protocol=protocol, values={}, secrets={})
-            db.session.add(row)
-            touched = True
+        saved = protocol in current.values or protocol in current.secrets
+        # a protocol's row is read only when it changes, or when files need one it may not have yet
+        row = None
+        if touched or (state.files.get(protocol) and not saved):
+            row = db.session.get(BrokerSettings, protocol)
+            if row is None and (values or secrets or state.files.get(protocol)):
+                row = BrokerSettings(protocol=protocol, values={}, secrets={})
+                db.session.add(row)
+                touched = True
         if row is not None and touched:
             row.values = {k: values[k] for k in sorted(values)}
             row.secrets = dict(secrets)

@@ -131,6 +131,15 @@ def parse_hostlist(raw: Any) -> str | None:
 NATS_SCHEMES = ("nats", "tls")
 
 
+def split_url(text: str, problem: str) -> Any:
+    """urlsplit(text), or Invalid(`problem`) for what urllib refuses to split (an unclosed IPv6
+    bracket: "ValueError: Invalid IPv6 URL")."""
+    try:
+        return urlsplit(text)
+    except ValueError:
+        raise Invalid(problem) from None
+
+
 def _nats_server(item: str) -> tuple[str, str, int, Any]:
     """(scheme or "", host, port, urlsplit parts) of one NATS server: host[:port] or a nats:// / tls:// URL."""
     scheme = ""
@@ -139,7 +148,8 @@ def _nats_server(item: str) -> tuple[str, str, int, Any]:
         scheme = text.split("://", 1)[0].lower()
         if scheme not in NATS_SCHEMES:
             raise Invalid(f"'{item}' is not a NATS server: use host:4222, nats://host:4222 or tls://host:4222.")
-    parts = urlsplit(text if scheme else f"nats://{text}")
+    parts = split_url(text if scheme else f"nats://{text}",
+                      f"'{item}' is not a NATS server: use host:4222, nats://host:4222 or tls://host:4222.")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise Invalid(f"'{item}' is not a NATS server: use host:4222, nats://host:4222 or tls://host:4222.")
     try:
@@ -270,7 +280,7 @@ def parse_nats_url(url: str) -> dict[str, Any]:
 
 def parse_amqp_url(url: str) -> dict[str, Any]:
     """RABBIT_SERVER_URL (amqp://user:pass@host:port/vhost) → host, port, tls, credentials, vhost."""
-    parts = urlsplit(url.strip())
+    parts = split_url(url.strip(), f"'{url}' is not an AMQP URL (amqp://user:pass@host:5672/vhost).")
     if parts.scheme not in ("amqp", "amqps"):
         raise Invalid(f"'{url}' is not an AMQP URL (amqp://user:pass@host:5672/vhost).")
     tls = parts.scheme == "amqps"
@@ -307,7 +317,8 @@ def parse_amqp_query(url: str) -> tuple[dict[str, Any], list[str]]:
     `certfile`, `keyfile` (PEM paths) — and a note for every parameter that is not applied."""
     out: dict[str, Any] = {}
     notes: list[str] = []
-    for name, value in parse_qsl(urlsplit(url.strip()).query, keep_blank_values=True):
+    query = split_url(url.strip(), f"'{url}' is not an AMQP URL (amqp://user:pass@host:5672/vhost).").query
+    for name, value in parse_qsl(query, keep_blank_values=True):
         key = name.lower()
         try:
             if key == "heartbeat":

@@ -24,7 +24,7 @@ from ..messaging.identity import identity
 from ..messaging.resolve import ProtocolSettings
 from ..messaging.schema import ALIASES, FIELDS, PRIORITY_ENV, PROTOCOL_LABELS, SCHEMA
 from ..messaging.selection import select_protocol
-from ..messaging.state import ChangeConflict, State, read_state, rebase, write_state
+from ..messaging.state import ChangeConflict, State, rebase, write_state
 from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
 
 SECRET_SHOWN = "changed"
@@ -387,11 +387,10 @@ def _one_at_a_time(candidate: State, base: Snapshot,
     """Under the write lock: the candidate, the snapshot it applies to and its seed — rebased onto
     what the database holds now when another process saved something since the candidate was made
     from `base` (its changes are kept, never overwritten; the seed no longer fits then)."""
-    fresh = read_state(fresh=True)
-    if fresh.as_json() == base.state.as_json():
+    now = current()      # read since lock() took the lock (it drops what was read before): fresh
+    if now is base or now.state.as_json() == base.state.as_json():
         return candidate, base, seed
-    now = Snapshot(fresh)
-    remember(now)
+    fresh = now.state
     merged = rebase(candidate, base.state, fresh)
     _still_valid(merged, candidate, now)
     return merged, now, None

@@ -13,12 +13,15 @@ from flask import (
     request,
     url_for,
 )
-from flask_login import login_required
+from flask_login import current_user, login_required
+from flask_wtf.csrf import CSRFError
 
 from .. import checks, work
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
 from ..delivery import status as rollout_status
+from ..errors import CSRF_EXPIRED, csrf_answer, same_origin
+from ..extensions import login_manager
 from ..htmx import is_htmx
 from ..messaging.identity import address_label, node_list_field, uses_tls
 from ..messaging.schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
@@ -261,6 +264,29 @@ def rollout_after(outcome: Any) -> dict[str, Any] | None:
     if outcome is None or outcome.status != "applied" or not outcome.impact.notified:
         return None
     return rollout_status.rollout(outcome.version_id)
+
+
+@bp.errorhandler(CSRFError)
+def expired_form(_error: CSRFError):
+    """A save whose form expired (its CSRF token too old): nothing saved, the form shown again with
+    what was typed (secrets excepted: they are never shown back) and a fresh token, with and without
+    JavaScript. Other forms of this page, and a form posted from another site, get the usual
+    answer."""
+    protocol = (request.view_args or {}).get("protocol")
+    if request.endpoint != "settings.save" or protocol not in PROTOCOLS or not same_origin():
+        return csrf_answer()
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    if not current_user.is_admin:
+        abort(403)
+    changes, submitted = form_changes(protocol)
+    raw = request.form.get("version", "").strip()
+    opened = int(raw) if raw.isdigit() and len(raw) <= 10 else None
+    context = section_context(protocol, submitted=submitted, version=opened)
+    context["expired"] = {"message": CSRF_EXPIRED,
+                          "secrets": [FIELDS[protocol][n].label for n in changes
+                                      if FIELDS[protocol][n].secret and changes[n] is not None]}
+    return _section_response(protocol, context, 400, {"Console-Swap": "form"})
 
 
 @bp.post("/messaging/<protocol:protocol>/test")

@@ -207,7 +207,7 @@ def test_an_expired_token_on_an_htmx_save_reloads_the_page_with_a_message(tmp_pa
     response = client.post("/settings/messaging/kafka", data={"host": "k"},
                            headers={"HX-Request": "true", "X-CSRFToken": "stale"})
     assert response.status_code == 400 and response.headers["HX-Refresh"] == "true"
-    assert "it was reloaded: repeat the change" in client.get("/settings/messaging").get_data(as_text=True)
+    assert "the page was reloaded: repeat the change" in client.get("/settings/messaging").get_data(as_text=True)
 
 
 def test_a_broken_limit_storage_does_not_hide_the_login(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:

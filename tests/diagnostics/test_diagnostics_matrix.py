@@ -148,11 +148,13 @@ def protocol_cases() -> list[Case]:
              "not_found", "operation", fix=("no-such-topic-xyz", "kafka-topics.sh")),
         case("kafka", "topic", lambda lab: cfg(lab, "kafka", options={"topic": TOPIC}), "ok", None),
         case("kafka", "sasl_success", lambda lab: _kafka_sasl(lab, "sasl"), "ok", None,
-             skip="Tansu 0.6.0 stores no SCRAM credentials (dynostore no-ops), so every SASL login fails with "
-                  "unknown-user; no SASL success is possible in the lab"),
+             skip="Tansu 0.6.0 stores no SCRAM credentials (dynostore no-ops), so every SASL login to the lab's "
+                  "own Tansu fails with unknown-user; successful logins are tested through the SASL front over "
+                  "Tansu in tests/brokers/test_sasl_front.py"),
         case("pulsar", "bad_token", lambda lab: cfg(lab, "pulsar", token="junk"), "auth_failed", "auth",
              skip="pulsar-lite accepts any credentials (junk tokens and basic auth succeed), so no token "
-                  "rejection can be produced"),
+                  "rejection can be produced here; refused tokens are tested through the token front over "
+                  "pulsar-lite in tests/brokers/test_token_front.py"),
         case("pulsar", "junk_token_accepted", lambda lab: cfg(lab, "pulsar", token="junk"), "ok", None),
         case("pulsar", "missing_topic", lambda lab: cfg(lab, "pulsar", options={"topic": "persistent://no/such/t"}),
              "not_found", "operation",

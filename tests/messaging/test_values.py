@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from console.messaging import values
 from console.messaging.schema import FIELDS
 from console.messaging.values import (
     Invalid,
@@ -175,3 +176,20 @@ def test_amqp_query_parameters_become_fields_or_notes() -> None:
                                                 "channel_max=2", "auth_mechanism=external", "whatever=1"]
     assert all(n.startswith("RABBIT_SERVER_URL: ") for n in notes)
     assert parse_amqp_query("amqp://h/v") == ({}, [])
+
+
+@pytest.mark.parametrize(("parse", "text"), [
+    (values.parse_nats_servers, "["), (values.parse_nats_servers, "nats://[::1"),
+    (values.parse_amqp_url, "amqp://[x"), (values.parse_amqp_query, "amqp://[x?heartbeat=1")])
+def test_an_unclosed_ipv6_bracket_is_a_field_error_not_a_crash(parse, text: str) -> None:
+    """urllib raises ValueError("Invalid IPv6 URL") for these (found by schemathesis as a 500)."""
+    with pytest.raises(values.Invalid, match="is not"):
+        parse(text)
+
+
+def test_the_api_names_the_field_of_an_unclosed_bracket(admin_client) -> None:
+    answer = admin_client.patch("/api/v1/brokers/nats", json={"servers": "["})
+    assert answer.status_code == 422 and "servers" in answer.get_json()["errors"]
+    answer = admin_client.post("/api/v1/services", json={"name": "edge", "protocols": ["mqtt"],
+                                                         "callback_url": "http://[x"})
+    assert answer.status_code == 422 and "callback_url" in answer.get_json()["errors"]

@@ -21,6 +21,9 @@ from .api import Backoff, Console, Refused, Unavailable
 from .diagnose import diagnose
 
 STDERR_LINES = 8
+LINE_MAX = 400              # characters kept of one line of the program's standard error
+ACK_LIMIT = 2000            # the console keeps this much of a message
+WORDS = "; its last words: "
 FORWARDED = ("SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT")
 
 
@@ -133,7 +136,12 @@ class Acks:
             if pending is None:
                 return
             try:
-                self.console.ack(*pending)
+                try:
+                    self.console.ack(*pending)
+                except Refused as exc:
+                    if exc.status != 422 or pending[3] is None:
+                        raise
+                    self.console.ack(*pending[:3])     # a console that keeps no network steps
             except Unavailable:
                 return
             except Refused as exc:
@@ -170,7 +178,7 @@ class Child:
             sys.stderr.flush()
             text = raw.decode(errors="replace").strip()
             if text:
-                self.lines.append(formats.scrub(text, self.secrets))
+                self.lines.append(formats.scrub(text, self.secrets)[:LINE_MAX])
 
     @property
     def name(self) -> str:
@@ -272,7 +280,7 @@ class Agent:
                 words = child.last_words()
                 return False, (f"{child.name} {describe_exit(status)} after "
                                f"{time.monotonic() - child.started:.1f} s"
-                               + (f"; its last words: {words}" if words else "; it wrote nothing on stderr"))
+                               + (f"{WORDS}{words}" if words else "; it wrote nothing on stderr"))
             time.sleep(0.05)
         if self.o.health:
             try:
@@ -287,10 +295,10 @@ class Agent:
                 words = child.last_words()
                 return False, (f"--health exited with status {done.returncode}"
                                + (f": {said}" if said else "")
-                               + (f"; {child.name}'s last words: {words}" if words else ""))
+                               + (f"{WORDS}{words}" if words else ""))
         status = child.poll()
         if status is not None:
-            return False, f"{child.name} {describe_exit(status)}; its last words: {child.last_words()}"
+            return False, f"{child.name} {describe_exit(status)}{WORDS}{child.last_words()}"
         return True, f"{child.name} runs (pid {child.process.pid}) for {self.o.settle:g} s" + (
             ", --health passed" if self.o.health else "")
 
@@ -317,7 +325,6 @@ class Agent:
             self.acks.send(version, "applied", how)
             return
         self.failed_etags.add(document["etag"])
-        message = f"v{version} failed: {how}"
         back = self.good if self.good is not None and self.good["etag"] != document["etag"] else None
         if back is not None:
             if signalled and self.child is not None and self.child.poll() is None:
@@ -326,12 +333,13 @@ class Agent:
                 if self.child is not None:
                     self.child.stop(self.o.grace)
                 self._start(back)
-            message += f"; went back to v{back['version']}, which runs again"
+            message = failure(version, how, f"went back to v{back['version']}, which runs again")
         else:
             if self.child is not None:
                 self.child.stop(self.o.grace)
             self.child, self.running = None, previous
-            message += "; no earlier version ran here, so the program waits for the next one"
+            message = failure(version, how, "no earlier version ran here, so the program waits for the "
+                                            "next one")
         say(message)
         self.acks.send(version, "failed", message, diagnose(document))
 
@@ -378,7 +386,7 @@ class Agent:
         words = formats.scrub(" | ".join(done.stderr.strip().splitlines()[-STDERR_LINES:]),
                               formats.secrets_of(document))
         return False, (f"wrote {self.o.out}; --on-change exited with status {done.returncode}"
-                       + (f"; its last words: {words}" if words else ""))
+                       + (f"{WORDS}{words}" if words else ""))
 
     def _render(self, document: dict) -> None:
         version = document["version"]
@@ -397,11 +405,12 @@ class Agent:
             say(f"v{version} applied: {how}")
             self.acks.send(version, "applied", how)
             return
-        message = f"v{version} failed: {how}"
+        back = "nothing was written before it"
         if self.good is not None and self.good["etag"] != document["etag"]:
             self._write(self.good)
             self._on_change(self.good)
-            message += f"; went back to v{self.good['version']}, written again"
+            back = f"went back to v{self.good['version']}, written again"
+        message = failure(version, how, back)
         say(message)
         self.failed_etags.add(document["etag"])
         self.acks.send(version, "failed", message, diagnose(document))
@@ -445,6 +454,19 @@ class Agent:
             if self.child is not None:
                 self.child.stop(self.o.grace)
             self.acks.flush()
+
+
+def failure(version: int, how: str, back: str) -> str:
+    """The `failed` message: what happened, what runs now, then the program's last words — cut at
+    the front when the whole would not fit the console's limit (the last lines matter most)."""
+    head, sep, words = how.partition(WORDS)
+    message = f"v{version} failed: {head}; {back}"
+    if sep:
+        room = ACK_LIMIT - len(message) - len(sep)
+        if len(words) > room:
+            words = "…" + words[-(room - 1):]
+        message += sep + words
+    return message[:ACK_LIMIT]
 
 
 def _exit_code(status: int | None) -> int:

@@ -1,7 +1,7 @@
 """roll-outs in waves: a change's first wave, its deadline and whether it halted
 
-Revision ID: 0100
-Revises: 0090
+Revision ID: 0110
+Revises: 0100
 Create Date: 2026-12-05 18:40:00
 
 """
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0100'
-down_revision = '0090'
+revision = '0110'
+down_revision = '0100'
 branch_labels = None
 depends_on = None
 
