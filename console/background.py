@@ -25,6 +25,7 @@ from werkzeug.serving import is_running_from_reloader
 from . import database
 from .checks import scheduler
 from .delivery import outbox
+from .settings import references
 from .settings.changes import record_environment
 from .settings.environment import log_environment_warnings
 
@@ -84,6 +85,7 @@ def _wait(app: Flask, log_warnings: bool) -> None:
 def _start_work(app: Flask) -> None:
     scheduler.start(app)
     outbox.start(app)
+    references.start(app)
 
 
 def serving_with_flask_run() -> bool:

@@ -146,6 +146,8 @@ def tokens_revoke(name: str) -> None:
 def _describe(value: dict) -> str:
     inner = value["value"]
     if isinstance(inner, dict):
+        if "reference" in inner:
+            return inner["reference"] + (" (resolves)" if inner["resolves"] else " (does not resolve)")
         if not inner.get("set"):
             return "(not set)"
         if "certificates" in inner or "filename" in inner or "path" in inner:

@@ -94,6 +94,8 @@ class Defaults:
     DELIVERY_RETRY_MAX: Annotated[Seconds, Range(0.01, 86400)] = 300.0    # longest wait
     DELIVERY_LEASE_SECONDS: Annotated[Seconds, Range(1, 3600)] = 30.0     # a claim is retaken after
     DELIVERY_CONCURRENCY: Annotated[int, Range(1, 256)] = 16              # callbacks at once
+    # secret references (file:/path, env:NAME): how often each process looks for a changed one; 0: never
+    REFERENCE_POLL_SECONDS: Annotated[Seconds, Range(0, 3600)] = 10.0
     # signing in with the organisation's identity (README "Signing in with LDAP or OpenID Connect")
     PUBLIC_URL: Annotated[str, Pattern(r"https?://[^\s/]+(/\S*)?", "an http(s) URL")] | None = None
     OIDC_ISSUER: Annotated[str, Pattern(r"https?://\S+", "an http(s) URL")] | None = None
@@ -125,7 +127,7 @@ class Defaults:
     BREAK_GLASS_USER: str | None = None
     # held watches of a service's configuration (GET …/config?wait=S)
     WATCH_MAX_WAIT: Annotated[int, Range(1, 3600)] = 300                  # longest ?wait=
-    WATCH_HELD: Annotated[int, Range(0, 4096)] = 64      # watches held per process, on threads of their own
+    WATCH_HELD: Annotated[int, Range(0, 65536)] = 4096     # watches held per process (none takes a thread)
     WATCH_POLL_SECONDS: Annotated[Seconds, Range(0.05, 60)] = 0.5         # other replicas' changes
     # fixed, not read from the environment (no annotation)
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}

@@ -4,7 +4,9 @@ no-store` on everything but the static files (pages, fragments, API answers, exp
 all carry settings)."""
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, current_app, request
 
 CONTENT_SECURITY_POLICY = "; ".join((
     "default-src 'none'",
@@ -27,9 +29,23 @@ HEADERS = {
 }
 
 
+def content_security_policy(app: Flask) -> str:
+    """The policy of `app`'s pages: with OpenID Connect on, forms may also lead to the provider's
+    origin (logging out posts to the console, which sends the browser on to the provider's
+    end-session endpoint, and form-action covers such redirects)."""
+    issuer = app.config.get("OIDC_ISSUER")
+    if not issuer:
+        return CONTENT_SECURITY_POLICY
+    parts = urlsplit(str(issuer))
+    return CONTENT_SECURITY_POLICY.replace("form-action 'self'",
+                                           f"form-action 'self' {parts.scheme}://{parts.netloc}")
+
+
 def secure_headers(response: Response) -> Response:
     """Add the security headers (and no-store outside /static/) to `response`."""
     for name, value in HEADERS.items():
+        if name == "Content-Security-Policy":
+            value = content_security_policy(current_app)
         response.headers.setdefault(name, value)
     if request.endpoint != "static":
         response.headers["Cache-Control"] = "no-store"

@@ -290,9 +290,11 @@ def _new_jwk() -> dict[str, str]:
 
 
 def start_oidc(directory: str | os.PathLike[str], redirect_uris: list[str],
-               post_logout_redirect_uris: list[str] | None = None) -> Oidc:
+               post_logout_redirect_uris: list[str] | None = None, *, clock_offset: int = 0,
+               id_token_ttl: int | None = None) -> Oidc:
     """oidc-provider on a free port; clients "console" (the redirect URIs given) and "other-app"
-    (another audience, same redirect URIs)."""
+    (another audience, same redirect URIs). `clock_offset` seconds move the provider's clock and
+    `id_token_ttl` shortens its ID tokens' lives (together: tokens expired when they arrive)."""
     install()
     base = Path(directory)
     base.mkdir(parents=True, exist_ok=True)
@@ -310,7 +312,8 @@ def start_oidc(directory: str | os.PathLike[str], redirect_uris: list[str],
                 for name, (password, groups) in PEOPLE.items()}
     config.write_text(json.dumps({"issuer": lab.issuer, "port": port, "clients": clients,
                                   "accounts": accounts, "jwks": {"keys": [_new_jwk()]},
-                                  "cookie_keys": [os.urandom(16).hex()]}))
+                                  "cookie_keys": [os.urandom(16).hex()],
+                                  "clock_offset_seconds": clock_offset, "id_token_ttl": id_token_ttl}))
     lab.start()
     return lab
 

@@ -17,6 +17,7 @@ from ..crypto import token_digest
 from ..delivery import plans
 from ..delivery import status as rollout
 from ..extensions import csrf
+from ..messaging.schema import field_for
 from ..messaging.state import read_state
 from ..settings import service
 from ..settings.changes import commit
@@ -142,10 +143,54 @@ def precondition_failed(conflict):
     return response
 
 
+class BadFlag(Exception):
+    """A boolean of the API that is not one: answered 400 naming the field (see `flag`)."""
+
+    def __init__(self, name: str, where: str) -> None:
+        self.name = name
+        self.message = (f"{name} must be a JSON boolean (true or false)" if where == "body" else
+                        f"{name} must be true or false in the {where}")
+        super().__init__(self.message)
+
+
+def strict_bool(name: str, value: Any, where: str = "body") -> bool:
+    """The one rule for every boolean of the API: a JSON boolean in a JSON body; `true` or `false`
+    in a query string or form (the only words those can carry); BadFlag (400 naming it) otherwise."""
+    if where == "body":
+        if isinstance(value, bool):
+            return value
+        raise BadFlag(name, where)
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise BadFlag(name, where)
+
+
 def flag(name: str, body: dict[str, Any] | None = None) -> bool:
-    """A boolean option from the JSON body or the query string (confirm, dry_run)."""
-    value = (body or {}).get(name, request.args.get(name, request.form.get(name)))
-    return value is True or str(value).lower() in ("1", "true", "yes")
+    """A boolean option (confirm, dry_run, …) from the JSON body, else the query string, else the
+    form; False when absent; BadFlag for anything but a boolean (see `strict_bool`)."""
+    if body is not None and name in body:
+        return strict_bool(name, body[name])
+    if name in request.args:
+        return strict_bool(name, request.args[name], "query string")
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded") \
+            and name in request.form:
+        return strict_bool(name, request.form[name], "form")
+    return False
+
+
+def bool_errors(protocol: str, body: dict[str, Any]) -> dict[str, str]:
+    """A field error for every boolean setting of `protocol` in `body` that is not a JSON boolean
+    (null resets it to its default); the page's form words (on, yes, 1) are not JSON booleans."""
+    return {name: "Give a JSON boolean: true or false." for name, value in body.items()
+            if (f := field_for(protocol, name)) is not None and f.kind == "bool"
+            and value is not None and not isinstance(value, bool)}
+
+
+@bp.errorhandler(BadFlag)
+def _bad_flag(exc: BadFlag):
+    return _error(400, "bad_request", f"{exc.message}; nothing was changed.",
+                  errors={exc.name: exc.message})
 
 
 def propose_plan(raw: Any):
@@ -186,12 +231,17 @@ def patch_broker(protocol: str):
     refused = propose_plan(options.get("rollout"))
     if refused is not None:
         return refused
+    dry_run, confirm = flag("dry_run", options), flag("confirm", options)
+    wrong = bool_errors(protocol, body)
+    if wrong:
+        prep = service.prepare_changes(protocol, {k: v for k, v in body.items() if k not in wrong})
+        return _error(422, "invalid", "Nothing was saved: some fields are invalid.",
+                      errors={**prep.errors, **wrong})
     tags = if_match()
-    if flag("dry_run", options):
+    if dry_run:
         conflict = service.judge_etag(protocol, tags) if tags is not None else None
         return precondition_failed(conflict) if conflict else preview_changes(protocol, body)
-    result = service.apply_changes(protocol, body, actor(), origin="api",
-                                   confirm=flag("confirm", options),
+    result = service.apply_changes(protocol, body, actor(), origin="api", confirm=confirm,
                                    base=service.Base(etags=tags) if tags is not None else None)
     if result.conflict is not None:
         return precondition_failed(result.conflict)
@@ -248,7 +298,8 @@ def put_priorities():
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or "priorities" not in body:
         return _error(400, "bad_request", 'Send {"priorities": ["kafka", "mqtt", …]}.')
-    if flag("dry_run", body):
+    dry_run, confirm = flag("dry_run", body), flag("confirm", body)
+    if dry_run:
         problem = service.validate_priorities(body["priorities"])
         if problem:
             return _error(422, "invalid", "Invalid order.", errors={"priorities": problem})
@@ -256,8 +307,7 @@ def put_priorities():
         candidate.priorities = list(body["priorities"])
         return jsonify(commit(candidate, actor=actor(), origin="api", action="priorities",
                               dry_run=True).as_dict())
-    result = service.set_priorities(body["priorities"], actor(), origin="api",
-                                    confirm=flag("confirm", body))
+    result = service.set_priorities(body["priorities"], actor(), origin="api", confirm=confirm)
     if result.errors:
         return _error(422, "invalid", "Nothing was saved.", errors=result.errors)
     order, info = service.priorities()

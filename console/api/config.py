@@ -53,9 +53,9 @@ def diff_versions(version_id: int):
 @bp.post("/versions/<int:version_id>/rollback")
 def rollback(version_id: int):
     body = request.get_json(silent=True) or {}
-    dry_run = flag("dry_run", body)
+    dry_run, confirm = flag("dry_run", body), flag("confirm", body)
     outcome = transfer.rollback(version_id, actor=actor(), origin="api",
-                                confirm=flag("confirm", body), dry_run=dry_run)
+                                confirm=confirm, dry_run=dry_run)
     if outcome is None:
         return _error(404, "not_found", "No such version.")
     return _outcome_response(outcome, dry_run=dry_run)
@@ -73,9 +73,9 @@ def import_config():
     text = upload.read().decode("utf-8", "replace") if upload else request.get_data(as_text=True)
     if not text.strip():
         return _error(400, "bad_request", "Send the YAML as the request body or as form field 'file'.")
-    dry_run = flag("dry_run")
+    dry_run, confirm = flag("dry_run"), flag("confirm")
     result = transfer.import_yaml(text, actor=actor(), origin="api", dry_run=dry_run,
-                                  confirm=flag("confirm"))
+                                  confirm=confirm)
     if result.errors:
         return _error(422, "invalid", "Nothing was imported.", errors=result.errors)
     response, status = _outcome_response(result.outcome, dry_run=dry_run)

@@ -7,7 +7,7 @@ from .. import diagnostics
 from ..auth import actor
 from ..diagnostics.lint import lint
 from ..settings import service as settings_service
-from . import _error, bp
+from . import _error, bp, strict_bool
 
 
 @bp.post("/brokers/<protocol:protocol>/diagnose")
@@ -22,11 +22,7 @@ def diagnose(protocol: str):
         message = f"Use 0.1 to {limit:g} seconds (CONSOLE_DIAGNOSE_MAX_TIMEOUT)."
         return _error(400, "bad_request", f"timeout must be between 0.1 and {limit:g} seconds.",
                       errors={"timeout": message})
-    wait = request.args.get("wait", "true").lower()
-    if wait not in ("true", "false"):
-        return _error(400, "bad_request", "wait is true or false.",
-                      errors={"wait": "Use true or false."})
-    if wait == "false":
+    if not strict_bool("wait", request.args.get("wait", "true"), "query string"):
         run_id = diagnostics.start(protocol, timeout, actor=actor(), origin="api")
         row = diagnostics.get(run_id)
         assert row is not None  # just stored by start()

@@ -22,7 +22,8 @@ def audit(action: str, outcome: str, *, actor: str | None, origin: str,
           changes: Iterable[Change] | None = None, version_id: int | None = None,
           extra: list[dict[str, Any]] | None = None) -> AuditEntry:
     """Record an audit entry (the caller commits, or it is committed here when alone)."""
-    remote = request.remote_addr if has_request_context() else None
+    # as the proxies tell it (CONSOLE_PROXIES), so cut to the column's length
+    remote = (request.remote_addr or "")[:64] or None if has_request_context() else None
     entry = AuditEntry(actor=(actor or "unknown")[:80], origin=origin, remote=remote, action=action,
                        outcome=outcome, protocols=",".join(sorted(set(protocols or [])))[:64],
                        summary=summary[:4000],

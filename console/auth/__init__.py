@@ -22,6 +22,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_limiter import RateLimitExceeded
@@ -36,7 +37,7 @@ from ..crypto import token_digest
 from ..extensions import db, login_manager
 from ..models import ApiToken, User, utcnow
 from ..ratelimit import limiter
-from . import directory, roles
+from . import directory, oidc, roles
 
 bp = Blueprint("auth", __name__)
 LAST_USED_EVERY = dt.timedelta(seconds=60)   # a token's last use is written at most this often
@@ -193,6 +194,76 @@ def login():
     return _login_page(form, 401)
 
 
+def public_url(path: str) -> str:
+    """`path` as browsers reach the console: CONSOLE_PUBLIC_URL, else the request's scheme and host."""
+    base = current_app.config.get("PUBLIC_URL") or request.host_url
+    return str(base).rstrip("/") + path
+
+
+def provider_problem(message: str, status: int):
+    """The page of a provider sign-in that failed (4xx: refused; 503: the provider does not answer)."""
+    return render_template("auth/provider_problem.html", message=message, status=status), status
+
+
+@bp.get("/login/oidc")
+def oidc_start():
+    """Start the provider's flow; `?test=1` (admins): Test sign-in, which changes no one's session."""
+    if not oidc.configured(current_app.config):
+        abort(404)
+    test = request.args.get("test") == "1"
+    if test and not is_admin():
+        abort(403)
+    state = secrets.token_urlsafe(24)
+    session["oidc_flow"] = {"state": state, "test": test,
+                            "next": safe_next(request.args.get("next"))}
+    try:
+        return oidc.authorize_redirect(current_app._get_current_object(),
+                                       public_url(url_for("auth.oidc_callback")), state)
+    except oidc.ProviderUnavailable as exc:
+        return provider_problem(f"{exc} Local users can still log in with their password"
+                                + ("." if current_app.config.get("LOCAL_LOGIN", True)
+                                   else " (the emergency admin only)."), 503)
+
+
+@bp.get("/login/oidc/callback")
+def oidc_callback():
+    if not oidc.configured(current_app.config):
+        abort(404)
+    flow = session.pop("oidc_flow", None) or {}
+    if request.args.get("error"):
+        description = request.args.get("error_description") or request.args["error"]
+        roles.record("rejected", username="anonymous", provider="oidc",
+                     reason=f"the provider answered {request.args['error'][:80]}")
+        return provider_problem(f"The provider did not sign you in: {description[:300]}", 403)
+    if flow.get("state") != request.args.get("state"):
+        roles.record("rejected", username="anonymous", provider="oidc", reason="wrong state")
+        return provider_problem("The sign-in's state does not match this browser's: an old, reused or "
+                                "forged link. Start the sign-in again.", 400)
+    app = current_app._get_current_object()
+    try:
+        found = oidc.finish(app)
+    except oidc.ProviderUnavailable as exc:
+        roles.record("rejected", username="anonymous", provider="oidc", reason="the provider does not answer")
+        return provider_problem(str(exc), 503)
+    except oidc.SignInInvalid as exc:
+        roles.record("rejected", username="anonymous", provider="oidc", reason=str(exc)[:300])
+        return provider_problem(str(exc), 400)
+    if flow.get("test"):
+        if not is_admin():
+            abort(403)
+        decision = roles.decide(found.groups, current_app.config)
+        roles.record_test(username=found.username, provider="oidc", groups=found.groups,
+                          role=decision.role, tester=actor())
+        return render_template("users/test_sign_in.html", result={
+            "provider": "oidc", "username": found.username, "received": found.claims,
+            "groups": found.groups, "decision": decision, "notes": found.notes})
+    refusal = sign_in_provider_user(found.username, "oidc", found.groups)
+    if refusal is not None:
+        return refusal
+    session["oidc_id_token"] = found.id_token
+    return redirect(flow.get("next") or safe_next(None))
+
+
 def _too_many(error: RateLimitExceeded):
     """429 with the login form and when to try again."""
     current = limiter.current_limit
@@ -209,10 +280,18 @@ def _too_many(error: RateLimitExceeded):
 @bp.post("/logout")
 @login_required
 def logout():
+    """End the console session and, for a provider's user, the provider's session where it offers
+    that (RP-initiated logout)."""
+    id_token = session.pop("oidc_id_token", None)
     current_user.end_sessions()
     db.session.commit()
     logout_user()
     flash("Logged out.")
+    if id_token and oidc.configured(current_app.config):
+        url = oidc.logout_url(current_app._get_current_object(),
+                              id_token, public_url(url_for("auth.login")))
+        if url:
+            return redirect(url)
     return redirect(url_for("auth.login"))
 
 

@@ -101,6 +101,18 @@ def record(outcome: str, *, username: str, provider: str, groups: Iterable[str] 
     db.session.commit()
 
 
+def record_test(*, username: str, provider: str, groups: Iterable[str], role: str | None,
+                tester: str) -> None:
+    """Audit a Test sign-in (it signs no one in)."""
+    group_list = sorted(set(groups))
+    label = SOURCES.get(provider, provider)
+    audit_log.audit("test_sign_in", "applied", actor=tester, origin="page",
+                    summary=f"Test sign-in through {label} of {username}: role {role or 'none'} "
+                            f"(groups: {', '.join(group_list) or 'none'})",
+                    extra=[{"provider": provider, "groups": group_list, "role": role, "user": username}])
+    db.session.commit()
+
+
 def provider_user(username: str, provider: str, groups: list[str], role: str) -> User:
     """The console's user for someone the provider signed in: created on first sign-in, the role and
     groups of this sign-in stored; a changed role ends their other sessions. A local user of the same

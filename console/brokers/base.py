@@ -24,7 +24,7 @@ CAUSES = (
     "tls_untrusted", "tls_expired", "tls_not_yet_valid", "tls_hostname_mismatch", "tls_required",
     "tls_not_offered", "tls_client_cert_required", "tls_client_cert_rejected",
     "auth_failed", "sasl_mechanism_unsupported", "access_denied", "not_found",
-    "advertised_address_unreachable", "protocol_mismatch", "unknown",
+    "advertised_address_unreachable", "protocol_mismatch", "secret_unavailable", "unknown",
 )
 
 
@@ -46,11 +46,18 @@ class BrokerConfig:
     password: str | None = None
     token: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)   # protocol's own fields, by name
+    server_names: Mapping[str, str] = field(default_factory=dict)  # address -> the host name it was resolved from
 
     @property
     def addresses(self) -> tuple[tuple[str, int], ...]:
         """Every (host, port) this configuration connects to."""
         return self.servers or ((self.host, self.port),)
+
+    @property
+    def server_name(self) -> str:
+        """The name TLS verifies and sends (SNI) for `host`: the configured host name when `host` is one of
+        its resolved addresses (each address of a name is checked as a node of its own), else `host`."""
+        return self.server_names.get(self.host, self.host)
 
 
 @dataclass
@@ -238,6 +245,7 @@ class Driver(ABC):
     tls_off: ClassVar[str] = "turn TLS off"
     texts: ClassVar[Mapping[str, tuple[str, str]]] = {}  # cause texts of this protocol: "cause[/variant]"
     library_share: ClassVar[float] = 0.8               # of a check's budget, for the client library
+    tls_by_address: ClassVar[bool] = True              # TLS to an address can verify the name (Python ssl)
 
     config: BrokerConfig
 

@@ -254,6 +254,7 @@ class KafkaDriver(Driver):
     label = "Kafka"
     default_port = 9092
     address_field = "bootstrap_servers (or host)"
+    tls_by_address = False   # the C++ library verifies the address it connects to, not a name given apart
     tls_on = "set security_protocol to SSL, or SASL_SSL with a SASL login"
     tls_off = "set security_protocol to PLAINTEXT, or SASL_PLAINTEXT with a SASL login"
     texts = {

@@ -29,7 +29,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from .base import BrokerConfig, CheckFailed, Deadline, Greeting, one_line
 
@@ -47,11 +47,43 @@ MAX_ANSWER = 64 * 1024
 _now = time.monotonic
 
 
+class NamedContext(ssl.SSLContext):
+    """A client context whose every connection verifies (and sends as SNI) one server name, whatever
+    address it connects to and whatever name the client library passes: one address of a host name is
+    checked as a node of its own, but its certificate is still the name's."""
+
+    server_name = ""
+
+    def wrap_socket(self, sock: Any, server_side: bool = False, do_handshake_on_connect: bool = True,
+                    suppress_ragged_eofs: bool = True, server_hostname: Any = None, session: Any = None) -> Any:
+        return super().wrap_socket(sock, server_side=server_side, do_handshake_on_connect=do_handshake_on_connect,
+                                   suppress_ragged_eofs=suppress_ragged_eofs, server_hostname=self.server_name,
+                                   session=session)
+
+    def wrap_bio(self, incoming: Any, outgoing: Any, server_side: bool = False, server_hostname: Any = None,
+                 session: Any = None) -> Any:
+        return super().wrap_bio(incoming, outgoing, server_side=server_side, server_hostname=self.server_name,
+                                session=session)
+
+
+def _context(config: BrokerConfig) -> ssl.SSLContext:
+    if config.server_name == config.host:
+        return ssl.create_default_context(cafile=config.tls_ca_file or None)
+    context = NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.server_name = config.server_name
+    if config.tls_ca_file:
+        context.load_verify_locations(cafile=config.tls_ca_file)
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    return context
+
+
 def ssl_context(config: BrokerConfig) -> ssl.SSLContext:
     """The client `SSLContext` for `config`: CA file (else the system store), client certificate and key,
-    certificate verification always on, host-name checking as configured."""
+    certificate verification always on, host-name checking as configured (against `config.server_name`:
+    the host name an address was resolved from)."""
     try:
-        context = ssl.create_default_context(cafile=config.tls_ca_file or None)
+        context = _context(config)
         if config.tls_cert_file:
             context.load_cert_chain(config.tls_cert_file, config.tls_key_file or None)
     except (OSError, ssl.SSLError, ValueError) as exc:

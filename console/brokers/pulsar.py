@@ -278,6 +278,7 @@ class PulsarDriver(Driver):
     default_port = 6650
     tls_port = 6651
     address_field = "url (or host)"
+    tls_by_address = False   # the C++ library verifies the address it connects to, not a name given apart
     tls_on = "use a pulsar+ssl:// service URL"
     tls_off = "use a pulsar:// service URL"
     texts = {

@@ -16,15 +16,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from typing import Any, Callable, Iterator, cast
 
 from flask import current_app
 from sqlalchemy import CursorResult, and_, func, or_, update
 
-from ..brokers import PROTOCOLS, get_driver
+from ..brokers import PROTOCOLS, driver_class, get_driver
 from ..brokers.base import BrokerConfig, CheckResult
-from ..brokers.nodes import check_nodes, warnings_for
+from ..brokers.nodes import addresses_of, check_nodes, node_name, warnings_for
 from ..crypto import SecretUnreadable
 from ..extensions import db
 from ..messaging import effective as settings_read
@@ -189,11 +190,50 @@ def check_settings(settings: ProtocolSettings, timeout: float,
     first, then the protocol's driver. The result carries the digest of `settings` (given, when called
     outside an app context)."""
     digest = digest or settings_digest(settings)
+    started = time.monotonic()
+    missing = settings_read.unresolved(settings)
+    if missing:             # named before any broker is contacted
+        return CheckResult(settings.protocol, "down", None, "secret_unavailable",
+                           "; ".join(f"{name}: {why}" for name, why in missing),
+                           settings_digest=digest)
     with broker_config(settings) as config:
-        result = check_nodes(config, timeout, partial(_check_node, resolver=memoized(resolver)))
+        resolve = memoized(resolver)
+        nodes = each_address(config, timeout, resolve)
+        left = max(0.1, timeout - (time.monotonic() - started))
+        result = check_nodes(nodes, left, partial(_check_node, resolver=resolve))
         result.identity.setdefault("target", target_of(config))
         result.settings_digest = digest
         return result
+
+
+def each_address(config: BrokerConfig, timeout: float, resolver: Resolver) -> BrokerConfig:
+    """`config` with every configured host name that resolves to several addresses replaced by those
+    addresses, each a node of its own (console.brokers.nodes), whose TLS still verifies the name
+    (`BrokerConfig.server_names`); `config` itself when no name has several addresses, or when TLS goes
+    through a client library that cannot verify a name apart from the address it connects to. A name that
+    does not resolve stays as it is: its node's check names the DNS failure."""
+    if config.tls and not driver_class(config.protocol).tls_by_address:
+        return config
+    configured = addresses_of(config)
+    resolved, _ = resolve_hosts(tuple(dict.fromkeys(configured)), timeout, resolver)
+    nodes: list[tuple[str, int]] = []
+    names: dict[str, str] = {}
+    for host, port in configured:
+        found = resolved.get(host) or [host]
+        if len(found) < 2:
+            nodes.append((host, port))
+            continue
+        for address in found:
+            nodes.append((address, port))
+            names[address] = host
+    if not names:
+        return config
+    nodes = list(dict.fromkeys(nodes))
+    url = config.url
+    if url:
+        url = f"{url.split('://', 1)[0]}://" + ",".join(node_name(h, p) for h, p in nodes)
+    return replace(config, host=nodes[0][0], port=nodes[0][1], servers=tuple(nodes), url=url,
+                   server_names=names)
 
 
 def _check_node(config: BrokerConfig, timeout: float, *, resolver: Resolver) -> CheckResult:

@@ -12,6 +12,7 @@ from ..brokers import PROTOCOLS
 from ..certs import EXPIRY_WARNING_DAYS
 from ..checks import broker_config
 from ..extensions import db
+from ..messaging.effective import unresolved
 from ..messaging.identity import addresses
 from ..messaging.resolve import ProtocolSettings
 from ..messaging.values import format_host_port
@@ -26,6 +27,18 @@ def run(protocol: str, timeout: float, on_step=None, settings=None) -> Diagnosis
     from .engine import diagnose  # loaded when a diagnosis runs: listing commands never load the steps
 
     settings = settings or settings_service.effective(protocol, reveal=True)
+    missing = unresolved(settings)
+    if missing:             # named before any broker is contacted
+        detail = "; ".join(f"{name}: {why}" for name, why in missing)
+        diagnosis = Diagnosis(protocol, ok=False, cause="secret_unavailable",
+                              summary=f"A secret reference of these settings does not resolve: "
+                                      f"{detail}. No broker was contacted.",
+                              fix=("Mount the file or set the variable the reference names (or "
+                                   "point the field at another reference, or a value)."))
+        for step in diagnosis.steps:
+            step.status = "skipped"
+        diagnosis.finished_at = dt.datetime.now(dt.UTC)
+        return diagnosis
     with broker_config(settings) as config:
         return diagnose(config, timeout, on_step=on_step)
 

@@ -117,6 +117,11 @@ TEXTS: dict[str, tuple[str, str]] = {
         "{where} {speaks_words}, not {label}.",
         "The port belongs to another service{speaks_hint}: point the settings at the {label} broker's port "
         "(usually {default_port}{tls_port_or})."),
+    "secret_unavailable": (
+        "A secret reference of these settings does not resolve: {detail}. No broker was contacted.",
+        "Mount the file or set the variable the reference names (or point the field at another "
+        "reference, or a value); the console notices a file that appears within "
+        "CONSOLE_REFERENCE_POLL_SECONDS."),
     "unknown//operation_timeout": (
         "The operation step ran out of time: {label} at {where} accepted the login but did not finish the "
         "operation within {timeout_s} ({detail}).",

@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from flask import g, has_app_context
+from flask import current_app, g, has_app_context
 
 from .. import certs
 from ..brokers import PROTOCOLS
-from . import rules
-from .resolve import ProtocolSettings, Saved, resolve, resolve_priorities
+from . import references, rules
+from .resolve import MASKED, ProtocolSettings, Saved, resolve, resolve_priorities
 from .schema import ALIASES, FILE_SLOTS
 from .state import State, read_state
 
@@ -70,16 +70,50 @@ def _env_file_loader(reveal: bool):
     return load
 
 
+def _file_from_env_ref(path: str, slot: str, reveal: bool) -> dict[str, Any]:
+    try:
+        return _env_file_loader(reveal)(path, slot)
+    except certs.CertError as exc:
+        return {"path": path, "error": str(exc)}
+
+
 def resolve_layer(protocol: str, layer: Saved, reveal: bool = False) -> ProtocolSettings:
     """Effective settings of one protocol from a saved layer and the environment."""
     check_protocol(protocol)
     settings = resolve(protocol, layer, environment(), _env_file_loader(reveal))
+    for name, item in settings.fields.items():
+        if not isinstance(item.value, references.SecretRef):
+            continue
+        if item.field.is_file:      # TLS material: read as a file given by SP_…_FILE is
+            found = references.status(item.value, environment(), reference_key(), False)
+            item.reference = found
+            item.value = (_file_from_env_ref(item.value.ref[5:], name, reveal) if found.resolves
+                          else None)
+            continue
+        found = references.status(item.value, environment(), reference_key(), reveal)
+        item.reference = found
+        item.value = found.value if reveal else (MASKED if found.resolves else None)
     for slot in FILE_SLOTS:
         item = settings.fields[slot]
-        if item.source == "saved" and item.value:
+        if (item.source == "saved" and item.value and item.reference is None
+                and "certs_pem" in item.value):
             item.value["certificates"] = [c.as_dict()
                                           for c in certs.describe_pem(item.value["certs_pem"])]
     return settings
+
+
+def reference_key() -> bytes:
+    """The key of the references' fingerprints: the console's SECRET_KEY."""
+    if not has_app_context():
+        return b"messaging-console"
+    return str(current_app.config["SECRET_KEY"]).encode()
+
+
+def unresolved(settings: ProtocolSettings) -> list[tuple[str, str]]:
+    """(field, why) for every reference of `settings` that does not resolve now."""
+    return [(name, r.reference.error or f"{r.reference.ref} does not resolve")
+            for name, r in settings.fields.items()
+            if r.reference is not None and not r.reference.resolves]
 
 
 class Snapshot:
@@ -220,5 +254,6 @@ def findings(settings: ProtocolSettings) -> tuple[dict[str, str], list[tuple[str
             warnings.append((name, r.conflict))
         if r.shadowed:
             warnings.append((name, f"The saved value is shadowed by {r.env_var}."))
+    warnings += [(name, why) for name, why in unresolved(settings)]
     warnings += [("", note) for note in settings.notes]
     return errors, warnings

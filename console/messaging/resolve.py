@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
 from ..brokers import PROTOCOLS
+from .references import SecretRef, parse_reference
 from .schema import ALIASES, DEFAULT_PRIORITIES, FIELDS, PRIORITY_ENV, SCHEMA, Field
 from .values import Invalid, parse_amqp_query, parse_amqp_url, parse_nats_url, parse_value
 
@@ -59,6 +60,7 @@ class Resolved:
     shadowed: bool = False          # a saved value exists but the environment wins
     conflict: str | None = None     # an alias disagrees with the SP_ variable that won
     env_error: str | None = None    # the environment gave an unusable value (ignored)
+    reference: Any = None           # references.RefStatus when the saved value is a reference
 
     @property
     def locked(self) -> bool:
@@ -71,7 +73,11 @@ class Resolved:
     def public(self) -> dict[str, Any]:
         """JSON-safe view: secrets reduced to {"set": bool}, files to their description."""
         out: dict[str, Any] = {"source": self.source}
-        if self.field.secret:
+        if self.field.is_file and self.reference is not None:
+            out["value"] = {**file_public(self.value), "set": True, **self.reference.public()}
+        elif self.field.secret and self.reference is not None:
+            out["value"] = {"set": True, **self.reference.public()}
+        elif self.field.secret:
             out["value"] = {"set": self.is_set}
         elif self.field.is_file:
             out["value"] = file_public(self.value)
@@ -185,6 +191,8 @@ def resolve(
 
                 result = Resolved(f, value, "env", var, shadowed=has_saved,
                                   conflict=result.conflict)
+                if f.secret and isinstance(raw, str) and raw.startswith(("file:", "env:")):
+                    result.value = _env_reference(raw)
         elif f.name in aliases:
             value, alias = aliases[f.name]
             if f.is_file:
@@ -198,6 +206,9 @@ def resolve(
 
 def _saved_value(f: Field, saved: Saved) -> tuple[Any, bool]:
     if f.is_file:
+        ref = (saved.secrets if f.secret else saved.values).get(f.name)
+        if isinstance(ref, SecretRef):          # a file: reference wins over an uploaded file
+            return ref, True
         slot = "tls_cert" if f.name == "tls_key" else f.name
         stored = saved.files.get(slot)
         if stored is None:
@@ -225,6 +236,14 @@ def _env_value(f: Field, raw: str, load_file: Callable[[str, str], dict[str, Any
     if f.kind == "choice" and f.name == "security_protocol":
         raw = raw.upper()
     return parse_value(f, raw if f.kind == "secret" else raw.strip())
+
+
+def _env_reference(raw: str) -> Any:
+    """An SP_ variable that holds a reference rather than the secret itself."""
+    try:
+        return SecretRef(parse_reference(raw))
+    except Invalid:
+        return raw
 
 
 def _check_env_pairs(settings: ProtocolSettings, env: Mapping[str, str]) -> None:

@@ -11,6 +11,7 @@ from ..brokers import PROTOCOLS
 from ..crypto import decrypt
 from ..extensions import db
 from ..models import BrokerSettings, Priority, TlsFile, utcnow
+from . import references
 from .resolve import MASKED, Saved, StoredFile
 
 
@@ -19,7 +20,7 @@ class State:
     """Saved configuration; secrets and private keys stay encrypted inside it."""
 
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
-    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    secrets: dict[str, dict[str, Any]] = field(default_factory=dict)   # ciphertext or reference
     files: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     priorities: list[str] = field(default_factory=list)
 
@@ -50,13 +51,23 @@ class State:
                 filename=item["filename"], format=item["format"], certs_pem=item["certs_pem"],
                 has_key=key is not None, key_pem=decrypt(key) if (reveal and key) else None,
                 uploaded_at=item.get("uploaded_at"), uploaded_by=item.get("uploaded_by"))
-        return Saved(values=dict(self.values.get(protocol, {})),
-                     secrets={n: (decrypt(c) if reveal else MASKED) for n, c in secrets.items()},
+        values = {k: references.SecretRef.from_json(v) if references.stored(v) else v
+                  for k, v in self.values.get(protocol, {}).items()}
+        return Saved(values=values,
+                     secrets={n: _secret(c, reveal) for n, c in secrets.items()},
                      files=files)
 
     def secret_plaintext(self, protocol: str, name: str) -> str | None:
         token = self.secrets.get(protocol, {}).get(name)
-        return None if token is None else decrypt(token)
+        return None if token is None or references.stored(token) else decrypt(token)
+
+
+def _secret(stored: Any, reveal: bool) -> Any:
+    """A saved secret entry for the resolver: a reference as a SecretRef (resolved later), a
+    ciphertext decrypted when `reveal`, else MASKED."""
+    if references.stored(stored):
+        return references.SecretRef.from_json(stored)
+    return decrypt(stored) if reveal else MASKED
 
 
 def _iso(value: dt.datetime | None) -> str | None:

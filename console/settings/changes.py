@@ -19,6 +19,7 @@ from ..brokers import PROTOCOLS
 from ..crypto import decrypt
 from ..delivery import outbox, plans
 from ..extensions import db
+from ..messaging import references
 from ..messaging.effective import Snapshot, current, findings, forget, remember
 from ..messaging.identity import identity
 from ..messaging.resolve import ProtocolSettings
@@ -157,8 +158,18 @@ def _file_view(value: Any) -> Any:
     return f"{value.get('filename') or value.get('path')} [{', '.join(prints)}]"
 
 
-def _plain(token: str | None) -> str | None:
+def _plain(token: Any) -> Any:
+    if references.stored(token):
+        return dict(token)
     return None if token is None else decrypt(token)
+
+
+def _reference_side(token: Any) -> str | None:
+    """A saved secret entry as a change shows it: the reference itself, or words for a stored
+    value (never the value)."""
+    if token is None:
+        return None
+    return str(token["ref"]) if references.stored(token) else "(stored value)"
 
 
 def saved_diff(old: State, new: State) -> list[FieldChange]:
@@ -169,11 +180,20 @@ def saved_diff(old: State, new: State) -> list[FieldChange]:
         ov, nv = old.values.get(protocol, {}), new.values.get(protocol, {})
         for name in sorted(set(ov) | set(nv), key=list(fields).index):
             if ov.get(name) != nv.get(name):
-                out.append(FieldChange(protocol, name, ov.get(name), nv.get(name),
+                old_value, new_value = ov.get(name), nv.get(name)
+                if references.stored(old_value) or references.stored(new_value):
+                    old_value, new_value = _reference_side(old_value), _reference_side(new_value)
+                out.append(FieldChange(protocol, name, old_value, new_value,
                                        install_time=fields[name].install_time))
         osec, nsec = old.secrets.get(protocol, {}), new.secrets.get(protocol, {})
         for name in sorted(set(osec) | set(nsec)):
-            if osec.get(name) != nsec.get(name) and _plain(osec.get(name)) != _plain(nsec.get(name)):
+            a, b = osec.get(name), nsec.get(name)
+            if a == b or _plain(a) == _plain(b):
+                continue
+            if references.stored(a) or references.stored(b):
+                out.append(FieldChange(protocol, name, _reference_side(a), _reference_side(b),
+                                       install_time=fields[name].install_time))
+            else:
                 out.append(FieldChange(protocol, name, None, None, secret=True,
                                        install_time=fields[name].install_time))
         ofiles, nfiles = old.files.get(protocol, {}), new.files.get(protocol, {})

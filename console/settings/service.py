@@ -10,14 +10,17 @@ from .. import certs
 from ..brokers import PROTOCOLS
 from ..crypto import encrypt
 from ..extensions import db
+from ..messaging import references
 from ..messaging.effective import (  # noqa: F401  - the read side, re-exported for the views
     ProtocolUnknown,
     check_protocol,
     current,
     effective,
     effective_all,
+    environment,
     findings,
     priorities,
+    reference_key,
     saved_layer,
 )
 from ..messaging.resolve import ProtocolSettings, Saved
@@ -87,13 +90,32 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
         f = FIELDS[protocol].get(name)
         if f is None:
             prep.errors[name] = f"{protocol} has no field '{name}'."
+        elif f.is_file and references.is_reference(raw) and now.fields[name].source != "env":
+            try:
+                ref = references.parse_reference(raw)
+            except Invalid as exc:
+                prep.errors[name] = str(exc)
+                continue
+            if not ref.startswith("file:"):
+                prep.errors[name] = "TLS material takes a file reference: file:/path/to/file.pem."
+            else:
+                prep.parsed[name] = references.SecretRef(ref)
+        elif f.is_file and raw is None and isinstance(
+                (saved.secrets if f.secret else saved.values).get(name), references.SecretRef):
+            prep.parsed[name] = None                    # clears the reference
         elif f.is_file:
-            prep.errors[name] = "Upload TLS files through the file upload, not as a value."
+            prep.errors[name] = ("Upload TLS files through the file upload, or give a reference "
+                                 "(file:/path), not a value.")
         elif now.fields[name].source == "env":
             prep.errors[name] = (f"Locked: set by the environment variable "
                                  f"{now.fields[name].env_var}.")
         elif raw is None:
             prep.parsed[name] = None
+        elif f.secret and references.is_reference(raw):
+            try:
+                prep.parsed[name] = references.SecretRef(references.parse_reference(raw))
+            except Invalid as exc:
+                prep.errors[name] = str(exc)
         else:
             try:
                 prep.parsed[name] = parse_value(f, raw)
@@ -151,12 +173,20 @@ def candidate_state(protocol: str, prep: Prepared):
     """The whole saved configuration with prepared changes of one protocol applied."""
     candidate = current().state.copy()
     assert prep.saved is not None, "candidate_state needs a prepared change without errors"
-    candidate.values[protocol] = {k: prep.saved.values[k] for k in sorted(prep.saved.values)}
+    before = candidate.values.get(protocol, {})
+    candidate.values[protocol] = {
+        k: (stored_reference(v, before.get(k)) if isinstance(v, references.SecretRef) else v)
+        for k, v in sorted(prep.saved.values.items())}
+    for name, value in prep.parsed.items():      # a reference replaces the uploaded file of its slot
+        if isinstance(value, references.SecretRef) and name in FILE_SLOTS:
+            candidate.files.get(protocol, {}).pop(name, None)
     secrets = candidate.secrets.setdefault(protocol, {})
     for name, value in prep.parsed.items():
         if FIELDS[protocol][name].secret:
             if value is None:
                 secrets.pop(name, None)
+            elif isinstance(value, references.SecretRef):
+                secrets[name] = stored_reference(value, secrets.get(name))
             else:
                 secrets[name] = encrypt(value)
     if not secrets:
@@ -164,6 +194,16 @@ def candidate_state(protocol: str, prep: Prepared):
     if not candidate.values[protocol]:
         candidate.values.pop(protocol)
     return candidate
+
+
+def stored_reference(item: references.SecretRef, before: Any) -> dict[str, Any]:
+    """How the saved configuration keeps a reference: with the fingerprint of what it resolves to
+    now (kept from `before` when that is the same reference resolving to the same value)."""
+    found = references.status(item, environment(), reference_key(), reveal=False)
+    if references.stored(before) and before["ref"] == item.ref and before.get("seen") == found.fingerprint:
+        return dict(before)
+    return references.SecretRef(item.ref, found.fingerprint,
+                                references.now_iso() if found.resolves else None).as_json()
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 from .. import certs, lazy
 from ..brokers import PROTOCOLS
 from ..extensions import db
+from ..messaging import references
 from ..messaging.effective import current
 from ..messaging.schema import DEFAULT_PRIORITIES, FIELDS
 from ..messaging.state import State
@@ -30,7 +31,11 @@ def export_document() -> dict[str, Any]:
     state = current().state
     brokers: dict[str, Any] = {}
     for protocol in PROTOCOLS:
-        values = dict(state.values.get(protocol, {}))
+        values = {k: (v["ref"] if references.stored(v) else v)
+                  for k, v in state.values.get(protocol, {}).items()}
+        for name, entry in state.secrets.get(protocol, {}).items():
+            if references.stored(entry):        # a reference is exported; a value never
+                values[name] = entry["ref"]
         files = state.files.get(protocol, {})
         for slot, item in files.items():
             values[slot] = {"filename": item["filename"], "pem": item["certs_pem"]}
@@ -44,6 +49,7 @@ def export_yaml() -> str:
     """The configuration as YAML, with a header saying what is left out."""
     header = ("# Messaging Console configuration export. Secrets (passwords, tokens, OAuth2 client\n"
               "# secrets) and private keys are never exported: an import keeps the stored ones.\n"
+              "# A secret given as a reference (file:/path, env:NAME) is exported as the reference.\n"
               "# Values set by environment variables are not part of the saved configuration.\n")
     return header + yaml.safe_dump(export_document(), sort_keys=False, allow_unicode=True)
 
@@ -86,8 +92,17 @@ def _candidate_from(document: Any, current: State,
             f = FIELDS[protocol].get(name)
             if f is None:
                 errors[f"{protocol}.{name}"] = f"{protocol} has no field '{name}'."
+            elif f.secret and references.is_reference(value):
+                try:
+                    ref = references.parse_reference(value)
+                except Invalid as exc:
+                    errors[f"{protocol}.{name}"] = str(exc)
+                    continue
+                secrets = candidate.secrets.setdefault(protocol, {})
+                secrets[name] = service.stored_reference(references.SecretRef(ref), secrets.get(name))
             elif f.secret:
-                errors[f"{protocol}.{name}"] = "Secrets are not imported; set them on the page or API."
+                errors[f"{protocol}.{name}"] = ("Secrets are not imported; set them on the page or "
+                                                "API, or give a reference (file:/path, env:NAME).")
             elif not f.is_file:
                 plain[name] = value
         locked = service.env_locked(protocol)
@@ -115,10 +130,26 @@ def _candidate_from(document: Any, current: State,
                 values.pop(name, None)
                 if value is not None and value != FIELDS[protocol][name].default:
                     values[name] = value
-            candidate.values[protocol] = {k: values[k] for k in sorted(values)}
+            candidate.values[protocol] = {
+                k: (values[k].as_json() if isinstance(values[k], references.SecretRef) else values[k])
+                for k in sorted(values)}
         files = candidate.files.setdefault(protocol, {})
         for slot in ("tls_ca", "tls_cert"):
             item = section.get(slot)
+            if references.is_reference(item):
+                try:
+                    ref = references.parse_reference(str(item))
+                    if not ref.startswith("file:"):
+                        raise Invalid("TLS material takes a file reference: file:/path/to/file.pem.")
+                except Invalid as exc:
+                    errors[f"{protocol}.{slot}"] = str(exc)
+                    continue
+                kept = candidate.values.setdefault(protocol, {})
+                kept[slot] = service.stored_reference(references.SecretRef(ref),
+                                                      current.values.get(protocol, {}).get(slot))
+                files.pop(slot, None)
+                continue
+            candidate.values.get(protocol, {}).pop(slot, None)    # an upload, or nothing, replaces it
             if item is None:
                 files.pop(slot, None)
                 continue

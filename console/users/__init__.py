@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
-from ..auth import actor, admin_required
+from ..auth import actor, admin_required, directory, oidc, roles
 from ..auth import users as accounts
 from ..htmx import confirmation, confirmed, is_htmx, render_page_or_fragment
 from ..models import ROLES, SOURCES, User
@@ -110,3 +110,45 @@ def remove(user_id: int):
         logout_user()
         return _leave("Your user was removed.", "auth.login")
     return _render(message=f"Removed {name}.", focus="message")
+
+
+@bp.route("/users/test-sign-in", methods=["GET", "POST"])
+@admin_required
+def test_sign_in():
+    """Test sign-in: an LDAP bind with a name and password (or, by a link, the OpenID Connect flow),
+    showing what the provider sent, the groups found and the role they give — signing no one in."""
+    config = current_app.config
+    result = None
+    errors: dict[str, str] = {}
+    form = {"username": request.form.get("username", "")}
+    status = 200
+    if request.method == "POST":
+        if not directory.configured(config):
+            errors["username"] = "LDAP is not configured (CONSOLE_LDAP_URL)."
+        elif not form["username"].strip() or not request.form.get("password"):
+            errors["username"] = "Give the name and the password of the person to test."
+        else:
+            try:
+                found = directory.authenticate(config, form["username"], request.form.get("password", ""))
+            except directory.DirectoryUnavailable as exc:
+                errors["username"] = str(exc)
+                status = 503
+            else:
+                if found is None:
+                    errors["username"] = ("The directory found no such user, or the password is wrong "
+                                          f"(filter {config['LDAP_USER_FILTER']} under "
+                                          f"{config.get('LDAP_USER_BASE') or 'the root'}).")
+                else:
+                    decision = roles.decide(found.groups, config)
+                    roles.record_test(username=found.username, provider="ldap", groups=found.groups,
+                                      role=decision.role, tester=actor())
+                    received = {"dn": found.dn, **found.attributes}
+                    notes = [] if found.groups else [
+                        f"No group matched {config['LDAP_GROUP_FILTER']} under "
+                        f"{config.get('LDAP_GROUP_BASE') or 'the root'} for {found.dn}."]
+                    result = {"provider": "ldap", "username": found.username, "received": received,
+                              "groups": found.groups, "decision": decision, "notes": notes}
+        if errors and status == 200:
+            status = 422
+    return render_template("users/test_sign_in.html", result=result, errors=errors, form=form,
+                           oidc_on=oidc.configured(config)), status

@@ -9,6 +9,7 @@ from flask import Flask
 
 from tests.auth.conftest import ldap_config
 from tests.conftest import add_user, make_app
+from tests.conftest import login as app_login
 
 
 def _sign_in(app: Flask, name: str, password: str):
@@ -144,3 +145,45 @@ def test_a_directory_user_never_takes_over_a_local_user(tmp_path, ldap_lab: iden
     assert response.status_code == 403
     assert "local user named victor" in response.get_data(as_text=True)
     assert _user(app, "victor")[:2] == ("admin", "local")
+
+
+def test_test_sign_in_shows_attributes_groups_and_the_role_without_signing_in(ldap_app: Flask) -> None:
+    add_user(ldap_app, "admin", "admin", "admin-password-1")
+    admin = app_login(ldap_app.test_client(), "admin", "admin-password-1")
+    response = admin.post("/users/test-sign-in", data={"username": "nora", "password": "nora-password"})
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "no role" in page and "uid=nora,ou=people,dc=example,dc=test" in page
+    assert "the mapping names “console-admins”, which is not among the groups received" in page
+    response = admin.post("/users/test-sign-in", data={"username": "victor", "password": "victor-password"})
+    page = response.get_data(as_text=True)
+    assert 'id="test-role">viewer' in page and "console-viewers" in page
+    response = admin.post("/users/test-sign-in", data={"username": "victor", "password": "wrong"})
+    assert response.status_code == 422 and "password is wrong" in response.get_data(as_text=True)
+    assert _user(ldap_app, "nora") is None and _user(ldap_app, "victor") is None
+    assert admin.get("/users").status_code == 200                 # still the admin
+    assert _sign_ins(ldap_app)[-1][0] == "admin"                   # Test sign-in signed no one in
+    viewer, _ = _sign_in(ldap_app, "victor", "victor-password")
+    assert viewer.get("/users/test-sign-in").status_code == 403
+
+
+def test_a_token_made_by_a_directory_user_is_audited_with_the_provider(ldap_app: Flask) -> None:
+    from console.extensions import db
+    from console.models import AuditEntry
+    admin, _ = _sign_in(ldap_app, "alice", "alice-password")
+    response = admin.post("/tokens", data={"name": "ci", "role": "viewer"})
+    assert response.status_code == 200
+    with ldap_app.app_context():
+        entry = db.session.execute(db.select(AuditEntry).where(AuditEntry.action == "create_token")
+                                   ).scalar_one()
+        assert entry.actor == "alice" and entry.changes == [{"provider": "ldap"}]
+        assert "signed in through ldap" in entry.summary
+
+
+def test_the_users_page_shows_source_groups_and_role(ldap_app: Flask) -> None:
+    admin, _ = _sign_in(ldap_app, "alice", "alice-password")
+    _sign_in(ldap_app, "victor", "victor-password")
+    page = admin.get("/users").get_data(as_text=True)
+    victor = page.split('data-user="victor"', 1)[1].split("</li>", 1)[0]
+    assert "LDAP" in victor and "console-viewers" in victor and "viewer" in victor
+    assert "Set password of victor" not in victor          # no local password to set

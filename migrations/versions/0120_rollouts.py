@@ -1,7 +1,7 @@
 """roll-outs in waves: a change's first wave, its deadline and whether it halted
 
-Revision ID: 0110
-Revises: 0100
+Revision ID: 0120
+Revises: 0110
 Create Date: 2026-12-05 18:40:00
 
 """
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0110'
-down_revision = '0100'
+revision = '0120'
+down_revision = '0110'
 branch_labels = None
 depends_on = None
 
