@@ -179,15 +179,20 @@ IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
 def _broker_path(protocol: str, broker_ref: dict[str, Any], json_error: dict[str, Any]) -> dict[str, Any]:
     """GET and PATCH of one protocol, its PATCH body that protocol's fields only."""
     label = protocol.capitalize()
+    # one route serves every protocol's path (/brokers/<protocol>): a name that is none is a 404
+    unknown = json_error | {"description": "No such protocol: the path names one of "
+                                           f"{', '.join(PROTOCOLS)}"}
     return {
         "get": {"summary": f"{label}: effective settings, each with its source",
-                "responses": {"200": broker_ref | {"description": "OK", "headers": ETAG_HEADER}}},
+                "responses": {"200": broker_ref | {"description": "OK", "headers": ETAG_HEADER},
+                              "404": unknown}},
         "patch": {"summary": f"{label}: change some fields; nothing is saved when any is invalid",
                   "parameters": [IF_MATCH],
                   "requestBody": {"required": True, "content": {"application/json": {
                       "schema": {"$ref": f"#/components/schemas/{label}Patch"}}}},
                   "responses": {"200": broker_ref | {"description": "Saved (or the dry-run preview)",
                                                      "headers": ETAG_HEADER},
+                                "404": unknown,
                                 "409": json_error | {"description": "Adapters affected: confirm"},
                                 "412": json_error | {"description": "If-Match is not the current "
                                                      "ETag: changed by someone else since it was "
