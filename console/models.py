@@ -326,3 +326,17 @@ class RateLimitCounter(Model):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class PendingSecrets(Model):
+    """Secrets typed into a form that was not saved yet (the save guard or a confirmation asked
+    first), held encrypted for the user who typed them until "Save anyway"/"Confirm" or expiry; the
+    form carries only the random id, never the secrets."""
+
+    __tablename__ = "pending_secrets"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    scope: Mapped[str] = mapped_column(String(40))
+    values: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
