@@ -85,6 +85,9 @@ for _line in ('TOKEN=$(.venv/bin/flask --app app tokens create edge-token --role
               'curl -sS -X POST "$API/services/edge/ack" -H "$AUTH" -H "$JSON" \\',
               '-d \'{"version": 12, "status": "applied", "message": "connected"}\''):
     COVERED[_line] = _DOCS
+# "Signing in with LDAP or OpenID Connect": the identity lab's demo, signed in with what it prints
+COVERED[".venv/bin/python scripts/identitylab.py demo DIR"] = \
+    "tests/auth/test_identitylab_demo.py::test_the_demo_prints_a_configuration_that_works"
 # the watch loop of "Running a service that cannot be changed" runs against a live console
 for _line in ("TAG='\"none\"'",
               "while STATUS=$(curl -sS -o new.json -D headers -w '%{http_code}' -H \"$AUTH\" "
