@@ -30,7 +30,7 @@ from .. import signals
 from ..extensions import db
 from ..messaging.effective import current
 from ..models import ConfigVersion, ExtensionService
-from . import documents, fetch
+from . import documents, fetch, plans
 from . import status as rollout
 
 log = logging.getLogger(__name__)
@@ -182,16 +182,22 @@ def answer(app: Flask, holds: list[dict[str, Any]]) -> list[tuple[int, str, byte
             rows = {r.name: r for r in db.session.execute(select(ExtensionService).where(
                 ExtensionService.name.in_({holds[i]["name"] for i in changed}))).scalars()}
             snapshot = current()
+            in_progress = plans.active()        # looked up once for all of them
+            made: dict[tuple[str, bool], tuple[int, str, bytes]] = {}    # watchers of one service
             for i in changed:
                 h = holds[i]
                 row = rows.get(h["name"])
                 if row is None:
                     out[i] = (404, "", b"")
                     continue
-                tag, body = fetch.document(snapshot, row, h["own"])
                 if h["own"]:
+                    tag, body = fetch.document(snapshot, row, True, in_progress, look=False)
                     fetch.record(row, body, actor=h["actor"], remote=h["remote"], watched=True)
-                out[i] = (200, tag, (app.json.dumps(body) + "\n").encode())
+                key = (row.name, bool(h["own"]))
+                if key not in made:
+                    tag, body = fetch.document(snapshot, row, h["own"], in_progress, look=False)
+                    made[key] = (200, tag, (app.json.dumps(body) + "\n").encode())
+                out[i] = made[key]
             db.session.commit()
             return out
         finally:
@@ -244,7 +250,7 @@ _LISTENING: list[bool] = []
 
 
 def _woken(sender: Any, **_: Any) -> None:
-    """A version committed by `sender` (the app): wake its watches."""
+    """A version committed by this process: wake the watches of the app that committed it."""
     found = sender.extensions.get("console_watch") if isinstance(sender, Flask) else None
     if found is not None:
         found.notify()
@@ -253,9 +259,10 @@ def _woken(sender: Any, **_: Any) -> None:
 def init_app(app: Flask) -> None:
     """Wake this process's watches on every version it commits; have committing transactions tell
     the other processes (PostgreSQL NOTIFY)."""
-    if not _LISTENING:       # once per process: the receivers serve every app by their sender
+    if not _LISTENING:
         _LISTENING.append(True)
         signals.version_committed.connect(_woken)
+        signals.rollout_released.connect(_woken)       # the held services' documents moved
         event.listen(Session, "after_flush", _after_flush)
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_rollback", _after_rollback)

@@ -27,7 +27,7 @@ from ..messaging.identity import address_label, node_list_field, uses_tls
 from ..messaging.schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
 from ..messaging.values import Invalid, parse_value
 from . import changes as change_log
-from . import service
+from . import pending, service
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -193,10 +193,29 @@ def _section_response(protocol: str, context: dict[str, Any], status: int,
 
 
 def prepared_form(protocol: str) -> tuple[dict[str, Any], dict[str, Any], service.Prepared]:
-    """The section form's changes, the values to show back, and their validation (secrets
-    revealed, for a connection test)."""
+    """The section form's changes (with the secrets held for it, where none was typed again), the
+    values to show back, and their validation (secrets revealed, for a connection test)."""
     changes, submitted = form_changes(protocol)
+    for name, value in pending.held(_pending_scope(protocol), request.form.get("pending", "")).items():
+        if name in FIELDS[protocol] and FIELDS[protocol][name].secret and name not in changes:
+            changes[name] = value
     return changes, submitted, service.prepare_changes(protocol, changes, reveal=True)
+
+
+def _pending_scope(protocol: str) -> str:
+    return f"settings:{protocol}"
+
+
+def _not_saved(protocol: str, changes: dict[str, Any], context: dict[str, Any], status: int,
+               headers: dict[str, str] | None = None):
+    """A save that asked first or was refused: the secrets of `changes` are held on the server
+    for the next submit of this form (never shown back), the form says which."""
+    typed = {n: v for n, v in changes.items() if FIELDS[protocol][n].secret and v is not None}
+    if typed:
+        context["pending"] = {
+            "token": pending.hold(_pending_scope(protocol), typed, request.form.get("pending", "")),
+            "labels": [FIELDS[protocol][n].label for n in typed]}
+    return _section_response(protocol, context, status, headers)
 
 
 def form_version() -> int | None:
@@ -219,7 +238,7 @@ def save(protocol: str):
                                     errors=prep.errors)
         context = section_context(protocol, errors=prep.errors, submitted=submitted,
                                   version=opened)
-        return _section_response(protocol, context, 422)
+        return _not_saved(protocol, changes, context, 422)
     risky = prep.install_time_changes()
     if risky and prep.settings is not None and prep.settings.enabled and not request.form.get("save_anyway"):
         try:
@@ -227,12 +246,12 @@ def save(protocol: str):
         except work.Busy as busy:
             context = section_context(protocol, submitted=submitted, version=opened)
             context["busy"] = busy
-            return _section_response(protocol, context, 429, {"Retry-After": str(busy.retry_after)})
+            return _not_saved(protocol, changes, context, 429, {"Retry-After": str(busy.retry_after)})
         checks.record(result, "guard")
         if not result.up:
             context = section_context(protocol, submitted=submitted, version=opened)
             context["guard"] = {"result": result, "fields": risky}
-            return _section_response(protocol, context, 409)
+            return _not_saved(protocol, changes, context, 409)
     result = service.apply_changes(protocol, changes, actor(), origin="page",
                                    confirm=bool(request.form.get("confirm")), prepared=prep,
                                    base=service.Base(version=opened) if opened is not None else None)
@@ -240,20 +259,21 @@ def save(protocol: str):
         # their input stays in the form, over what is saved now: saving again replaces it
         context = section_context(protocol, submitted=result.conflict.typed)
         context["conflict"] = result.conflict
-        return _section_response(protocol, context, 409)
+        return _not_saved(protocol, changes, context, 409)
     if result.errors:
         context = section_context(protocol, errors=result.errors, submitted=submitted,
                                   version=opened)
-        return _section_response(protocol, context, 422)
+        return _not_saved(protocol, changes, context, 422)
     if result.needs_confirmation:
         context = section_context(protocol, submitted=submitted, version=opened)
         context["confirm"] = {"outcome": result.outcome,
                               "save_anyway": bool(request.form.get("save_anyway"))}
-        return _section_response(protocol, context, 409)
+        return _not_saved(protocol, changes, context, 409)
     text = ("Saved: " + ", ".join(result.changed) + ".") if result.changed else "No changes."
     if result.merged:
         text += (" Kept what was changed by someone else since you opened it: "
                  + "; ".join(c.label() for c in result.merged) + ".")
+    pending.drop(request.form.get("pending", ""))
     context = section_context(protocol, message=text)
     context["rollout"] = rollout_after(result.outcome)
     return _section_response(protocol, context, 200)
