@@ -1,4 +1,5 @@
-"""gunicorn settings read by `make run` and the container: every worker records the environment
+"""gunicorn settings read by `make run` and the container: an asyncio worker (console/serving.py) that
+serves the Flask app on CONSOLE_THREADS threads and holds watches without a thread; every worker records the environment
 overrides in the audit log (once per change), logs the SP_* values it ignores, and runs the
 background checks and the delivery worker (console/background.py), coordinated through the database;
 on exit it drops the broker work still queued (console/work.py).
@@ -12,7 +13,6 @@ from console.config import ConfigError, Defaults, parse_environment
 
 try:
     _settings = {"BIND": Defaults.BIND, "WORKERS": Defaults.WORKERS, "THREADS": Defaults.THREADS,
-                 "WATCH_HELD": Defaults.WATCH_HELD,
                  **parse_environment(os.environ)}
     prepare_instance(instance_path(_settings))
 except ConfigError as exc:
@@ -21,40 +21,22 @@ except ConfigError as exc:
 
 bind = _settings["BIND"]
 workers = _settings["WORKERS"]
-threads = _settings["THREADS"] + _settings["WATCH_HELD"]     # held watches never take the page threads
+threads = _settings["THREADS"]             # the Flask app's threads; held watches take none
+worker_class = "console.serving.Worker"
 accesslog = "-"
 
 
 def post_worker_init(worker):
     """Start the worker's background work; without a database the worker serves anyway (503 that
     says so) and starts it when the database answers (console/background.py)."""
-    import signal
-
     from console import background
-    from console.delivery import watch
 
-    background.start(worker.wsgi, log_warnings=True)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        _end_watches_first(signum, worker, watch)
-
-
-def _end_watches_first(signum, worker, watch):
-    """On the signal that stops a worker, end the watches it holds at once (304) so that they never
-    hold up a restart, then let gunicorn's own handler stop the worker."""
-    import signal
-
-    previous = signal.getsignal(signum)
-
-    def handler(number, frame):
-        watch.close(worker.wsgi)
-        if callable(previous):
-            previous(number, frame)
-
-    signal.signal(signum, handler)
+    background.start(getattr(worker, "flask", worker.wsgi), log_warnings=True)
 
 
 def worker_exit(server, worker):
     from console import work
 
-    if getattr(worker, "wsgi", None) is not None:
-        work.stop(worker.wsgi)
+    app = getattr(worker, "flask", None) or getattr(worker, "wsgi", None)
+    if app is not None:
+        work.stop(app)

@@ -127,7 +127,7 @@ class Defaults:
     BREAK_GLASS_USER: str | None = None
     # held watches of a service's configuration (GET …/config?wait=S)
     WATCH_MAX_WAIT: Annotated[int, Range(1, 3600)] = 300                  # longest ?wait=
-    WATCH_HELD: Annotated[int, Range(0, 4096)] = 64      # watches held per process, on threads of their own
+    WATCH_HELD: Annotated[int, Range(0, 65536)] = 4096     # watches held per process (none takes a thread)
     WATCH_POLL_SECONDS: Annotated[Seconds, Range(0.05, 60)] = 0.5         # other replicas' changes
     # fixed, not read from the environment (no annotation)
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}

@@ -91,6 +91,18 @@ for _line in ("TAG='\"none\"'",
               "if [ \"$STATUS\" = 200 ]; then TAG=$(sed -n 's/^[Ee][Tt]ag: //p' headers | tr -d '\\r'); mv new.json "
               "config.json; echo \"new settings $TAG\"; fi; done"):
     COVERED[_line] = "tests/delivery/test_watch_live.py::test_the_readme_watch_loop"
+# the console-agent lines of "Running a service that cannot be changed", each run as shown, in order
+AGENT_LINES = ("pip install clients/agent", 'echo "$TOKEN" > edge.token', 'C="--console ', "console-agent ",
+               "printf 'bootstrap.servers=")
+
+
+def agent_lines() -> list[str]:
+    """The README's console-agent lines (tests/clients/agent/test_readme_agent.py runs each one)."""
+    return [c for c in readme_commands() if c.startswith(AGENT_LINES)]
+
+
+for _line in agent_lines():
+    COVERED[_line] = "tests/clients/agent/test_readme_agent.py::test_every_agent_line_of_the_readme_runs"
 # the If-Match lines of "Two people changing one protocol" run against a live console
 for _line in ("TAG=$(curl -sS -D - -o /dev/null \"$API/brokers/mqtt\" -H \"$AUTH\" | sed -n 's/^[Ee][Tt]ag: //p' | "
               "tr -d '\\r')",

@@ -182,16 +182,21 @@ def answer(app: Flask, holds: list[dict[str, Any]]) -> list[tuple[int, str, byte
             rows = {r.name: r for r in db.session.execute(select(ExtensionService).where(
                 ExtensionService.name.in_({holds[i]["name"] for i in changed}))).scalars()}
             snapshot = current()
+            made: dict[tuple[str, bool], tuple[int, str, bytes]] = {}    # watchers of one service
             for i in changed:
                 h = holds[i]
                 row = rows.get(h["name"])
                 if row is None:
                     out[i] = (404, "", b"")
                     continue
-                tag, body = fetch.document(snapshot, row, h["own"])
                 if h["own"]:
+                    tag, body = fetch.document(snapshot, row, True)
                     fetch.record(row, body, actor=h["actor"], remote=h["remote"], watched=True)
-                out[i] = (200, tag, (app.json.dumps(body) + "\n").encode())
+                key = (row.name, bool(h["own"]))
+                if key not in made:
+                    tag, body = fetch.document(snapshot, row, h["own"])
+                    made[key] = (200, tag, (app.json.dumps(body) + "\n").encode())
+                out[i] = made[key]
             db.session.commit()
             return out
         finally:
@@ -243,18 +248,19 @@ def _after_rollback(session: Session) -> None:
 _LISTENING: list[bool] = []
 
 
+def _woken(sender: Any, **_: Any) -> None:
+    """A version committed by this process: wake the watches of the app that committed it."""
+    found = sender.extensions.get("console_watch") if isinstance(sender, Flask) else None
+    if found is not None:
+        found.notify()
+
+
 def init_app(app: Flask) -> None:
     """Wake this process's watches on every version it commits; have committing transactions tell
     the other processes (PostgreSQL NOTIFY)."""
-    def woken(sender: Any, **_: Any) -> None:
-        found = sender.extensions.get("console_watch") if isinstance(sender, Flask) else None
-        if found is not None:
-            found.notify()
-
-    app.extensions["console_watch_receiver"] = woken      # kept alive with the app
-    signals.version_committed.connect(woken, weak=False)
     if not _LISTENING:
         _LISTENING.append(True)
+        signals.version_committed.connect(_woken)
         event.listen(Session, "after_flush", _after_flush)
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_rollback", _after_rollback)
