@@ -34,7 +34,8 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 
 @bp.record_once
 def _labels(state) -> None:
-    state.app.jinja_env.globals.update(tab_states=tab_states, PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS, FIELDS=FIELDS,
+    state.app.jinja_env.globals.update(tab_states=tab_states,
+                                       PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS, FIELDS=FIELDS,
                                        describe_identity=checks.describe_identity)
 
 
