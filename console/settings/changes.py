@@ -75,8 +75,12 @@ class FieldChange:
 
 
 def _show(value: Any) -> str:
+    """A value as the pages, the audit log and the CLI word it: a switch is on or off, never
+    Python's True or False."""
     if value is None or value == "":
         return "(none)"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, list):
         return " > ".join(str(v) for v in value) if value and isinstance(value[0], str) else str(value)
     return str(value)
