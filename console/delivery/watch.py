@@ -189,12 +189,11 @@ def answer(app: Flask, holds: list[dict[str, Any]]) -> list[tuple[int, str, byte
                 if row is None:
                     out[i] = (404, "", b"")
                     continue
-                if h["own"]:
-                    tag, body = fetch.document(snapshot, row, True)
-                    fetch.record(row, body, actor=h["actor"], remote=h["remote"], watched=True)
                 key = (row.name, bool(h["own"]))
                 if key not in made:
                     tag, body = fetch.document(snapshot, row, h["own"])
+                    if h["own"]:      # one record and one audited read per service and version
+                        fetch.record(row, body, actor=h["actor"], remote=h["remote"], watched=True)
                     made[key] = (200, tag, (app.json.dumps(body) + "\n").encode())
                 out[i] = made[key]
             db.session.commit()
