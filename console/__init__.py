@@ -70,10 +70,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     cli.init_app(app)
     from .checks import scheduler
-    from .delivery import outbox, watch
+    from .delivery import outbox, watch, waves
+    from .settings import rollouts as settings_rollouts
     scheduler.init_app(app)
     outbox.init_app(app)
     watch.init_app(app)
+    waves.init_app(app)
+    settings_rollouts.init_app(app)
 
     @app.get("/")
     def index():

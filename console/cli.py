@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import sys
+from pathlib import Path
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from . import background, database
@@ -344,10 +346,42 @@ def config_import(file, dry_run: bool, confirm: bool) -> None:
         sys.exit(1)
 
 
+PG_DUMP = ('pg_dump --format=custom --file=FILE "$DATABASE_URL" (restore into an empty database '
+           'with pg_restore --dbname="$DATABASE_URL" FILE)')
+
+
+@click.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False, writable=True))
+@with_appcontext
+def backup(target: str) -> None:
+    """A consistent copy of the console's SQLite database in TARGET, taken while the console serves
+    (SQLite's online backup); for PostgreSQL it names pg_dump instead."""
+    engine = db.engine
+    if engine.dialect.name != "sqlite":
+        raise click.ClickException(f"The console's database is {engine.dialect.name}: back it up "
+                                   f"with its own tool, e.g. {PG_DUMP}.")
+    source_path = engine.url.database
+    if not source_path or source_path == ":memory:":
+        raise click.ClickException("The console's SQLite database is in memory: nothing to back up.")
+    if Path(target).exists():
+        raise click.ClickException(f"{target} exists already: name a new file.")
+    source = sqlite3.connect(f"file:{Path(source_path).resolve()}?mode=ro", uri=True)
+    copy = sqlite3.connect(target)
+    try:
+        source.backup(copy)
+    finally:
+        copy.close()
+        source.close()
+    click.echo(f"Backed up {source_path} to {target}. To restore: stop the console, put {target} "
+               f"in place of {source_path} (and remove any {Path(source_path).name}-wal and -shm "
+               "next to it), start it again.")
+
+
 def init_app(app: Flask) -> None:
     """Register the command groups; under `flask run`, start what a serving process runs beside its
     requests (console/background.py), as gunicorn.conf.py does in every worker."""
     for group in (users, tokens, brokers, config):
         app.cli.add_command(group)
+    app.cli.add_command(backup)
     if background.serving_with_flask_run():
         background.start(app)

@@ -6,9 +6,11 @@ stays away) and one when it is back — never a traceback per attempt.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 
 from flask import Flask, current_app, jsonify, render_template, request
 from sqlalchemy import text
@@ -163,8 +165,28 @@ def _rollback() -> None:
         pass
 
 
+def close_engines(app: Flask) -> None:
+    """Close every pooled connection of `app`'s engines. SQLite writes what its WAL file holds back
+    into the database file (a checkpoint) when its last connection closes, so that after a command
+    (`flask db upgrade`, …) the database file alone is the whole database."""
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+def _close_at_exit(ref: weakref.ref[Flask]) -> None:
+    app = ref()
+    if app is not None:
+        try:
+            close_engines(app)
+        except Exception:  # noqa: BLE001 - at exit, a database already gone has nothing to close
+            pass
+
+
 def init_app(app: Flask) -> None:
-    """Answer 503 for every request while the database is away, and on a failed query."""
+    """Answer 503 for every request while the database is away, and on a failed query; close the
+    engines when the process exits (CLI commands, workers)."""
+    atexit.register(_close_at_exit, weakref.ref(app))
 
     @app.before_request
     def _while_down():

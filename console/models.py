@@ -299,6 +299,30 @@ class ConfigVersion(Model):
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class Rollout(Model):
+    """A change's roll-out in waves: the first wave gets `version`, every other service keeps being
+    served `from_version` until the wave acknowledged `applied` by `deadline_at`; a `failed`
+    acknowledgement or a missed deadline halts it. State: wave, halted, released, rolled_back."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_state", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    from_version: Mapped[int] = mapped_column(Integer)
+    wave: Mapped[list[str]] = mapped_column(JSON, default=list)
+    share: Mapped[int | None] = mapped_column(Integer)
+    deadline_seconds: Mapped[int] = mapped_column(Integer)
+    auto_rollback: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[str] = mapped_column(String(16), default="wave")
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    deadline_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    halted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
 class DiagnosisRun(Model):
     """One diagnosis: its steps are written as they complete, so a page can follow it."""
 

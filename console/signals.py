@@ -17,3 +17,8 @@ _signals = Namespace()
 
 version_written = _signals.signal("version-written")
 version_committed = _signals.signal("version-committed")
+
+# roll-outs in waves (console.delivery.waves), sent after their commit with kwarg `rollout`, the
+# roll-out's document: the held services now get the new version (released) or keep theirs (halted)
+rollout_released = _signals.signal("rollout-released")
+rollout_halted = _signals.signal("rollout-halted")

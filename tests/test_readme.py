@@ -73,6 +73,7 @@ COVERED: dict[str, str] = {
     f"{FLASK} config export [-o FILE]": "test_cli_config_export_and_import",
     f"{FLASK} config import FILE [--dry-run] [--confirm]": "test_cli_config_export_and_import",
     f"{FLASK} db upgrade | db downgrade": "test_cli_db_upgrade_and_downgrade",
+    f"{FLASK} backup FILE": "test_cli_backup_restores",
 }
 # The "Connecting a service" lines run against a live console, with the docs they come from.
 _DOCS = "tests/clients/test_connecting_docs.py::test_the_readme_curl_lines"
@@ -84,6 +85,9 @@ for _line in ('TOKEN=$(.venv/bin/flask --app app tokens create edge-token --role
               'curl -sS -X POST "$API/services/edge/ack" -H "$AUTH" -H "$JSON" \\',
               '-d \'{"version": 12, "status": "applied", "message": "connected"}\''):
     COVERED[_line] = _DOCS
+# "Signing in with LDAP or OpenID Connect": the identity lab's demo, signed in with what it prints
+COVERED[".venv/bin/python scripts/identitylab.py demo DIR"] = \
+    "tests/auth/test_identitylab_demo.py::test_the_demo_prints_a_configuration_that_works"
 # the watch loop of "Running a service that cannot be changed" runs against a live console
 for _line in ("TAG='\"none\"'",
               "while STATUS=$(curl -sS -o new.json -D headers -w '%{http_code}' -H \"$AUTH\" "
@@ -91,6 +95,18 @@ for _line in ("TAG='\"none\"'",
               "if [ \"$STATUS\" = 200 ]; then TAG=$(sed -n 's/^[Ee][Tt]ag: //p' headers | tr -d '\\r'); mv new.json "
               "config.json; echo \"new settings $TAG\"; fi; done"):
     COVERED[_line] = "tests/delivery/test_watch_live.py::test_the_readme_watch_loop"
+# the console-agent lines of "Running a service that cannot be changed", each run as shown, in order
+AGENT_LINES = ("pip install clients/agent", 'echo "$TOKEN" > edge.token', 'C="--console ', "console-agent ",
+               "printf 'bootstrap.servers=")
+
+
+def agent_lines() -> list[str]:
+    """The README's console-agent lines (tests/clients/agent/test_readme_agent.py runs each one)."""
+    return [c for c in readme_commands() if c.startswith(AGENT_LINES)]
+
+
+for _line in agent_lines():
+    COVERED[_line] = "tests/clients/agent/test_readme_agent.py::test_every_agent_line_of_the_readme_runs"
 # the If-Match lines of "Two people changing one protocol" run against a live console
 for _line in ("TAG=$(curl -sS -D - -o /dev/null \"$API/brokers/mqtt\" -H \"$AUTH\" | sed -n 's/^[Ee][Tt]ag: //p' | "
               "tr -d '\\r')",
@@ -490,6 +506,55 @@ def test_cli_db_upgrade_and_downgrade(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "db" / "console.db") as conn:
         head = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
     assert after_down != head
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def test_a_command_leaves_the_whole_database_in_its_file(tmp_path: Path) -> None:
+    """After `flask db upgrade` exits, console.db alone (copied without its -wal) holds the tables."""
+    env = _env(tmp_path / "db")
+    assert flask(env, "db", "upgrade").returncode == 0
+    assert not (tmp_path / "db" / "console.db-wal").exists()
+    copy = tmp_path / "copied.db"
+    copy.write_bytes((tmp_path / "db" / "console.db").read_bytes())
+    assert {"users", "api_tokens", "alembic_version"} <= _tables(copy)
+
+
+def test_cli_backup_restores(tmp_path: Path) -> None:
+    env = _env(tmp_path / "live")
+    assert flask(env, "db", "upgrade").returncode == 0
+    made = flask(env, "users", "create", "ops", "--role", "admin", "--password-stdin",
+                 stdin="long-enough-pw\n")
+    assert made.returncode == 0, made.stderr
+    # a writer holds the database open (as a serving console does) while the backup is taken
+    with sqlite3.connect(tmp_path / "live" / "console.db") as writer:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("UPDATE users SET role='viewer' WHERE username='ops'")
+        writer.commit()
+        assert (tmp_path / "live" / "console.db-wal").exists()
+        saved = flask(env, "backup", str(tmp_path / "copy.db"))
+        assert saved.returncode == 0 and "Backed up" in saved.stdout, saved.stderr
+    again = flask(env, "backup", str(tmp_path / "copy.db"))
+    assert again.returncode != 0 and "exists already" in again.stderr
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    (restored / "console.db").write_bytes((tmp_path / "copy.db").read_bytes())
+    for key in ("secret.key", "encryption.key"):
+        if (tmp_path / "live" / key).exists():
+            (restored / key).write_bytes((tmp_path / "live" / key).read_bytes())
+    listed = flask(_env(restored), "users", "list")
+    assert listed.returncode == 0 and listed.stdout.splitlines() == ["ops\tviewer"], listed.stderr
+
+
+def test_backup_on_postgresql_names_pg_dump(tmp_path: Path) -> None:
+    from tests.db_fixtures import PG_URL
+
+    pg = flask(_env(tmp_path / "pg", CONSOLE_DATABASE_URL=PG_URL), "backup", str(tmp_path / "x"))
+    assert pg.returncode != 0 and "pg_dump" in pg.stderr and "pg_restore" in pg.stderr, pg.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def _alternatives(line: str) -> list[list[str]]:

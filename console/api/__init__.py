@@ -14,6 +14,7 @@ from .. import checks
 from ..auth import actor, bearer_token, is_admin, presented_token, service_token
 from ..brokers import PROTOCOLS
 from ..crypto import token_digest
+from ..delivery import plans
 from ..delivery import status as rollout
 from ..extensions import csrf
 from ..messaging.schema import field_for
@@ -192,6 +193,17 @@ def _bad_flag(exc: BadFlag):
                   errors={exc.name: exc.message})
 
 
+def propose_plan(raw: Any):
+    """Give the change of this request the roll-out plan `raw` (JSON); a 422 naming the plan's
+    fields when it cannot be used (nothing saved)."""
+    try:
+        plans.propose(plans.parse(raw))
+    except plans.PlanInvalid as exc:
+        return _error(422, "invalid", "Nothing was saved: the roll-out plan is invalid.",
+                      errors=exc.errors)
+    return None
+
+
 def changed_response(result: service.ChangeResult, document: dict[str, Any], status: int = 200):
     """200/201 with what changed; 409 with the impact when adapters need a confirmation."""
     outcome = result.outcome.as_dict() if result.outcome is not None else None
@@ -200,10 +212,11 @@ def changed_response(result: service.ChangeResult, document: dict[str, Any], sta
         return _error(409, "confirmation_required",
                       "This change affects existing adapters; nothing was saved. Repeat it with "
                       '"confirm": true to save anyway.', impact=outcome["impact"],
-                      changes=outcome["changes"])
+                      changes=outcome["changes"], rollout=outcome["rollout"])
     return jsonify({**document, "changed": result.changed,
                     "version": outcome["version"] if outcome else None,
-                    "impact": outcome["impact"] if outcome else None}), status
+                    "impact": outcome["impact"] if outcome else None,
+                    "rollout": outcome["rollout"] if outcome else None}), status
 
 
 @bp.patch("/brokers/<protocol:protocol>")
@@ -212,9 +225,12 @@ def patch_broker(protocol: str):
     if not isinstance(body, dict):
         return _error(400, "bad_request",
                       'Send a JSON object of field names and values, e.g. {"host": "kafka"}.')
-    options = {k: body.pop(k) for k in ("confirm", "dry_run") if k in body}
+    options = {k: body.pop(k) for k in ("confirm", "dry_run", "rollout") if k in body}
     if not body:
         return _error(400, "bad_request", "No fields to change.")
+    refused = propose_plan(options.get("rollout"))
+    if refused is not None:
+        return refused
     dry_run, confirm = flag("dry_run", options), flag("confirm", options)
     wrong = bool_errors(protocol, body)
     if wrong:
@@ -302,4 +318,5 @@ from . import config as _config  # noqa: E402,F401  - registers the routes on bp
 from . import delivery as _delivery  # noqa: E402,F401
 from . import diagnostics as _diagnostics  # noqa: E402,F401
 from . import registry as _registry  # noqa: E402,F401
+from . import rollouts as _rollouts  # noqa: E402,F401
 from . import tokens as _tokens  # noqa: E402,F401

@@ -11,7 +11,7 @@ from .. import audit as audit_log
 from ..adapters import service as registry
 from ..auth import actor, service_token
 from ..checks import latest as latest_checks
-from ..delivery import fetch, outbox, watch
+from ..delivery import fetch, outbox, watch, waves
 from ..delivery import status as rollout
 from ..extensions import db
 from ..messaging.effective import current
@@ -165,6 +165,7 @@ def service_ack(name: str):
                   "summary": rollout.diagnosis_summary(row.name, diagnosis, console_check)}
     rollout.record_ack(row, version, body["status"], message, beside)
     db.session.commit()
+    waves.on_ack(row)        # the first wave of a roll-out: released, or halted
     return jsonify(rollout.service_state(row))
 
 

@@ -6,7 +6,7 @@ from typing import Any
 from ..brokers import PROTOCOLS
 from ..inputs import MAX_INT
 from ..messaging.schema import SCHEMA, Field
-from .openapi_delivery import delivery_paths
+from .openapi_delivery import ROLLOUT_PLAN, delivery_paths
 
 ID = {"type": "integer", "minimum": 1, "maximum": MAX_INT}
 CHANGE_FLAGS = {"confirm": {"type": "boolean", "description": "apply even when adapters are "
@@ -52,7 +52,7 @@ def _patch_schema(protocol: str) -> dict[str, Any]:
         "additionalProperties": False,
         "minProperties": 1,
         "properties": {**{f.name: _field_schema(f) for f in SCHEMA[protocol] if not f.is_file},
-                       **CHANGE_FLAGS},
+                       **CHANGE_FLAGS, "rollout": ROLLOUT_PLAN},
     }
 
 

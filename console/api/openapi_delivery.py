@@ -44,6 +44,59 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+ROLLOUT_PLAN: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "description": (
+        "Roll the change out in waves: the first wave (the named services, plus a share of all "
+        "services, first by name) gets it first; the others keep being served the version they run "
+        "until every service of the wave acknowledged applied within the deadline. A failed "
+        "acknowledgement or a missed deadline halts the roll-out."),
+    "properties": {
+        "wave": {"type": "array", "items": {"type": "string"},
+                 "description": "registered services of the first wave"},
+        "share": {"type": ["integer", "null"], "minimum": 1, "maximum": 100,
+                  "description": "per cent of all services in the first wave"},
+        "deadline": {"type": "integer", "minimum": 1, "maximum": 604800, "default": 300,
+                     "description": "seconds the wave has to acknowledge applied"},
+        "auto_rollback": {"type": "boolean", "default": False,
+                          "description": "roll back by itself when the roll-out halts"}}}
+
+ROLLOUT: dict[str, Any] = {"type": "object", "properties": {
+    "rollout": {"type": ["object", "null"], "properties": {
+        "id": {"type": "integer"}, "version": {"type": "integer"},
+        "from_version": {"type": "integer", "description": "what the held services are served"},
+        "state": {"enum": ["wave", "halted", "released", "rolled_back", "superseded"]},
+        "halted": {"type": "boolean"}, "reason": {"type": ["string", "null"]},
+        "wave": {"type": "array", "items": {"type": "string"}},
+        "held": {"type": "array", "items": {"type": "string"}},
+        "deadline": {"type": "integer"}, "deadline_at": {"type": "string"},
+        "auto_rollback": {"type": "boolean"}, "text": {"type": "string"},
+        "services": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "wave": {"enum": [1, 2]},
+            "state": {"enum": ["applied", "failed", "held", "pending"]},
+            "serving_version": {"type": ["integer", "null"]}}}}}}}}
+
+
+def rollout_paths() -> dict[str, Any]:
+    """Paths of roll-outs in waves."""
+    rid = {"name": "rollout_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    ok = {"description": "OK", "content": {"application/json": {"schema": ROLLOUT}}}
+    return {
+        "/rollouts/current": {"get": {"summary": "The roll-out in waves in progress (else the newest)",
+                                      "responses": {"200": ok}}},
+        "/rollouts/{rollout_id}": {"parameters": [rid], "get": {
+            "summary": "One roll-out in waves", "responses": {"200": ok,
+                                                             "404": _error("No such roll-out")}}},
+        "/rollouts/{rollout_id}/resume": {"parameters": [rid], "post": {
+            "summary": "Resume a halted roll-out: the first wave gets its deadline again",
+            "responses": {"200": ok, "404": _error("No such roll-out"),
+                          "409": _error("Not halted")}}},
+        "/rollouts/{rollout_id}/rollback": {"parameters": [rid], "post": {
+            "summary": "Roll back, in one action, to the last version every service applied",
+            "responses": {"200": ok, "404": _error("No such roll-out"),
+                          "409": _error("Not in progress")}}},
+    }
+
+
 def delivery_paths() -> dict[str, Any]:
     """Paths of configuration delivery and tokens."""
     service, adapter = _name("service name"), _name("adapter name")
@@ -56,6 +109,7 @@ def delivery_paths() -> dict[str, Any]:
             "type": "object", "description": "every field's effective value; secrets and TLS "
                                              "material (PEM) only for the service's own token"}}}}
     return {
+        **rollout_paths(),
         "/services/{name}": {
             "parameters": [service],
             "get": {"summary": "A service, the protocol it gets, and its roll-out state",

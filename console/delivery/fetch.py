@@ -9,7 +9,7 @@ from typing import Any
 from .. import audit as audit_log
 from ..messaging.effective import Snapshot
 from ..models import ExtensionService
-from . import documents
+from . import documents, plans
 from . import status as rollout
 
 
@@ -23,6 +23,7 @@ def document(snapshot: Snapshot, row: ExtensionService, own: bool) -> tuple[str,
     """The ETag and body `row` is served under `snapshot` (the document itself is built once per
     group of services sharing it, see documents._shared). With the service's own token the row's
     ETag follows what this process serves (its environment may differ from the writer's)."""
+    snapshot, _ = plans.snapshot_for(row, snapshot, row.config_version)  # a roll-out may hold it back
     content = documents.content(snapshot, row, reveal=own)
     if own:
         tag = documents.etag_for(snapshot, row)

@@ -22,7 +22,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app
@@ -34,7 +34,7 @@ from ..crypto import decrypt
 from ..extensions import db
 from ..messaging.effective import Snapshot
 from ..models import ConfigVersion, Delivery, ExtensionService, utcnow
-from . import documents
+from . import documents, plans
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Console-Signature"
@@ -65,14 +65,16 @@ def refresh(snapshot: Snapshot, version: int | None = None,
     version = current_version() if version is None else version
     rows = list(services) if services is not None else list(
         db.session.execute(db.select(ExtensionService)).scalars())
-    moves: dict[tuple[str | None, str], list[ExtensionService]] = {}
+    moves: dict[tuple[str | None, str, int], list[ExtensionService]] = {}
+    rollout = plans.active()
     for row in rows:
-        etag = documents.etag_for(snapshot, row)
+        served, served_version = plans.snapshot_for(row, snapshot, version, rollout, look=False)
+        etag = documents.etag_for(served, row)
         if etag != row.config_etag:
-            moves.setdefault((row.config_etag, etag), []).append(row)
+            moves.setdefault((row.config_etag, etag, served_version or version), []).append(row)
     changed: list[ExtensionService] = []
-    announce: list[ExtensionService] = []
-    for (old, etag), group in moves.items():
+    announce: dict[int, list[ExtensionService]] = {}
+    for (old, etag, version), group in moves.items():
         claimed = set(db.session.execute(
             update(ExtensionService)
             .where(ExtensionService.id.in_([row.id for row in group]),
@@ -89,8 +91,9 @@ def refresh(snapshot: Snapshot, version: int | None = None,
             set_committed_value(row, "config_version", version)
             changed.append(row)
             if row.callback_url and (announce_first or old is not None):
-                announce.append(row)
-    enqueue_all(announce, version)
+                announce.setdefault(version, []).append(row)
+    for version, group in announce.items():
+        enqueue_all(group, version)
     return changed
 
 
@@ -258,6 +261,16 @@ def deliver_due(pool: ThreadPoolExecutor | None = None) -> int:
     return len(results)
 
 
+_ROUND: list[Callable[[], Any]] = []
+
+
+def every_round(job: Callable[[], Any]) -> None:
+    """Run `job` (in an app context) on every round of the delivery worker, after the callbacks:
+    the roll-outs' deadlines are checked so."""
+    if job not in _ROUND:
+        _ROUND.append(job)
+
+
 class Worker:
     """Delivers the outbox in the background of a serving process."""
 
@@ -285,6 +298,8 @@ class Worker:
             try:
                 with self.app.app_context():
                     sent = deliver_due(self._pool)
+                    for job in _ROUND:
+                        job()
             except database.UNREACHABLE as exc:     # one line per outage; try again next round
                 database.outage(self.app).failed(exc)
             except Exception:  # noqa: BLE001 - the worker must survive anything

@@ -260,6 +260,7 @@ def init_app(app: Flask) -> None:
     if not _LISTENING:
         _LISTENING.append(True)
         signals.version_committed.connect(_woken)
+        signals.rollout_released.connect(_woken)       # the held services' documents moved
         event.listen(Session, "after_flush", _after_flush)
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_rollback", _after_rollback)

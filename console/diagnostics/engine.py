@@ -21,7 +21,7 @@ from typing import Any, Callable
 from ..brokers import get_driver
 from ..brokers.base import BrokerConfig, CheckFailed, Deadline, Driver, Passed, StepFailed, one_line
 from ..brokers.nodes import GRACE, NODE_SHARE, node_configs, node_name, parse_node, single, warnings_for
-from ..checks import Resolver, memoized, system_resolver, target_of
+from ..checks import Resolver, each_address, memoized, system_resolver, target_of
 from . import causes
 from .base import Diagnosis, StepCallback
 from .steps import TransportSteps, host_port
@@ -38,7 +38,7 @@ def diagnose(config: BrokerConfig, timeout: float, *, resolver: Resolver = syste
     then each broker the cluster advertises that is not configured. Never raises."""
     deadline = Deadline(timeout)
     resolver = memoized(resolver)
-    configs = node_configs(config)
+    configs = node_configs(each_address(config, timeout, resolver))   # each address of a name is a node
     names = [node_name(*c.addresses[0]) for c in configs]
     each = deadline if len(configs) == 1 else Deadline(timeout * NODE_SHARE, start=deadline.start)
     runs = {name: _Run(c, timeout, resolver, on_step if i == 0 else None, each)

@@ -129,7 +129,7 @@ class TransportSteps:
 
     def server_name(self, host: str) -> str:
         """The name TLS checks the certificate against (SNI)."""
-        return str(self.config.options.get("tls_server_name") or host)
+        return str(self.config.options.get("tls_server_name") or self.config.server_names.get(host, host))
 
     def tls(self) -> Passed:
         """Python's own TLS handshake with the configured trust, against every configured address."""

@@ -14,7 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .. import checks, database, diagnostics
 from ..brokers import PROTOCOLS
-from ..delivery import outbox
+from ..delivery import outbox, plans
 from ..extensions import db
 from ..models import Delivery, ExtensionService
 from ..settings import service as settings_service
@@ -91,6 +91,27 @@ def delivery_metrics(version, target, acked, applied, outbox_gauge):
     return version, target, acked, applied, outbox_gauge
 
 
+def rollout_metrics() -> Iterator[GaugeMetricFamily]:
+    """The newest roll-out in waves: its state (1 for the state it is in), whether it is halted,
+    its version, and how many services it holds back on the version they run."""
+    state = GaugeMetricFamily("messaging_rollout_state",
+                              "1 for the state the newest roll-out in waves is in.",
+                              labels=["version", "state"])
+    halted = GaugeMetricFamily("messaging_rollout_halted",
+                               "1 while the newest roll-out in waves is halted (a failed "
+                               "acknowledgement or a missed deadline).")
+    held = GaugeMetricFamily("messaging_rollout_held_services",
+                             "Services a roll-out in progress keeps on the version they run.")
+    row = plans.active() or plans.latest()
+    doc = plans.document(row)
+    if doc is not None:
+        for name in ("wave", "halted", "released", "rolled_back", "superseded"):
+            state.add_metric([str(doc["version"]), name], 1.0 if doc["state"] == name else 0.0)
+    halted.add_metric([], 1.0 if doc is not None and doc["halted"] else 0.0)
+    held.add_metric([], float(len(doc["held"])) if doc is not None else 0.0)
+    yield from (state, halted, held)
+
+
 class BrokerCollector:
     """Prometheus collector that reads the stored check results and certificates at scrape time,
     so every worker answers the same."""
@@ -156,6 +177,7 @@ class BrokerCollector:
     def _from_database(self, version, target, acked, current_ack, outbox_gauge, up, latency,
                        checked, node_up, enabled, current, expiry) -> Iterator[GaugeMetricFamily]:
         yield from delivery_metrics(version, target, acked, current_ack, outbox_gauge)
+        yield from rollout_metrics()
         digests = checks.current_digests()
         rows = checks.latest(digests)
         for protocol in PROTOCOLS:

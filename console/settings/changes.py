@@ -17,7 +17,7 @@ from .. import checks, signals
 from ..audit import audit, record_rejection  # noqa: F401 - record_rejection: the pipeline's callers
 from ..brokers import PROTOCOLS
 from ..crypto import decrypt
-from ..delivery import outbox
+from ..delivery import outbox, plans
 from ..extensions import db
 from ..messaging import references
 from ..messaging.effective import Snapshot, current, findings, forget, remember
@@ -129,12 +129,14 @@ class Outcome:
     effective_changes: list[FieldChange] = field(default_factory=list)
     impact: Impact = field(default_factory=Impact)
     version_id: int | None = None
+    rollout: dict[str, Any] | None = None     # the roll-out plan (preview) or the roll-out started
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status,
                 "changes": [c.as_dict() for c in self.saved_changes],
                 "effective_changes": [c.as_dict() for c in self.effective_changes],
-                "impact": self.impact.as_dict(), "version": self.version_id}
+                "impact": self.impact.as_dict(), "version": self.version_id,
+                "rollout": self.rollout}
 
 
 def effective_of(state: State | Snapshot, reveal: bool = False) -> dict[str, ProtocolSettings]:
@@ -475,7 +477,7 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     impact = assess(before, after, saved, endpoints)
     protocols = sorted({c.protocol for c in saved if c.protocol})
     text = summary or "; ".join(c.label() for c in saved)
-    outcome = Outcome("preview", saved, effective, impact)
+    outcome = Outcome("preview", saved, effective, impact, rollout=plans.preview(plans.proposed()))
     if dry_run:
         return outcome
     if impact.needs_confirmation and not confirm:
@@ -496,12 +498,15 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     audit(action, "applied", actor=actor, origin=origin, protocols=protocols, summary=text,
           changes=saved, version_id=version.id, extra=extra)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    started = plans.begin(version.id, actor)      # before the outbox decides who is served what
     signals.version_written.send(app, snapshot=after, version=version.id)
     db.session.commit()
     remember(after)
     signals.version_committed.send(app, snapshot=after, version=version.id)
     outcome.status = "applied"
     outcome.version_id = version.id
+    if started is not None:
+        outcome.rollout = plans.document(started)
     return outcome
 
 

@@ -70,7 +70,7 @@ def oidc_config(lab: identitylab.Oidc, **extra: object) -> dict[str, object]:
     return config
 
 
-def provider_login(start: str, name: str, password: str):
+def provider_login(start: str, name: str, password: str, console: str = PUBLIC):
     """Sign in at the provider as a browser does (its login form, then consent), following redirects
     until the one back to the console: the callback URL, or the provider's last response when it
     did not send the browser back (a wrong password)."""
@@ -82,7 +82,7 @@ def provider_login(start: str, name: str, password: str):
         response = browser.request(method, url, data=data, allow_redirects=False, timeout=10)
         if response.is_redirect:
             location = requests.compat.urljoin(url, response.headers["Location"])
-            if location.startswith(PUBLIC + "/") or not location.startswith("http://127.0.0.1:"):
+            if location.startswith(console + "/") or not location.startswith("http://127.0.0.1:"):
                 return location
             url, method, data = location, "GET", None
             continue

@@ -11,6 +11,7 @@ from flask import Flask
 
 from console import checks
 from console.brokers import get_driver
+from console.diagnostics.engine import diagnose
 from console.settings import service
 from tests.production_faults import lab_config
 
@@ -96,3 +97,17 @@ def test_tls_through_a_cpp_library_keeps_the_name(lab: dict) -> None:
     config = lab_config(lab, "kafka", lab["brokers"]["kafka"]["tls"], tls=True, login=False)
     named = replace(config, host=NAME, servers=((NAME, lab["brokers"]["kafka"]["tls"]),))
     assert checks.each_address(named, TIMEOUT, Resolver()) is named
+
+
+@pytest.mark.parametrize("protocol", ["mqtt", "nats", "rabbitmq", "kafka", "pulsar"])
+def test_the_diagnosis_names_the_dead_address_too(ctx, lab: dict, protocol: str) -> None:
+    outcome = service.apply_changes(protocol, settings_for(lab, protocol), "test")
+    assert outcome.ok, outcome
+    resolver = Resolver()
+    with checks.broker_config(service.effective(protocol, reveal=True)) as config:
+        d = diagnose(config, TIMEOUT, resolver=resolver)
+    port = lab["brokers"][protocol]["plain"]
+    assert d.ok, (d.cause, d.summary)
+    assert [w["node"] for w in d.warnings if w["code"] == "node_unreachable"] == [f"{DEAD}:{port}"], d.warnings
+    assert NAME in d.target
+    assert resolver.calls == [NAME]

@@ -15,13 +15,14 @@ from .runner import Agent, Options, once, say
 PROTOCOLS = ("kafka", "pulsar", "mqtt", "nats", "rabbitmq")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, needs_format: bool = True) -> None:
     parser.add_argument("--console", required=True, metavar="URL", help="the console's base URL")
     parser.add_argument("--token-file", required=True, metavar="F", help="file holding the service token")
     parser.add_argument("--service", required=True, metavar="NAME", help="the registered service's name")
     parser.add_argument("--protocols", required=True, metavar="P[,P…]",
                         help="the protocols the program supports: " + ", ".join(PROTOCOLS))
-    parser.add_argument("--format", required=True, choices=formats.FORMATS, metavar="FMT",
+    parser.add_argument("--format", required=needs_format, choices=formats.FORMATS, metavar="FMT",
+                        default=None if needs_format else "json",
                         help="one of " + ", ".join(formats.FORMATS))
     parser.add_argument("--template", metavar="FILE", help="with --format template: the template file")
     parser.add_argument("--state-dir", metavar="DIR",
@@ -63,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     _common(one)
     one.add_argument("--out", metavar="FILE")
     check = modes.add_parser("diagnose", help="DNS → TCP → TLS against the service's nodes, from here")
-    _common(check)
+    _common(check, needs_format=False)
     check.add_argument("--protocol", choices=PROTOCOLS, help="default: the one chosen for the service")
     return top
 
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         return Agent(o, "render").run()
     if args.mode == "diagnose":
         try:
-            document = Console(o.console, o.token, o.service, o.timeout).fetch(None)
+            console = Console(o.console, o.token, o.service, o.timeout)
+            console.register(o.protocols)                  # every mode registers the service first
+            document = console.fetch(None)
         except (Unavailable, Refused) as exc:
             say(str(exc))
             return 1

@@ -226,11 +226,29 @@ class Agent:
         self.console = Console(options.console, options.token, options.service, options.timeout)
         self.state = State(options.state_dir)
         self.acks = Acks(self.console)
-        self.good: dict | None = self.state.load()       # the last version that ran
+        self.good: dict | None = self._kept()             # the last version that ran
         self.running: dict | None = None                  # what runs now
         self.child: Child | None = None
         self.stopping: int | None = None
         self.failed_etags: set[str] = set()
+
+    def _kept(self) -> dict | None:
+        """The last document that ran here, when it still fits this command (its protocols, its
+        format); else None, with a line saying why."""
+        document = self.state.load()
+        if document is None:
+            return None
+        other = sorted(set(document.get("brokers") or {}) - set(self.o.protocols))
+        try:
+            if other:
+                raise formats.CannotCarry(self.o.format, ",".join(other), "*", line=(
+                    f"{self.state.path} holds v{document.get('version')} for {', '.join(other)}, which "
+                    f"--protocols does not name"))
+            self._check(document)
+        except formats.CannotCarry as exc:
+            say(f"not starting on the kept document: {exc}")
+            return None
+        return document
 
     # -- making the settings ------------------------------------------------------------------------
     def _environment(self, document: dict) -> dict[str, str]:
@@ -380,7 +398,10 @@ class Agent:
             return True, f"wrote {self.o.out}"
         done = subprocess.run(self.o.on_change, shell=True, capture_output=True, text=True,
                               env={**os.environ, **self._environment(document)})
+        sys.stdout.write(done.stdout)           # the command's own output passes through
+        sys.stdout.flush()
         sys.stderr.write(done.stderr)
+        sys.stderr.flush()
         if done.returncode == 0:
             return True, f"wrote {self.o.out}; --on-change exited 0"
         words = formats.scrub(" | ".join(done.stderr.strip().splitlines()[-STDERR_LINES:]),
