@@ -287,6 +287,34 @@ def delete_file(protocol: str, slot: str):
     return changed_response(result, broker_document(protocol))
 
 
+@bp.post("/brokers/<protocol:protocol>/truststore")
+def add_ca(protocol: str):
+    """Add CA certificate(s) to the truststore, keeping the ones it holds (multipart `file`, or
+    JSON {"pem": …})."""
+    upload = request.files.get("file")
+    body = request.get_json(silent=True) if upload is None else None
+    if upload is not None and upload.filename:
+        data, filename = upload.read(), upload.filename
+    elif isinstance(body, dict) and isinstance(body.get("pem"), str):
+        data, filename = body["pem"].encode(), "truststore.pem"
+    else:
+        return _error(400, "bad_request", "Send the CA as multipart field 'file' or JSON {\"pem\": …}.")
+    result = service.add_ca(protocol, data, filename=filename, actor=actor(), origin="api",
+                            confirm=flag("confirm"))
+    if result.errors:
+        return _error(422, "invalid", "Nothing was saved.", errors=result.errors)
+    return changed_response(result, broker_document(protocol), 201)
+
+
+@bp.delete("/brokers/<protocol:protocol>/truststore/<sha256>")
+def remove_ca(protocol: str, sha256: str):
+    """Remove one CA (by SHA-256 fingerprint, colons optional) from the truststore."""
+    result = service.remove_ca(protocol, sha256, actor=actor(), origin="api", confirm=flag("confirm"))
+    if result.errors:
+        return _error(422, "invalid", "Nothing was changed.", errors=result.errors)
+    return changed_response(result, broker_document(protocol))
+
+
 @bp.get("/priorities")
 def get_priorities():
     order, info = service.priorities()

@@ -56,3 +56,35 @@ def certificates():
 @bp.get("/lint")
 def pitfalls():
     return jsonify(findings=[f.as_dict() for f in lint(settings_service.effective_all())])
+
+
+@bp.post("/diagnoses/<int:run_id>/trust")
+def trust_ca(run_id: int):
+    """Trust on first use, with approval: `{"sha256": …, "confirm": true, "leaf"?: true}`. Without
+    `confirm`, 409 with the certificate and the openssl line to compare its fingerprint."""
+    row = diagnostics.get(run_id)
+    if row is None:
+        return _error(404, "not_found", "No such diagnosis.")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("sha256"), str):
+        return _error(400, "bad_request", 'Send {"sha256": "<fingerprint>", "confirm": true}.',
+                      errors={"sha256": "The SHA-256 fingerprint of the certificate to trust."})
+    wanted = body["sha256"].replace(":", "").upper()
+    choice = next((c for c in diagnostics.trust_choices(row)
+                   if c["sha256"].replace(":", "") == wanted), None)
+    if body.get("confirm") is not True:
+        if choice is None:
+            return _error(422, "invalid", "Nothing to trust.",
+                          errors={"sha256": "Not a certificate of a tls_untrusted chain here."})
+        return _error(409, "confirmation_required",
+                      "Compare the fingerprint, then send the same request with \"confirm\": true.",
+                      certificate=choice, openssl=choice["openssl"])
+    try:
+        result = diagnostics.trust(row, wanted, leaf=body.get("leaf") is True, actor=actor(),
+                                   origin="api")
+    except diagnostics.TrustRefused as exc:
+        return _error(422, "invalid", str(exc), errors={"sha256": str(exc)})
+    if result.errors:
+        return _error(422, "invalid", "Nothing was saved.", errors=result.errors)
+    return jsonify(protocol=row.protocol, trusted=choice, changed=result.changed,
+                   warnings=[m for _, m in result.warnings])

@@ -77,6 +77,8 @@ QUERY_TYPES: dict[str, dict[str, Any]] = {
     "timeout": {"type": "number", "minimum": 0.1, "maximum": 300},
     "dry_run": {"type": "boolean"},
     "confirm": {"type": "boolean"},
+    "replace": {"type": "boolean", "description": "replace everything: what the file leaves out goes "
+                "back to its default (without it, only what the file names changes)"},
     "since": {"type": "string", "description": "ISO date or time"},
     "until": {"type": "string", "description": "ISO date or time"},
 }
@@ -153,12 +155,33 @@ def _more_paths() -> dict[str, Any]:
                                    "responses": {"200": {"description": "YAML",
                                                          "content": {"application/yaml": {}}}}}},
         "/config/import": {"post": _op(
-            "Import a YAML export: validated first, applied all or nothing",
-            params=_query("dry_run", "confirm"), body={"type": "string"},
+            "Import a YAML export: validated first, applied all or nothing; it changes only what "
+            "the file names unless replace=true (the answer's `rule` says which)",
+            params=_query("dry_run", "confirm", "replace"), body={"type": "string"},
             content="application/yaml",
             errors={"422": "Invalid file (errors by protocol.field)", "409": "Adapters affected"})},
         "/brokers/{protocol}/diagnose": {"post": _diagnose_op(protocol)},
         "/diagnoses/{run_id}": {"get": _op("A stored diagnosis", params=[run])},
+        "/diagnoses/{run_id}/trust": {"post": _op(
+            "Trust a CA of the chain a tls_untrusted diagnosis met (added to the truststore as an "
+            "ordinary change); without confirm: 409 with the certificate and an openssl line",
+            params=[run], body={"type": "object", "required": ["sha256"], "properties": {
+                "sha256": {"type": "string"}, "confirm": {"type": "boolean"},
+                "leaf": {"type": "boolean", "description": "trust a self-signed leaf"}}},
+            errors={"404": "No such diagnosis", "409": "Confirm after comparing the fingerprint",
+                    "422": "Not a certificate that can be trusted"})},
+        "/brokers/{protocol}/truststore": {"post": _op(
+            "Add CA certificate(s) to the truststore, keeping the ones it holds", "Added",
+            params=[protocol], body={"type": "object", "required": ["pem"], "properties": {
+                "pem": {"type": "string"}, **CHANGE_FLAGS}},
+            errors={"422": "Not a certificate, or the truststore is locked or a file reference",
+                    "409": "Adapters affected: confirm"})},
+        "/brokers/{protocol}/truststore/{sha256}": {"delete": _op(
+            "Remove one CA (by SHA-256 fingerprint) from the truststore", "Removed",
+            params=[protocol, {"name": "sha256", "in": "path", "required": True,
+                               "schema": {"type": "string"}}],
+            errors={"422": "No such certificate in the truststore",
+                    "409": "Adapters affected: confirm"})},
         "/diagnoses/{run_id}/report": {"get": _op(
             "Diagnosis report: diagnosis, settings (secrets masked) and pitfalls", params=[run])},
         "/certificates": {"get": _op("Certificate inventory: uploaded, environment files and "

@@ -222,3 +222,57 @@ def report(row: DiagnosisRun) -> dict[str, Any]:
 def wait_all(timeout: float = 30) -> None:
     """Wait for queued and running diagnoses (tests and shutdown)."""
     work.wait_idle(current_app._get_current_object(), timeout)  # type: ignore[attr-defined]
+
+
+def openssl_line(address: str) -> str:
+    """A command that prints, from another machine, the subject and SHA-256 fingerprint of every
+    certificate `address` presents — to compare with the page before trusting one."""
+    show = "openssl x509 -noout -subject -fingerprint -sha256"
+    return (f"openssl s_client -connect {address} -showcerts </dev/null 2>/dev/null | awk "
+            f"'/BEGIN CERT/{{c=\"\"}} {{c=c $0 \"\\n\"}} /END CERT/{{printf \"%s\", c | \"{show}\"; "
+            f"close(\"{show}\")}}'")
+
+
+def trust_choices(row: DiagnosisRun) -> list[dict[str, Any]]:
+    """The chain a failed diagnosis (`tls_untrusted`) met, each certificate with whether it can be
+    trusted: a CA (the root, or an issuing CA), or a leaf only when it is self-signed (then it must
+    be chosen explicitly); empty for any other diagnosis."""
+    result = row.result or {}
+    if row.status != "done" or result.get("cause") != "tls_untrusted":
+        return []
+    out = []
+    for cert in result.get("certificates", []):
+        if not cert.get("pem"):
+            continue
+        kind = "ca" if cert.get("is_ca") else ("self_signed_leaf" if cert.get("self_signed") else "leaf")
+        out.append({**{k: v for k, v in cert.items() if k != "pem"}, "trust": kind,
+                    "openssl": openssl_line(cert.get("presented_by") or result.get("target", ""))})
+    return out
+
+
+class TrustRefused(ValueError):
+    """Why a certificate of a diagnosis cannot be trusted (nothing changed)."""
+
+
+def trust(row: DiagnosisRun, sha256: str, *, leaf: bool = False, actor: str | None,
+          origin: str) -> settings_service.ChangeResult:
+    """Add the certificate `sha256` of the chain `row` met to that protocol's truststore, as an
+    ordinary change (version, audit with the fingerprint, delivery). Never automatic: the caller
+    has the admin's confirmation."""
+    wanted = sha256.replace(":", "").upper()
+    chain = {c["sha256"].replace(":", ""): c for c in (row.result or {}).get("certificates", [])}
+    choices = {c["sha256"].replace(":", ""): c for c in trust_choices(row)}
+    if not choices:
+        raise TrustRefused("Only a finished diagnosis that ended in tls_untrusted offers a CA to trust.")
+    choice = choices.get(wanted)
+    if choice is None:
+        raise TrustRefused("That certificate is not in the chain this diagnosis met.")
+    if choice["trust"] == "leaf":
+        raise TrustRefused("A leaf certificate that is not self-signed cannot be trusted: trust the "
+                           "CA that issued it (upload it if the broker does not present it).")
+    if choice["trust"] == "self_signed_leaf" and not leaf:
+        raise TrustRefused("This is a self-signed leaf certificate: trust it only by choosing it "
+                           "explicitly (leaf).")
+    return settings_service.add_ca(
+        row.protocol, chain[wanted]["pem"].encode(), filename="truststore.pem", actor=actor,
+        origin=origin, confirm=True, why=f"trusted after diagnosis {row.id}: ")

@@ -271,6 +271,7 @@ class TransportSteps:
 
         seen = {c["sha256"] for c in self.diagnosis.certificates}
         infos: list[CertInfo] = []
+        pems: list[str] = []
         offer = presented(open_plain, name, self.deadline.remaining(TLS_CAP))
         if offer.client_certificate_requested:
             self.facts["client_certificate_requested"] = True
@@ -279,10 +280,12 @@ class TransportSteps:
                 infos.append(CertInfo.from_certificate(x509.load_der_x509_certificate(der)))
             except ValueError:
                 continue
-        for info in infos:
+            pems.append(ssl.DER_cert_to_PEM_cert(der))     # public: what "Trust this CA" adds
+        for info, pem in zip(infos, pems):
             if info.sha256 not in seen:
                 seen.add(info.sha256)
-                self.diagnosis.certificates.append({**info.as_dict(), "presented_by": where})
+                self.diagnosis.certificates.append({**info.as_dict(), "presented_by": where,
+                                                    "pem": pem})
         if infos:
             leaf = infos[0].as_dict()
             self.facts.update(leaf=leaf, subject=leaf["subject"], issuer=leaf["issuer"], sans=leaf["sans"],

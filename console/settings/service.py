@@ -3,6 +3,7 @@ configuration handed to the change pipeline (settings.changes). Views, the API a
 Reading goes through settings.effective (re-exported here for callers that do both)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -149,9 +150,9 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
 def _commit(candidate: Any, result: ChangeResult, *, actor: str | None, origin: str,
             action: str, confirm: bool, protocol: str | None,
             seed: dict[str, Any] | None = None,
-            endpoints: pipeline.Endpoints | None = None) -> ChangeResult:
+            endpoints: pipeline.Endpoints | None = None, summary: str = "") -> ChangeResult:
     outcome = pipeline.commit(candidate, actor=actor, origin=origin, action=action,
-                              confirm=confirm, seed=seed, endpoints=endpoints)
+                              confirm=confirm, seed=seed, endpoints=endpoints, summary=summary)
     result.outcome = outcome
     result.changed = sorted({c.field for c in outcome.saved_changes if c.field != "priorities"}
                             | ({"priorities"} if any(c.field == "priorities"
@@ -312,6 +313,91 @@ def upload_file(protocol: str, slot: str, data: bytes, *, filename: str = "",
     if result.ok and result.settings is not None:
         result.warnings = findings(result.settings)[1]
     return result
+
+
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def truststore_blocks(certs_pem: str) -> list[tuple[certs.CertInfo, str]]:
+    """Each certificate of a stored truststore with its own PEM block."""
+    blocks = PEM_CERTIFICATE.findall(certs_pem or "")
+    return [(certs.describe_pem(block)[0], block) for block in blocks]
+
+
+def _truststore_locked(protocol: str, result: ChangeResult) -> bool:
+    now = effective(protocol)
+    if now.fields["tls_ca"].source == "env":
+        result.errors["tls_ca"] = (f"Locked: set by the environment variable "
+                                   f"{now.fields['tls_ca'].env_var}.")
+    elif now.fields["tls_ca"].reference is not None:
+        result.errors["tls_ca"] = (f"The truststore is the file {now.fields['tls_ca'].reference.ref}: "
+                                   "change that file instead.")
+    return bool(result.errors)
+
+
+def add_ca(protocol: str, data: bytes, *, filename: str = "", actor: str | None = None,
+           origin: str = "console", confirm: bool = False, why: str = "") -> ChangeResult:
+    """Add the CA certificate(s) in `data` to the protocol's truststore, keeping the ones it holds
+    (a rotation: old and new CA trusted side by side). `why` opens the audit summary."""
+    check_protocol(protocol)
+    result = ChangeResult()
+    if _truststore_locked(protocol, result):
+        return _rejected(result, actor=actor, origin=origin, action="upload", protocol=protocol)
+    try:
+        parsed = certs.parse_truststore(data, filename=filename)
+    except certs.CertError as exc:
+        result.errors["tls_ca"] = str(exc)
+        return _rejected(result, actor=actor, origin=origin, action="upload", protocol=protocol)
+    pipeline.lock()
+    candidate = current().state.copy()
+    slot = candidate.files.setdefault(protocol, {}).get("tls_ca")
+    held = truststore_blocks(slot["certs_pem"]) if slot else []
+    known = {info.sha256 for info, _ in held}
+    added = [(info, block) for info, block in truststore_blocks(parsed.certs_pem)
+             if info.sha256 not in known]
+    if not added:
+        pipeline.release()
+        result.warnings.append(("tls_ca", "The truststore holds that certificate already."))
+        result.settings = effective(protocol)
+        return result
+    bundle = "\n".join(block for _, block in held + added) + "\n"
+    candidate.files[protocol]["tls_ca"] = {
+        "filename": (slot or {}).get("filename") or (filename or "truststore.pem")[:255],
+        "format": "PEM", "certs_pem": bundle, "key_ciphertext": None,
+        "uploaded_at": utcnow().isoformat(), "uploaded_by": actor}
+    text = "; ".join(f"{why}added CA {info.subject} (SHA-256 {info.sha256}) to the "
+                     f"{protocol} truststore" for info, _ in added)
+    return _commit(candidate, result, actor=actor, origin=origin, action="upload", confirm=confirm,
+                   protocol=protocol, summary=text)
+
+
+def remove_ca(protocol: str, sha256: str, *, actor: str | None = None, origin: str = "console",
+              confirm: bool = False) -> ChangeResult:
+    """Remove one certificate (by its SHA-256 fingerprint) from the protocol's truststore."""
+    check_protocol(protocol)
+    result = ChangeResult()
+    if _truststore_locked(protocol, result):
+        return _rejected(result, actor=actor, origin=origin, action="remove_file", protocol=protocol)
+    wanted = sha256.replace(":", "").upper()
+    pipeline.lock()
+    candidate = current().state.copy()
+    slot = candidate.files.get(protocol, {}).get("tls_ca")
+    held = truststore_blocks(slot["certs_pem"]) if slot else []
+    kept = [(info, block) for info, block in held if info.sha256.replace(":", "") != wanted]
+    if len(kept) == len(held):
+        pipeline.release()
+        result.errors["sha256"] = "The truststore holds no certificate with that SHA-256 fingerprint."
+        return result
+    gone = next(info for info, _ in held if info.sha256.replace(":", "") == wanted)
+    if kept:
+        assert slot is not None
+        slot["certs_pem"] = "\n".join(block for _, block in kept) + "\n"
+    else:
+        candidate.files[protocol].pop("tls_ca")
+    return _commit(candidate, result, actor=actor, origin=origin, action="remove_file",
+                   confirm=confirm, protocol=protocol,
+                   summary=f"removed CA {gone.subject} (SHA-256 {gone.sha256}) from the {protocol} "
+                           "truststore")
 
 
 def delete_file(protocol: str, slot: str, actor: str | None = None, *, origin: str = "console",
