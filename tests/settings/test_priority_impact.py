@@ -28,3 +28,13 @@ def test_a_move_that_changes_no_adapter_saves_without_confirmation(fleet) -> Non
     back = fleet.put("/api/v1/priorities", json={"priorities": MQTT_FIRST})
     assert back.status_code == 200, back.get_json()          # m1, m2 are on MQTT already
     assert fleet.get("/api/v1/priorities").get_json()["priorities"] == MQTT_FIRST
+
+
+def test_the_page_move_asks_no_confirmation_when_no_adapter_changes(fleet, admin_client) -> None:  # noqa: F811
+    assert fleet.put("/api/v1/priorities", json={"priorities": KAFKA_FIRST,
+                                                 "confirm": True}).status_code == 200
+    moved = admin_client.post("/settings/messaging/priorities", headers={"HX-Request": "true"},
+                              data={"move": "mqtt:up"})
+    assert moved.status_code == 200, moved.get_data(as_text=True)[:500]
+    assert "Confirm new priority" not in moved.get_data(as_text=True)
+    assert fleet.get("/api/v1/priorities").get_json()["priorities"][0] == "mqtt"
