@@ -309,7 +309,8 @@ def _print_outcome(outcome) -> None:
         click.echo("  (no effective value changes)")
     impact = outcome.impact
     for item in impact.services:
-        click.echo(f"  new adapters of {item['service']}: {item['from']} -> {item['to']}")
+        click.echo(f"  new adapters of {item['service']} will use {item['to'] or 'no protocol'} "
+                   f"instead of {item['from'] or 'none'}")
     for item in impact.adapters:
         click.echo(f"  adapter {item.adapter} ({item.service}, {item.protocol}): {item.kind} - "
                    f"{item.reason}")
@@ -319,12 +320,17 @@ def _print_outcome(outcome) -> None:
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @click.option("--dry-run", is_flag=True, help="Validate and show the impact; change nothing.")
 @click.option("--confirm", is_flag=True, help="Apply even when adapters are affected.")
-def config_import(file, dry_run: bool, confirm: bool) -> None:
-    """Import a YAML export: validated first, applied all or nothing."""
+@click.option("--replace", is_flag=True, help="Replace everything: what the file leaves out goes back "
+              "to its default (without it, only what the file names changes).")
+def config_import(file, dry_run: bool, confirm: bool, replace: bool) -> None:
+    """Import a YAML export: validated first, applied all or nothing; it changes only what the file
+    names unless --replace."""
     from .settings import transfer
 
     result = transfer.import_yaml(file.read(), actor="cli", origin="cli", dry_run=dry_run,
-                                  confirm=confirm)
+                                  confirm=confirm, replace=replace)
+    if dry_run:
+        click.echo(result.rule)
     if result.errors:
         click.echo("Nothing was imported:", err=True)
         for where, message in result.errors.items():

@@ -71,7 +71,7 @@ COVERED: dict[str, str] = {
     f"{FLASK} brokers diagnose PROTOCOL [--json] [--timeout S]": "test_cli_brokers_diagnose",
     f"{FLASK} brokers use-lab": "test_make_brokers_saves_the_lab_and_is_idempotent",
     f"{FLASK} config export [-o FILE]": "test_cli_config_export_and_import",
-    f"{FLASK} config import FILE [--dry-run] [--confirm]": "test_cli_config_export_and_import",
+    f"{FLASK} config import FILE [--dry-run] [--confirm] [--replace]": "test_cli_config_export_and_import",
     f"{FLASK} db upgrade | db downgrade": "test_cli_db_upgrade_and_downgrade",
     f"{FLASK} backup FILE": "test_cli_backup_restores",
 }
@@ -504,6 +504,13 @@ def test_cli_config_export_and_import(demo: dict, tmp_path: Path) -> None:
     target.write_text(yaml.safe_dump(data))
     refused = flask(env, "config", "import", str(target))
     assert refused.returncode == 1 and "Nothing was imported" in refused.stderr
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("brokers: {mqtt: {keepalive: 45}}\n")
+    merge = flask(env, "config", "import", str(partial), "--dry-run")
+    assert merge.returncode == 0 and "changes only what the file names" in merge.stdout, merge.stdout
+    replace = flask(env, "config", "import", str(partial), "--dry-run", "--replace")
+    assert replace.returncode == 0 and "replaces everything" in replace.stdout, replace.stdout
+    assert versions(demo["instance"]) == before + 1
 
 
 def test_cli_db_upgrade_and_downgrade(tmp_path: Path) -> None:

@@ -73,14 +73,13 @@ def import_config():
     text = upload.read().decode("utf-8", "replace") if upload else request.get_data(as_text=True)
     if not text.strip():
         return _error(400, "bad_request", "Send the YAML as the request body or as form field 'file'.")
-    dry_run, confirm = flag("dry_run"), flag("confirm")
+    dry_run, confirm, replace = flag("dry_run"), flag("confirm"), flag("replace")
     result = transfer.import_yaml(text, actor=actor(), origin="api", dry_run=dry_run,
-                                  confirm=confirm)
+                                  confirm=confirm, replace=replace)
     if result.errors:
         return _error(422, "invalid", "Nothing was imported.", errors=result.errors)
     response, status = _outcome_response(result.outcome, dry_run=dry_run)
     if status == 200:
-        response.json["warnings"] = result.warnings
-        body = {**response.get_json(), "warnings": result.warnings}
+        body = {**response.get_json(), "warnings": result.warnings, "rule": result.rule}
         return jsonify(body), 200
     return response, status

@@ -77,6 +77,8 @@ QUERY_TYPES: dict[str, dict[str, Any]] = {
     "timeout": {"type": "number", "minimum": 0.1, "maximum": 300},
     "dry_run": {"type": "boolean"},
     "confirm": {"type": "boolean"},
+    "replace": {"type": "boolean", "description": "replace everything: what the file leaves out goes "
+                "back to its default (without it, only what the file names changes)"},
     "since": {"type": "string", "description": "ISO date or time"},
     "until": {"type": "string", "description": "ISO date or time"},
 }
@@ -153,8 +155,9 @@ def _more_paths() -> dict[str, Any]:
                                    "responses": {"200": {"description": "YAML",
                                                          "content": {"application/yaml": {}}}}}},
         "/config/import": {"post": _op(
-            "Import a YAML export: validated first, applied all or nothing",
-            params=_query("dry_run", "confirm"), body={"type": "string"},
+            "Import a YAML export: validated first, applied all or nothing; it changes only what "
+            "the file names unless replace=true (the answer's `rule` says which)",
+            params=_query("dry_run", "confirm", "replace"), body={"type": "string"},
             content="application/yaml",
             errors={"422": "Invalid file (errors by protocol.field)", "409": "Adapters affected"})},
         "/brokers/{protocol}/diagnose": {"post": _diagnose_op(protocol)},

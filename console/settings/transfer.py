@@ -2,7 +2,9 @@
 
 Export holds every protocol's saved values, the public TLS certificates and the priority list — never
 a secret or a private key. Import validates everything first and applies all or nothing, through the
-same impact check as any other change; a secret the file leaves out keeps its stored value.
+same impact check as any other change. Its one rule (MERGE_RULE): it changes what the file names and
+nothing else; `replace` resets everything the file leaves out (REPLACE_RULE). A secret the file leaves
+out keeps its stored value either way.
 """
 from __future__ import annotations
 
@@ -24,6 +26,12 @@ from . import service
 yaml = lazy.module("yaml")    # only export and import read or write YAML
 
 FORMAT_VERSION = 1
+MERGE_RULE = ("Import changes only what the file names: a protocol, field, TLS file or priority list "
+              "it leaves out keeps its saved value (a field given as null goes back to its default). "
+              "Replace everything instead with --replace (API: ?replace=true).")
+REPLACE_RULE = ("Import replaces everything: each protocol, field and TLS file the file leaves out goes "
+                "back to its default (removed), and so does the priority order; stored secrets are "
+                "kept.")
 
 
 def export_document() -> dict[str, Any]:
@@ -61,14 +69,15 @@ class ImportResult:
     errors: dict[str, str] = field(default_factory=dict)
     warnings: dict[str, str] = field(default_factory=dict)
     outcome: change_log.Outcome | None = None
+    rule: str = MERGE_RULE
 
     @property
     def ok(self) -> bool:
         return not self.errors and self.outcome is not None and self.outcome.status != "confirm"
 
 
-def _candidate_from(document: Any, current: State,
-                    warnings: dict[str, str]) -> tuple[State, dict[str, str]]:
+def _candidate_from(document: Any, current: State, warnings: dict[str, str],
+                    replace: bool = False) -> tuple[State, dict[str, str]]:
     errors: dict[str, str] = {}
     if not isinstance(document, dict) or "brokers" not in document:
         return current, {"file": "Not a Messaging Console export: it needs a 'brokers' section."}
@@ -83,6 +92,8 @@ def _candidate_from(document: Any, current: State,
         if protocol not in PROTOCOLS:
             errors[str(protocol)] = f"Unknown protocol. Use {', '.join(PROTOCOLS)}."
     for protocol in PROTOCOLS:
+        if not replace and protocol not in brokers:
+            continue                        # not named: kept as saved
         section = brokers.get(protocol) or {}
         if not isinstance(section, dict):
             errors[protocol] = "Expected a mapping of field names."
@@ -106,8 +117,8 @@ def _candidate_from(document: Any, current: State,
             elif not f.is_file:
                 plain[name] = value
         locked = service.env_locked(protocol)
-        wanted = {n: plain.get(n) for n, f in FIELDS[protocol].items()
-                  if not f.is_file and not f.secret}
+        wanted = ({n: plain.get(n) for n, f in FIELDS[protocol].items()
+                   if not f.is_file and not f.secret} if replace else plain)
         prep = service.prepare_changes(
             protocol, {n: v for n, v in wanted.items() if n not in locked},
             saved=candidate.saved(protocol))
@@ -120,7 +131,7 @@ def _candidate_from(document: Any, current: State,
         if prep.saved is not None and not any(
                 not FIELDS[protocol][n].secret for n in prep.errors):
             values = dict(prep.saved.values)
-            for name in locked:
+            for name in (n for n in locked if n in wanted):
                 try:
                     value = None if wanted.get(name) is None else parse_value(
                         FIELDS[protocol][name], wanted[name])
@@ -135,6 +146,8 @@ def _candidate_from(document: Any, current: State,
                 for k in sorted(values)}
         files = candidate.files.setdefault(protocol, {})
         for slot in ("tls_ca", "tls_cert"):
+            if not replace and slot not in section:
+                continue                    # not named: kept as stored
             item = section.get(slot)
             if references.is_reference(item):
                 try:
@@ -182,13 +195,16 @@ def _candidate_from(document: Any, current: State,
             errors["priorities"] = problem
         elif current.priorities or list(document["priorities"]) != list(DEFAULT_PRIORITIES):
             candidate.priorities = list(document["priorities"])
+    elif replace:
+        candidate.priorities = []           # the default order
     return candidate, errors
 
 
 def import_yaml(text: str, *, actor: str | None, origin: str, dry_run: bool = False,
-                confirm: bool = False) -> ImportResult:
-    """Validate a YAML export and apply it all, or nothing."""
-    result = ImportResult()
+                confirm: bool = False, replace: bool = False) -> ImportResult:
+    """Validate a YAML export and apply it all, or nothing: what the file names, or with `replace`
+    everything (see MERGE_RULE and REPLACE_RULE, which `rule` of the result says)."""
+    result = ImportResult(rule=REPLACE_RULE if replace else MERGE_RULE)
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -200,7 +216,8 @@ def import_yaml(text: str, *, actor: str | None, origin: str, dry_run: bool = Fa
     else:
         if not dry_run:
             change_log.lock()       # built on what is saved now, written before anyone else writes
-        candidate, result.errors = _candidate_from(document, current().state.copy(), result.warnings)
+        candidate, result.errors = _candidate_from(document, current().state.copy(), result.warnings,
+                                                   replace)
         if not result.errors:
             for protocol in PROTOCOLS:
                 settings = service.effective(protocol, saved=candidate.saved(protocol))
