@@ -22,7 +22,7 @@ from flask.cli import run_command
 from flask.helpers import get_debug_flag
 from werkzeug.serving import is_running_from_reloader
 
-from . import database
+from . import database, diagnostics
 from .checks import scheduler
 from .delivery import outbox
 from .settings import references
@@ -85,7 +85,7 @@ def _wait(app: Flask, log_warnings: bool) -> None:
 def _start_work(app: Flask) -> None:
     scheduler.start(app)
     outbox.start(app)
-    references.start(app)
+    references.start(app, also=(diagnostics.audit_expired,))
 
 
 def serving_with_flask_run() -> bool:

@@ -309,7 +309,8 @@ def _print_outcome(outcome) -> None:
         click.echo("  (no effective value changes)")
     impact = outcome.impact
     for item in impact.services:
-        click.echo(f"  new adapters of {item['service']}: {item['from']} -> {item['to']}")
+        click.echo(f"  new adapters of {item['service']} will use {item['to'] or 'no protocol'} "
+                   f"instead of {item['from'] or 'none'}")
     for item in impact.adapters:
         click.echo(f"  adapter {item.adapter} ({item.service}, {item.protocol}): {item.kind} - "
                    f"{item.reason}")

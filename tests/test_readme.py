@@ -107,6 +107,18 @@ def agent_lines() -> list[str]:
 
 for _line in agent_lines():
     COVERED[_line] = "tests/clients/agent/test_readme_agent.py::test_every_agent_line_of_the_readme_runs"
+WAVE_LINES = ('curl -sS -X PATCH "$API/brokers/mqtt" -H "Authorization: Bearer $ADMIN_TOKEN"',
+              'curl -sS "$API/rollouts/current" -H "Authorization: Bearer $ADMIN_TOKEN"',
+              'curl -sS -X POST "$API/rollouts/1/rollback" -H "Authorization: Bearer $ADMIN_TOKEN"')
+
+
+def wave_lines() -> list[str]:
+    """The README's waves example (tests/clients/agent/test_waves_agent.py runs each one)."""
+    return [c for c in readme_commands() if c.startswith(WAVE_LINES)]
+
+
+for _line in wave_lines():
+    COVERED[_line] = "tests/clients/agent/test_waves_agent.py::test_a_bad_password_on_the_canary_halts_the_wave"
 # the If-Match lines of "Two people changing one protocol" run against a live console
 for _line in ("TAG=$(curl -sS -D - -o /dev/null \"$API/brokers/mqtt\" -H \"$AUTH\" | sed -n 's/^[Ee][Tt]ag: //p' | "
               "tr -d '\\r')",

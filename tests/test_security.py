@@ -25,7 +25,7 @@ SECRETS = {
 def concrete_routes(app: Flask) -> list[tuple[str, str, str]]:
     """(endpoint, method, url) for every route, with sample path arguments."""
     samples = {"protocol": "kafka", "slot": "tls_ca", "filename": "console.css", "version_id": "1", "name": "edge",
-               "run_id": "1", "user_id": "1", "rollout_id": "1"}
+               "run_id": "1", "user_id": "1", "rollout_id": "1", "sha256": "AB12"}
     out = []
     for rule in app.url_map.iter_rules():
         url = rule.rule

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import audit as audit_log
 from ..messaging.effective import Snapshot
-from ..models import ExtensionService, Rollout
+from ..models import ExtensionService
 from . import documents, plans
 from . import status as rollout
 
@@ -19,14 +19,11 @@ def tag_of(row: ExtensionService, own: bool) -> str:
     return (row.config_etag or "") + ("" if own else documents.MASKED_SUFFIX)
 
 
-def document(snapshot: Snapshot, row: ExtensionService, own: bool,
-             rollout: Rollout | None = None, *, look: bool = True) -> tuple[str, dict[str, Any]]:
+def document(snapshot: Snapshot, row: ExtensionService, own: bool) -> tuple[str, dict[str, Any]]:
     """The ETag and body `row` is served under `snapshot` (the document itself is built once per
     group of services sharing it, see documents._shared). With the service's own token the row's
-    ETag follows what this process serves (its environment may differ from the writer's).
-    `rollout`/`look`: the roll-out in progress when the caller looked it up already (plans.snapshot_for)."""
-    snapshot, _ = plans.snapshot_for(row, snapshot, row.config_version, rollout,
-                                     look=look)  # a roll-out may hold it back
+    ETag follows what this process serves (its environment may differ from the writer's)."""
+    snapshot, _ = plans.snapshot_for(row, snapshot, row.config_version)  # a roll-out may hold it back
     content = documents.content(snapshot, row, reveal=own)
     if own:
         tag = documents.etag_for(snapshot, row)

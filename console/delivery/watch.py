@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session
 from .. import signals
 from ..extensions import db
 from ..messaging.effective import current
-from ..models import ConfigVersion, ExtensionService
-from . import documents, fetch, plans
+from ..models import ConfigVersion, ExtensionService, Rollout
+from . import documents, fetch
 from . import status as rollout
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,6 @@ def answer(app: Flask, holds: list[dict[str, Any]]) -> list[tuple[int, str, byte
             rows = {r.name: r for r in db.session.execute(select(ExtensionService).where(
                 ExtensionService.name.in_({holds[i]["name"] for i in changed}))).scalars()}
             snapshot = current()
-            in_progress = plans.active()        # looked up once for all of them
             made: dict[tuple[str, bool], tuple[int, str, bytes]] = {}    # watchers of one service
             for i in changed:
                 h = holds[i]
@@ -190,12 +189,11 @@ def answer(app: Flask, holds: list[dict[str, Any]]) -> list[tuple[int, str, byte
                 if row is None:
                     out[i] = (404, "", b"")
                     continue
-                if h["own"]:
-                    tag, body = fetch.document(snapshot, row, True, in_progress, look=False)
-                    fetch.record(row, body, actor=h["actor"], remote=h["remote"], watched=True)
                 key = (row.name, bool(h["own"]))
                 if key not in made:
-                    tag, body = fetch.document(snapshot, row, h["own"], in_progress, look=False)
+                    tag, body = fetch.document(snapshot, row, h["own"])
+                    if h["own"]:      # one record and one audited read per service and version
+                        fetch.record(row, body, actor=h["actor"], remote=h["remote"], watched=True)
                     made[key] = (200, tag, (app.json.dumps(body) + "\n").encode())
                 out[i] = made[key]
             db.session.commit()
@@ -218,6 +216,9 @@ def _serves_differently(session: Session) -> set[str]:
     for obj in list(session.new) + list(session.deleted):
         if isinstance(obj, ExtensionService):
             found.add("service")
+    for obj in list(session.new) + list(session.dirty):
+        if isinstance(obj, Rollout):        # a roll-out released, halted or rolled back
+            found.add("service")
     for obj in session.dirty:
         if isinstance(obj, ExtensionService) and inspect(obj).attrs.protocols.history.has_changes():
             found.add("service")
@@ -232,6 +233,13 @@ def _after_flush(session: Session, _context: Any) -> None:
     if session.get_bind().dialect.name == "postgresql" and not session.info.get("watch_sent"):
         session.connection().execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
         session.info["watch_sent"] = True
+
+
+def _on_execute(state: Any) -> None:
+    """A roll-out moved by a set-based UPDATE (plans.set_state): the held services' documents move."""
+    mapper = state.bind_mapper
+    if (state.is_update or state.is_delete) and mapper is not None and mapper.class_ is Rollout:
+        state.session.info.setdefault("watch", set()).add("service")
 
 
 def _after_commit(session: Session) -> None:
@@ -265,6 +273,7 @@ def init_app(app: Flask) -> None:
         signals.rollout_released.connect(_woken)       # the held services' documents moved
         event.listen(Session, "after_flush", _after_flush)
         event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "do_orm_execute", _on_execute)
         event.listen(Session, "after_rollback", _after_rollback)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from flask import current_app
 
 from .. import work
+from ..audit import audit
 from ..brokers import PROTOCOLS
 from ..certs import EXPIRY_WARNING_DAYS
 from ..checks import broker_config
@@ -16,7 +17,8 @@ from ..messaging.effective import unresolved
 from ..messaging.identity import addresses
 from ..messaging.resolve import ProtocolSettings
 from ..messaging.values import format_host_port
-from ..models import DiagnosisRun, utcnow
+from ..models import AuditEntry, DiagnosisRun, utcnow
+from ..settings import changes as pipeline
 from ..settings import service as settings_service
 from .base import Diagnosis
 from .lint import lint
@@ -192,7 +194,10 @@ def refresh_status(cert: dict[str, Any], now: dt.datetime | None = None) -> dict
         status = "expiring"
     else:
         status = "valid"
-    return {**cert, "status": status, "days_left": left}
+    within = None if status == "valid" or status == "not_yet_valid" else (
+        0 if status == "expired" else (CRITICAL_DAYS if not_after - now <= dt.timedelta(
+            days=CRITICAL_DAYS) else EXPIRY_WARNING_DAYS))
+    return {**cert, "status": status, "days_left": left, "within_days": within}
 
 
 def certificate_warnings() -> list[dict[str, Any]]:
@@ -202,7 +207,7 @@ def certificate_warnings() -> list[dict[str, Any]]:
         current = refresh_status(cert)
         if current["status"] != "valid":
             out.append({k: current[k] for k in ("protocol", "source", "subject", "not_after",
-                                                "status", "days_left", "sha256")})
+                                                "status", "days_left", "within_days", "sha256")})
     return out
 
 
@@ -222,6 +227,31 @@ def report(row: DiagnosisRun) -> dict[str, Any]:
 def wait_all(timeout: float = 30) -> None:
     """Wait for queued and running diagnoses (tests and shutdown)."""
     work.wait_idle(current_app._get_current_object(), timeout)  # type: ignore[attr-defined]
+
+
+CRITICAL_DAYS = 7       # the second warning, after EXPIRY_WARNING_DAYS (30)
+
+
+def audit_expired() -> list[str]:
+    """An audit entry for every certificate the console knows that has expired and has none yet
+    (one per protocol, source and fingerprint, across workers and replicas: under the
+    configuration's write lock). The summaries written."""
+    expired = [c for c in (refresh_status(c) for c in inventory()) if c["status"] == "expired"]
+    if not expired:
+        return []
+    pipeline.lock()
+    written = []
+    for cert in expired:
+        text = (f"certificate expired: {cert['subject']} ({cert['protocol']} {cert['source']}, "
+                f"SHA-256 {cert['sha256']}, not after {cert['not_after']})")
+        known = db.session.execute(db.select(AuditEntry.id).where(
+            AuditEntry.action == "certificate_expired", AuditEntry.summary == text).limit(1)).first()
+        if known is None and text not in written:
+            audit("certificate_expired", "noticed", actor="console", origin="expiry",
+                  protocols=[cert["protocol"]], summary=text)
+            written.append(text)
+    db.session.commit()
+    return written
 
 
 def openssl_line(address: str) -> str:

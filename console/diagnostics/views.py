@@ -82,7 +82,33 @@ def report_json(run_id: int):
 @login_required
 def report_html(run_id: int):
     run, body = _report_or_404(run_id)
-    return render_template("diagnostics/report.html", run=run, report=body)
+    return render_template("diagnostics/report.html", run=run, report=body,
+                           choices=diagnostics.trust_choices(run))
+
+
+@bp.post("/settings/messaging/diagnoses/<int:run_id>/trust")
+@admin_required
+def trust(run_id: int):
+    """"Trust this CA": only with the admin's confirmation that the fingerprint was compared."""
+    run = diagnostics.get(run_id)
+    if run is None:
+        abort(404)
+    sha256 = request.form.get("sha256", "")
+    if request.form.get("confirm") != "1":
+        message = "Nothing was trusted: tick that you compared the fingerprint, then confirm."
+        return render_template("diagnostics/report.html", run=run, report=diagnostics.report(run),
+                               choices=diagnostics.trust_choices(run), trust_error=message), 422
+    try:
+        result = diagnostics.trust(run, sha256, leaf=request.form.get("leaf") == "1", actor=actor(),
+                                   origin="console")
+    except diagnostics.TrustRefused as exc:
+        return render_template("diagnostics/report.html", run=run, report=diagnostics.report(run),
+                               choices=diagnostics.trust_choices(run), trust_error=str(exc)), 422
+    if result.errors:
+        return render_template("diagnostics/report.html", run=run, report=diagnostics.report(run),
+                               choices=diagnostics.trust_choices(run),
+                               trust_error="; ".join(result.errors.values())), 422
+    return redirect(url_for("settings.section", protocol=run.protocol), 303)
 
 
 @bp.get("/certificates")

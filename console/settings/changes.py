@@ -75,8 +75,12 @@ class FieldChange:
 
 
 def _show(value: Any) -> str:
+    """A value as the pages, the audit log and the CLI word it: a switch is on or off, never
+    Python's True or False."""
     if value is None or value == "":
         return "(none)"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, list):
         return " > ".join(str(v) for v in value) if value and isinstance(value[0], str) else str(value)
     return str(value)
@@ -347,7 +351,9 @@ def assess(old: State | Snapshot, new: State | Snapshot, changes: list[FieldChan
         if kind != "ok":
             impact.adapters.append(AdapterImpact(name, names[service_id], protocol, kind, reason,
                                                  ACTIONS[kind]))
-        elif service_id in moved:
+        elif service_id in moved and moved[service_id][0] == protocol:
+            # it matched what new adapters of its service got, and no longer will; an adapter on
+            # the protocol they get after the change (or one that differed already) is not affected
             a, b = moved[service_id]
             target = b or "no protocol (none enabled that it supports)"
             impact.adapters.append(AdapterImpact(

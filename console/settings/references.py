@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from flask import Flask
 
@@ -72,9 +72,11 @@ def poll_once() -> list[str]:
 class Poller:
     """The thread that runs poll_once() every `interval` seconds until stopped."""
 
-    def __init__(self, app: Flask, interval: float) -> None:
+    def __init__(self, app: Flask, interval: float,
+                 also: tuple[Callable[[], list[str]], ...] = ()) -> None:
         self.app = app
         self.interval = interval
+        self.also = also            # more rounds of the same kind (the expired-certificate audit)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -93,18 +95,22 @@ class Poller:
                 with self.app.app_context():
                     for summary in poll_once():
                         log.warning("Messaging Console: %s: new configuration version", summary)
+                    for job in self.also:
+                        for summary in job():
+                            log.warning("Messaging Console: %s", summary)
             except database.UNREACHABLE as exc:
                 database.outage(self.app).failed(exc)
             except Exception:  # noqa: BLE001 - the loop must survive anything
                 log.exception("Polling the secret references failed; trying again")
 
 
-def start(app: Flask) -> Poller | None:
-    """Start this process's poller (CONSOLE_REFERENCE_POLL_SECONDS; 0 turns it off)."""
+def start(app: Flask, also: tuple[Callable[[], list[str]], ...] = ()) -> Poller | None:
+    """Start this process's poller (CONSOLE_REFERENCE_POLL_SECONDS; 0 turns it off), running
+    `also` after each round."""
     interval = float(app.config["REFERENCE_POLL_SECONDS"])
     if interval <= 0:
         return None
-    poller = Poller(app, interval)
+    poller = Poller(app, interval, also)
     app.extensions["console_reference_poller"] = poller
     poller.start()
     return poller

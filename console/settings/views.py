@@ -34,7 +34,8 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 
 @bp.record_once
 def _labels(state) -> None:
-    state.app.jinja_env.globals.update(PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS, FIELDS=FIELDS,
+    state.app.jinja_env.globals.update(tab_states=tab_states,
+                                       PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS, FIELDS=FIELDS,
                                        describe_identity=checks.describe_identity)
 
 
@@ -66,6 +67,13 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
         "message": message,
         "version": service.current_version() if version is None else version,
     }
+
+
+def tab_states(sections: dict[str, Any] | None = None) -> list[tuple[str, bool]]:
+    """Each protocol's tab and whether it is enabled (from the page's sections, or as saved)."""
+    if sections is not None:
+        return [(p, bool(s["settings"].enabled)) for p, s in sections.items()]
+    return [(p, bool(service.effective(p).enabled)) for p in PROTOCOLS]
 
 
 def overridden_fields(current: service.ProtocolSettings) -> dict[str, str]:
@@ -111,7 +119,9 @@ def page_context(active: str | None = None, **overrides: Any) -> dict[str, Any]:
     sections.update(overrides.pop("sections", {}))
     count = service.adapter_count()
     priorities = priority_context()
-    active = active if active in PROTOCOLS else priorities["order"][0]
+    if active not in PROTOCOLS:   # the first enabled protocol in priority order, else the first
+        enabled = [p for p in priorities["order"] if sections[p]["settings"].enabled]
+        active = (enabled or priorities["order"])[0]
     return {"sections": sections, **priorities, "adapter_count": count, "active": active,
             **overrides}
 
@@ -180,8 +190,10 @@ SAVED_EVENT = {"HX-Trigger": "settings-saved"}   # the overview refreshes itself
 def _section_response(protocol: str, context: dict[str, Any], status: int,
                       headers: dict[str, str] | None = None):
     if is_htmx():
-        return (render_template("settings/_protocol.html", section=context), status,
-                {**SAVED_EVENT, **(headers or {})})
+        html = render_template("settings/_protocol.html", section=context)
+        if status == 200:   # the tabs follow the enabled switch ("(off)") without a reload
+            html += render_template("settings/_tabs.html", tabs=tab_states(), active=protocol, oob=True)
+        return html, status, {**SAVED_EVENT, **(headers or {})}
     if status == 200:
         flash(context.get("message") or "Saved.")
         rollout = context.get("rollout")
@@ -314,17 +326,20 @@ def expired_form(_error: CSRFError):
 def test_connection(protocol: str):
     """Check the form's unsaved values against the real broker."""
     work.room()
-    _, submitted, prep = prepared_form(protocol)
+    changes, submitted, prep = prepared_form(protocol)
     result = None
     if not prep.errors:
         result = broker_check(prep.settings)
+    # "(Not saved yet.)" only when the tested values differ from the saved ones
+    unsaved = bool(unsaved_fields(protocol, service.effective(protocol), submitted)) or any(
+        FIELDS[protocol][n].secret for n in changes)
     if not is_htmx():   # without JavaScript: the page, the typed values and the result in place
         context = section_context(protocol, submitted=submitted)
-        context["test"] = {"result": result, "errors": prep.errors}
+        context["test"] = {"result": result, "errors": prep.errors, "unsaved": unsaved}
         return render_template("settings/messaging.html",
                                **page_context(protocol, sections={protocol: context})), 200
     return render_template("settings/_test_result.html", protocol=protocol, result=result,
-                           errors=prep.errors), 200
+                           errors=prep.errors, unsaved=unsaved), 200
 
 
 def broker_check(settings: Any) -> Any:

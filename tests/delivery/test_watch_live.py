@@ -84,7 +84,7 @@ def test_watches_on_gunicorn_leave_the_page_threads_free_and_end_at_shutdown(tmp
 
 
 def test_the_readme_watch_loop(console: LiveConsole, tmp_path: Path) -> None:  # noqa: F811
-    (block,) = code_blocks(_section(), "bash")
+    (block,) = [b for b in code_blocks(_section(), "bash") if "?wait=" in b]     # the curl loop
     assert len(block.strip().splitlines()) == 3
     first = console.change("mqtt", enabled=True, host="127.0.0.1", port=1883)
     token = console.token("edge-token", "edge")

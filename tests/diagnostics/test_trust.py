@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from flask import Flask
 
-from console import checks
+from console import checks, diagnostics
 from console.extensions import db
 from console.models import AuditEntry
 from console.settings import service
@@ -172,3 +172,23 @@ def test_trust_this_ca_after_comparing_its_fingerprint(app: Flask, lab, front, a
     held = client.get("/api/v1/brokers/rabbitmq", headers=admin).get_json()
     subjects = [c["subject"] for c in held["settings"]["tls_ca"]["value"]["certificates"]]
     assert "CN=Unknown Test Root CA" in subjects and len(subjects) == 2    # added, not replaced
+
+
+def test_the_report_page_offers_trust_this_ca_to_an_admin_only(app: Flask, lab, front, admin_client,
+                                                               viewer_client) -> None:
+    with app.app_context():
+        assert service.apply_changes("rabbitmq", _rabbit(lab, front["port"]), "t").ok
+        run_id = diagnostics.run_and_store("rabbitmq", 5, actor="t", origin="page").id
+    root_print = _openssl_fingerprint(front["ca"])
+    page = admin_client.get(f"/settings/messaging/diagnoses/{run_id}/report").get_data(as_text=True)
+    assert "Trust this CA" in page and root_print in page and "openssl s_client -connect" in page
+    seen = viewer_client.get(f"/settings/messaging/diagnoses/{run_id}/report").get_data(as_text=True)
+    assert root_print in seen and "I compared the fingerprint" not in seen
+    url = f"/settings/messaging/diagnoses/{run_id}/trust"
+    assert viewer_client.post(url, data={"sha256": root_print, "confirm": "1"}).status_code == 403
+    unconfirmed = admin_client.post(url, data={"sha256": root_print})
+    assert unconfirmed.status_code == 422 and b"Nothing was trusted" in unconfirmed.data
+    assert _status(app).cause == "tls_untrusted"
+    done = admin_client.post(url, data={"sha256": root_print, "confirm": "1"})
+    assert done.status_code == 303, done.data[:500]
+    assert _status(app).status == "up"

@@ -77,7 +77,13 @@ def swapped_ids(page: str, trigger: dict[str, str], fragment: str) -> Counter:
     removed = Counter(n["attrs"]["id"] for i, n in enumerate(tree.nodes) if n["attrs"].get("id")
                       and tree.inside(i, at) and (swap == "outerHTML" or i != at))
     assert swap in ("outerHTML", "innerHTML"), swap
-    return tree.ids() - removed + Tree(fragment).ids()
+    swapped = Tree(fragment)
+    for oob in (n["attrs"]["id"] for n in swapped.nodes if n["attrs"].get("hx-swap-oob") == "true"):
+        # an out-of-band part replaces the page's element with its id (outerHTML)
+        at = next(i for i, n in enumerate(tree.nodes) if n["attrs"].get("id") == oob)
+        removed += Counter(n["attrs"]["id"] for i, n in enumerate(tree.nodes)
+                           if n["attrs"].get("id") and tree.inside(i, at))
+    return tree.ids() - removed + swapped.ids()
 
 
 def assert_unique(ids: Counter) -> None:
