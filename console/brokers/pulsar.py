@@ -394,13 +394,15 @@ class PulsarDriver(Driver):
             return CheckFailed(ERROR_CAUSES[name], words)
         if "certificate verify failed" in " ".join(watch.lines).lower():
             return tls_failure(config, config.host, config.port, deadline, words)
-        if name in ("Timeout", "ConnectError"):
-            refused = login_refusal(config, deadline)
-            if refused is not None:
-                return refused
-        cause = "handshake_timeout" if name in ("Timeout", "ConnectError") else "unknown"
-        fallback = CheckFailed(cause, words)
-        return diagnose(config, config.host, config.port, deadline, PULSAR_GREETING, fallback)
+        if name not in ("Timeout", "ConnectError"):
+            return diagnose(config, config.host, config.port, deadline, PULSAR_GREETING,
+                            CheckFailed("unknown", words))
+        # the transport first: a raw CONNECT to a host that drops the SYN would spend what is left
+        fallback = CheckFailed("handshake_timeout", words)
+        found = diagnose(config, config.host, config.port, deadline, PULSAR_GREETING, fallback)
+        if found is not fallback:
+            return found
+        return login_refusal(config, deadline) or fallback
 
     @staticmethod
     def _close(client: pulsar.Client, deadline: Deadline) -> None:
