@@ -152,8 +152,6 @@ def _candidate_from(document: Any, current: State, warnings: dict[str, str],
             if references.is_reference(item):
                 try:
                     ref = references.parse_reference(str(item))
-                    if not ref.startswith("file:"):
-                        raise Invalid("TLS material takes a file reference: file:/path/to/file.pem.")
                 except Invalid as exc:
                     errors[f"{protocol}.{slot}"] = str(exc)
                     continue
