@@ -134,9 +134,10 @@ class Outcome:
     impact: Impact = field(default_factory=Impact)
     version_id: int | None = None
     rollout: dict[str, Any] | None = None     # the roll-out plan (preview) or the roll-out started
+    summary: str = ""                         # what the version is (or would be) labelled with
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status,
+        return {"status": self.status, "summary": self.summary,
                 "changes": [c.as_dict() for c in self.saved_changes],
                 "effective_changes": [c.as_dict() for c in self.effective_changes],
                 "impact": self.impact.as_dict(), "version": self.version_id,
@@ -445,13 +446,15 @@ def _derive(before: Snapshot, candidate: State,
 
 def commit(candidate: State, *, actor: str | None, origin: str, action: str,
            confirm: bool = False, dry_run: bool = False, summary: str = "",
-           seed: dict[str, tuple[ProtocolSettings, bool]] | None = None,
+           label: str = "", seed: dict[str, tuple[ProtocolSettings, bool]] | None = None,
            endpoints: Endpoints | None = None, ask: bool = False) -> Outcome:
     """Apply `candidate` through the impact check; see the module docstring. `seed` hands in
     settings already resolved from the candidate (protocol → (settings, revealed)); `endpoints`
     the host names a caller that locks first looked up before it did (Endpoints.ahead); `ask`:
     nothing is saved without `confirm` even when no adapter is affected (the page's roll-out plan
-    is shown first)."""
+    is shown first).
+    The version is labelled `summary`, else `label` followed by what the change does ("Rollback
+    to version 3: Kafka port: 9093 → 9092 (default)"), else by what it does alone."""
     actor = actor or "unknown"
     if endpoints is None:
         endpoints = Endpoints()
@@ -484,8 +487,10 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     effective = effective_diff(before, after)
     impact = assess(before, after, saved, endpoints)
     protocols = sorted({c.protocol for c in saved if c.protocol})
-    text = summary or "; ".join(c.label() for c in saved)
-    outcome = Outcome("preview", saved, effective, impact, rollout=plans.preview(plans.proposed()))
+    text = "; ".join(c.label() for c in saved)
+    text = summary or (f"{label}: {text}" if label else text)
+    outcome = Outcome("preview", saved, effective, impact, rollout=plans.preview(plans.proposed()),
+                      summary=text)
     if dry_run:
         return outcome
     if (impact.needs_confirmation or ask) and not confirm:

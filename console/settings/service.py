@@ -97,16 +97,14 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
             except Invalid as exc:
                 prep.errors[name] = str(exc)
                 continue
-            if not ref.startswith("file:"):
-                prep.errors[name] = "TLS material takes a file reference: file:/path/to/file.pem."
-            else:
-                prep.parsed[name] = references.SecretRef(ref)
+            prep.parsed[name] = references.SecretRef(ref)
         elif f.is_file and raw is None and isinstance(
                 (saved.secrets if f.secret else saved.values).get(name), references.SecretRef):
             prep.parsed[name] = None                    # clears the reference
         elif f.is_file:
             prep.errors[name] = ("Upload TLS files through the file upload, or give a reference "
-                                 "(file:/path), not a value.")
+                                 "(file:/path to a PEM file, env:NAME of a variable holding the "
+                                 "PEM), not a value.")
         elif now.fields[name].source == "env":
             prep.errors[name] = (f"Locked: set by the environment variable "
                                  f"{now.fields[name].env_var}.")
