@@ -18,7 +18,7 @@ __all__ = ["Finding", "check", "kafka_security"]
 def _tls_common(s: ProtocolSettings) -> list[Finding]:
     out: list[Finding] = []
     cert = s.fields["tls_cert"]
-    for f in (s.fields["tls_ca"], cert):
+    for f in (s.fields["tls_ca"], cert, s.fields["tls_key"]):
         if isinstance(f.value, dict) and f.value.get("error"):
             out.append(Finding((f.field.name,), f.field.name, f.value["error"]))
     uses_tls = SPECS[s.protocol].asks_tls(s)
