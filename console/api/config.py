@@ -58,7 +58,11 @@ def rollback(version_id: int):
                                 confirm=confirm, dry_run=dry_run)
     if outcome is None:
         return _error(404, "not_found", "No such version.")
-    return _outcome_response(outcome, dry_run=dry_run)
+    response, status = _outcome_response(outcome, dry_run=dry_run)
+    if status == 200:
+        return jsonify({**response.get_json(),
+                        "message": transfer.rollback_message(version_id, outcome)}), 200
+    return response, status
 
 
 @bp.get("/config/export")

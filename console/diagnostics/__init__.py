@@ -148,7 +148,8 @@ def inventory() -> list[dict[str, Any]]:
             origin = f"{slot} ({resolved.env_var})" if resolved.source == "env" else slot
             for cert in value.get("certificates", []):
                 items.append({**cert, "protocol": protocol, "source": origin, "slot": slot,
-                              "where": value.get("filename") or value.get("path")})
+                              "where": (value.get("filename") or value.get("path")
+                                        or (f"env:{value['env']}" if value.get("env") else None))})
         configured = [format_host_port(h, p) for h, p in addresses(settings)]
         for address, (row, chain) in presented_chains(protocol, configured).items():
             for cert in chain:

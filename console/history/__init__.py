@@ -55,11 +55,11 @@ def rollback(version_id: int):
         abort(404)
     if outcome.status == "confirm":
         return _preview(version_id, outcome, 409)
-    message = (f"Rolled back to version {version_id} (now version {outcome.version_id})."
-               if outcome.status == "applied" else "Nothing to roll back: the configuration "
-               "already equals that version.")
+    message = transfer.rollback_message(version_id, outcome)
     if is_htmx():
-        response = render_template("history/_done.html", message=message)
-        return response, 200, {"HX-Refresh": "true"} if outcome.status == "applied" else {}
+        if outcome.status == "applied":     # the reloaded page (new version listed) says it
+            flash(message)
+            return render_template("history/_done.html", message=message), 200, {"HX-Refresh": "true"}
+        return render_template("history/_done.html", message=message)
     flash(message)
     return redirect(url_for("history.history_page"))

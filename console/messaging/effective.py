@@ -49,17 +49,11 @@ def environment_key() -> tuple[tuple[str, str], ...]:
 
 
 def _read_key_file(path: str) -> str:
-    from cryptography.hazmat.primitives import serialization
-
     try:
         data = Path(path).read_bytes()
-        key = serialization.load_pem_private_key(data, password=None)
     except OSError as exc:
         raise certs.CertError(f"{path} cannot be read: {exc.strerror}.") from None
-    except (ValueError, TypeError):
-        raise certs.CertError(f"{path} is not an unencrypted PEM private key.") from None
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return _key_pem(data, path)
 
 
 def _env_file_loader(reveal: bool):
@@ -83,6 +77,45 @@ def _file_from_env_ref(path: str, slot: str, reveal: bool) -> dict[str, Any]:
         return {"path": path, "error": str(exc)}
 
 
+def _key_pem(data: bytes, where: str) -> str:
+    """An unencrypted PEM private key, normalised to PKCS#8 (CertError when `data` is not one)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise certs.CertError(f"{where} is not an unencrypted PEM private key.") from None
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def _pem_from_variable(name: str, slot: str, reveal: bool) -> dict[str, Any]:
+    """TLS material held by the console's environment variable `name` (an `env:NAME` reference):
+    the PEM text itself, read when used. The key is kept only when `reveal`."""
+    where = f"The variable {name}"
+    data = environment().get(name, "").encode()
+    try:
+        if slot == "tls_key":
+            key_pem = _key_pem(data, where)
+            return {"env": name, "key_pem": key_pem} if reveal else {"env": name}
+        store = certs.parse_truststore(data, filename=name)
+        if store.format != "PEM":
+            raise certs.CertError(f"{where} holds {store.format}, not PEM text: put the PEM in it.")
+    except certs.CertError as exc:
+        text = str(exc)
+        return {"env": name, "error": text if text.startswith(where) else f"{where}: {text}"}
+    return {"env": name, "format": "PEM", "certs_pem": store.certs_pem,
+            "certificates": [c.as_dict() for c in store.certificates]}
+
+
+def _tls_from_reference(ref: str, slot: str, reveal: bool) -> dict[str, Any]:
+    """TLS material a resolving reference points at: a PEM file (`file:`) or a variable holding
+    the PEM (`env:`)."""
+    if ref.startswith("env:"):
+        return _pem_from_variable(ref[4:], slot, reveal)
+    return _file_from_env_ref(ref[5:], slot, reveal)
+
+
 def resolve_layer(protocol: str, layer: Saved, reveal: bool = False) -> ProtocolSettings:
     """Effective settings of one protocol from a saved layer and the environment."""
     check_protocol(protocol)
@@ -90,10 +123,10 @@ def resolve_layer(protocol: str, layer: Saved, reveal: bool = False) -> Protocol
     for name, item in settings.fields.items():
         if not isinstance(item.value, references.SecretRef):
             continue
-        if item.field.is_file:      # TLS material: read as a file given by SP_…_FILE is
+        if item.field.is_file:      # TLS material: a PEM file, or a variable holding the PEM
             found = references.status(item.value, environment(), reference_key(), False)
             item.reference = found
-            item.value = (_file_from_env_ref(item.value.ref[5:], name, reveal) if found.resolves
+            item.value = (_tls_from_reference(item.value.ref, name, reveal) if found.resolves
                           else None)
             continue
         found = references.status(item.value, environment(), reference_key(), reveal)

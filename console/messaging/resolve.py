@@ -99,7 +99,7 @@ def file_public(value: Any) -> dict[str, Any]:
     if not value:
         return {"set": False}
     out = {"set": True}
-    for key in ("filename", "format", "path", "certificates", "error"):
+    for key in ("filename", "format", "path", "env", "certificates", "error"):
         if value.get(key) is not None:
             out[key] = value[key]
     return out

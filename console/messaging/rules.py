@@ -107,7 +107,7 @@ def _nats(s: ProtocolSettings) -> list[Finding]:
 def _tls_common(s: ProtocolSettings) -> list[Finding]:
     out: list[Finding] = []
     cert = s.fields["tls_cert"]
-    for f in (s.fields["tls_ca"], cert):
+    for f in (s.fields["tls_ca"], cert, s.fields["tls_key"]):
         if isinstance(f.value, dict) and f.value.get("error"):
             out.append(Finding((f.field.name,), f.field.name, f.value["error"]))
     uses_tls = s.get("tls") or (s.protocol == "kafka" and kafka_security(s).endswith("SSL"))

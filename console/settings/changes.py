@@ -134,9 +134,10 @@ class Outcome:
     impact: Impact = field(default_factory=Impact)
     version_id: int | None = None
     rollout: dict[str, Any] | None = None     # the roll-out plan (preview) or the roll-out started
+    summary: str = ""                         # what the version is (or would be) labelled with
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status,
+        return {"status": self.status, "summary": self.summary,
                 "changes": [c.as_dict() for c in self.saved_changes],
                 "effective_changes": [c.as_dict() for c in self.effective_changes],
                 "impact": self.impact.as_dict(), "version": self.version_id,
@@ -445,11 +446,15 @@ def _derive(before: Snapshot, candidate: State,
 
 def commit(candidate: State, *, actor: str | None, origin: str, action: str,
            confirm: bool = False, dry_run: bool = False, summary: str = "",
-           seed: dict[str, tuple[ProtocolSettings, bool]] | None = None,
-           endpoints: Endpoints | None = None) -> Outcome:
+           label: str = "", seed: dict[str, tuple[ProtocolSettings, bool]] | None = None,
+           endpoints: Endpoints | None = None, ask: bool = False) -> Outcome:
     """Apply `candidate` through the impact check; see the module docstring. `seed` hands in
     settings already resolved from the candidate (protocol → (settings, revealed)); `endpoints`
-    the host names a caller that locks first looked up before it did (Endpoints.ahead)."""
+    the host names a caller that locks first looked up before it did (Endpoints.ahead); `ask`:
+    nothing is saved without `confirm` even when no adapter is affected (the page's roll-out plan
+    is shown first).
+    The version is labelled `summary`, else `label` followed by what the change does ("Rollback
+    to version 3: Kafka port: 9093 → 9092 (default)"), else by what it does alone."""
     actor = actor or "unknown"
     if endpoints is None:
         endpoints = Endpoints()
@@ -482,16 +487,19 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
     effective = effective_diff(before, after)
     impact = assess(before, after, saved, endpoints)
     protocols = sorted({c.protocol for c in saved if c.protocol})
-    text = summary or "; ".join(c.label() for c in saved)
-    outcome = Outcome("preview", saved, effective, impact, rollout=plans.preview(plans.proposed()))
+    text = "; ".join(c.label() for c in saved)
+    text = summary or (f"{label}: {text}" if label else text)
+    outcome = Outcome("preview", saved, effective, impact, rollout=plans.preview(plans.proposed()),
+                      summary=text)
     if dry_run:
         return outcome
-    if impact.needs_confirmation and not confirm:
+    if (impact.needs_confirmation or ask) and not confirm:
         counts = impact.counts()
+        why = (f"affects {len(impact.adapters)} adapter(s) "
+               f"({', '.join(f'{v} {k}' for k, v in counts.items() if v)})"
+               if impact.needs_confirmation else "its roll-out plan is to be confirmed")
         audit(action, "confirmation_required", actor=actor, origin=origin, protocols=protocols,
-              summary=f"{text} — not saved: affects {len(impact.adapters)} adapter(s) "
-                      f"({', '.join(f'{v} {k}' for k, v in counts.items() if v)})",
-              changes=saved)
+              summary=f"{text} — not saved: {why}", changes=saved)
         db.session.commit()
         outcome.status = "confirm"
         return outcome

@@ -152,8 +152,6 @@ def _candidate_from(document: Any, current: State, warnings: dict[str, str],
             if references.is_reference(item):
                 try:
                     ref = references.parse_reference(str(item))
-                    if not ref.startswith("file:"):
-                        raise Invalid("TLS material takes a file reference: file:/path/to/file.pem.")
                 except Invalid as exc:
                     errors[f"{protocol}.{slot}"] = str(exc)
                     continue
@@ -258,11 +256,23 @@ def version_diff(old_id: int, new_id: int) -> list[change_log.FieldChange] | Non
 
 def rollback(version_id: int, *, actor: str | None, origin: str, confirm: bool = False,
              dry_run: bool = False) -> change_log.Outcome | None:
-    """Make a stored version the configuration again, through the impact check."""
+    """Make a stored version the configuration again, through the impact check; the new version
+    is labelled as a rollback to `version_id` with what the rollback itself changes (not the change
+    that once made the target version)."""
     target = version(version_id)
     if target is None:
         return None
     return change_log.commit(State.from_json(target.state), actor=actor, origin=origin,
                              action="rollback", confirm=confirm, dry_run=dry_run,
-                             summary=f"Rollback to version {version_id} ({target.summary[:200]})")
+                             label=f"Rollback to version {version_id}")
 
+
+
+def rollback_message(version_id: int, outcome: change_log.Outcome) -> str:
+    """What a rollback did, in the words the page and the API answer with."""
+    if outcome.status == "unchanged":
+        return "Nothing to roll back: the configuration already equals that version."
+    what = "; ".join(c.label() for c in outcome.saved_changes)
+    if outcome.status == "applied":
+        return f"Rolled back to version {version_id}: {what}. This is now version {outcome.version_id}."
+    return f"Rolling back to version {version_id} would change: {what}."

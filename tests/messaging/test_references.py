@@ -171,8 +171,6 @@ def test_a_truststore_given_as_a_file_reference_is_read_when_used_and_rotated(
     shown = client.get("/api/v1/brokers/nats", headers=auth).get_json()["settings"]["tls_ca"]["value"]
     assert shown["reference"] == f"file:{ca}" and shown["resolves"] is True
     assert shown["certificates"][0]["subject"]
-    assert client.patch("/api/v1/brokers/nats", headers=auth,
-                        json={"tls_ca": "env:SOME_PEM"}).status_code == 422
     with app.app_context():
         assert checks.check_settings(service.effective("nats", reveal=True), 5).status == "up"
     assert client.post("/api/v1/services", json={"name": "edge", "protocols": ["nats"]},
@@ -197,3 +195,93 @@ def test_a_truststore_given_as_a_file_reference_is_read_when_used_and_rotated(
     assert client.patch("/api/v1/brokers/nats", headers=auth, json={"tls_ca": None}).status_code == 200
     cleared = client.get("/api/v1/brokers/nats", headers=auth).get_json()["settings"]["tls_ca"]
     assert cleared["value"] == {"set": False}
+
+
+def _nats_mtls(lab: dict) -> dict:
+    n = lab["brokers"]["nats"]
+    return {"enabled": True, "host": n["host"], "port": n["tls_client_cert"], "tls": True,
+            "tls_ca": "env:LAB_CA_PEM", "tls_cert": "env:LAB_CLIENT_PEM", "tls_key": "env:LAB_KEY_PEM"}
+
+
+def test_tls_material_given_as_env_references(app: Flask, admin_token: str, admin_client, lab,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CA, the client certificate and its key in the console's own variables (the PEM text):
+    shown as references with their state, used by a real mutual-TLS check, delivered as PEM, a
+    changed variable noticed as a new version, a missing one secret_unavailable."""
+    certs = {k: Path(v).read_text() for k, v in lab["certs"].items()}
+    monkeypatch.setenv("LAB_CA_PEM", certs["ca"])
+    monkeypatch.setenv("LAB_CLIENT_PEM", certs["client_crt"])
+    monkeypatch.setenv("LAB_KEY_PEM", certs["client_key"])
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    answer = client.patch("/api/v1/brokers/nats", headers=auth, json=_nats_mtls(lab))
+    assert answer.status_code == 200, answer.data
+    shown = client.get("/api/v1/brokers/nats", headers=auth).get_json()["settings"]
+    ca, cert, key = (shown[n]["value"] for n in ("tls_ca", "tls_cert", "tls_key"))
+    assert ca["reference"] == "env:LAB_CA_PEM" and ca["resolves"] is True
+    assert ca["size"] == len(certs["ca"].encode()) and len(ca["fingerprint"]) == 16
+    assert ca["certificates"][0]["subject"] == "CN=Messaging Console Test CA"
+    assert cert["reference"] == "env:LAB_CLIENT_PEM" and cert["certificates"][0]["subject"] == (
+        "CN=console-client")
+    assert key["reference"] == "env:LAB_KEY_PEM" and key["resolves"] is True
+    with app.app_context():
+        result = checks.check_settings(service.effective("nats", reveal=True), 5)
+        assert result.status == "up", result.message
+        assert service.findings(service.effective("nats"))[0] == {}
+    page = admin_client.get("/settings/messaging/nats").get_data(as_text=True)
+    assert "env:LAB_CA_PEM" in page and "env:LAB_KEY_PEM" in page and "resolves now" in page
+    assert "PRIVATE KEY" not in page
+
+    assert client.post("/api/v1/services", json={"name": "edge", "protocols": ["nats"]},
+                       headers=auth).status_code == 201
+    own = {"Authorization": f"Bearer {make_token(app, 'edge-token', 'service', 'edge')}"}
+    first = client.get("/api/v1/services/edge/config", headers=own)
+    doc = first.get_json()["brokers"]["nats"]
+    assert doc["tls_cert"].strip() == certs["client_crt"].strip() and "PRIVATE KEY" in doc["tls_key"]
+    with app.app_context():
+        exported = transfer.export_yaml()
+    assert "tls_key: env:LAB_KEY_PEM" in exported and "PRIVATE KEY" not in exported
+    with app.app_context():
+        assert transfer.import_yaml(exported, actor="t", origin="cli", confirm=True).ok
+
+    # rotated: the variables now hold a certificate of another CA, which the broker refuses
+    monkeypatch.setenv("LAB_CLIENT_PEM", certs["other_client_crt"])
+    monkeypatch.setenv("LAB_KEY_PEM", certs["other_client_key"])
+    with app.app_context():
+        noticed = poller.poll_once()
+        assert len(noticed) == 1 and set(noticed[0].split("; ")) == {
+            "environment variable LAB_CLIENT_PEM changed", "environment variable LAB_KEY_PEM changed"}
+        result = checks.check_settings(service.effective("nats", reveal=True), 5)
+    assert result.cause == "tls_client_cert_rejected", result.message
+    second = client.get("/api/v1/services/edge/config", headers=own)
+    assert second.headers["ETag"] != first.headers["ETag"]
+    assert second.get_json()["brokers"]["nats"]["tls_cert"].strip() == certs["other_client_crt"].strip()
+    everything = _everything(app, client, admin_token)
+    assert "env:LAB_KEY_PEM" in everything and "PRIVATE KEY" not in everything
+
+    monkeypatch.setenv("LAB_CA_PEM", "not a certificate")       # resolves, but holds no PEM
+    with app.app_context():
+        errors, _ = service.findings(service.effective("nats"))
+        assert "LAB_CA_PEM" in errors["tls_ca"], errors
+    monkeypatch.delenv("LAB_KEY_PEM")                            # gone: no broker contacted
+    with app.app_context():
+        settings = service.effective("nats", reveal=True)
+        warnings = [m for _, m in service.findings(settings)[1]]
+        assert any("env:LAB_KEY_PEM does not resolve" in m for m in warnings), warnings
+        settings.fields["host"].value = "no-such-host.invalid"
+        result = checks.check_settings(settings, 5)
+        assert result.cause == "secret_unavailable" and "env:LAB_KEY_PEM" in result.message
+        diagnosis = diagnostics.run("nats", 5, settings=settings)
+        assert diagnosis.cause == "secret_unavailable" and "env:LAB_KEY_PEM" in diagnosis.summary
+
+
+def test_an_env_reference_to_no_pem_is_refused_at_save(app: Flask, admin_token: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOT_A_PEM", "hello")
+    client = app.test_client()
+    answer = client.patch("/api/v1/brokers/nats", json={"tls_ca": "env:NOT_A_PEM"},
+                          headers={"Authorization": f"Bearer {admin_token}"})
+    assert answer.status_code == 422, answer.data
+    assert "NOT_A_PEM" in answer.get_json()["errors"]["tls_ca"]
+    with app.app_context():
+        assert "nats" not in service.current().state.values
