@@ -59,13 +59,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .diagnostics.views import bp as diagnostics_bp
     from .health import bp as health_bp
     from .history import bp as history_bp
+    from .settings.rollout_pages import bp as rollouts_bp
     from .settings.views import bp as settings_bp
     from .tokens import bp as tokens_bp
     from .users import bp as users_bp
     auth.init_app(app)
     errors.init_app(app)
     app.url_map.converters["protocol"] = ProtocolConverter
-    for blueprint in (settings_bp, history_bp, adapters_bp, audit_bp, diagnostics_bp, api_bp,
+    for blueprint in (settings_bp, rollouts_bp, history_bp, adapters_bp, audit_bp, diagnostics_bp, api_bp,
                       health_bp, tokens_bp, users_bp):
         app.register_blueprint(blueprint)
     cli.init_app(app)

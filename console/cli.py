@@ -314,6 +314,9 @@ def _print_outcome(outcome) -> None:
     for item in impact.adapters:
         click.echo(f"  adapter {item.adapter} ({item.service}, {item.protocol}): {item.kind} - "
                    f"{item.reason}")
+    if outcome.rollout:
+        started = outcome.rollout.get("id")
+        click.echo(f"  roll-out in waves{f' {started}' if started else ''}: {outcome.rollout['text']}")
 
 
 @config.command("import")

@@ -326,6 +326,9 @@ def put_priorities():
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or "priorities" not in body:
         return _error(400, "bad_request", 'Send {"priorities": ["kafka", "mqtt", …]}.')
+    refused = propose_plan(body.get("rollout"))
+    if refused is not None:
+        return refused
     dry_run, confirm = flag("dry_run", body), flag("confirm", body)
     if dry_run:
         problem = service.validate_priorities(body["priorities"])

@@ -15,7 +15,7 @@ def _outcome_response(outcome, *, dry_run: bool):
         return _error(409, "confirmation_required",
                       'This change affects existing adapters; nothing was saved. Repeat it with '
                       '"confirm": true to apply it anyway.', impact=body["impact"],
-                      changes=body["changes"])
+                      changes=body["changes"], rollout=body["rollout"])
     return jsonify(body), 200
 
 

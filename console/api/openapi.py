@@ -213,10 +213,13 @@ def _more_paths() -> dict[str, Any]:
                                                          "content": {"application/yaml": {}}}}}},
         "/config/import": {"post": _op(
             "Import a YAML export: validated first, applied all or nothing; it changes only what "
-            "the file names unless replace=true (the answer's `rule` says which)",
+            "the file names unless replace=true (the answer's `rule` says which). A top-level "
+            "`rollout:` mapping (wave, share, deadline, auto_rollback, as in PATCH) rolls the "
+            "import out in waves",
             params=_query("dry_run", "confirm", "replace"), body={"type": "string"},
             content="application/yaml",
-            errors={"422": "Invalid file (errors by protocol.field)", "409": "Adapters affected"})},
+            errors={"422": "Invalid file (errors by protocol.field, or rollout.<field> for the "
+                           "roll-out plan): nothing imported", "409": "Adapters affected"})},
         "/brokers/{protocol}/diagnose": {"post": _diagnose_op(protocol)},
         "/diagnoses/{run_id}": {"get": _op("A stored diagnosis", params=[run])},
         "/diagnoses/{run_id}/trust": {"post": _op(
@@ -359,13 +362,17 @@ def openapi_document() -> dict[str, Any]:
                 "get": {"summary": "Effective protocol priority order",
                         "responses": {"200": {"description": "OK", "content": {"application/json": {
                             "schema": {"$ref": "#/components/schemas/Priorities"}}}}}},
-                "put": {"summary": "Save the priority order (every protocol once)",
+                "put": {"summary": "Save the priority order (every protocol once); with `rollout`, "
+                                   "the services get it in waves",
                         "requestBody": {"required": True, "content": {"application/json": {
                             "schema": {"type": "object", "required": ["priorities"], "properties": {
                                 "priorities": {"type": "array", "items": {"enum": list(PROTOCOLS)}},
-                                **CHANGE_FLAGS}}}}},
-                        "responses": {"200": {"description": "Saved"},
-                                      "422": json_error | {"description": "Invalid order"}}},
+                                **CHANGE_FLAGS, "rollout": ROLLOUT_PLAN}}}}},
+                        "responses": {"200": {"description": "Saved (with the roll-out in waves "
+                                                             "it started, if any, as `rollout`)"},
+                                      "422": json_error | {"description": (
+                                          "Invalid order (errors.priorities) or roll-out plan "
+                                          "(errors.rollout.<field>): nothing saved")}}},
             },
         },
         "components": {

@@ -147,12 +147,17 @@ def wave_of(plan: Plan, names: list[str]) -> list[str]:
     return chosen
 
 
+def service_names() -> list[str]:
+    """Every registered service, by name."""
+    return list(db.session.execute(db.select(ExtensionService.name)
+                                   .order_by(ExtensionService.name)).scalars())
+
+
 def preview(plan: Plan | None) -> dict[str, Any] | None:
     """The plan as the impact preview shows it: who gets the change first, and who waits."""
     if plan is None:
         return None
-    names = list(db.session.execute(db.select(ExtensionService.name)
-                                    .order_by(ExtensionService.name)).scalars())
+    names = service_names()
     wave = wave_of(plan, names)
     later = [n for n in names if n not in wave]
     return {**plan.as_dict(), "first_wave": wave, "later": later,

@@ -73,8 +73,29 @@ def service_state(row: ExtensionService, delivery: Delivery | None = None) -> di
     }
 
 
+def _shown_time(value: str | None) -> str:
+    return (value or "").replace("T", " ").replace("+00:00", " UTC")
+
+
+def _waits_for_fetch(s: dict[str, Any]) -> bool:
+    """A service that only polls (no callback) and has not fetched what it should run: nothing the
+    console does moves it on, so the roll-out waits for it (no spinner for it)."""
+    return s["state"] == "pending" and not s["callback"]
+
+
+def _waiting_text(s: dict[str, Any]) -> str:
+    fetched = s["fetched"]
+    when = (f"last fetched v{fetched['version']} at {_shown_time(fetched['at'])}"
+            if fetched["at"] else "it has never fetched")
+    return f"waiting for {s['name']} to fetch ({when})"
+
+
 def rollout(version: int | None = None) -> dict[str, Any]:
-    """The roll-out of `version` (default: the newest any service should run) over all services."""
+    """The roll-out of `version` (default: the newest any service should run) over all services.
+    `text` names every service that holds it up, with its failure; `headline` the same without the
+    failure texts, for pages that show each service's own row (where its failure text is, once).
+    `settled`: every service applied or failed (or its callback gave up); `waiting`: not settled,
+    but only services that poll and have not fetched hold it up (nothing to spin for)."""
     rows = list(db.session.execute(db.select(ExtensionService)
                                    .order_by(ExtensionService.name)).scalars())
     deliveries = latest_deliveries()
@@ -86,18 +107,26 @@ def rollout(version: int | None = None) -> dict[str, Any]:
         counts[s["state"]] += 1
     total = len(states)
     noun = "service" if total == 1 else "services"
-    parts = [f"{counts['applied']} of {total} {noun} applied v{version}"] if total else [
+    head = [f"{counts['applied']} of {total} {noun} applied v{version}"] if total else [
         "No services are registered"]
+    parts, short = list(head), list(head)
     for s in states:
         if s["state"] == "failed":
             parts.append(f"{s['name']} failed: {s['acknowledged']['message'] or 'no reason given'}")
+            short.append(f"{s['name']} failed")
         elif s["delivery"]["state"] in ("retrying", "failed"):
             parts.append(f"{s['name']}: callback {s['delivery']['state']}"
                          f" ({s['delivery'].get('last_error', '')})")
-    settled = all(s["state"] in ("applied", "failed") or s["delivery"]["state"] == "failed"
-                  for s in states)
+            short.append(f"{s['name']}: callback {s['delivery']['state']}")
+        elif _waits_for_fetch(s):
+            parts.append(_waiting_text(s))
+            short.append(_waiting_text(s))
+    done = [s["state"] in ("applied", "failed") or s["delivery"]["state"] == "failed" for s in states]
+    settled = all(done)
+    waiting = not settled and all(d or _waits_for_fetch(s) for d, s in zip(done, states, strict=True))
     return {"version": version, "services": states, "counts": counts, "total": total,
-            "text": " · ".join(parts), "settled": settled}
+            "text": " · ".join(parts), "headline": " · ".join(short), "settled": settled,
+            "waiting": waiting}
 
 
 def etag_matches(header: str | None, etag: str | None) -> bool:

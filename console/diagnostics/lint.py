@@ -1,6 +1,10 @@
 """Pitfalls lint: findings on the effective settings that no connection test shows, from the
 operators' common-pitfalls and tuning tables. Each finding says how bad, why it matters and how to fix
-it."""
+it.
+
+One rule decides when a pitfall is reported: only for an enabled protocol, and only when the
+operator's own values (saved or from the environment) create it — a setting left at the console's
+default never warns by itself, so a fresh install shows none."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,10 +34,15 @@ class Finding:
         return self.__dict__.copy()
 
 
+def _own(s: ProtocolSettings, *names: str) -> bool:
+    """Whether the operator set any of these fields (saved or environment), not the default."""
+    return any(name in s.fields and s.fields[name].source != "default" for name in names)
+
+
 def _mqtt(s: ProtocolSettings) -> list[Finding]:
     out = []
     qos = int(s.get("qos") or 0)
-    if s.get("clean_session") and qos > 0:
+    if s.get("clean_session") and qos > 0 and _own(s, "clean_session", "qos"):
         out.append(Finding("mqtt", "clean_session", "warning",
                            "Clean session with QoS > 0",
                            "A clean session drops the subscription and its queued QoS 1/2 messages "
@@ -67,7 +76,7 @@ def _kafka(s: ProtocolSettings) -> list[Finding]:
                            f"A group without committed offsets (a new or renamed group id "
                            f"'{group}') makes consumers fail with NoOffsetForPartition.",
                            "Use earliest (process the backlog) or latest (only new messages)."))
-    elif reset == "latest" and s.fields["group_id"].source == "default":
+    elif reset == "latest" and not _own(s, "group_id") and _own(s, "auto_offset_reset"):
         out.append(Finding("kafka", "auto_offset_reset", "info", "latest with the default group",
                            "A consumer group starting without offsets skips every message "
                            "already in the topic.",
@@ -107,9 +116,9 @@ def _security(s: ProtocolSettings) -> list[Finding]:
     out = []
     label = PROTOCOL_LABELS[s.protocol]
     secrets = [n for n in ("password", "token", "oauth2_client_secret")
-               if n in s.fields and s.fields[n].is_set and s.fields[n].source != "default"]
-    if s.protocol == "rabbitmq" and s.fields["password"].is_set:
-        secrets = secrets or (["password"] if s.get("username") else [])
+               if n in s.fields and s.fields[n].is_set and _own(s, n)]
+    if s.protocol == "rabbitmq" and s.fields["password"].is_set and _own(s, "username"):
+        secrets = secrets or ["password"]     # the operator's user with the default password
     if secrets and not uses_tls(s):
         out.append(Finding(s.protocol, secrets[0], "warning", "Credentials over plaintext",
                            f"{label} sends the {', '.join(secrets)} unencrypted: anyone on the "
@@ -137,7 +146,10 @@ def _security(s: ProtocolSettings) -> list[Finding]:
 
 
 def _shared_client_ids(all_settings: dict[str, ProtocolSettings]) -> list[Finding]:
+    """An MQTT client id that another enabled protocol's client also uses, when the operator set
+    one of them (the console's defaults share one name, "messaging-console", on purpose)."""
     seen: dict[str, list[str]] = {}
+    own: set[str] = set()
     for protocol, s in all_settings.items():
         if not s.enabled:
             continue
@@ -145,10 +157,12 @@ def _shared_client_ids(all_settings: dict[str, ProtocolSettings]) -> list[Findin
             value = s.get(name)
             if name in s.fields and value:
                 seen.setdefault(str(value), []).append(f"{protocol}.{name}")
+                if _own(s, name):
+                    own.add(f"{protocol}.{name}")
     out = []
     for value, places in seen.items():
         mqtt = [p for p in places if p.startswith("mqtt.")]
-        if len(places) > 1 and mqtt:
+        if len(places) > 1 and mqtt and own & set(places):
             others = ", ".join(p for p in places if not p.startswith("mqtt."))
             out.append(Finding("mqtt", "client_id", "warning", f"Client id '{value}' is shared",
                                f"The same id is used by {others}. MQTT brokers disconnect a "
@@ -158,12 +172,12 @@ def _shared_client_ids(all_settings: dict[str, ProtocolSettings]) -> list[Findin
     return out
 
 
-def lint(all_settings: dict[str, ProtocolSettings], only_enabled: bool = False) -> list[Finding]:
-    """Every pitfall of the effective settings, most severe first."""
+def lint(all_settings: dict[str, ProtocolSettings]) -> list[Finding]:
+    """Every pitfall of the enabled protocols' effective settings, most severe first."""
     out: list[Finding] = []
     for protocol in PROTOCOLS:
         s = all_settings[protocol]
-        if only_enabled and not s.enabled:
+        if not s.enabled:
             continue
         out += _security(s)
         out += {"mqtt": _mqtt, "kafka": _kafka, "rabbitmq": _rabbitmq,

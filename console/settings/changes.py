@@ -447,10 +447,12 @@ def _derive(before: Snapshot, candidate: State,
 def commit(candidate: State, *, actor: str | None, origin: str, action: str,
            confirm: bool = False, dry_run: bool = False, summary: str = "",
            label: str = "", seed: dict[str, tuple[ProtocolSettings, bool]] | None = None,
-           endpoints: Endpoints | None = None) -> Outcome:
+           endpoints: Endpoints | None = None, ask: bool = False) -> Outcome:
     """Apply `candidate` through the impact check; see the module docstring. `seed` hands in
     settings already resolved from the candidate (protocol → (settings, revealed)); `endpoints`
-    the host names a caller that locks first looked up before it did (Endpoints.ahead).
+    the host names a caller that locks first looked up before it did (Endpoints.ahead); `ask`:
+    nothing is saved without `confirm` even when no adapter is affected (the page's roll-out plan
+    is shown first).
     The version is labelled `summary`, else `label` followed by what the change does ("Rollback
     to version 3: Kafka port: 9093 → 9092 (default)"), else by what it does alone."""
     actor = actor or "unknown"
@@ -491,12 +493,13 @@ def commit(candidate: State, *, actor: str | None, origin: str, action: str,
                       summary=text)
     if dry_run:
         return outcome
-    if impact.needs_confirmation and not confirm:
+    if (impact.needs_confirmation or ask) and not confirm:
         counts = impact.counts()
+        why = (f"affects {len(impact.adapters)} adapter(s) "
+               f"({', '.join(f'{v} {k}' for k, v in counts.items() if v)})"
+               if impact.needs_confirmation else "its roll-out plan is to be confirmed")
         audit(action, "confirmation_required", actor=actor, origin=origin, protocols=protocols,
-              summary=f"{text} — not saved: affects {len(impact.adapters)} adapter(s) "
-                      f"({', '.join(f'{v} {k}' for k, v in counts.items() if v)})",
-              changes=saved)
+              summary=f"{text} — not saved: {why}", changes=saved)
         db.session.commit()
         outcome.status = "confirm"
         return outcome

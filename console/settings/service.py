@@ -148,9 +148,11 @@ def prepare_changes(protocol: str, changes: Mapping[str, Any], reveal: bool = Fa
 def _commit(candidate: Any, result: ChangeResult, *, actor: str | None, origin: str,
             action: str, confirm: bool, protocol: str | None,
             seed: dict[str, Any] | None = None,
-            endpoints: pipeline.Endpoints | None = None, summary: str = "") -> ChangeResult:
+            endpoints: pipeline.Endpoints | None = None, summary: str = "",
+            ask: bool = False) -> ChangeResult:
     outcome = pipeline.commit(candidate, actor=actor, origin=origin, action=action,
-                              confirm=confirm, seed=seed, endpoints=endpoints, summary=summary)
+                              confirm=confirm, seed=seed, endpoints=endpoints, summary=summary,
+                              ask=ask)
     result.outcome = outcome
     result.changed = sorted({c.field for c in outcome.saved_changes if c.field != "priorities"}
                             | ({"priorities"} if any(c.field == "priorities"
@@ -217,10 +219,11 @@ class Base:
 
 def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, *,
                   origin: str = "console", confirm: bool = False,
-                  prepared: Prepared | None = None, base: Base | None = None) -> ChangeResult:
+                  prepared: Prepared | None = None, base: Base | None = None,
+                  ask: bool = False) -> ChangeResult:
     """Validate `changes` (or take them `prepared` already) and save them all, or nothing when
-    any is invalid; when adapters are affected, nothing is saved without `confirm`. With `base`,
-    nothing is saved over a change someone else made since (see settings.conflicts)."""
+    any is invalid; when adapters are affected (or `ask`), nothing is saved without `confirm`.
+    With `base`, nothing is saved over a change someone else made since (see settings.conflicts)."""
     endpoints = pipeline.Endpoints()
     if not pipeline.locked():      # validated and looked up before the lock; again only if stale
         if prepared is None and (base is None or base.version is None):
@@ -259,7 +262,7 @@ def apply_changes(protocol: str, changes: Mapping[str, Any], actor: str | None, 
     candidate = candidate_state(protocol, prep)
     return _commit(candidate, result, actor=actor, origin=origin, action="update",
                    confirm=confirm, protocol=protocol,
-                   seed={protocol: (prep.settings, prep.revealed)}, endpoints=endpoints)
+                   seed={protocol: (prep.settings, prep.revealed)}, endpoints=endpoints, ask=ask)
 
 
 def _conflicted(result: ChangeResult, *, actor: str | None, origin: str,

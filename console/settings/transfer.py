@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import certs, lazy
 from ..brokers import PROTOCOLS
+from ..delivery import plans
 from ..extensions import db
 from ..messaging import references
 from ..messaging.effective import current
@@ -203,6 +204,7 @@ def import_yaml(text: str, *, actor: str | None, origin: str, dry_run: bool = Fa
     """Validate a YAML export and apply it all, or nothing: what the file names, or with `replace`
     everything (see MERGE_RULE and REPLACE_RULE, which `rule` of the result says)."""
     result = ImportResult(rule=REPLACE_RULE if replace else MERGE_RULE)
+    plan: plans.Plan | None = None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -216,6 +218,7 @@ def import_yaml(text: str, *, actor: str | None, origin: str, dry_run: bool = Fa
             change_log.lock()       # built on what is saved now, written before anyone else writes
         candidate, result.errors = _candidate_from(document, current().state.copy(), result.warnings,
                                                    replace)
+        plan = _plan_of(document, result.errors)
         if not result.errors:
             for protocol in PROTOCOLS:
                 settings = service.effective(protocol, saved=candidate.saved(protocol))
@@ -230,10 +233,26 @@ def import_yaml(text: str, *, actor: str | None, origin: str, dry_run: bool = Fa
             change_log.record_rejection("import", actor=actor, origin=origin, protocol=None,
                                         errors=result.errors)
         return result
-    result.outcome = change_log.commit(candidate, actor=actor, origin=origin, action="import",
-                                       dry_run=dry_run, confirm=confirm,
-                                       summary="Import of a YAML configuration")
+    plans.propose(plan)
+    try:
+        result.outcome = change_log.commit(candidate, actor=actor, origin=origin, action="import",
+                                           dry_run=dry_run, confirm=confirm,
+                                           summary="Import of a YAML configuration")
+    finally:
+        plans.propose(None)
     return result
+
+
+def _plan_of(document: Any, errors: dict[str, str]) -> plans.Plan | None:
+    """The roll-out plan of an import file's `rollout:` key (none: every service gets the change
+    at once); its errors go to `errors` by `rollout.<field>`."""
+    if not isinstance(document, dict) or document.get("rollout") is None:
+        return None
+    try:
+        return plans.parse(document["rollout"])
+    except plans.PlanInvalid as exc:
+        errors.update(exc.errors)
+        return None
 
 
 def versions(limit: int = 100) -> list[ConfigVersion]:

@@ -19,6 +19,7 @@ from flask_wtf.csrf import CSRFError
 from .. import checks, work
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
+from ..delivery import plans
 from ..delivery import status as rollout_status
 from ..errors import CSRF_EXPIRED, csrf_answer, same_origin
 from ..extensions import login_manager
@@ -27,7 +28,7 @@ from ..messaging.identity import address_label, node_list_field, uses_tls
 from ..messaging.schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
 from ..messaging.values import Invalid, parse_value
 from . import changes as change_log
-from . import pending, service, staging
+from . import pending, rollout_pages, service, staging
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -36,7 +37,14 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 def _labels(state) -> None:
     state.app.jinja_env.globals.update(tab_states=tab_states,
                                        PROTOCOL_LABELS=PROTOCOL_LABELS, GROUP_LABELS=GROUP_LABELS, FIELDS=FIELDS,
-                                       describe_identity=checks.describe_identity)
+                                       describe_identity=checks.describe_identity,
+                                       wave_services=wave_services,
+                                       DEFAULT_DEADLINE=plans.DEFAULT_DEADLINE)
+
+
+def wave_services() -> list[str]:
+    """The registered services a roll-out plan can name, by name."""
+    return plans.service_names()
 
 
 def section_context(protocol: str, *, errors: dict[str, str] | None = None,
@@ -124,7 +132,7 @@ def page_context(active: str | None = None, **overrides: Any) -> dict[str, Any]:
         enabled = [p for p in priorities["order"] if sections[p]["settings"].enabled]
         active = (enabled or priorities["order"])[0]
     return {"sections": sections, **priorities, "adapter_count": count, "active": active,
-            **overrides}
+            "waves_banner": rollout_pages.banner(), **overrides}
 
 
 def _rollout_arg() -> dict[str, Any] | None:
@@ -222,7 +230,9 @@ def _pending_scope(protocol: str) -> str:
 def _not_saved(protocol: str, changes: dict[str, Any], context: dict[str, Any], status: int,
                headers: dict[str, str] | None = None):
     """A save that asked first or was refused: the secrets of `changes` are held on the server
-    for the next submit of this form (never shown back), the form says which."""
+    for the next submit of this form (never shown back), the form says which; the roll-out plan
+    typed stays in the form."""
+    context.setdefault("plan", form_plan()[0])
     typed = {n: v for n, v in changes.items() if FIELDS[protocol][n].secret and v is not None}
     if typed:
         context["pending"] = {
@@ -241,16 +251,43 @@ def form_version() -> int | None:
     return int(raw)
 
 
+PLAN_FIELDS = ("rollout_wave", "rollout_share", "rollout_deadline", "rollout_auto_rollback")
+
+
+def form_plan() -> tuple[dict[str, Any], plans.Plan | None, dict[str, str]]:
+    """The roll-out plan of a section form: the values to show back, the plan (None: every service
+    gets the change at once, as without a plan) and its errors by `rollout.<field>`. A plan is asked
+    for by naming a service of the first wave, a share, automatic rollback or another deadline."""
+    wave = [n for n in request.form.getlist("rollout_wave") if n.strip()]
+    shown: dict[str, Any] = {"wave": wave,
+             "share": request.form.get("rollout_share", "").strip(),
+             "deadline": request.form.get("rollout_deadline", "").strip(),
+             "auto_rollback": bool(request.form.get("rollout_auto_rollback"))}
+    asked = (wave or shown["share"] or shown["auto_rollback"]
+             or shown["deadline"] not in ("", str(plans.DEFAULT_DEADLINE)))
+    if not asked:
+        return shown, None, {}
+    try:
+        plan = plans.parse({"wave": shown["wave"], "share": shown["share"],
+                            "deadline": shown["deadline"], "auto_rollback": shown["auto_rollback"]})
+    except plans.PlanInvalid as exc:
+        return shown, None, exc.errors
+    return shown, plan, {}
+
+
 @bp.post("/messaging/<protocol:protocol>")
 @admin_required
 def save(protocol: str):
     changes, submitted, prep = prepared_form(protocol)
+    plan_shown, plan, plan_errors = form_plan()
     opened = form_version()
-    if prep.errors:
+    if prep.errors or plan_errors:
+        errors = {**prep.errors, **plan_errors}
         change_log.record_rejection("update", actor=actor(), origin="page", protocol=protocol,
-                                    errors=prep.errors)
-        context = section_context(protocol, errors=prep.errors, submitted=submitted,
+                                    errors=errors)
+        context = section_context(protocol, errors=errors, submitted=submitted,
                                   version=opened)
+        context["plan"] = plan_shown
         return _not_saved(protocol, changes, context, 422)
     risky = prep.install_time_changes()
     if risky and prep.settings is not None and prep.settings.enabled and not request.form.get("save_anyway"):
@@ -265,9 +302,12 @@ def save(protocol: str):
             context = section_context(protocol, submitted=submitted, version=opened)
             context["guard"] = {"result": result, "fields": risky}
             return _not_saved(protocol, changes, context, 409)
+    plans.propose(plan)
     result = service.apply_changes(protocol, changes, actor(), origin="page",
                                    confirm=bool(request.form.get("confirm")), prepared=prep,
-                                   base=service.Base(version=opened) if opened is not None else None)
+                                   base=service.Base(version=opened) if opened is not None else None,
+                                   ask=plan is not None)
+    plans.propose(None)
     if result.conflict is not None:
         # their input stays in the form, over what is saved now: saving again replaces it
         context = section_context(protocol, submitted=result.conflict.typed)
@@ -289,6 +329,9 @@ def save(protocol: str):
     pending.drop(request.form.get("pending", ""))
     context = section_context(protocol, message=text)
     context["rollout"] = rollout_after(result.outcome)
+    if result.outcome is not None and result.outcome.rollout and result.outcome.status == "applied":
+        context["waves"] = result.outcome.rollout      # the roll-out in waves it started
+        context["rollout"] = None
     return _section_response(protocol, context, 200)
 
 

@@ -52,7 +52,7 @@ def seed(app, lab) -> dict:
 def admin_pages(seeded: dict) -> list[str]:
     run = seeded["run_id"]
     return ["/settings/messaging", *(f"/settings/messaging/{p}" for p in PROTOCOLS), "/adapters", "/adapters/rollout",
-            "/settings/messaging/history",
+            "/settings/messaging/history", "/settings/rollouts",
             "/audit", "/certificates", f"/settings/messaging/diagnoses/{run}/report",
             f"/settings/messaging/diagnoses/{run}", "/tokens", "/users", "/no-such-page"]
 

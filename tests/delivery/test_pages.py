@@ -2,6 +2,8 @@
 the priority list and (without JavaScript) the page after the redirect show the roll-out."""
 from __future__ import annotations
 
+import re
+
 HX = {"HX-Request": "true"}
 
 
@@ -17,7 +19,7 @@ def test_section_save_shows_the_rollout(admin_client) -> None:
     setup(admin_client)
     html = admin_client.post("/settings/messaging/kafka", data={"session_timeout_ms": "20000"},
                              headers=HX).get_data(as_text=True)
-    assert "Roll-out:" in html and "0 of 1 service applied" in html and 'hx-trigger="every 1s"' in html
+    assert "Roll-out:" in html and "0 of 1 service applied" in html and 'hx-trigger="every' in html
 
 
 def test_priority_move_shows_the_rollout(admin_client) -> None:
@@ -43,3 +45,49 @@ def test_unrelated_change_shows_no_rollout(admin_client) -> None:
     html = admin_client.post("/settings/messaging/nats", data={"host": "nats.example"},
                              headers=HX).get_data(as_text=True)
     assert "Roll-out:" not in html
+
+
+def _headline(html: str) -> str:
+    """The roll-out card's opening tag and headline."""
+    return re.search(r'<div class="rollout card".*?</p>', html, re.S).group(0)
+
+
+def test_a_service_that_only_polls_is_waited_for_without_a_spinner(app, admin_client) -> None:
+    from tests.conftest import make_token
+
+    setup(admin_client)
+    html = admin_client.post("/settings/messaging/kafka", data={"session_timeout_ms": "20000"},
+                             headers=HX).get_data(as_text=True)
+    assert "waiting for edge to fetch (it has never fetched)" in html
+    assert 'class="spinner"' not in _headline(html) and 'hx-trigger="every 10s"' in _headline(html)
+    service = {"Authorization": f"Bearer {make_token(app, 'edge-svc', 'service', 'edge')}"}
+    client = app.test_client()
+    fetched = client.get("/api/v1/services/edge/config", headers=service).get_json()["version"]
+    shown = admin_client.get("/adapters/rollout", headers=HX).get_data(as_text=True)
+    assert "waiting for" not in shown and 'class="spinner"' in _headline(shown)    # fetched: the ack is next
+    html = admin_client.post("/settings/messaging/kafka", data={"session_timeout_ms": "25000"},
+                             headers=HX).get_data(as_text=True)
+    assert re.search(rf"waiting for edge to fetch \(last fetched v{fetched} at "
+                     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)", html)
+    assert 'class="spinner"' not in _headline(html)
+    api = admin_client.get("/api/v1/rollout").get_json()
+    assert api["waiting"] and not api["settled"] and "waiting for edge to fetch" in api["text"]
+
+
+def test_a_failure_text_is_shown_once(app, admin_client) -> None:
+    from tests.conftest import make_token
+
+    setup(admin_client)
+    admin_client.post("/settings/messaging/kafka", data={"session_timeout_ms": "20000"}, headers=HX)
+    service = {"Authorization": f"Bearer {make_token(app, 'edge-svc', 'service', 'edge')}"}
+    client = app.test_client()
+    version = client.get("/api/v1/services/edge/config", headers=service).get_json()["version"]
+    assert client.post("/api/v1/services/edge/ack", headers=service, json={
+        "version": version, "status": "failed", "message": "Not authorized (5)"}).status_code == 200
+    for url in ("/adapters/rollout", "/adapters", f"/adapters/rollout?version={version}"):
+        html = admin_client.get(url).get_data(as_text=True)
+        assert html.count("Not authorized (5)") == 1, url
+        assert "edge failed" in html and 'class="spinner"' not in _headline(html)
+    fragment = admin_client.get("/adapters/rollout", headers=HX).get_data(as_text=True)
+    assert fragment.count("Not authorized (5)") == 1
+    assert "edge failed: Not authorized (5)" in admin_client.get("/api/v1/rollout").get_json()["text"]
