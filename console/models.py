@@ -241,6 +241,13 @@ class ExtensionService(Model):
     # with a failed acknowledgement: {"agent": the network steps (DNS → TCP → TLS) the service's agent
     # ran from its own host, "console": the console's newest check of that protocol at that moment}
     ack_diagnosis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # a diagnosis asked for from the page: the request its agent is told about (a header of its
+    # configuration answers) until it sends the network steps, and the newest steps it sent (the same
+    # {"agent", "console", "summary"} as ack_diagnosis, with "request", "requested_by", "received_at")
+    diagnosis_request: Mapped[str | None] = mapped_column(String(32))
+    diagnosis_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    diagnosis_requested_by: Mapped[str | None] = mapped_column(String(120))
+    requested_diagnosis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Delivery(Model):

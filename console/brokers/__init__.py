@@ -1,7 +1,10 @@
 """Protocol drivers, one module per protocol (its check and its diagnosis), in one registry imported
-lazily so that a missing client library only affects its own protocol.
+lazily so that a missing client library only affects its own protocol; beside each driver its spec
+(`<protocol>_spec.py`: fields, node list, address, TLS, rules), which imports no client library and is
+what the settings model, the checks and the lint loop over.
 
-Adding a protocol: one driver module (a `Driver` of console/brokers/base.py) and one line in DRIVERS.
+Adding a protocol: one spec module (a `ProtocolSpec` of console/brokers/spec.py), one driver module (a
+`Driver` of console/brokers/base.py naming that spec) and one line in SPECS.
 """
 from __future__ import annotations
 
@@ -11,17 +14,15 @@ from typing import Mapping
 from werkzeug.routing import BaseConverter
 
 from ..lazy import load
+from . import kafka_spec, mqtt_spec, nats_spec, pulsar_spec, rabbitmq_spec
 from .base import BrokerConfig, CheckResult, Driver
 from .nodes import check_nodes
+from .spec import ProtocolSpec
 
-DRIVERS: dict[str, str] = {
-    "kafka": "console.brokers.kafka:KafkaDriver",
-    "pulsar": "console.brokers.pulsar:PulsarDriver",
-    "mqtt": "console.brokers.mqtt:MqttDriver",
-    "nats": "console.brokers.nats:NatsDriver",
-    "rabbitmq": "console.brokers.rabbitmq:RabbitmqDriver",
-}
-PROTOCOLS: tuple[str, ...] = tuple(DRIVERS)
+SPECS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (
+    kafka_spec.SPEC, pulsar_spec.SPEC, mqtt_spec.SPEC, nats_spec.SPEC, rabbitmq_spec.SPEC)}
+DRIVERS: dict[str, str] = {protocol: spec.driver for protocol, spec in SPECS.items()}
+PROTOCOLS: tuple[str, ...] = tuple(SPECS)
 
 
 class ProtocolConverter(BaseConverter):

@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal, Mapping
 
+from .spec import ProtocolSpec
+
 CAUSES = (
     "ok", "dns_failure", "connection_refused", "connect_timeout", "handshake_timeout",
     "connection_closed", "connection_limit",
@@ -234,8 +236,10 @@ NO_LINK: Link = _NoLink()
 
 class Driver(ABC):
     """One protocol's driver: the one place that knows its client library, for the check and for the
-    diagnosis. An instance serves one check or one diagnosis (`begin` … `close`)."""
+    diagnosis. An instance serves one check or one diagnosis (`begin` … `close`). Its name, label and
+    ports come from its `spec`."""
 
+    spec: ClassVar[ProtocolSpec]                       # the protocol's declarations (<protocol>_spec.py)
     protocol: ClassVar[str]
     label: ClassVar[str]
     default_port: ClassVar[int]
@@ -248,6 +252,13 @@ class Driver(ABC):
     tls_by_address: ClassVar[bool] = True              # TLS to an address can verify the name (Python ssl)
 
     config: BrokerConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is not None:
+            cls.protocol, cls.label = spec.name, spec.label
+            cls.default_port, cls.tls_port = spec.default_port, spec.tls_port
 
     def __init__(self) -> None:
         self.facts: dict[str, Any] = {}

@@ -72,6 +72,7 @@ from .base import (
     frame_complete,
     one_line,
 )
+from .kafka_spec import SPEC
 from .net import diagnose, probe_tcp, tls_failure
 from .nodes import node_name
 
@@ -250,9 +251,7 @@ class KafkaDriver(Driver):
     """Kafka with confluent-kafka: metadata for the check; ApiVersions, SASL login with cluster metadata
     and a topic description for the diagnosis."""
 
-    protocol = "kafka"
-    label = "Kafka"
-    default_port = 9092
+    spec = SPEC
     address_field = "bootstrap_servers (or host)"
     tls_by_address = False   # the C++ library verifies the address it connects to, not a name given apart
     tls_on = "set security_protocol to SSL, or SASL_SSL with a SASL login"

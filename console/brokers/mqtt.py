@@ -37,6 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .base import BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, one_line
+from .mqtt_spec import SPEC
 from .net import classify, client_cert_failure, diagnose, ssl_context
 
 MQTT_GREETING = Greeting(
@@ -115,10 +116,7 @@ class MqttDriver(Driver):
     """MQTT with paho-mqtt: CONNECT, CONNACK, DISCONNECT for the check; CONNACK, the login's reason code and
     subscribe/publish/receive on a private topic for the diagnosis."""
 
-    protocol = "mqtt"
-    label = "MQTT"
-    default_port = 1883
-    tls_port = 8883
+    spec = SPEC
     texts = {
         "auth_failed": (
             "The MQTT broker answered CONNACK with reason code {reason_code} \"{reason}\" for {login}.",

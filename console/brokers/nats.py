@@ -52,6 +52,7 @@ from nats import errors as nerr
 from nats.aio.client import Client as NATS
 
 from .base import BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, one_line
+from .nats_spec import SPEC
 from .net import classify, client_cert_alert, client_cert_failure, connect, diagnose, read_answer, ssl_context, upgrade
 
 NATS_GREETING = Greeting("NATS", b"CONNECT {}\r\nPING\r\n", lambda reply: reply.startswith(b"INFO "))
@@ -201,9 +202,7 @@ class NatsDriver(Driver):
     """NATS with nats-py: connect and PING/PONG for the check; INFO, CONNECT + PING/PONG with the configured
     login and a request to a private inbox for the diagnosis."""
 
-    protocol = "nats"
-    label = "NATS"
-    default_port = 4222
+    spec = SPEC
     texts = {
         "tls_required": (
             "The NATS server at {where} requires TLS (its INFO says tls_required), but TLS is off in the "

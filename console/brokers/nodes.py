@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable
 
 from .base import BrokerConfig, CheckResult, Deadline
+from .spec import node_name, parse_node
 
 NODE_UNREACHABLE = "node_unreachable"
 MAX_ADVERTISED = 8    # advertised brokers checked side by side
@@ -23,17 +24,6 @@ GRACE = 0.05          # seconds past the deadline a node's check may take before
 NODE_SHARE = 1 / 1.1  # of the time left, for each node of several: a check may outlive its own by 10 %
 
 CheckOne = Callable[[BrokerConfig, float], CheckResult]
-
-
-def node_name(host: str, port: int) -> str:
-    """host:port, IPv6 addresses bracketed: how a node is named everywhere."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_node(name: str) -> tuple[str, int]:
-    """(host, port) of a node name made by `node_name`."""
-    host, _, port = name.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def single(config: BrokerConfig, host: str, port: int) -> BrokerConfig:

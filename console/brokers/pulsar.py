@@ -68,6 +68,7 @@ from .base import (
     one_line,
 )
 from .net import connect, diagnose, read_answer, ssl_context, system_ca_file, tls_failure, upgrade
+from .pulsar_spec import SPEC
 
 _CLOSE_GRACE = 0.1
 DEFAULT_TOPIC = "persistent://public/default/messaging-console-health"
@@ -273,10 +274,7 @@ class PulsarDriver(Driver):
     """Pulsar with pulsar-client: a topic lookup for the check; CONNECT, CONNECT with credentials and the
     same lookup for the diagnosis."""
 
-    protocol = "pulsar"
-    label = "Pulsar"
-    default_port = 6650
-    tls_port = 6651
+    spec = SPEC
     address_field = "url (or host)"
     tls_by_address = False   # the C++ library verifies the address it connects to, not a name given apart
     tls_on = "use a pulsar+ssl:// service URL"

@@ -51,6 +51,7 @@ from pika.adapters.utils import connection_workflow as cw
 
 from .base import BrokerConfig, CheckFailed, Deadline, Driver, Greeting, Link, Passed, StepFailed, Wire, one_line
 from .net import classify, diagnose, ssl_context
+from .rabbitmq_spec import SPEC
 
 AMQP_GREETING = Greeting("AMQP", b"AMQP\x00\x00\x09\x01",
                          lambda reply: reply.startswith((b"\x01\x00\x00", b"AMQP")))
@@ -90,10 +91,7 @@ class RabbitmqDriver(Driver):
     """RabbitMQ with pika: connect and open a channel for the check; connection.start, PLAIN login to the
     vhost and a passive exchange declare for the diagnosis."""
 
-    protocol = "rabbitmq"
-    label = "RabbitMQ"
-    default_port = 5672
-    tls_port = 5671
+    spec = SPEC
     texts = {
         "auth_failed": (
             "RabbitMQ refused the login of {username}.{said}",

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, cast
 from flask import current_app
 from sqlalchemy import CursorResult, and_, func, or_, update
 
-from ..brokers import PROTOCOLS, driver_class, get_driver
+from ..brokers import PROTOCOLS, SPECS, driver_class, get_driver
 from ..brokers.base import BrokerConfig, CheckResult
 from ..brokers.nodes import addresses_of, check_nodes, node_name, warnings_for
 from ..crypto import SecretUnreadable
@@ -31,7 +31,6 @@ from ..extensions import db
 from ..messaging import effective as settings_read
 from ..messaging import identity
 from ..messaging.resolve import ProtocolSettings
-from ..messaging.rules import kafka_security
 from ..messaging.values import split_host_port
 from ..models import BrokerCheck, CheckLease, utcnow
 
@@ -71,16 +70,14 @@ def broker_config(settings: ProtocolSettings) -> Iterator[BrokerConfig]:
         addrs = identity.addresses(settings)
         options = {k: v for k, v in settings.values().items()
                    if k not in ("password", "token", "oauth2_client_secret", "tls_key")}
-        if settings.protocol == "kafka":
-            options["security_protocol"] = kafka_security(settings)
-        url = identity.pulsar_url(settings) if settings.protocol == "pulsar" else None
+        options.update(SPECS[settings.protocol].derived(settings))
         options["oauth2_client_secret"] = settings.get("oauth2_client_secret")
         yield BrokerConfig(
             protocol=settings.protocol,
             host=addrs[0][0],
             port=addrs[0][1],
-            servers=addrs if len(addrs) > 1 or settings.protocol == "kafka" else (),
-            url=url,
+            servers=addrs if len(addrs) > 1 or SPECS[settings.protocol].server_list else (),
+            url=identity.url(settings),
             tls=identity.uses_tls(settings),
             tls_ca_file=files["tls_ca"],
             tls_cert_file=files["tls_cert"],

@@ -10,62 +10,38 @@ import hashlib
 import json
 from typing import Any
 
+from ..brokers import SPECS
 from .resolve import ProtocolSettings
-from .rules import kafka_security
 from .schema import SCHEMA
-from .values import format_host_port, nats_server_addresses, split_host_port
 
-ADDRESS_FIELDS = ("host", "port", "bootstrap_servers", "url", "servers", "addresses")
-# the field that lists a protocol's nodes; when set it wins over host and port (MQTT has none)
-NODE_LIST_FIELD = {"kafka": "bootstrap_servers", "nats": "servers", "rabbitmq": "addresses",
-                   "pulsar": "url"}
+# host and port, and every protocol's node list: "host", "port", "bootstrap_servers", "url", "servers", "addresses"
+ADDRESS_FIELDS = ("host", "port", *(spec.node_list for spec in SPECS.values() if spec.node_list))
 
 
 def node_list_field(settings: ProtocolSettings) -> str | None:
     """The name of the protocol's node list when it is set (it then wins over host and port)."""
-    name = NODE_LIST_FIELD.get(settings.protocol)
+    name = SPECS[settings.protocol].node_list
     return name if name and settings.get(name) else None
 
 
 def addresses(settings: ProtocolSettings) -> tuple[tuple[str, int], ...]:
     """Every (host, port) the protocol's settings connect to."""
-    if settings.protocol == "kafka" and settings.get("bootstrap_servers"):
-        return tuple(split_host_port(x) for x in settings["bootstrap_servers"].split(","))
-    if settings.protocol == "nats" and settings.get("servers"):
-        return nats_server_addresses(settings["servers"])
-    if settings.protocol == "rabbitmq" and settings.get("addresses"):
-        return tuple(split_host_port(x) for x in settings["addresses"].split(","))
-    if settings.protocol == "pulsar" and settings.get("url"):
-        url = settings["url"]
-        default = 6651 if url.startswith("pulsar+ssl") else 6650
-        return tuple(split_host_port(x, default) for x in url.split("://", 1)[1].split(","))
-    return ((settings["host"], int(settings["port"])),)
+    return SPECS[settings.protocol].addresses(settings)
 
 
-def pulsar_url(settings: ProtocolSettings) -> str:
-    """The Pulsar service URL: the configured one, else built from host, port and TLS."""
-    if settings.get("url"):
-        return settings["url"]
-    scheme = "pulsar+ssl" if settings.get("tls") else "pulsar"
-    return f"{scheme}://{format_host_port(*addresses(settings)[0])}"
+def url(settings: ProtocolSettings) -> str | None:
+    """The service URL the driver connects with, for a protocol that has one (Pulsar)."""
+    return SPECS[settings.protocol].url(settings)
 
 
 def uses_tls(settings: ProtocolSettings) -> bool:
     """Whether connections are encrypted."""
-    if settings.protocol == "kafka":
-        return kafka_security(settings).endswith("SSL")
-    if settings.protocol == "pulsar":
-        return pulsar_url(settings).startswith("pulsar+ssl://")
-    if settings.protocol == "nats" and "tls://" in (settings.get("servers") or ""):
-        return True
-    return bool(settings.get("tls"))
+    return SPECS[settings.protocol].uses_tls(settings)
 
 
 def address_label(settings: ProtocolSettings) -> str:
-    """The address as one string (a URL for Pulsar, a host:port list otherwise)."""
-    if settings.protocol == "pulsar":
-        return pulsar_url(settings)
-    return ",".join(format_host_port(h, p) for h, p in addresses(settings))
+    """The address as one string (a service URL where the protocol has one, a host:port list otherwise)."""
+    return SPECS[settings.protocol].address_label(settings)
 
 
 def _fingerprints(value: Any) -> list[str] | None:
@@ -84,8 +60,7 @@ def identity(settings: ProtocolSettings) -> dict[str, Any]:
                 or f.name == "tls"):
             continue
         out[f.name] = _fingerprints(settings.get(f.name)) if f.is_file else settings.get(f.name)
-    if settings.protocol == "kafka":
-        out["security_protocol"] = kafka_security(settings)
+    out.update(SPECS[settings.protocol].derived(settings))
     return out
 
 
