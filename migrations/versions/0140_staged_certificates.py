@@ -1,7 +1,7 @@
 """a client certificate and key staged next to the current one (tried, then promoted or discarded)
 
 Revision ID: 0140
-Revises: 0120
+Revises: 0130
 Create Date: 2026-12-06 00:10:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0140'
-down_revision = '0120'
+down_revision = '0130'
 branch_labels = None
 depends_on = None
 
