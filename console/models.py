@@ -148,6 +148,22 @@ class TlsFile(Model):
     uploaded_by: Mapped[str | None] = mapped_column(String(80))
 
 
+class StagedCertificate(Model):
+    """A client certificate and its key staged next to a protocol's current one: tried with Test
+    connection and Diagnose, then promoted (an ordinary change) or discarded. Not part of the
+    versioned configuration, so staging never changes what services get. The key is encrypted."""
+
+    __tablename__ = "staged_certificates"
+
+    protocol: Mapped[str] = mapped_column(String(16), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(16))
+    certs_pem: Mapped[str] = mapped_column(Text)
+    key_ciphertext: Mapped[str] = mapped_column(Text)
+    staged_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    staged_by: Mapped[str | None] = mapped_column(String(80))
+
+
 class Priority(Model):
     """One protocol's place in the priority list (0 = first choice)."""
 

@@ -350,4 +350,5 @@ from . import delivery as _delivery  # noqa: E402,F401
 from . import diagnostics as _diagnostics  # noqa: E402,F401
 from . import registry as _registry  # noqa: E402,F401
 from . import rollouts as _rollouts  # noqa: E402,F401
+from . import staging as _staging  # noqa: E402,F401
 from . import tokens as _tokens  # noqa: E402,F401
