@@ -148,6 +148,22 @@ class TlsFile(Model):
     uploaded_by: Mapped[str | None] = mapped_column(String(80))
 
 
+class StagedCertificate(Model):
+    """A client certificate and its key staged next to a protocol's current one: tried with Test
+    connection and Diagnose, then promoted (an ordinary change) or discarded. Not part of the
+    versioned configuration, so staging never changes what services get. The key is encrypted."""
+
+    __tablename__ = "staged_certificates"
+
+    protocol: Mapped[str] = mapped_column(String(16), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(16))
+    certs_pem: Mapped[str] = mapped_column(Text)
+    key_ciphertext: Mapped[str] = mapped_column(Text)
+    staged_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    staged_by: Mapped[str | None] = mapped_column(String(80))
+
+
 class Priority(Model):
     """One protocol's place in the priority list (0 = first choice)."""
 
@@ -225,6 +241,13 @@ class ExtensionService(Model):
     # with a failed acknowledgement: {"agent": the network steps (DNS → TCP → TLS) the service's agent
     # ran from its own host, "console": the console's newest check of that protocol at that moment}
     ack_diagnosis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # a diagnosis asked for from the page: the request its agent is told about (a header of its
+    # configuration answers) until it sends the network steps, and the newest steps it sent (the same
+    # {"agent", "console", "summary"} as ack_diagnosis, with "request", "requested_by", "received_at")
+    diagnosis_request: Mapped[str | None] = mapped_column(String(32))
+    diagnosis_requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    diagnosis_requested_by: Mapped[str | None] = mapped_column(String(120))
+    requested_diagnosis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Delivery(Model):

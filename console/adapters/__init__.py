@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
 from ..auth import actor, admin_required
 from ..brokers import PROTOCOLS
+from ..delivery import diagnosis
 from ..delivery import status as rollout_status
 from ..extensions import db
 from ..htmx import confirmation, confirmed, is_htmx, render_page_or_fragment
@@ -160,3 +161,43 @@ def connect():
     if len(rows) < 2:
         return _respond(page_context(1, errors={"connect": "Choose two or more services."}), 422)
     return _respond(page_context(1, connection=registry.current_selection(rows)), 200)
+
+
+def _service_or_404(name: str) -> ExtensionService:
+    row = db.session.execute(db.select(ExtensionService).filter_by(name=name)).scalar_one_or_none()
+    if row is None:
+        abort(404)
+    return row
+
+
+def service_context(row: ExtensionService, message: str | None = None) -> dict[str, Any]:
+    """One service: what it supports and gets, where its configuration stands, and the network steps
+    its agent ran from its own host (asked for, or with a failed acknowledgement) beside the console's
+    newest check of that protocol."""
+    requested = row.requested_diagnosis
+    return {"service": row, "selection": registry.current_selection([row]),
+            "state": rollout_status.service_state(row, rollout_status.latest_deliveries([row.id]).get(row.id)),
+            "pending": diagnosis.pending(row), "requested": requested,
+            "message": message, "PATIENCE": int(diagnosis.PATIENCE.total_seconds())}
+
+
+@bp.get("/adapters/services/<name>")
+@login_required
+def service_page(name: str):
+    row = _service_or_404(name)
+    return render_page_or_fragment("adapters/service.html", "adapters/_service_diagnosis.html",
+                                   **service_context(row))
+
+
+@bp.post("/adapters/services/<name>/diagnose")
+@admin_required
+def diagnose_service(name: str):
+    """Ask the service's agent to run the network steps from where it runs (answered at its watch)."""
+    row = _service_or_404(name)
+    diagnosis.request(row, actor(), "page")
+    db.session.commit()
+    message = f"Asked {row.name} to run the network steps from its own host."
+    if is_htmx():
+        return render_template("adapters/_service_diagnosis.html", **service_context(row, message))
+    flash(message)
+    return redirect(url_for("adapters.service_page", name=row.name))

@@ -31,7 +31,7 @@ READ_ONLY = {"api.check_connection"}   # POST for a body, but changes nothing: v
 # what a service token may do: its own service's configuration, registration and acknowledgements,
 # and its own adapters' configuration (the views check that the name is its own)
 SERVICE_ENDPOINTS = {"api.service_config", "api.service_ack", "api.register_service",
-                     "api.adapter_config"}
+                     "api.adapter_config", "api.service_diagnosis"}
 
 
 @bp.before_request
@@ -62,7 +62,7 @@ def _authenticate():
             return _error(403, "forbidden", "A service token reads its own service's "
                           "configuration and acknowledges it; nothing else.")
         name = (request.view_args or {}).get("name")
-        if request.endpoint in ("api.service_config", "api.service_ack") and \
+        if request.endpoint in ("api.service_config", "api.service_ack", "api.service_diagnosis") and \
                 name != service_token().service:
             return forbidden_service()
         return None
@@ -350,4 +350,5 @@ from . import delivery as _delivery  # noqa: E402,F401
 from . import diagnostics as _diagnostics  # noqa: E402,F401
 from . import registry as _registry  # noqa: E402,F401
 from . import rollouts as _rollouts  # noqa: E402,F401
+from . import staging as _staging  # noqa: E402,F401
 from . import tokens as _tokens  # noqa: E402,F401

@@ -11,7 +11,7 @@ from .. import audit as audit_log
 from ..adapters import service as registry
 from ..auth import actor, service_token
 from ..checks import latest as latest_checks
-from ..delivery import fetch, outbox, watch, waves
+from ..delivery import diagnosis, fetch, outbox, watch, waves
 from ..delivery import status as rollout
 from ..extensions import db
 from ..messaging.effective import current
@@ -40,10 +40,12 @@ def _wait() -> tuple[int | None, Any]:
     return int(raw), None
 
 
-def _held(name: str, own: bool, header: str | None, wait: int, generation: int) -> ExtensionService | None:
+def _held(name: str, own: bool, header: str | None, wait: int, generation: int,
+          seen: str | None) -> ExtensionService | None:
     """Hold a watch on this thread until the service's document no longer has the ETag the watcher
-    names (then its row, read afresh) or the wait ends (None). No database connection is held while
-    waiting. (Under the asynchronous server the watch is held without a thread: see _defer.)"""
+    names or a diagnosis is asked of it (then its row, read afresh) or the wait ends (None). No
+    database connection is held while waiting. (Under the asynchronous server the watch is held
+    without a thread: see _defer.)"""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     hub = watch.hub(app)
     ends = watch.deadline(wait)
@@ -56,7 +58,8 @@ def _held(name: str, own: bool, header: str | None, wait: int, generation: int) 
                 continue
             generation = moved
             row = db.session.execute(db.select(ExtensionService).filter_by(name=name)).scalar_one_or_none()
-            if row is None or not rollout.etag_matches(header, fetch.tag_of(row, own)):
+            if row is None or not rollout.etag_matches(header, fetch.tag_of(row, own)) or (
+                    own and watch.diagnosis_wakes(row.diagnosis_request, seen)):
                 return row
             db.session.close()
         return None
@@ -69,7 +72,7 @@ def _defer(hold: dict[str, Any], row: ExtensionService, own: bool, header: str |
     """Hand the watch to the asynchronous server (console/serving.py), which holds it without a
     thread and answers it with watch.answer when the document changes."""
     hold.update(name=row.name, own=own, header=header, ends=watch.deadline(wait), generation=generation,
-                actor=actor(), remote=request.remote_addr)
+                actor=actor(), remote=request.remote_addr, seen=request.headers.get(watch.DIAGNOSE_SEEN_HEADER))
 
 
 @bp.get("/services/<name>/config")
@@ -91,7 +94,9 @@ def service_config(name: str):
         held, wait = True, None      # the asynchronous server's watch ended: answer as it stands
     else:
         held = wait is not None
-    if rollout.etag_matches(header, fetch.tag_of(row, own)) and wait is not None:
+    seen = request.headers.get(watch.DIAGNOSE_SEEN_HEADER)
+    asked = own and watch.diagnosis_wakes(row.diagnosis_request, seen)    # answered at once, 304
+    if rollout.etag_matches(header, fetch.tag_of(row, own)) and wait is not None and not asked:
         if hub.held >= current_app.config["WATCH_HELD"]:
             db.session.rollback()
             response = _error(429, "too_many_watches", "This console process holds as many watches as "
@@ -102,7 +107,7 @@ def service_config(name: str):
             _defer(hold, row, own, header, wait, generation)
             db.session.rollback()
             return not_modified(fetch.tag_of(row, own))
-        changed = _held(row.name, own, header, wait, generation)
+        changed = _held(row.name, own, header, wait, generation, seen)
         if changed is None:
             row, missing = _service_or_404(name)
             if missing:
@@ -113,7 +118,9 @@ def service_config(name: str):
     if rollout.etag_matches(header, tag):
         if own and rollout.record_fetch(row, request.remote_addr):
             db.session.commit()
-        return not_modified(tag)
+        response = not_modified(tag)
+        diagnosis.tell(row, own, response.headers)
+        return response
     tag, body = fetch.document(current(), row, own)
     if own:
         fetch.record(row, body, actor=actor(), remote=request.remote_addr, watched=held)
@@ -121,6 +128,7 @@ def service_config(name: str):
     response = jsonify(body)
     response.set_etag(tag)
     response.headers["Cache-Control"] = "no-store"
+    diagnosis.tell(row, own, response.headers)
     return response
 
 
@@ -147,26 +155,67 @@ def service_ack(name: str):
         message = ""
     if not isinstance(message, str) or len(message) > 2000:
         errors["message"] = "Give the message as text of at most 2000 characters."
-    diagnosis, refused = rollout.clean_diagnosis(body.get("diagnosis"))
+    steps, refused = rollout.clean_diagnosis(body.get("diagnosis"))
     if refused:
         errors["diagnosis"] = refused
     if errors:
         return _error(422, "invalid", "The acknowledgement was not recorded.", errors=errors)
     assert isinstance(version, int)
     beside = None
-    if diagnosis is not None:
-        check = latest_checks().get(diagnosis["protocol"])
-        console_check = None if check is None else {
-            "status": check.status, "cause": check.cause, "target": check.target,
-            "latency_ms": check.latency_ms, "checked_at": check.checked_at.isoformat(timespec="seconds"),
-            "nodes": [{"node": n.get("node"), "status": n.get("status"), "cause": n.get("cause")}
-                      for n in check.nodes or [] if isinstance(n, dict)]}
-        beside = {"agent": diagnosis, "console": console_check,
-                  "summary": rollout.diagnosis_summary(row.name, diagnosis, console_check)}
+    if steps is not None:
+        beside = diagnosis.beside(row.name, steps, latest_checks().get(steps["protocol"]))
     rollout.record_ack(row, version, body["status"], message, beside)
     db.session.commit()
     waves.on_ack(row)        # the first wave of a roll-out: released, or halted
     return jsonify(rollout.service_state(row))
+
+
+@bp.post("/services/<name>/diagnose")
+def request_diagnosis(name: str):
+    """Ask the service's agent to run the network steps of a diagnosis from its own host."""
+    row, missing = _service_or_404(name)
+    if missing:
+        return missing
+    assert row is not None
+    diagnosis.request(row, actor() or "unknown", "api")
+    db.session.commit()
+    return jsonify(service=row.name, diagnosis_request=diagnosis.pending(row)), 202, {
+        "Location": f"/api/v1/services/{row.name}"}
+
+
+@bp.post("/services/<name>/diagnosis")
+def service_diagnosis(name: str):
+    """The network steps an agent ran for a diagnosis asked of its service."""
+    row, missing = _service_or_404(name)
+    if missing:
+        return missing
+    assert row is not None
+    if service_token() is None:
+        return _error(403, "forbidden", "The network steps come from the service's own token (its agent).")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _error(400, "bad_request", 'Send {"request": "<the Console-Diagnose header>", '
+                                          '"diagnosis": {…}}.')
+    errors: dict[str, str] = {}
+    request_id = body.get("request")
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 32:
+        errors["request"] = "Give the request the Console-Diagnose header named."
+    steps, refused = rollout.clean_diagnosis(body.get("diagnosis"))
+    if refused or steps is None:
+        errors["diagnosis"] = refused or "Send the network steps the agent ran."
+    if errors:
+        return _error(422, "invalid", "The network steps were not recorded.", errors=errors)
+    assert isinstance(request_id, str) and steps is not None
+    try:
+        kept = diagnosis.receive(row, request_id, steps, latest_checks().get(steps["protocol"]),
+                                 actor() or row.name)
+    except diagnosis.NotPending:
+        db.session.rollback()
+        return _error(409, "conflict", "No diagnosis with this request is waiting for this service "
+                                       "(answered already, or replaced by a newer one).",
+                      errors={"request": "Not the pending request."})
+    db.session.commit()
+    return jsonify(kept)
 
 
 @bp.get("/services/<name>")

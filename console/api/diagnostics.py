@@ -1,6 +1,8 @@
 """API: step-wise diagnosis, reports, certificate inventory and pitfalls."""
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, jsonify, request, url_for
 
 from .. import diagnostics
@@ -10,18 +12,26 @@ from ..settings import service as settings_service
 from . import _error, bp, strict_bool
 
 
-@bp.post("/brokers/<protocol:protocol>/diagnose")
-def diagnose(protocol: str):
+def diagnosis_timeout() -> tuple[float, Any]:
+    """The `timeout` query parameter of a diagnosis, and the 400 answer when it is not valid."""
     limit = current_app.config["DIAGNOSE_MAX_TIMEOUT"]
     try:
         timeout = float(request.args.get("timeout", min(current_app.config["CHECK_TIMEOUT"], limit)))
     except ValueError:
-        return _error(400, "bad_request", "timeout is a number of seconds.",
-                      errors={"timeout": "Use a number of seconds."})
+        return 0.0, _error(400, "bad_request", "timeout is a number of seconds.",
+                           errors={"timeout": "Use a number of seconds."})
     if not 0.1 <= timeout <= limit:
         message = f"Use 0.1 to {limit:g} seconds (CONSOLE_DIAGNOSE_MAX_TIMEOUT)."
-        return _error(400, "bad_request", f"timeout must be between 0.1 and {limit:g} seconds.",
-                      errors={"timeout": message})
+        return 0.0, _error(400, "bad_request", f"timeout must be between 0.1 and {limit:g} seconds.",
+                           errors={"timeout": message})
+    return timeout, None
+
+
+@bp.post("/brokers/<protocol:protocol>/diagnose")
+def diagnose(protocol: str):
+    timeout, refused = diagnosis_timeout()
+    if refused is not None:
+        return refused
     if not strict_bool("wait", request.args.get("wait", "true"), "query string"):
         run_id = diagnostics.start(protocol, timeout, actor=actor(), origin="api")
         row = diagnostics.get(run_id)

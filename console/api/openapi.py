@@ -107,6 +107,63 @@ def _diagnose_op(protocol: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
+def _staging_paths(protocol: dict[str, Any]) -> dict[str, Any]:
+    """A client certificate staged next to the current one: stage, look, try, promote, discard."""
+    base = "/brokers/{protocol}/staged-certificate"
+    none = {"404": "No client certificate is staged for this protocol"}
+    staged = {"type": "object", "properties": {
+        "filename": {"type": "string"}, "format": {"type": "string"},
+        "certificates": {"type": "array", "items": {"type": "object"}},
+        "staged_at": {"type": "string"}, "staged_by": {"type": ["string", "null"]}}}
+    diagnose = _diagnose_op(protocol)
+    diagnose["summary"] = ("Step-wise diagnosis with the staged client certificate (stored, "
+                           "labelled staged_certificate)")
+    diagnose["parameters"] = [p for p in diagnose["parameters"] if p["name"] != "wait"]
+    diagnose["responses"].pop("202")
+    diagnose["responses"].update({k: {"description": v} for k, v in none.items()})
+    stage = _op("Stage a client certificate and key next to the current one (which stays in use "
+                "until promotion); replaces one staged before", "Staged", params=[protocol],
+                body={"type": "object", "required": ["pem"], "properties": {
+                    "pem": {"type": "string", "description": "certificate (chain), PEM"},
+                    "key_pem": {"type": "string", "description": "its key, PEM, if not in pem"}}},
+                errors={"422": "Not a certificate with its key, or the client certificate is set "
+                               "by the environment"})
+    stage["responses"]["201"] = stage["responses"].pop("200")
+    stage["requestBody"]["content"]["multipart/form-data"] = {"schema": {
+        "type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "key_file": {"type": "string", "format": "binary"},
+            "password": {"type": "string", "description": "PKCS#12/JKS"},
+            "key_password": {"type": "string"}}}}
+    look = _op("The staged client certificate (never its key); viewers may look",
+               params=[protocol], errors=none)
+    look["responses"]["200"]["content"] = {"application/json": {"schema": {
+        "type": "object", "properties": {"protocol": {"type": "string"}, "staged": staged}}}}
+    promote = _op(
+        "Promote the staged client certificate: one ordinary change (impact, version, audit, "
+        "delivery); a certificate or key given as a reference gives way to it", "Promoted",
+        params=[protocol, *_query("dry_run", "confirm")],
+        body={"type": "object", "properties": dict(CHANGE_FLAGS)},
+        errors={**none, "409": "Adapters affected: confirm",
+                "422": "The client certificate is set by the environment"})
+    promote["requestBody"]["required"] = False
+    return {
+        base: {
+            "get": look,
+            "post": stage,
+            "delete": _op("Discard the staged client certificate (audited)", "Discarded",
+                          params=[protocol], errors=none),
+        },
+        f"{base}/check": {"post": _op(
+            "Test connection with the staged client certificate: one real check, not recorded, "
+            "labelled staged_certificate", params=[protocol],
+            errors={**none, "429": "Every broker-work thread is taken: try again after "
+                                   "Retry-After seconds"})},
+        f"{base}/diagnose": {"post": diagnose},
+        f"{base}/promote": {"post": promote},
+    }
+
+
 def _more_paths() -> dict[str, Any]:
     """Registry, audit, history, export/import and diagnostics."""
     version = {"name": "version_id", "in": "path", "required": True, "schema": ID}
@@ -185,6 +242,7 @@ def _more_paths() -> dict[str, Any]:
                                "schema": {"type": "string"}}],
             errors={"422": "No such certificate in the truststore",
                     "409": "Adapters affected: confirm"})},
+        **_staging_paths(protocol),
         "/diagnoses/{run_id}/report": {"get": _op(
             "Diagnosis report: diagnosis, settings (secrets masked) and pitfalls", params=[run])},
         "/certificates": {"get": _op("Certificate inventory: uploaded, environment files and "

@@ -157,6 +157,35 @@ def delivery_paths() -> dict[str, Any]:
                                                  "not DNS/TCP/TLS, an unknown cause code, too "
                                                  "large)")}},
         },
+        "/services/{name}/diagnose": {
+            "parameters": [service],
+            "post": {"summary": "Ask the service's agent to run the network steps (DNS → TCP → TLS) "
+                                "from its own host; its configuration answers carry "
+                                "Console-Diagnose: <request> until it sends them (a held watch ends at "
+                                "once with a 304)",
+                     "responses": {"202": {"description": "Asked (diagnosis_request: request, "
+                                                          "requested_at, requested_by, late)"},
+                                   "403": _error("Not an admin"),
+                                   "404": _error("Not registered")}},
+        },
+        "/services/{name}/diagnosis": {
+            "parameters": [service],
+            "post": {"summary": "The network steps the service's agent ran for a diagnosis asked of "
+                                "it (from its own service token); kept beside the console's own check "
+                                "(requested_diagnosis in GET /services/{name})",
+                     "requestBody": _json({"type": "object", "required": ["request", "diagnosis"],
+                                           "properties": {
+                                               "request": {"type": "string", "maxLength": 32,
+                                                           "description": "the Console-Diagnose header"},
+                                               "diagnosis": AGENT_DIAGNOSIS}}),
+                     "responses": {"200": {"description": "Kept ({agent, console, summary, request, "
+                                                          "requested_by, requested_at, received_at})"},
+                                   "400": _error("Not a JSON object"),
+                                   "403": _error("Not this service's token"),
+                                   "404": _error("Not registered"),
+                                   "409": _error("Not the pending request (errors.request)"),
+                                   "422": _error("Invalid fields (errors.request, errors.diagnosis)")}},
+        },
         "/rollout": {"get": {"summary": "Roll-out of a version over all services",
                              "parameters": [{"name": "version", "in": "query", "required": False,
                                              "schema": {"type": "integer"}}],

@@ -7,6 +7,7 @@ from flask import jsonify, request
 
 from ..adapters import service as registry
 from ..auth import actor, service_token
+from ..delivery import diagnosis
 from ..delivery import status as rollout
 from ..extensions import db
 from ..inputs import query_int
@@ -23,7 +24,8 @@ def service_document(row: ExtensionService, selection: registry.Selection | None
         delivery = rollout.latest_deliveries([row.id]).get(row.id)
     return {"name": row.name, "protocols": row.protocols, "protocol": selection.protocol,
             "reason": selection.reason, "registered_at": row.registered_at.isoformat(),
-            "callback_url": row.callback_url, "rollout": rollout.service_state(row, delivery)}
+            "callback_url": row.callback_url, "rollout": rollout.service_state(row, delivery),
+            "diagnosis_request": diagnosis.pending(row), "requested_diagnosis": row.requested_diagnosis}
 
 
 def adapter_document(row: Adapter, service_name: str, current: dict[str, Any]) -> dict[str, Any]:

@@ -148,8 +148,8 @@ def not_modified(token_digest: str, name: str, header: str | None,
         return None
     tokens, services = cast(Table, ApiToken.__table__), cast(Table, ExtensionService.__table__)
     row = db.session.execute(_CONDITIONAL_FETCH, {"digest": token_digest, "name": name}).first()
-    if row is None or not etag_matches(header, row.config_etag):
-        return None
+    if row is None or not etag_matches(header, row.config_etag) or row.diagnosis_request:
+        return None     # a diagnosis asked of it: the view's answer says so
     now = utcnow()
     if (row.fetched_etag != row.config_etag or row.fetched_at is None
             or now - _aware(row.fetched_at) >= FETCH_RECORD_EVERY):
@@ -167,7 +167,7 @@ def _conditional_fetch():
     tokens, services = cast(Table, ApiToken.__table__), cast(Table, ExtensionService.__table__)
     return (select(tokens.c.id.label("token_id"), tokens.c.last_used_at, services.c.id,
                    services.c.config_etag, services.c.config_version, services.c.fetched_etag,
-                   services.c.fetched_at)
+                   services.c.fetched_at, services.c.diagnosis_request)
             .select_from(tokens.join(services, services.c.name == tokens.c.service))
             .where(tokens.c.digest == bindparam("digest"), tokens.c.role == "service",
                    services.c.name == bindparam("name")))

@@ -149,6 +149,16 @@ def hub(app: Flask) -> Hub:
     return found
 
 
+DIAGNOSE_HEADER = "Console-Diagnose"            # on configuration answers while a diagnosis is asked for
+DIAGNOSE_SEEN_HEADER = "Console-Diagnose-Seen"  # sent by the agent: the request it already runs
+
+
+def diagnosis_wakes(request_id: str | None, seen: str | None) -> bool:
+    """Whether a watch ends (or is not held) for a pending diagnosis request (delivery/diagnosis.py):
+    one the service's agent is not running already."""
+    return bool(request_id) and request_id != (seen or "").strip()
+
+
 def deadline(wait: int) -> float:
     """When a watch of `wait` seconds ends: plus up to wait/16 of jitter, so that watchers spread."""
     return time.monotonic() + wait + random.uniform(0, wait / 16)
@@ -167,16 +177,24 @@ def answer_now(environ: dict[str, Any]) -> bool:
 
 def answer(app: Flask, holds: list[dict[str, Any]]) -> list[tuple[int, str, bytes] | None]:
     """For each held watch (the dicts views filled): None while its document is the one it holds;
-    else the answer — (200, ETag, body) — or (404, "", b"") when its service is gone. One query
+    else the answer — (200, ETag, body) — or (404, "", b"") when its service is gone, or (0, "", b"")
+    when a diagnosis was asked of it (the view answers it as it stands). One query
     compares them all; the changed ones share one snapshot and one commit."""
     out: list[tuple[int, str, bytes] | None] = [None] * len(holds)
     with app.app_context():
         try:
             names = sorted({h["name"] for h in holds})
-            tags = dict(db.session.execute(select(ExtensionService.name, ExtensionService.config_etag)
-                                           .where(ExtensionService.name.in_(names))).tuples().all())
-            changed = [i for i, h in enumerate(holds) if h["name"] not in tags or not rollout.etag_matches(
-                h["header"], (tags[h["name"]] or "") + ("" if h["own"] else documents.MASKED_SUFFIX))]
+            found = db.session.execute(select(ExtensionService.name, ExtensionService.config_etag,
+                                              ExtensionService.diagnosis_request)
+                                       .where(ExtensionService.name.in_(names))).tuples().all()
+            tags = {name: tag for name, tag, _ in found}
+            asked = {name: request for name, _, request in found}
+            for i, h in enumerate(holds):     # a diagnosis asked for: the view answers 304 and says so
+                if h["own"] and h["name"] in tags and diagnosis_wakes(asked[h["name"]], h.get("seen")):
+                    out[i] = (0, "", b"")
+            changed = [i for i, h in enumerate(holds) if out[i] is None and (
+                h["name"] not in tags or not rollout.etag_matches(
+                    h["header"], (tags[h["name"]] or "") + ("" if h["own"] else documents.MASKED_SUFFIX)))]
             if not changed:
                 return out
             rows = {r.name: r for r in db.session.execute(select(ExtensionService).where(

@@ -45,8 +45,12 @@ def run(protocol: str, timeout: float, on_step=None, settings=None) -> Diagnosis
         return diagnose(config, timeout, on_step=on_step)
 
 
+STAGED = "staged_certificate"   # the label of a diagnosis made with a staged client certificate
+
+
 def _store(row: DiagnosisRun, diagnosis: Diagnosis, done: bool) -> None:
-    row.result = diagnosis.as_dict()
+    staged = (row.result or {}).get(STAGED)
+    row.result = diagnosis.as_dict() if staged is None else {**diagnosis.as_dict(), STAGED: staged}
     if done:
         row.status = "done"
         row.ok = diagnosis.ok
@@ -55,17 +59,20 @@ def _store(row: DiagnosisRun, diagnosis: Diagnosis, done: bool) -> None:
 
 
 def run_and_store(protocol: str, timeout: float, *, actor: str | None, origin: str,
-                  pooled: bool = False) -> DiagnosisRun:
+                  pooled: bool = False, settings: ProtocolSettings | None = None,
+                  staged: dict[str, Any] | None = None) -> DiagnosisRun:
     """Diagnose now and store the result; this thread waits for it (`pooled`: the diagnosis runs
-    on the broker-work pool, work.Busy when no thread of it is free)."""
+    on the broker-work pool, work.Busy when no thread of it is free). `settings` and `staged`: a
+    diagnosis with a staged client certificate, labelled with it."""
     if pooled:
         work.room()
-    row = DiagnosisRun(protocol=protocol, actor=actor, origin=origin, status="running", result={})
+    row = DiagnosisRun(protocol=protocol, actor=actor, origin=origin, status="running",
+                       result={} if staged is None else {STAGED: staged})
     db.session.add(row)
     db.session.commit()
     try:
-        diagnosis = (work.call(run, protocol, timeout, timeout=timeout) if pooled
-                     else run(protocol, timeout))
+        diagnosis = (work.call(run, protocol, timeout, None, settings, timeout=timeout) if pooled
+                     else run(protocol, timeout, settings=settings))
     except work.Busy:
         db.session.delete(row)
         db.session.commit()
@@ -97,16 +104,19 @@ def _work(run_id: int, protocol: str, timeout: float, settings: ProtocolSettings
     db.session.commit()
 
 
-def start(protocol: str, timeout: float, *, actor: str | None, origin: str = "page") -> int:
+def start(protocol: str, timeout: float, *, actor: str | None, origin: str = "page",
+          settings: ProtocolSettings | None = None, staged: dict[str, Any] | None = None) -> int:
     """Queue a diagnosis on the broker-work pool; returns the run id to poll (work.Busy, and
-    nothing stored, when the queue is full)."""
+    nothing stored, when the queue is full). `settings` and `staged`: a diagnosis with a staged
+    client certificate, labelled with it."""
     work.room(wait=False)
+    first = Diagnosis(protocol).as_dict()
     row = DiagnosisRun(protocol=protocol, actor=actor, origin=origin, status="running",
-                       result=Diagnosis(protocol).as_dict())
+                       result=first if staged is None else {**first, STAGED: staged})
     db.session.add(row)
     db.session.commit()
     run_id = row.id
-    settings = settings_service.effective(protocol, reveal=True)
+    settings = settings or settings_service.effective(protocol, reveal=True)
     try:
         work.submit(_work, run_id, protocol, timeout, settings)
     except work.Busy:

@@ -20,6 +20,7 @@ from .. import diagnostics
 from ..auth import actor, admin_required
 from ..htmx import is_htmx, render_page_or_fragment
 from ..settings import service as settings_service
+from ..settings import staging
 from .lint import lint
 
 bp = Blueprint("diagnostics", __name__)
@@ -45,6 +46,20 @@ def when(value: dt.datetime | str | None) -> str:
 @admin_required
 def diagnose(protocol: str):
     run_id = diagnostics.start(protocol, current_app.config["CHECK_TIMEOUT"], actor=actor())
+    if not is_htmx():
+        return redirect(url_for("diagnostics.run_fragment", run_id=run_id), 303)
+    return render_template("diagnostics/_run.html", run=diagnostics.get(run_id), focus=True), 202
+
+
+@bp.post("/settings/messaging/<protocol:protocol>/staged-certificate/diagnose")
+@admin_required
+def diagnose_staged(protocol: str):
+    """Diagnose with the staged client certificate (the diagnosis is labelled with it)."""
+    settings = staging.settings(protocol)
+    if settings is None:
+        abort(404)
+    run_id = diagnostics.start(protocol, current_app.config["CHECK_TIMEOUT"], actor=actor(),
+                               settings=settings, staged=staging.label(protocol))
     if not is_htmx():
         return redirect(url_for("diagnostics.run_fragment", run_id=run_id), 303)
     return render_template("diagnostics/_run.html", run=diagnostics.get(run_id), focus=True), 202

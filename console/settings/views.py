@@ -28,7 +28,7 @@ from ..messaging.identity import address_label, node_list_field, uses_tls
 from ..messaging.schema import FIELDS, GROUP_LABELS, PRIORITY_ENV, PRIORITY_REASON, PROTOCOL_LABELS, SCHEMA
 from ..messaging.values import Invalid, parse_value
 from . import changes as change_log
-from . import pending, rollout_pages, service
+from . import pending, rollout_pages, service, staging
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -74,6 +74,7 @@ def section_context(protocol: str, *, errors: dict[str, str] | None = None,
         "submitted": submitted or {},
         "message": message,
         "version": service.current_version() if version is None else version,
+        "staged": staging.describe(protocol),
     }
 
 
@@ -466,6 +467,68 @@ def upload(protocol: str, slot: str):
         context["confirm"] = {"outcome": result.outcome, "file_action": True}
         return _section_response(protocol, context, 409)
     context = section_context(protocol, message=message)
+    context["rollout"] = rollout_after(result.outcome)
+    return _section_response(protocol, context, 200)
+
+
+@bp.post("/messaging/<protocol:protocol>/staged-certificate")
+@admin_required
+def stage_certificate(protocol: str):
+    """Stage a new client certificate and key next to the current one."""
+    main = request.files.get("file")
+    key = request.files.get("key_file")
+    if main is None or not main.filename:
+        result = service.ChangeResult(errors={"tls_cert": "Choose a certificate file to stage."})
+    else:
+        result = staging.stage(
+            protocol, main.read(), filename=main.filename,
+            password=request.form.get("password") or None,
+            key_data=key.read() if key is not None and key.filename else None,
+            key_password=request.form.get("key_password") or None, actor=actor(), origin="page")
+    if result.errors:
+        return _section_response(protocol, section_context(protocol, errors=result.errors), 422)
+    return _section_response(protocol, section_context(
+        protocol, message=f"Staged {main.filename if main else ''}: the current client certificate "
+                          "stays in use until you promote it."), 200)
+
+
+@bp.post("/messaging/<protocol:protocol>/staged-certificate/test")
+@admin_required
+def test_staged_certificate(protocol: str):
+    """Test connection with the staged certificate (nothing recorded, nothing changed)."""
+    settings = staging.settings(protocol)
+    if settings is None:
+        abort(404)
+    work.room()
+    result = broker_check(settings)
+    label = staging.label(protocol)
+    if not is_htmx():
+        context = section_context(protocol)
+        context["staged_test"] = {"result": result, "label": label}
+        return render_template("settings/messaging.html",
+                               **page_context(protocol, sections={protocol: context})), 200
+    return render_template("settings/_staged_result.html", result=result, label=label), 200
+
+
+@bp.post("/messaging/<protocol:protocol>/staged-certificate/promote")
+@admin_required
+def promote_certificate(protocol: str):
+    """Make the staged certificate the one in use (an ordinary change), or discard it."""
+    if request.form.get("discard"):
+        done = staging.discard(protocol, actor=actor(), origin="page")
+        return _section_response(protocol, section_context(
+            protocol, message="Discarded the staged client certificate." if done
+            else "Nothing was staged."), 200)
+    result = staging.promote(protocol, actor=actor(), origin="page",
+                             confirm=bool(request.form.get("confirm")))
+    if result.errors:
+        return _section_response(protocol, section_context(protocol, errors=result.errors), 422)
+    if result.needs_confirmation:
+        context = section_context(protocol)
+        context["confirm"] = {"outcome": result.outcome, "file_action": True, "promote": True}
+        return _section_response(protocol, context, 409)
+    context = section_context(protocol, message="Promoted the staged client certificate: it is "
+                                                "now the one in use.")
     context["rollout"] = rollout_after(result.outcome)
     return _section_response(protocol, context, 200)
 

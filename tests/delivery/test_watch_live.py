@@ -39,20 +39,31 @@ def _watch(url: str, token: str, etag: str, wait: int, out: list[Any]) -> thread
     return thread
 
 
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "CONSOLE_INSTANCE_PATH": str(tmp_path / "instance"),
+            "CONSOLE_CHECK_SCHEDULER": "false"}
+
+
+def _edge(server: Gunicorn, env: dict[str, str], admin: str) -> tuple[str, str]:
+    """MQTT on and service `edge` registered on a started server: edge's own token and its
+    document's ETag."""
+    server.wait_all_workers()
+    assert api(server.url, "PATCH", "/api/v1/brokers/mqtt", admin,
+               {"enabled": True, "host": "127.0.0.1"})[0] == 200
+    assert api(server.url, "POST", "/api/v1/services", admin,
+               {"name": "edge", "protocols": ["mqtt"]})[0] == 201
+    own = flask(env, "tokens", "create", "edge-token", "--role", "service", "--service", "edge")
+    etag = get(server.url, "/api/v1/services/edge/config",
+               headers={"Authorization": f"Bearer {own}"})[1]["ETag"]
+    return own, etag
+
+
 def test_watches_on_gunicorn_leave_the_page_threads_free_and_end_at_shutdown(tmp_path: Path) -> None:
-    env = {**os.environ, "CONSOLE_INSTANCE_PATH": str(tmp_path / "instance"),
-           "CONSOLE_CHECK_SCHEDULER": "false"}
+    env = _env(tmp_path)
     admin = prepare(env)
     server = Gunicorn(env, tmp_path / "logs", workers=1, threads=WEB_THREADS).start()
     try:
-        server.wait_all_workers()
-        assert api(server.url, "PATCH", "/api/v1/brokers/mqtt", admin,
-                   {"enabled": True, "host": "127.0.0.1"})[0] == 200
-        assert api(server.url, "POST", "/api/v1/services", admin,
-                   {"name": "edge", "protocols": ["mqtt"]})[0] == 201
-        own = flask(env, "tokens", "create", "edge-token", "--role", "service", "--service", "edge")
-        etag = get(server.url, "/api/v1/services/edge/config",
-                   headers={"Authorization": f"Bearer {own}"})[1]["ETag"]
+        own, etag = _edge(server, env, admin)
         held: list[Any] = []
         threads = [_watch(server.url, own, etag, 120, held) for _ in range(HELD)]
         time.sleep(2.0)
@@ -117,3 +128,30 @@ def test_the_readme_watch_loop(console: LiveConsole, tmp_path: Path) -> None:  #
         output, _ = shell.communicate(timeout=10)
     assert output.count("new settings ") == 2, output
     assert not (ROOT / "config.json").exists()
+
+
+def test_a_diagnosis_asked_ends_a_watch_held_by_gunicorn_at_once(tmp_path: Path) -> None:
+    """The asynchronous server's held watch (console/serving.py) ends with a 304 naming the request
+    when an admin asks the service for a diagnosis; naming it back keeps the next watch held."""
+    env = _env(tmp_path)
+    admin = prepare(env)
+    server = Gunicorn(env, tmp_path / "logs", workers=1, threads=WEB_THREADS).start()
+    try:
+        own, etag = _edge(server, env, admin)
+        ended: list[Any] = []
+        started = time.monotonic()
+        thread = _watch(server.url, own, etag, 120, ended)
+        time.sleep(1.0)
+        status, _, asked = api(server.url, "POST", "/api/v1/services/edge/diagnose", admin)
+        assert status == 202, asked
+        thread.join(60)
+        assert ended and ended[0][0] == 304 and time.monotonic() - started < 30
+        request = asked["diagnosis_request"]["request"]
+        status, headers, _ = get(server.url, "/api/v1/services/edge/config?wait=2", timeout=30, headers={
+            "Authorization": f"Bearer {own}", "If-None-Match": etag, "Console-Diagnose-Seen": request})
+        assert status == 304 and headers.get("Console-Diagnose") == request
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            os.killpg(server.proc.pid, signal.SIGTERM)
+            server.proc.wait(30)
+    assert "Traceback" not in server.log(), server.log()[-3000:]

@@ -37,6 +37,8 @@ class Console:
     def __init__(self, url: str, token: str, service: str, timeout: float = 10.0) -> None:
         self.url, self.token, self.service, self.timeout = url.rstrip("/"), token, service, timeout
         self.held = False      # whether the last watch was really held by the console
+        self.asked: str | None = None   # a diagnosis the console asks for (its Console-Diagnose header)
+        self.seen: str | None = None    # the last one this agent ran (so the console holds the watch)
 
     def _call(self, method: str, path: str, body: Any = None, headers: dict | None = None,
               timeout: float | None = None) -> tuple[int, Any, dict]:
@@ -76,8 +78,12 @@ class Console:
         if wait and etag:
             path += f"?wait={int(wait)}"
         started = time.monotonic()
-        status, body, _ = self._call("GET", path, headers={"If-None-Match": f'"{etag}"'} if etag else None,
-                                     timeout=self.timeout + (wait * 1.1 if wait and etag else 0))
+        headers = {"If-None-Match": f'"{etag}"'} if etag else {}
+        if self.seen:
+            headers["Console-Diagnose-Seen"] = self.seen
+        status, body, answered = self._call("GET", path, headers=headers,
+                                            timeout=self.timeout + (wait * 1.1 if wait and etag else 0))
+        self.asked = next((v for k, v in answered.items() if k.lower() == "console-diagnose"), None)
         self.held = time.monotonic() - started >= min(wait / 2, 1.0) if wait and etag else False
         if status == 304:
             return None
@@ -92,6 +98,12 @@ class Console:
         if diagnosis is not None:
             body["diagnosis"] = diagnosis
         self._call("POST", f"/api/v1/services/{urllib.parse.quote(self.service)}/ack", body)
+
+
+    def diagnosis(self, request: str, steps: dict) -> None:
+        """Send the network steps run for the diagnosis `request` the console asked for."""
+        self._call("POST", f"/api/v1/services/{urllib.parse.quote(self.service)}/diagnosis",
+                   {"request": request, "diagnosis": steps})
 
 
 class Backoff:

@@ -87,6 +87,7 @@ class Watcher(threading.Thread):
         self.stop = threading.Event()
         self.registered = False
         self.refused: str | None = None
+        self.last: dict | None = None     # the newest document the console gave
 
     def run(self) -> None:
         backoff, away_since = Backoff(cap=self.options.retry_max), None
@@ -113,10 +114,33 @@ class Watcher(threading.Thread):
             backoff.reset()
             self.refused = None
             if document is not None:
-                self.etag = document["etag"]
+                self.etag, self.last = document["etag"], document
                 self.documents.put(document)
-            elif not self.console.held:
+            if self.console.asked and self.console.asked != self.console.seen:
+                self._diagnose(self.console.asked)
+            elif document is None and not self.console.held:
                 self.stop.wait(self.options.poll)
+
+    def _diagnose(self, request: str) -> None:
+        """The console asked for a diagnosis from here: run the network steps against the nodes of
+        the newest document and send them (kept for the next turn while the console is away)."""
+        document = self.last
+        steps = diagnose(document) if document is not None else None
+        if steps is None:
+            say(f"the console asked for a diagnosis ({request}), but the document names no protocol "
+                f"to run the network steps against")
+            self.console.seen = request
+            return
+        say(f"the console asked for a diagnosis: {steps['protocol']} from {steps['from']}: {steps['cause']}")
+        try:
+            self.console.diagnosis(request, steps)
+        except Unavailable as exc:
+            say(f"{exc}; the diagnosis is sent again at the next turn")
+            self.stop.wait(self.options.poll)
+            return
+        except Refused as exc:
+            say(f"the console did not take the diagnosis ({exc})")
+        self.console.seen = request
 
 
 class Acks:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,46 @@ def test_steps_the_console_cannot_read_are_refused_and_nothing_is_saved(
                                token=token)
     assert status == 422 and "diagnosis" in body["errors"], body
     assert console.service("edge")["rollout"]["acknowledged"]["version"] is None
+
+
+def test_asked_from_the_page_the_agent_runs_the_steps_without_touching_the_program(
+        console: LiveConsole, lab: dict, token_file: Path, tmp_path: Path, run_agent) -> None:
+    """Issue 16 item 5, on request: the admin asks, the agent's held watch ends at once, it runs the
+    network steps from its host and sends them; the program keeps running (no restart, no ack)."""
+    good_port, refused = lab["brokers"]["mqtt"]["plain"], lab["faults"]["refused"]
+    version = console.change("mqtt", enabled=True, host="127.0.0.1", port=good_port)
+    program = tmp_path / "program.py"
+    program.write_text(PROGRAM)
+    agent = run_agent("exec", "--console", console.url, "--token-file", str(token_file), "--service", "edge",
+                      "--protocols", "mqtt", "--format", "streampipes", "--state-dir", str(tmp_path / "s"),
+                      "--wait", "120", "--settle", "0.5", "--", sys.executable, str(program))
+    agent.wait_output(f"up on {good_port}")
+    console.wait_ack("edge", version)
+    time.sleep(0.5)                         # the agent's watch is held now
+    status, asked = console.api("POST", "/api/v1/services/edge/diagnose")
+    assert status == 202, asked
+    started = time.monotonic()
+    while (kept := console.service("edge")["requested_diagnosis"]) is None:
+        assert time.monotonic() - started < 20, agent.stderr()
+        time.sleep(0.1)
+    assert time.monotonic() - started < 10     # the held watch (120 s) ended for it
+    assert kept["request"] == asked["diagnosis_request"]["request"]
+    assert kept["agent"]["protocol"] == "mqtt" and kept["agent"]["ok"] is True
+    assert kept["agent"]["nodes"][0]["node"] == f"127.0.0.1:{good_port}"
+    assert kept["summary"].startswith("The console has not checked this protocol yet; edge reaches "
+                                      f"127.0.0.1:{good_port} too (DNS, TCP)")
+    assert "the console asked for a diagnosis: mqtt from" in agent.stderr()
+    assert agent.stdout().count("up on") == 1                 # the program was not restarted
+    assert console.service("edge")["diagnosis_request"] is None
+
+    # the console cannot reach what the service is given: the steps say where it fails, from its host
+    console.api("PATCH", "/api/v1/brokers/mqtt", {"port": refused, "confirm": True})
+    agent.wait_output(f"up on {refused}")         # the program runs on it (it never connects)
+    status, asked = console.api("POST", "/api/v1/services/edge/diagnose")
+    started = time.monotonic()
+    while (kept := console.service("edge")["requested_diagnosis"])["request"] != \
+            asked["diagnosis_request"]["request"]:
+        assert time.monotonic() - started < 20, agent.stderr()
+        time.sleep(0.1)
+    assert kept["agent"]["cause"] == "connection_refused"
+    assert f"edge cannot: 127.0.0.1:{refused}: connection_refused at TCP." in kept["summary"]
