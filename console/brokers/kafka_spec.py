@@ -39,6 +39,7 @@ class KafkaSpec(ProtocolSpec):
     driver = "console.brokers.kafka:KafkaDriver"
     node_list = "bootstrap_servers"
     server_list = True
+    aliases = {"KAFKA_BROKERS": "node_list"}
     fields = (
         *common(9092),
         Field("bootstrap_servers", "Bootstrap servers", "hostlist", None, **install("address"),

@@ -24,6 +24,7 @@ class RabbitmqSpec(ProtocolSpec):
     tls_port = 5671
     driver = "console.brokers.rabbitmq:RabbitmqDriver"
     node_list = "addresses"
+    aliases = {"RABBIT_SERVER_URL": "amqp_url"}
     fields = (
         *common(5672),
         Field("addresses", "Addresses", "hostlist", None, **install("address"),

@@ -181,6 +181,9 @@ class ProtocolSpec:
     fields: ClassVar[tuple[Field, ...]]
     node_list: ClassVar[str | None] = None    # the field listing the nodes; when set it wins over host and port
     server_list: ClassVar[bool] = False       # the driver takes its addresses as `servers`, even just one
+    # accepted environment variables of other tools' conventions: name -> what it holds ("node_list": the
+    # node-list field's value; "nats_url", "amqp_url": a URL the settings model parses into fields)
+    aliases: ClassVar[Mapping[str, str]] = {}
 
     def nodes(self, value: str) -> tuple[tuple[str, int], ...]:
         """(host, port) of every node in the node-list field's (normalised) value."""
