@@ -48,7 +48,7 @@ class KafkaSpec(ProtocolSpec):
         Field("bootstrap_servers", "Bootstrap servers", "hostlist", None, **install("address"),
               help="Comma-separated host:port list; wins over host and port when set."),
         Field("security_protocol", "Security protocol", "choice", "",
-              choices=("", "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), **SECURITY,
+              choices=("", "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), env_upper=True, **SECURITY,
               help="Empty: derived from TLS and the SASL mechanism."),
         Field("sasl_mechanism", "SASL mechanism", "choice", "",
               choices=("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), **SECURITY,

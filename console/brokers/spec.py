@@ -52,6 +52,7 @@ class Field:
     minimum: int | None = None
     maximum: int | None = None
     env_suffix: str | None = None   # SP_<P>_<suffix>; defaults to the upper-cased name
+    env_upper: bool = False         # the environment may spell the value in lower case
 
     @property
     def secret(self) -> bool:

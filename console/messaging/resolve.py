@@ -248,7 +248,7 @@ def _env_value(f: Field, raw: str, load_file: Callable[[str, str], dict[str, Any
         if load_file is None:
             return {"path": raw.strip()}
         return _file_from_env(raw.strip(), f.name, load_file)
-    if f.kind == "choice" and f.name == "security_protocol":
+    if f.env_upper:
         raw = raw.upper()
     return parse_value(f, raw if f.kind == "secret" else raw.strip())
 
