@@ -19,6 +19,7 @@ from .spec import (
     own,
     tls,
 )
+from .values import parse_hostlist
 
 IDENTITY = install("identity", "options")
 
@@ -42,7 +43,7 @@ class KafkaSpec(ProtocolSpec):
     node_list = "bootstrap_servers"
     server_list = True
     client_name = "client_id"
-    aliases = {"KAFKA_BROKERS": "node_list"}
+    aliases = {"KAFKA_BROKERS": lambda raw: ({"bootstrap_servers": parse_hostlist(raw)}, [])}
     fields = (
         *common(9092),
         Field("bootstrap_servers", "Bootstrap servers", "hostlist", None, **install("address"),
@@ -107,17 +108,17 @@ class KafkaSpec(ProtocolSpec):
         out = []
         group, reset = s.get("group_id") or "", s.get("auto_offset_reset")
         if not group:
-            out.append(Pitfall("kafka", "group_id", "error", "No consumer group id",
+            out.append(Pitfall(self.name, "group_id", "error", "No consumer group id",
                                "Consumers without a group cannot commit offsets: every restart "
                                "re-reads or skips messages.",
                                "Set a group id that is unique to the consuming application."))
         if reset == "none":
-            out.append(Pitfall("kafka", "auto_offset_reset", "warning", "auto.offset.reset = none",
+            out.append(Pitfall(self.name, "auto_offset_reset", "warning", "auto.offset.reset = none",
                                f"A group without committed offsets (a new or renamed group id "
                                f"'{group}') makes consumers fail with NoOffsetForPartition.",
                                "Use earliest (process the backlog) or latest (only new messages)."))
         elif reset == "latest" and not own(s, "group_id") and own(s, "auto_offset_reset"):
-            out.append(Pitfall("kafka", "auto_offset_reset", "info", "latest with the default group",
+            out.append(Pitfall(self.name, "auto_offset_reset", "info", "latest with the default group",
                                "A consumer group starting without offsets skips every message "
                                "already in the topic.",
                                "Choose earliest if the backlog matters, and set your own group id."))

@@ -11,8 +11,8 @@ from typing import Any, Callable, Literal, Mapping
 
 from ..brokers import PROTOCOLS, SPECS
 from .references import SecretRef, parse_reference
-from .schema import ALIASES, DEFAULT_PRIORITIES, FIELDS, PRIORITY_ENV, SCHEMA, Field
-from .values import Invalid, parse_amqp_query, parse_amqp_url, parse_nats_url, parse_value
+from .schema import ALIASES, DEFAULT_PRIORITIES, PRIORITY_ENV, SCHEMA, Field
+from .values import Invalid, parse_value
 
 Source = Literal["default", "saved", "env"]
 
@@ -132,28 +132,6 @@ class ProtocolSettings:
         return {name: r.value for name, r in self.fields.items()}
 
 
-def _node_list(protocol: str, raw: str) -> tuple[dict[str, Any], list[str]]:
-    name = SPECS[protocol].node_list
-    if name is None:
-        raise Invalid(f"{protocol} has no node list.")
-    return {name: parse_value(FIELDS[protocol][name], raw)}, []
-
-
-def _amqp_url(protocol: str, raw: str) -> tuple[dict[str, Any], list[str]]:
-    parsed = parse_amqp_url(raw)
-    query, ignored = parse_amqp_query(raw)
-    parsed.update(query)
-    return parsed, ignored
-
-
-# what an alias variable holds (ProtocolSpec.aliases) -> its fields and the notes on what is not applied
-ALIAS_FORMATS: dict[str, Callable[[str, str], tuple[dict[str, Any], list[str]]]] = {
-    "node_list": _node_list,
-    "nats_url": lambda protocol, raw: (parse_nats_url(raw), []),
-    "amqp_url": _amqp_url,
-}
-
-
 def _alias_values(protocol: str, env: Mapping[str, str]) -> tuple[dict[str, tuple[Any, str]], list[str]]:
     """Values set through the alias variables of `protocol`: {field: (value, variable)}."""
     out: dict[str, tuple[Any, str]] = {}
@@ -163,7 +141,7 @@ def _alias_values(protocol: str, env: Mapping[str, str]) -> tuple[dict[str, tupl
             continue
         raw = env[var]
         try:
-            parsed, ignored = ALIAS_FORMATS[SPECS[protocol].aliases[var]](protocol, raw)
+            parsed, ignored = SPECS[protocol].aliases[var](raw)
             errors += ignored
         except Invalid as exc:
             errors.append(f"{var} is ignored: {exc}")
