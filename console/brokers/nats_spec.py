@@ -25,6 +25,8 @@ class NatsSpec(ProtocolSpec):
     default_port = 4222
     driver = "console.brokers.nats:NatsDriver"
     node_list = "servers"
+    client_name = "name"
+    aliases = {"NATS_SERVER_URL": "nats_url"}
     fields = (
         *common(4222),
         Field("servers", "Servers", "serverlist", None, **install("address"),

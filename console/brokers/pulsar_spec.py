@@ -6,6 +6,7 @@ from .spec import (
     SECURITY,
     Field,
     Finding,
+    Pitfall,
     ProtocolSpec,
     Settings,
     common,
@@ -26,6 +27,7 @@ class PulsarSpec(ProtocolSpec):
     tls_port = 6651
     driver = "console.brokers.pulsar:PulsarDriver"
     node_list = "url"
+    client_name = "subscription_name"
     fields = (
         *common(6650),
         Field("url", "Service URL", "url", None, **install("address"),
@@ -81,6 +83,16 @@ class PulsarSpec(ProtocolSpec):
             out.append(Finding(("oauth2_issuer_url",), "oauth2_issuer_url",
                                "The issuer URL must start with https://."))
         return out
+
+    def pitfalls(self, s: Settings) -> list[Pitfall]:
+        if s.get("subscription_type") == "Exclusive" and int(s.get("consumers") or 1) > 1:
+            return [Pitfall("pulsar", "subscription_type", "error",
+                            "Exclusive subscription with several consumers",
+                            f"Only one consumer may attach to an Exclusive subscription; the other "
+                            f"{int(s.get('consumers')) - 1} are refused (ConsumerBusy).",
+                            "Use Shared or Key_Shared to spread load, or Failover for a hot "
+                            "standby.")]
+        return []
 
 
 SPEC = PulsarSpec()

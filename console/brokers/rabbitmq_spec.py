@@ -6,6 +6,7 @@ from .spec import (
     RUNTIME,
     Field,
     Finding,
+    Pitfall,
     ProtocolSpec,
     Settings,
     common,
@@ -16,6 +17,8 @@ from .spec import (
     tls,
 )
 
+PREFETCH_LIMIT = 250
+
 
 class RabbitmqSpec(ProtocolSpec):
     name = "rabbitmq"
@@ -24,6 +27,7 @@ class RabbitmqSpec(ProtocolSpec):
     tls_port = 5671
     driver = "console.brokers.rabbitmq:RabbitmqDriver"
     node_list = "addresses"
+    aliases = {"RABBIT_SERVER_URL": "amqp_url"}
     fields = (
         *common(5672),
         Field("addresses", "Addresses", "hostlist", None, **install("address"),
@@ -40,6 +44,22 @@ class RabbitmqSpec(ProtocolSpec):
 
     def rules(self, s: Settings) -> list[Finding]:
         return login_pair(s, password_required=True)
+
+    def pitfalls(self, s: Settings) -> list[Pitfall]:
+        out = []
+        prefetch = int(s.get("prefetch") or 0)
+        if prefetch == 0 or prefetch > PREFETCH_LIMIT:
+            shown = "unlimited (0)" if prefetch == 0 else str(prefetch)
+            out.append(Pitfall("rabbitmq", "prefetch", "warning", f"Prefetch {shown}",
+                               "A large prefetch piles unacknowledged messages on one consumer "
+                               "(memory, unfair distribution, long redelivery after a crash).",
+                               "Start around 10–50 and raise it only with measurements."))
+        if int(s.get("heartbeat") or 0) == 0:
+            out.append(Pitfall("rabbitmq", "heartbeat", "warning", "Heartbeat off",
+                               "Without heartbeats a half-open TCP connection (a dead peer, a NAT "
+                               "timeout) is not noticed and consumers silently stop receiving.",
+                               "Set a heartbeat of 30–60 seconds."))
+        return out
 
 
 SPEC = RabbitmqSpec()

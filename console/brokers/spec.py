@@ -52,6 +52,7 @@ class Field:
     minimum: int | None = None
     maximum: int | None = None
     env_suffix: str | None = None   # SP_<P>_<suffix>; defaults to the upper-cased name
+    env_upper: bool = False         # the environment may spell the value in lower case
 
     @property
     def secret(self) -> bool:
@@ -164,6 +165,26 @@ class Finding:
     severity: str = "error"
 
 
+@dataclass(frozen=True)
+class Pitfall:
+    """One pitfall in one protocol's settings (console/diagnostics/lint.py): how bad, why, how to fix."""
+
+    protocol: str
+    field: str
+    severity: str
+    title: str
+    why: str
+    fix: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def own(s: Settings, *names: str) -> bool:
+    """Whether the operator set any of these fields (saved or environment), not the default."""
+    return any(name in s.fields and s.fields[name].source != "default" for name in names)
+
+
 def host_port_list(value: str) -> tuple[tuple[str, int], ...]:
     """(host, port) of every node of a normalised host:port list (the settings model normalises it)."""
     return tuple(parse_node(item) for item in value.split(",") if item.strip())
@@ -181,6 +202,11 @@ class ProtocolSpec:
     fields: ClassVar[tuple[Field, ...]]
     node_list: ClassVar[str | None] = None    # the field listing the nodes; when set it wins over host and port
     server_list: ClassVar[bool] = False       # the driver takes its addresses as `servers`, even just one
+    client_name: ClassVar[str | None] = None  # the field a client names itself with at the broker
+    unique_client_name: ClassVar[bool] = False  # the broker disconnects a client when another takes its name
+    # accepted environment variables of other tools' conventions: name -> what it holds ("node_list": the
+    # node-list field's value; "nats_url", "amqp_url": a URL the settings model parses into fields)
+    aliases: ClassVar[Mapping[str, str]] = {}
 
     def nodes(self, value: str) -> tuple[tuple[str, int], ...]:
         """(host, port) of every node in the node-list field's (normalised) value."""
@@ -215,6 +241,10 @@ class ProtocolSpec:
 
     def rules(self, s: Settings) -> list[Finding]:
         """The protocol's own cross-field findings (the TLS rules of every protocol come first)."""
+        return []
+
+    def pitfalls(self, s: Settings) -> list[Pitfall]:
+        """The protocol's own pitfalls that no connection test shows (the lint adds the security ones)."""
         return []
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
-from ..brokers import PROTOCOLS
+from ..brokers import PROTOCOLS, SPECS
 from .references import SecretRef, parse_reference
 from .schema import ALIASES, DEFAULT_PRIORITIES, FIELDS, PRIORITY_ENV, SCHEMA, Field
 from .values import Invalid, parse_amqp_query, parse_amqp_url, parse_nats_url, parse_value
@@ -132,6 +132,28 @@ class ProtocolSettings:
         return {name: r.value for name, r in self.fields.items()}
 
 
+def _node_list(protocol: str, raw: str) -> tuple[dict[str, Any], list[str]]:
+    name = SPECS[protocol].node_list
+    if name is None:
+        raise Invalid(f"{protocol} has no node list.")
+    return {name: parse_value(FIELDS[protocol][name], raw)}, []
+
+
+def _amqp_url(protocol: str, raw: str) -> tuple[dict[str, Any], list[str]]:
+    parsed = parse_amqp_url(raw)
+    query, ignored = parse_amqp_query(raw)
+    parsed.update(query)
+    return parsed, ignored
+
+
+# what an alias variable holds (ProtocolSpec.aliases) -> its fields and the notes on what is not applied
+ALIAS_FORMATS: dict[str, Callable[[str, str], tuple[dict[str, Any], list[str]]]] = {
+    "node_list": _node_list,
+    "nats_url": lambda protocol, raw: (parse_nats_url(raw), []),
+    "amqp_url": _amqp_url,
+}
+
+
 def _alias_values(protocol: str, env: Mapping[str, str]) -> tuple[dict[str, tuple[Any, str]], list[str]]:
     """Values set through the alias variables of `protocol`: {field: (value, variable)}."""
     out: dict[str, tuple[Any, str]] = {}
@@ -141,15 +163,8 @@ def _alias_values(protocol: str, env: Mapping[str, str]) -> tuple[dict[str, tupl
             continue
         raw = env[var]
         try:
-            if var == "KAFKA_BROKERS":
-                parsed = {"bootstrap_servers": parse_value(FIELDS["kafka"]["bootstrap_servers"], raw)}
-            elif var == "NATS_SERVER_URL":
-                parsed = parse_nats_url(raw)
-            else:
-                parsed = parse_amqp_url(raw)
-                query, ignored = parse_amqp_query(raw)
-                parsed.update(query)
-                errors += ignored
+            parsed, ignored = ALIAS_FORMATS[SPECS[protocol].aliases[var]](protocol, raw)
+            errors += ignored
         except Invalid as exc:
             errors.append(f"{var} is ignored: {exc}")
             continue
@@ -233,7 +248,7 @@ def _env_value(f: Field, raw: str, load_file: Callable[[str, str], dict[str, Any
         if load_file is None:
             return {"path": raw.strip()}
         return _file_from_env(raw.strip(), f.name, load_file)
-    if f.kind == "choice" and f.name == "security_protocol":
+    if f.env_upper:
         raw = raw.upper()
     return parse_value(f, raw if f.kind == "secret" else raw.strip())
 
