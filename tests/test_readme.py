@@ -119,6 +119,18 @@ def wave_lines() -> list[str]:
 
 for _line in wave_lines():
     COVERED[_line] = "tests/clients/agent/test_waves_agent.py::test_a_bad_password_on_the_canary_halts_the_wave"
+
+
+def section_commands(title: str) -> list[str]:
+    """The commands of one README section (`## title` up to the next `## `)."""
+    text = README.read_text()
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return readme_commands(text[start:end if end > 0 else None])
+
+
+for _line in section_commands("Roll-outs in waves"):
+    COVERED[_line] = "tests/delivery/test_waves_readme.py::test_the_readme_lines_of_roll_outs_in_waves"
 # the If-Match lines of "Two people changing one protocol" run against a live console
 for _line in ("TAG=$(curl -sS -D - -o /dev/null \"$API/brokers/mqtt\" -H \"$AUTH\" | sed -n 's/^[Ee][Tt]ag: //p' | "
               "tr -d '\\r')",

@@ -22,7 +22,7 @@ from console.models import utcnow
 from console.settings import service
 from tests.conftest import ADMIN_PASSWORD
 from tests.db_fixtures import db_app  # noqa: F401 - fixture
-from tests.live_gunicorn import Browser, Gunicorn, api, pg_database, prepare
+from tests.live_gunicorn import Browser, Gunicorn, api, flask, get, pg_database, prepare
 
 SAVES = 6          # per instance, at the same time as the other's
 INTERVAL = 2
@@ -206,3 +206,30 @@ def test_a_change_that_is_invalid_with_what_was_saved_meanwhile_is_refused(db_ap
             assert answer.get_json()["error"] == "conflict" and "nats.token" in answer.get_json()["errors"]
         else:
             assert answer.headers["HX-Refresh"] == "true"
+
+
+def test_a_watch_held_by_one_instance_is_answered_for_a_change_through_the_other(two_consoles) -> None:
+    """Watches on gunicorn as `make run` serves it, two instances over one PostgreSQL: the change's
+    NOTIFY wakes the watches held by the other instance's event loops, every worker of it."""
+    a, b, token, _ = two_consoles
+    assert api(b.url, "POST", "/api/v1/services", token, {"name": "edge", "protocols": ["mqtt"]})[0] == 201
+    own = flask(a.env, "tokens", "create", "edge-token", "--role", "service", "--service", "edge")
+    etag = get(a.url, "/api/v1/services/edge/config", headers={"Authorization": f"Bearer {own}"})[1]["ETag"]
+    answers: list[tuple[int, str | None, float]] = []
+
+    def watch() -> None:
+        started = time.monotonic()
+        status, headers, _ = get(a.url, "/api/v1/services/edge/config?wait=120", timeout=150,
+                                 headers={"Authorization": f"Bearer {own}", "If-None-Match": etag})
+        answers.append((status, headers.get("ETag"), time.monotonic() - started))
+
+    threads = [threading.Thread(target=watch) for _ in range(6)]     # spread over A's two workers
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    assert api(b.url, "PATCH", "/api/v1/brokers/mqtt", token, {"keepalive": 47})[0] == 200
+    for thread in threads:
+        thread.join(150)
+    assert len(answers) == 6
+    for status, new_etag, seconds in answers:
+        assert status == 200 and new_etag != etag and seconds < 60, answers

@@ -17,191 +17,25 @@ import gc
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Callable
 
 import pytest
 
 from console.brokers import DRIVERS, PROTOCOLS, check_all, driver_class, get_driver
 from console.brokers.base import CAUSES, TARGET_CAUSES, BrokerConfig, CheckResult, Driver
 from console.diagnostics.engine import diagnose
+from tests.brokers.drivertest import SLOW, TIMEOUT, Case, case, config, contract_cases, harnesses, listener
 from tests.production_faults import FAULTS
 
-HOST = "127.0.0.1"
-TIMEOUT = 3.0
-SLOW = 2.0
-TLS_LISTENERS = {"tls", "tls_expired", "tls_wronghost", "tls_client_cert"}
-NEEDS_LOGIN = {
-    "kafka": set(),
-    "pulsar": set(),
-    "mqtt": {"plain_auth", "tls"},
-    "nats": {"plain_auth", "tls"},
-    "rabbitmq": {"plain", "tls", "tls_expired", "tls_wronghost"},
-}
-IDENTITY = {
-    "kafka": ("cluster_id", "controller", "brokers"),
-    "pulsar": ("service_url", "topic", "partitions"),
-    "mqtt": ("protocol_version", "session_present"),
-    "nats": ("server_name", "server_id", "version"),
-    "rabbitmq": ("product", "version", "cluster_name", "vhost"),
-}
+HARNESSES = harnesses()
 TIMING_ALLOWANCE = 1.1
 NATIVE_SETTLE = 0.2
 
 
-def config(lab: dict, protocol: str, listener: str = "plain", *, port: int | None = None,
-           tls: bool | None = None, ca: str | None = "ca", login: bool | None = None,
-           **changes: Any) -> BrokerConfig:
-    """A BrokerConfig for one lab listener (or a raw port), with the driver's usual options."""
-    broker = lab["brokers"][protocol]
-    port = port or broker[listener]
-    tls = listener in TLS_LISTENERS if tls is None else tls
-    login = listener in NEEDS_LOGIN[protocol] if login is None else login
-    options: dict[str, Any] = {}
-    servers: tuple[tuple[str, int], ...] = ()
-    url = None
-    if protocol == "kafka":
-        servers = ((HOST, port),)
-        options = {"security_protocol": "SSL" if tls else "PLAINTEXT", "client_id": "conformance"}
-    elif protocol == "pulsar":
-        url = f"pulsar{'+ssl' if tls else ''}://{HOST}:{port}"
-        options = {"topic": "persistent://public/default/conformance"}
-    elif protocol == "mqtt":
-        options = {"protocol_version": "3.1.1", "client_id": "conformance", "keepalive": 30}
-    elif protocol == "nats":
-        options = {"name": "conformance"}
-    elif protocol == "rabbitmq":
-        options = {"vhost": broker["vhost"]}
-    options.update(changes.pop("options", {}))
-    base = BrokerConfig(
-        protocol=protocol, host=HOST, port=port, servers=servers, url=url, tls=tls,
-        tls_ca_file=lab["certs"][ca] if (tls and ca) else None,
-        username=broker.get("username") if login else None,
-        password=broker.get("password") if login else None, options=options)
-    return replace(base, **changes)
-
-
-Build = Callable[[dict, str], BrokerConfig]
-
-
-@dataclass(frozen=True)
-class Case:
-    """One case: how to build the configuration, the outcome it must give, and its timeout."""
-
-    protocol: str
-    name: str
-    build: Build
-    expect: frozenset[str]
-    timeout: float = TIMEOUT
-    skip: str | None = None
-    identity: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        return f"{self.protocol}-{self.name}"
-
-
-def case(protocol: str, name: str, build: Build, *expect: str, timeout: float = TIMEOUT,
-         skip: str | None = None, **identity: Any) -> Case:
-    return Case(protocol, name, build, frozenset(expect), timeout, skip, identity)
-
-
-def at_fault(kind: str) -> Build:
-    return lambda lab, p: config(lab, p, port=lab["faults"][kind])
-
-
-def listener(name: str, **kwargs: Any) -> Build:
-    return lambda lab, p: config(lab, p, name, **kwargs)
-
-
-def kafka_sasl(port_key: str) -> Build:
-    return lambda lab, p: config(lab, p, port_key, username="anyone", password="anything", options={
-        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256"})
-
-
-def bad_login(lab: dict, protocol: str) -> BrokerConfig:
-    """A login the broker refuses: a wrong password (any SCRAM login for Tansu)."""
-    if protocol == "kafka":
-        return kafka_sasl("sasl")(lab, protocol)
-    name = {"mqtt": "plain_auth", "nats": "plain_auth"}.get(protocol, "plain")
-    return config(lab, protocol, name, login=True, password="wrong-pass")
-
-
-def other_protocol(lab: dict, protocol: str) -> BrokerConfig:
-    """The driver's settings pointed at a port of another protocol."""
-    broker = {"kafka": "rabbitmq", "pulsar": "mqtt", "mqtt": "rabbitmq", "nats": "mqtt",
-              "rabbitmq": "nats"}[protocol]
-    return config(lab, protocol, port=lab["brokers"][broker]["plain"])
-
-
-NO_BAD_LOGIN = {"pulsar": "pulsar-lite accepts any credentials (junk tokens and basic auth succeed), "
-                          "so no bad-credentials case can fail here; refused tokens are tested through the "
-                          "token front over pulsar-lite in tests/brokers/test_token_front.py"}
-CONTRACT: list[tuple[str, Build, tuple[str, ...], float]] = [
-    ("up", listener("plain"), ("up",), TIMEOUT),
-    ("refused", at_fault("refused"), ("connection_refused",), TIMEOUT),
-    ("silent", at_fault("silent"), ("connect_timeout", "handshake_timeout"), SLOW),
-    ("syn_dropped", at_fault("syn_drop"), ("connect_timeout",), SLOW),
-    ("tls", listener("tls"), ("up",), TIMEOUT),
-    ("tls_wrong_ca", listener("tls", ca="other_ca"), ("tls_untrusted",), TIMEOUT),
-    ("tls_system_store", listener("tls", ca=None), ("tls_untrusted",), TIMEOUT),
-    ("tls_expired", listener("tls_expired"), ("tls_expired",), TIMEOUT),
-    ("tls_wronghost", listener("tls_wronghost"), ("tls_hostname_mismatch",), TIMEOUT),
-    ("tls_wronghost_unverified", listener("tls_wronghost", tls_verify_hostname=False), ("up",), TIMEOUT),
-    ("tls_to_plain", listener("plain", tls=True), ("tls_not_offered",), SLOW),
-    ("plain_to_tls", listener("tls", tls=False), ("tls_required",), TIMEOUT),
-    ("bad_password", bad_login, ("auth_failed",), TIMEOUT),
-    ("wrong_protocol", other_protocol, ("protocol_mismatch",), TIMEOUT),
-]
-
-
-def contract_cases() -> list[Case]:
-    """The cases every driver must pass (a NATS client waits for the server's INFO before it can tell
-    another protocol, so its wrong-protocol case runs with a 1 s timeout to keep the suite fast)."""
-    return [case(p, name, build, *expect,
-                 timeout=1.0 if (p, name) == ("nats", "wrong_protocol") else timeout,
-                 skip=NO_BAD_LOGIN.get(p) if name == "bad_password" else None)
-            for p in PROTOCOLS for name, build, expect, timeout in CONTRACT]
-
-
-V5 = {"protocol_version": "5"}
-
-
 def driver_cases() -> list[Case]:
-    """Each driver's own cases, beyond the contract."""
-    def client_cert(lab, p):
-        return config(lab, p, "tls_client_cert", tls_cert_file=lab["certs"]["client_crt"],
-                      tls_key_file=lab["certs"]["client_key"])
-    return [
-        case("kafka", "sasl_to_plain", kafka_sasl("plain"), "sasl_mechanism_unsupported"),
-        case("kafka", "plain_to_sasl", listener("sasl"), "auth_failed"),
-        case("kafka", "sasl_success", kafka_sasl("sasl"), "up",
-             skip="Tansu 0.6.0 stores no SCRAM credentials (dynostore no-ops), so every SASL login to the "
-                  "lab's own Tansu fails with unknown-user; successful logins are tested through the SASL front "
-                  "over Tansu in tests/brokers/test_sasl_front.py"),
-        case("pulsar", "url_from_host_port", listener("plain", url=None), "up"),
-        case("pulsar", "junk_token_accepted", listener("plain", token="junk"), "up"),
-        case("mqtt", "v5", listener("plain", options=V5), "up", protocol_version="5"),
-        case("mqtt", "v5_tls", listener("tls", options=V5), "up"),
-        case("mqtt", "login", listener("plain_auth"), "up"),
-        case("mqtt", "no_credentials", listener("plain_auth", login=False), "auth_failed"),
-        case("mqtt", "v5_bad_password", listener("plain_auth", password="wrong-pass", options=V5),
-             "auth_failed"),
-        case("mqtt", "client_cert", client_cert, "up"),
-        case("mqtt", "client_cert_missing", listener("tls_client_cert"), "tls_client_cert_required"),
-        case("mqtt", "v5_client_cert_missing", listener("tls_client_cert", options=V5), "tls_client_cert_required"),
-        case("nats", "login", listener("plain_auth"), "up"),
-        case("nats", "no_credentials", listener("plain_auth", login=False), "auth_failed"),
-        case("nats", "token", lambda lab, p: config(lab, p, "plain_token", token=lab["brokers"][p]["token"]),
-             "up"),
-        case("nats", "bad_token", listener("plain_token", token="wrong-token"), "auth_failed"),
-        case("rabbitmq", "missing_vhost", listener("plain", options={"vhost": "no-such-vhost"}), "not_found"),
-        case("rabbitmq", "denied_vhost",
-             lambda lab, p: config(lab, p, options={"vhost": lab["brokers"][p]["denied_vhost"]}),
-             "access_denied"),
-        case("rabbitmq", "expired_unverified_hostname", listener("tls_expired", tls_verify_hostname=False),
-             "tls_expired"),
-    ]
+    """Each driver's own cases, beyond the contract (from its harness)."""
+    return [c for h in HARNESSES.values() for c in h.cases()]
 
 
 def fault_cases() -> list[Case]:
@@ -285,7 +119,7 @@ def test_contract(warm: dict, item: Case) -> None:
     assert result.latency_ms is not None and 0 < result.latency_ms <= elapsed * 1000 + 1
     if result.up:
         assert result.cause == "ok" and not result.message
-        for key in IDENTITY[item.protocol]:
+        for key in HARNESSES[item.protocol].identity:
             assert result.identity.get(key) not in (None, ""), f"{item.id}: identity {result.identity}"
         for key, value in item.identity.items():
             assert result.identity[key] == value
@@ -293,18 +127,9 @@ def test_contract(warm: dict, item: Case) -> None:
         assert result.message and not result.identity
 
 
-def test_identity_names_the_broker(lab: dict) -> None:
-    kafka, _ = run_check(config(lab, "kafka"), TIMEOUT)
-    assert kafka.identity["cluster_id"] == lab["brokers"]["kafka"]["cluster_id"]
-    assert kafka.identity["brokers"] >= 1 and kafka.identity["controller"].startswith(HOST)
-    rabbit, _ = run_check(config(lab, "rabbitmq"), TIMEOUT)
-    assert rabbit.identity["product"] == "RabbitMQ" and rabbit.identity["vhost"] == "labvhost"
-    mqtt_v5, _ = run_check(config(lab, "mqtt", options={"protocol_version": "5"}), TIMEOUT)
-    assert mqtt_v5.identity["protocol_version"] == "5" and mqtt_v5.identity["session_present"] is False
-    nats, _ = run_check(config(lab, "nats", "tls"), TIMEOUT)
-    assert nats.identity["tls"] is True and nats.identity["version"].count(".") == 2
-    pulsar, _ = run_check(config(lab, "pulsar", "tls"), TIMEOUT)
-    assert pulsar.identity["service_url"] == f"pulsar+ssl://{HOST}:{lab['brokers']['pulsar']['tls']}"
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_identity_names_the_broker(lab: dict, protocol: str) -> None:
+    HARNESSES[protocol].assert_identity(lab, lambda cfg: run_check(cfg, TIMEOUT)[0])
 
 
 def test_unreadable_tls_files_never_raise(lab: dict) -> None:
@@ -366,27 +191,8 @@ def agreement_cases() -> list[Case]:
     """Faults beyond the check's contract that the lab shows: logins missing on listeners that need one,
     another protocol behind TLS (where a check once said unknown or handshake_timeout and the diagnosis
     protocol_mismatch), and resources only the operation step touches (the check runs that step too, so it
-    names the missing resource as the diagnosis does)."""
-    return [
-        case("nats", "tls_no_credentials", listener("tls", login=False), "auth_failed"),
-        case("nats", "token_listener_with_password", listener("plain_token", login=True), "auth_failed"),
-        case("rabbitmq", "guest_login", listener("plain", login=False), "auth_failed"),
-        case("rabbitmq", "tls_bad_password", listener("tls", password="wrong-pass"), "auth_failed"),
-        case("mqtt", "tls_bad_password", listener("tls", password="wrong-pass"), "auth_failed"),
-        case("kafka", "tls_expired_unverified_hostname", listener("tls_expired", tls_verify_hostname=False),
-             "tls_expired"),
-        case("rabbitmq", "another_protocol_behind_tls",
-             lambda lab, p: config(lab, p, port=lab["brokers"]["mqtt"]["tls"], tls=True), "protocol_mismatch"),
-        case("nats", "another_protocol_behind_tls",
-             lambda lab, p: config(lab, p, port=lab["brokers"]["rabbitmq"]["tls"], tls=True), "protocol_mismatch"),
-        case("mqtt", "another_protocol_behind_tls",
-             lambda lab, p: config(lab, p, port=lab["brokers"]["rabbitmq"]["tls"], tls=True), "protocol_mismatch"),
-        case("kafka", "missing_topic", listener("plain", options={"topic": "no-such-topic-conformance"}),
-             "not_found"),
-        case("rabbitmq", "missing_exchange", listener("plain", options={"vhost": "labvhost",
-                                                                          "exchange": "no-such-exchange"}),
-             "not_found"),
-    ]
+    names the missing resource as the diagnosis does); each harness lists its own."""
+    return [c for h in HARNESSES.values() for c in h.agreement_cases()]
 
 
 AGREEMENT = CASES + agreement_cases()
