@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-PROTOCOL_NAMES = ["kafka", "pulsar", "mqtt", "nats", "rabbitmq"]
+from ..brokers import PROTOCOLS
+
+PROTOCOL_NAMES = list(PROTOCOLS)
 
 
 
@@ -19,7 +21,7 @@ AGENT_DIAGNOSIS = {
                    "the cause codes of a diagnosis. Kept with the acknowledgement beside the console's "
                    "own check of the protocol at that moment (acknowledged.diagnosis = {agent, console, "
                    "summary} in the service's roll-out state). At most 16,000 bytes.",
-    "properties": {"protocol": {"enum": ["kafka", "pulsar", "mqtt", "nats", "rabbitmq"]},
+    "properties": {"protocol": {"enum": PROTOCOL_NAMES},
                    "ok": {"type": "boolean", "description": "one node answered every step"},
                    "cause": {"type": "string", "description": "a cause code (CONTRACT.md, Diagnosis)"},
                    "from": {"type": "string", "description": "the service's host name"},

@@ -9,14 +9,17 @@ from .spec import (
     SECURITY,
     Field,
     Finding,
+    Pitfall,
     ProtocolSpec,
     Settings,
     common,
     connect_timeout,
     install,
     login,
+    own,
     tls,
 )
+from .values import parse_hostlist
 
 IDENTITY = install("identity", "options")
 
@@ -39,12 +42,14 @@ class KafkaSpec(ProtocolSpec):
     driver = "console.brokers.kafka:KafkaDriver"
     node_list = "bootstrap_servers"
     server_list = True
+    client_name = "client_id"
+    aliases = {"KAFKA_BROKERS": lambda raw: ({"bootstrap_servers": parse_hostlist(raw)}, [])}
     fields = (
         *common(9092),
         Field("bootstrap_servers", "Bootstrap servers", "hostlist", None, **install("address"),
               help="Comma-separated host:port list; wins over host and port when set."),
         Field("security_protocol", "Security protocol", "choice", "",
-              choices=("", "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), **SECURITY,
+              choices=("", "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), env_upper=True, **SECURITY,
               help="Empty: derived from TLS and the SASL mechanism."),
         Field("sasl_mechanism", "SASL mechanism", "choice", "",
               choices=("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), **SECURITY,
@@ -97,6 +102,26 @@ class KafkaSpec(ProtocolSpec):
             if not s.fields["password"].is_set:
                 out.append(Finding(("sasl_mechanism", "password"), "password",
                                    "SASL needs a password."))
+        return out
+
+    def pitfalls(self, s: Settings) -> list[Pitfall]:
+        out = []
+        group, reset = s.get("group_id") or "", s.get("auto_offset_reset")
+        if not group:
+            out.append(Pitfall(self.name, "group_id", "error", "No consumer group id",
+                               "Consumers without a group cannot commit offsets: every restart "
+                               "re-reads or skips messages.",
+                               "Set a group id that is unique to the consuming application."))
+        if reset == "none":
+            out.append(Pitfall(self.name, "auto_offset_reset", "warning", "auto.offset.reset = none",
+                               f"A group without committed offsets (a new or renamed group id "
+                               f"'{group}') makes consumers fail with NoOffsetForPartition.",
+                               "Use earliest (process the backlog) or latest (only new messages)."))
+        elif reset == "latest" and not own(s, "group_id") and own(s, "auto_offset_reset"):
+            out.append(Pitfall(self.name, "auto_offset_reset", "info", "latest with the default group",
+                               "A consumer group starting without offsets skips every message "
+                               "already in the topic.",
+                               "Choose earliest if the backlog matters, and set your own group id."))
         return out
 
 

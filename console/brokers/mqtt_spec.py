@@ -5,6 +5,7 @@ from .spec import (
     RUNTIME,
     Field,
     Finding,
+    Pitfall,
     ProtocolSpec,
     Settings,
     common,
@@ -12,6 +13,7 @@ from .spec import (
     install,
     login,
     login_pair,
+    own,
     tls,
 )
 
@@ -22,6 +24,8 @@ class MqttSpec(ProtocolSpec):
     default_port = 1883
     tls_port = 8883
     driver = "console.brokers.mqtt:MqttDriver"
+    client_name = "client_id"
+    unique_client_name = True
     fields = (
         *common(1883),
         *login(),
@@ -37,6 +41,29 @@ class MqttSpec(ProtocolSpec):
 
     def rules(self, s: Settings) -> list[Finding]:
         return login_pair(s, password_required=False)
+
+    def pitfalls(self, s: Settings) -> list[Pitfall]:
+        out = []
+        qos = int(s.get("qos") or 0)
+        if s.get("clean_session") and qos > 0 and own(s, "clean_session", "qos"):
+            out.append(Pitfall(self.name, "clean_session", "warning",
+                               "Clean session with QoS > 0",
+                               "A clean session drops the subscription and its queued QoS 1/2 messages "
+                               "whenever the client reconnects, so the delivery guarantee of QoS "
+                               f"{qos} is lost across reconnects.",
+                               "Turn clean session off (persistent session) with a stable client id."))
+        if qos == 0:
+            out.append(Pitfall(self.name, "qos", "warning", "QoS 0 (at most once)",
+                               "Messages are lost when the connection drops or the broker restarts.",
+                               "Use QoS 1 where delivery matters; QoS 0 only for telemetry that may "
+                               "be lost."))
+        keepalive = int(s.get("keepalive") or 0)
+        if not 30 <= keepalive <= 60:
+            out.append(Pitfall(self.name, "keepalive", "warning", f"Keepalive {keepalive} s",
+                               "Below 30 s adds traffic and false disconnects on slow links; above "
+                               "60 s (or 0, off) lets a dead connection go unnoticed for long.",
+                               "Set keepalive between 30 and 60 seconds."))
+        return out
 
 
 SPEC = MqttSpec()

@@ -1,18 +1,20 @@
 """What the rest of the console knows about a protocol, declared by its driver as plain data.
 
-Every protocol has a `<protocol>_spec.py` beside its driver with one `ProtocolSpec`: its label and ports, its
-settings fields, the field that lists its nodes, how its address and TLS follow from its effective
-settings, and its cross-field rules. A spec imports no client library, so the settings model, the CLI
-listings and the page read it without loading one; the driver (`<protocol>.py`) names its spec and takes
-its label and ports from it.
+Every protocol has a `<protocol>_spec.py` beside its driver with one `ProtocolSpec`: its label and ports,
+its settings fields (with the parsers of its own formats), the field that lists its nodes, how its
+address and TLS follow from its effective settings, its alias variables, its cross-field rules and its
+pitfalls. A spec imports no client library, so the settings model, the CLI listings and the page read it
+without loading one; the driver (`<protocol>.py`) names its spec and takes its label and ports from it.
 
 The settings model reads effective settings through `Settings`, a read-only view that its
 `ProtocolSettings` satisfies; the brokers layer never imports the model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Protocol
+
+from .values import split_host_port
 
 INSTALL_REASONS = {
     "enabled": "Adapters are created on the protocols that are enabled; disabling one strands them.",
@@ -52,6 +54,8 @@ class Field:
     minimum: int | None = None
     maximum: int | None = None
     env_suffix: str | None = None   # SP_<P>_<suffix>; defaults to the upper-cased name
+    env_upper: bool = False         # the environment may spell the value in lower case
+    parse: Callable[[Any], Any] | None = field(default=None, compare=False)  # a protocol's own format
 
     @property
     def secret(self) -> bool:
@@ -170,9 +174,29 @@ class Finding:
     severity: str = "error"
 
 
+@dataclass(frozen=True)
+class Pitfall:
+    """One pitfall in one protocol's settings (console/diagnostics/lint.py): how bad, why, how to fix."""
+
+    protocol: str
+    field: str
+    severity: str
+    title: str
+    why: str
+    fix: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def own(s: Settings, *names: str) -> bool:
+    """Whether the operator set any of these fields (saved or environment), not the default."""
+    return any(name in s.fields and s.fields[name].source != "default" for name in names)
+
+
 def host_port_list(value: str) -> tuple[tuple[str, int], ...]:
-    """(host, port) of every node of a normalised host:port list (the settings model normalises it)."""
-    return tuple(parse_node(item) for item in value.split(",") if item.strip())
+    """(host, port) of every node of a host:port list."""
+    return tuple(split_host_port(item) for item in value.split(","))
 
 
 class ProtocolSpec:
@@ -187,6 +211,11 @@ class ProtocolSpec:
     fields: ClassVar[tuple[Field, ...]]
     node_list: ClassVar[str | None] = None    # the field listing the nodes; when set it wins over host and port
     server_list: ClassVar[bool] = False       # the driver takes its addresses as `servers`, even just one
+    client_name: ClassVar[str | None] = None  # the field a client names itself with at the broker
+    unique_client_name: ClassVar[bool] = False  # the broker disconnects a client when another takes its name
+    # accepted environment variables of other tools' conventions: name -> its parser, giving the fields it
+    # sets and a note for every part it does not apply
+    aliases: ClassVar[Mapping[str, Callable[[str], tuple[dict[str, Any], list[str]]]]] = {}
 
     def nodes(self, value: str) -> tuple[tuple[str, int], ...]:
         """(host, port) of every node in the node-list field's (normalised) value."""
@@ -221,6 +250,10 @@ class ProtocolSpec:
 
     def rules(self, s: Settings) -> list[Finding]:
         """The protocol's own cross-field findings (the TLS rules of every protocol come first)."""
+        return []
+
+    def pitfalls(self, s: Settings) -> list[Pitfall]:
+        """The protocol's own pitfalls that no connection test shows (the lint adds the security ones)."""
         return []
 
 

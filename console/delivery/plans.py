@@ -310,7 +310,8 @@ def document(rollout: Rollout | None) -> dict[str, Any] | None:
             state = "pending"
         services.append({"name": r.name, "wave": 1 if in_wave else 2, "state": state,
                          "serving_version": r.config_version, "acked_version": r.acked_version,
-                         "ack_status": r.ack_status, "ack_message": r.ack_message})
+                         "ack_status": r.ack_status, "ack_message": r.ack_message,
+                         "diagnosis": r.ack_diagnosis if state == "failed" else None})
     held_names = [s["name"] for s in services if s["state"] == "held"]
     text = {"wave": f"First wave of v{rollout.version} in progress: "
                     f"{', '.join(rollout.wave) or 'no service'}",

@@ -139,6 +139,10 @@ class BrokerCollector:
         expiry = GaugeMetricFamily("messaging_certificate_expiry_timestamp_seconds",
                                    "notAfter of each certificate the console knows.",
                                    labels=["protocol", "source", "subject", "sha256"])
+        days_left = GaugeMetricFamily("messaging_certificate_days_left",
+                                      "Whole days until each certificate the console knows "
+                                      "expires (negative once expired; the page warns within 30 "
+                                      "and 7).", labels=["protocol", "source", "subject", "sha256"])
         version = GaugeMetricFamily("messaging_config_version",
                                     "The newest configuration version.")
         target = GaugeMetricFamily("messaging_service_config_version",
@@ -164,7 +168,7 @@ class BrokerCollector:
             try:
                 families = list(self._from_database(version, target, acked, current_ack,
                                                     outbox_gauge, up, latency, checked, node_up,
-                                                    enabled, current, expiry))
+                                                    enabled, current, expiry, days_left))
             except database.SCHEMA_ERRORS:     # went away during the scrape, or no tables
                 db.session.rollback()
                 database_up.add_metric([], 0.0)
@@ -175,7 +179,8 @@ class BrokerCollector:
         yield from families
 
     def _from_database(self, version, target, acked, current_ack, outbox_gauge, up, latency,
-                       checked, node_up, enabled, current, expiry) -> Iterator[GaugeMetricFamily]:
+                       checked, node_up, enabled, current, expiry,
+                       days_left) -> Iterator[GaugeMetricFamily]:
         yield from delivery_metrics(version, target, acked, current_ack, outbox_gauge)
         yield from rollout_metrics()
         digests = checks.current_digests()
@@ -196,10 +201,10 @@ class BrokerCollector:
                     node_up.add_metric([protocol, str(node.get("node"))],
                                        1.0 if node.get("status") == "up" else 0.0)
         for cert in diagnostics.inventory():
-            expiry.add_metric([cert["protocol"], cert["source"].split(" ")[0], cert["subject"],
-                               cert["sha256"]],
-                              dt.datetime.fromisoformat(cert["not_after"]).timestamp())
-        yield from (up, latency, checked, node_up, enabled, current, expiry)
+            labels = [cert["protocol"], cert["source"].split(" ")[0], cert["subject"], cert["sha256"]]
+            expiry.add_metric(labels, dt.datetime.fromisoformat(cert["not_after"]).timestamp())
+            days_left.add_metric(labels, float(diagnostics.refresh_status(cert)["days_left"]))
+        yield from (up, latency, checked, node_up, enabled, current, expiry, days_left)
 
 
 @bp.get("/metrics")

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
-from ..brokers import PROTOCOLS
+from ..brokers import PROTOCOLS, SPECS
 from .references import SecretRef, parse_reference
-from .schema import ALIASES, DEFAULT_PRIORITIES, FIELDS, PRIORITY_ENV, SCHEMA, Field
-from .values import Invalid, parse_amqp_query, parse_amqp_url, parse_nats_url, parse_value
+from .schema import ALIASES, DEFAULT_PRIORITIES, PRIORITY_ENV, SCHEMA, Field
+from .values import Invalid, parse_value
 
 Source = Literal["default", "saved", "env"]
 
@@ -141,15 +141,8 @@ def _alias_values(protocol: str, env: Mapping[str, str]) -> tuple[dict[str, tupl
             continue
         raw = env[var]
         try:
-            if var == "KAFKA_BROKERS":
-                parsed = {"bootstrap_servers": parse_value(FIELDS["kafka"]["bootstrap_servers"], raw)}
-            elif var == "NATS_SERVER_URL":
-                parsed = parse_nats_url(raw)
-            else:
-                parsed = parse_amqp_url(raw)
-                query, ignored = parse_amqp_query(raw)
-                parsed.update(query)
-                errors += ignored
+            parsed, ignored = SPECS[protocol].aliases[var](raw)
+            errors += ignored
         except Invalid as exc:
             errors.append(f"{var} is ignored: {exc}")
             continue
@@ -233,7 +226,7 @@ def _env_value(f: Field, raw: str, load_file: Callable[[str, str], dict[str, Any
         if load_file is None:
             return {"path": raw.strip()}
         return _file_from_env(raw.strip(), f.name, load_file)
-    if f.kind == "choice" and f.name == "security_protocol":
+    if f.env_upper:
         raw = raw.upper()
     return parse_value(f, raw if f.kind == "secret" else raw.strip())
 

@@ -27,11 +27,8 @@ PRIORITY_ENV = "SP_PRIORITIZED_PROTOCOL"
 # service that speaks Pulsar and MQTT gets the protocol it would get in StreamPipes.
 DEFAULT_PRIORITIES: tuple[str, ...] = ("kafka", "mqtt", "nats", "pulsar", "rabbitmq")
 assert sorted(DEFAULT_PRIORITIES) == sorted(PROTOCOLS)
-ALIASES = {
-    "KAFKA_BROKERS": "kafka",
-    "NATS_SERVER_URL": "nats",
-    "RABBIT_SERVER_URL": "rabbitmq",
-}
+# KAFKA_BROKERS, NATS_SERVER_URL, RABBIT_SERVER_URL -> their protocol, as the specs declare them
+ALIASES = {var: protocol for protocol, spec in SPECS.items() for var in spec.aliases}
 
 
 def field_for(protocol: str, name: str) -> Field | None:

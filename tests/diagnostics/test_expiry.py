@@ -43,6 +43,11 @@ def test_thirty_and_seven_days_and_an_expired_certificate(app: Flask, client, ad
     assert expired["within_days"] == 0
     page = admin_client.get("/certificates").get_data(as_text=True)
     assert "CA ending in 3 days" in page and "(within 7)" in page
+    metrics = client.get("/metrics").get_data(as_text=True)
+    left = {line.split('subject="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines() if line.startswith("messaging_certificate_days_left{")}
+    assert left["CN=CA ending in 20 days"] == 19 and left["CN=CA ending in 3 days"] == 2
+    assert left[expired["subject"]] < 0
     with app.app_context():
         written = diagnostics.audit_expired()
         assert len(written) == 1 and expired["sha256"] in written[0]

@@ -70,6 +70,12 @@ def test_secret_from_env_and_masked_saved_secret() -> None:
                                           "env": "SP_NATS_TOKEN"}
 
 
+def test_kafka_security_protocol_from_the_environment_in_any_case() -> None:
+    s = resolve("kafka", Saved(), {"SP_KAFKA_SECURITY_PROTOCOL": "sasl_ssl"})
+    assert s["security_protocol"] == "SASL_SSL" and s.fields["security_protocol"].source == "env"
+    assert resolve("mqtt", Saved(), {"SP_MQTT_CLIENT_ID": "Sensor-A"})["client_id"] == "Sensor-A"
+
+
 def test_kafka_brokers_alias() -> None:
     s = resolve("kafka", Saved(), {"KAFKA_BROKERS": "k1:9092,k2:9092"})
     assert s["bootstrap_servers"] == "k1:9092,k2:9092"

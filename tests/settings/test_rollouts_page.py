@@ -40,10 +40,11 @@ def fleet(app: Flask, admin_client: FlaskClient) -> dict[str, str]:
 
 
 def ack(client: FlaskClient, tokens: dict[str, str], name: str, status: str,
-        message: str = "") -> int:
+        message: str = "", **extra) -> int:
     doc = client.get(f"/api/v1/services/{name}/config", headers=bearer(tokens[name])).get_json()
     response = client.post(f"/api/v1/services/{name}/ack", headers=bearer(tokens[name]),
-                           json={"version": doc["version"], "status": status, "message": message})
+                           json={"version": doc["version"], "status": status, "message": message,
+                                 **extra})
     assert response.status_code == 200, response.get_json()
     return doc["version"]
 
@@ -158,7 +159,7 @@ def test_a_halted_rollout_shows_on_both_pages_admins_act_viewers_look(app, admin
     main = text(admin_client.get("/settings/messaging"))
     assert f"Roll-out of v{rollout.version} halted:" in main
     assert "canary failed" in main and "Connection Refused: not authorised." in main
-    assert "Resume or roll back it on Roll-outs" in main
+    assert "Resume it or roll it back on Roll-outs" in main
 
     page = text(admin_client.get("/settings/rollouts"))
     assert f'data-rollout="{rollout.id}" data-state="halted"' in page
@@ -234,3 +235,22 @@ def test_the_banner_follows_a_save(app, admin_client, fleet) -> None:
     save_with_plan(admin_client, HX, confirm="1")
     banner = text(admin_client.get("/settings/rollouts/banner", headers=HX))
     assert 'data-state="wave"' in banner and "every 3s" in banner
+
+
+STEPS = {"protocol": "mqtt", "ok": False, "cause": "connection_refused", "from": "canary-host",
+         "steps": [{"name": "dns", "status": "ok"}, {"name": "tcp", "status": "failed",
+                                                     "detail": "refused"},
+                   {"name": "tls", "status": "skipped"}],
+         "nodes": [{"node": "127.0.0.1:1", "ok": False, "cause": "connection_refused",
+                    "steps": [{"name": "dns", "status": "ok"}, {"name": "tcp", "status": "failed"},
+                              {"name": "tls", "status": "skipped"}]}]}
+
+
+def test_the_agents_network_steps_show_beside_a_failed_service(app, admin_client, fleet) -> None:
+    assert save_with_plan(admin_client, HX, confirm="1").status_code == 200
+    ack(admin_client, fleet, "canary", "failed", "Connection refused", diagnosis=STEPS)
+    page = text(admin_client.get("/settings/rollouts"))
+    row = page.split('data-service="canary"')[1].split("</tr>")[0]
+    assert 'class="agent-diagnosis small" data-cause="connection_refused"' in row
+    assert "127.0.0.1:1" in row and "canary-host" in row
+    assert "agent-diagnosis" not in page.split('data-service="edge-a"')[1].split("</tr>")[0]
