@@ -6,6 +6,7 @@ protocol's own formats in its spec); `parse_value` picks the one a field's kind 
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..brokers.nats_spec import nats_server_addresses, parse_nats_servers, parse_nats_url
