@@ -155,6 +155,8 @@ def _describe(value: dict) -> str:
         if "certificates" in inner or "filename" in inner or "path" in inner:
             return f"{inner.get('filename') or inner.get('path')} ({len(inner.get('certificates', []))} cert)"
         return "(set)"
+    if isinstance(inner, bool):
+        return "on" if inner else "off"          # a switch, as the pages word it (not True/False)
     return "" if inner is None else str(inner)
 
 

@@ -10,9 +10,16 @@ from flask_login import login_required
 from ..extensions import db
 from ..htmx import render_page_or_fragment
 from ..inputs import query_int
+from ..messaging.words import setting_value
 from ..models import AuditEntry
 
 bp = Blueprint("audit", __name__)
+
+
+@bp.app_template_filter("setting_value")
+def _setting_value(change: Mapping[str, Any], side: str) -> str:
+    """One side ("old" or "new") of a recorded change, worded as the history words it."""
+    return setting_value(change.get("protocol"), str(change.get("field")), change.get(side))
 
 FILTERS = ("actor", "origin", "action", "outcome", "protocol", "q", "since", "until")
 ORIGINS = ("page", "api", "cli", "import", "env", "console")

@@ -26,6 +26,7 @@ from ..messaging.resolve import ProtocolSettings
 from ..messaging.schema import ALIASES, FIELDS, PRIORITY_ENV, PROTOCOL_LABELS, SCHEMA
 from ..messaging.selection import select_protocol
 from ..messaging.state import ChangeConflict, State, rebase, write_state
+from ..messaging.words import setting_value
 from ..models import Adapter, AuditEntry, ConfigVersion, ExtensionService
 
 SECRET_SHOWN = "changed"
@@ -66,24 +67,7 @@ class FieldChange:
         return self._side(self.new)
 
     def _side(self, value: Any) -> str:
-        if self.field == "priorities" and not value:
-            return "(default order)"
-        f = FIELDS.get(self.protocol or "", {}).get(self.field)
-        if value is None and f is not None and f.default not in (None, ""):
-            return f"{_show(f.default)} (default)"
-        return _show(value)
-
-
-def _show(value: Any) -> str:
-    """A value as the pages, the audit log and the CLI word it: a switch is on or off, never
-    Python's True or False."""
-    if value is None or value == "":
-        return "(none)"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, list):
-        return " > ".join(str(v) for v in value) if value and isinstance(value[0], str) else str(value)
-    return str(value)
+        return setting_value(self.protocol, self.field, value)
 
 
 @dataclass

@@ -18,8 +18,9 @@ from ..messaging.effective import Snapshot, _layer, current
 from ..messaging.schema import FIELDS, PROTOCOL_LABELS
 from ..messaging.state import State
 from ..messaging.values import Invalid, parse_value
+from ..messaging.words import word
 from ..models import ConfigVersion
-from .changes import FieldChange, _show, saved_diff
+from .changes import FieldChange, saved_diff
 
 SCAN_LIMIT = 200       # versions looked through to find the one an ETag was read from
 
@@ -154,9 +155,9 @@ def judge(protocol: str, changes: dict[str, Any], base: State, base_version: int
         if _same(value, present.fields[name].value):
             del changes[name]
             continue
-        conflict.fields.append(FieldConflict(name, _show(opened.fields[name].value),
-                                             _show(changes[name]),
-                                             _show(present.fields[name].value)))
+        conflict.fields.append(FieldConflict(name, word(opened.fields[name].value),
+                                             word(changes[name]),
+                                             word(present.fields[name].value)))
     return conflict
 
 

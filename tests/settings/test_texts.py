@@ -95,3 +95,11 @@ def test_a_rollback_says_what_it_did_and_labels_its_version(app: Flask, admin_cl
     assert answer["summary"] == f"Rollback to version {start}: {what}"
     same = api.post(f"/api/v1/versions/{start}/rollback", json={}, headers=auth).get_json()
     assert same["status"] == "unchanged" and same["message"].startswith("Nothing to roll back")
+
+
+def test_the_audit_log_words_a_switch_change_on_and_off(app: Flask, admin_client) -> None:
+    with app.app_context():
+        assert service.apply_changes("nats", {"enabled": True}, "test", confirm=True).errors == {}
+    html = admin_client.get("/audit").get_data(as_text=True)
+    assert "off (default) → on" in html
+    assert "False" not in html and "True" not in html and "None" not in html
