@@ -132,3 +132,52 @@ def test_migrating_an_unreachable_database_ends_with_one_line(tmp_path: Path) ->
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("Error: The database cannot be used: connection failed")
     assert "Check CONSOLE_DATABASE_URL" in done.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_qos_saved_as_text_becomes_an_integer(tmp_path: Path, backend: str) -> None:
+    """0150: MQTT qos was saved as the string "2" (settings and stored versions); after the upgrade it
+    is the integer 2 there and in the API (issue 18 item 8); the downgrade gives the strings back."""
+    from console.extensions import db
+    from console.settings import service
+
+    config = {}
+    if backend == "postgresql":
+        reason = pg_available()
+        if reason:
+            pytest.skip(f"no PostgreSQL at {PG_URL}: {reason}")
+        engine = sa.create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
+        engine.dispose()
+        config["SQLALCHEMY_DATABASE_URI"] = PG_URL
+    app = _create(tmp_path, **config)
+    with app.app_context():
+        upgrade()
+        downgrade(revision="0140")
+        settings = sa.table("broker_settings", sa.column("protocol", sa.String),
+                            sa.column("values", sa.JSON), sa.column("secrets", sa.JSON),
+                            sa.column("updated_at", sa.DateTime(timezone=True)))
+        versions = sa.table("config_versions", sa.column("actor", sa.String), sa.column("origin", sa.String),
+                            sa.column("summary", sa.Text), sa.column("state", sa.JSON),
+                            sa.column("created_at", sa.DateTime(timezone=True)))
+        old = {"values": {"mqtt": {"qos": "2", "keepalive": 45}}, "secrets": {}, "files": {},
+               "priorities": []}
+        with db.engine.begin() as conn:
+            conn.execute(settings.insert().values(protocol="mqtt", values={"qos": "2", "keepalive": 45},
+                                                  secrets={}, updated_at=sa.func.now()))
+            conn.execute(versions.insert().values(actor="t", origin="api", summary="s", state=old,
+                                                  created_at=sa.func.now()))
+        upgrade()
+        with db.engine.connect() as conn:
+            saved = conn.execute(sa.select(settings.c["values"])).scalar_one()
+            state = conn.execute(sa.select(versions.c.state)).scalar_one()
+        assert saved == {"qos": 2, "keepalive": 45} and state["values"]["mqtt"]["qos"] == 2
+        assert service.effective("mqtt")["qos"] == 2
+        db.session.remove()
+        downgrade(revision="0140")
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.select(settings.c["values"])).scalar_one()["qos"] == "2"
+        upgrade()
+        db.engine.dispose()

@@ -33,7 +33,7 @@ def _field_schema(f: Field) -> dict[str, Any]:
         out.update({k: v for k, v in (("minimum", f.minimum), ("maximum", f.maximum))
                     if v is not None})
     elif f.kind == "choice":
-        out = {"type": ["string", "null"], "enum": [*f.choices, None]}
+        out = {"type": ["integer" if f.integer else "string", "null"], "enum": [*f.choices, None]}
     else:
         out = dict(KIND_TYPES[f.kind])
         kinds = out["type"] if isinstance(out["type"], list) else [out["type"]]

@@ -35,7 +35,7 @@ class MqttSpec(ProtocolSpec):
               **install("address", "options")),
         Field("keepalive", "Keepalive (s)", "int", 60, minimum=0, maximum=65535, **RUNTIME),
         Field("clean_session", "Clean session", "bool", True, **RUNTIME),
-        Field("qos", "QoS", "choice", "1", choices=("0", "1", "2"), **RUNTIME),
+        Field("qos", "QoS", "choice", 1, choices=(0, 1, 2), **RUNTIME),
         connect_timeout(),
     )
 

@@ -50,7 +50,7 @@ class Field:
     install_time: bool = True
     reason: str = ""
     help: str = ""
-    choices: tuple[str, ...] = ()
+    choices: tuple[Any, ...] = ()    # strings, or integers for an integer setting (MQTT qos)
     minimum: int | None = None
     maximum: int | None = None
     env_suffix: str | None = None   # SP_<P>_<suffix>; defaults to the upper-cased name
@@ -64,6 +64,12 @@ class Field:
     @property
     def is_file(self) -> bool:
         return self.kind == "file"
+
+    @property
+    def integer(self) -> bool:
+        """Whether the value is an integer (a JSON integer in every answer, export and document)."""
+        return self.kind in ("int", "port") or (self.kind == "choice"
+                                                and all(isinstance(c, int) for c in self.choices))
 
     def env_var(self, protocol: str) -> str:
         return f"SP_{protocol.upper()}_{self.env_suffix or self.name.upper()}"

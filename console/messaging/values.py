@@ -6,6 +6,7 @@ protocol's own formats in its spec); `parse_value` picks the one a field's kind 
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..brokers.nats_spec import nats_server_addresses, parse_nats_servers, parse_nats_url
@@ -50,10 +51,13 @@ def parse_value(f: Field, raw: Any) -> Any:
         return parse_int(raw, f.minimum, f.maximum)
     if f.kind == "choice":
         text = "" if raw is None else str(raw).strip()
-        if text not in f.choices:
-            shown = ", ".join(c or "(empty)" for c in f.choices)
+        value: Any = text
+        if f.integer and not isinstance(raw, bool) and re.fullmatch(r"[+-]?\d{1,6}", text):
+            value = int(text)                    # an integer setting: 1 and "1" are the integer 1
+        if value not in f.choices or isinstance(raw, bool) or isinstance(raw, float):
+            shown = ", ".join(str(c) if c != "" else "(empty)" for c in f.choices)
             raise Invalid(f"'{text}' is not one of: {shown}.")
-        return text
+        return value
     if f.kind == "hostlist":
         return parse_hostlist(raw)
     if f.parse is not None:         # a protocol's own format: a service URL, a server list

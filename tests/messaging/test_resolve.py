@@ -38,7 +38,7 @@ def test_every_field_has_an_env_variable(protocol: str) -> None:
     for f in SCHEMA[protocol]:
         if f.is_file:
             continue
-        raw = f.choices[-1] if f.kind == "choice" else env_values[f.kind]
+        raw = str(f.choices[-1]) if f.kind == "choice" else env_values[f.kind]
         if f.kind == "int" and f.minimum:
             raw = str(f.minimum)
         s = resolve(protocol, Saved(), {f.env_var(protocol): raw})

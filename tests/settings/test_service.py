@@ -30,7 +30,7 @@ def test_valid_change_is_saved_and_reported(ctx) -> None:
     result = service.apply_changes("mqtt", {"host": "mqtt.local", "port": "8883", "qos": "2"}, "t")
     assert result.ok and sorted(result.changed) == ["host", "port", "qos"]
     s = service.effective("mqtt")
-    assert (s["host"], s["port"], s["qos"]) == ("mqtt.local", 8883, "2")
+    assert (s["host"], s["port"], s["qos"]) == ("mqtt.local", 8883, 2)
     assert s.fields["host"].source == "saved"
 
 
