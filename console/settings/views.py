@@ -452,6 +452,9 @@ def upload(protocol: str, slot: str):
         key = request.files.get("key_file")
         if main is None or not main.filename:
             result = service.ChangeResult(errors={slot: "Choose a file to upload."})
+        elif slot == "tls_ca" and request.form.get("add"):
+            result = service.add_ca(protocol, main.read(), filename=main.filename, actor=actor(),
+                                    origin="page", confirm=confirm)
         else:
             key_data = key.read() if key is not None and key.filename else None
             result = service.upload_file(
@@ -467,6 +470,25 @@ def upload(protocol: str, slot: str):
         context["confirm"] = {"outcome": result.outcome, "file_action": True}
         return _section_response(protocol, context, 409)
     context = section_context(protocol, message=message)
+    context["rollout"] = rollout_after(result.outcome)
+    return _section_response(protocol, context, 200)
+
+
+@bp.post("/messaging/<protocol:protocol>/truststore/remove")
+@admin_required
+def remove_ca(protocol: str):
+    """Remove one CA from the truststore, keeping the others."""
+    result = service.remove_ca(protocol, request.form.get("sha256", ""), actor=actor(),
+                               origin="page", confirm=bool(request.form.get("confirm")))
+    if result.errors:
+        return _section_response(protocol, section_context(
+            protocol, errors={"tls_ca": next(iter(result.errors.values()))}), 422)
+    if result.needs_confirmation:
+        context = section_context(protocol)
+        context["confirm"] = {"outcome": result.outcome, "file_action": True}
+        return _section_response(protocol, context, 409)
+    context = section_context(protocol, message="Removed the CA from the truststore; the others "
+                                                "stay trusted.")
     context["rollout"] = rollout_after(result.outcome)
     return _section_response(protocol, context, 200)
 

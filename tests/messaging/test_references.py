@@ -273,6 +273,8 @@ def test_tls_material_given_as_env_references(app: Flask, admin_token: str, admi
         assert result.cause == "secret_unavailable" and "env:LAB_KEY_PEM" in result.message
         diagnosis = diagnostics.run("nats", 5, settings=settings)
         assert diagnosis.cause == "secret_unavailable" and "env:LAB_KEY_PEM" in diagnosis.summary
+    page = admin_client.get("/settings/messaging/nats").get_data(as_text=True)
+    assert "env:LAB_KEY_PEM does not resolve" in page
 
 
 def test_an_env_reference_to_no_pem_is_refused_at_save(app: Flask, admin_token: str,

@@ -249,3 +249,37 @@ def test_resubmitting_an_untouched_form_changes_nothing(admin_client, protocol: 
     response = admin_client.post(f"/settings/messaging/{protocol}", headers=HX, data=data)
     assert response.status_code == 200
     assert "No changes." in response.get_data(as_text=True)
+
+
+def test_the_page_adds_a_ca_to_the_truststore_and_removes_one(app, admin_client, viewer_client,
+                                                               pki) -> None:
+    """Issue 20 item 3: uploading can add to the truststore (a rotation) instead of replacing it,
+    and one CA can be removed while the others stay."""
+    import io
+
+    from console.settings import service as settings_service
+
+    url = "/settings/messaging/mqtt/files/tls_ca"
+    first = admin_client.post(url, data={"file": (io.BytesIO(pki["ca.crt"].read_bytes()), "ca.crt")})
+    assert first.status_code in (200, 302, 303), first.data[:300]
+    page = admin_client.get("/settings/messaging/mqtt").get_data(as_text=True)
+    assert "Add to the CAs it holds" in page
+    added = admin_client.post(url, data={"add": "1", "file": (
+        io.BytesIO(pki["other-ca.crt"].read_bytes()), "other.crt")}, headers={"HX-Request": "true"})
+    assert added.status_code == 200, added.data[:300]
+    with app.app_context():
+        held = settings_service.truststore_blocks(
+            settings_service.current().state.files["mqtt"]["tls_ca"]["certs_pem"])
+        assert len(held) == 2
+        gone = held[0][0].sha256
+    assert "Remove this CA" in added.get_data(as_text=True)
+    remove = "/settings/messaging/mqtt/truststore/remove"
+    assert viewer_client.post(remove, data={"sha256": gone}).status_code == 403
+    bad = admin_client.post(remove, data={"sha256": "00"}, headers={"HX-Request": "true"})
+    assert bad.status_code == 422
+    done = admin_client.post(remove, data={"sha256": gone}, headers={"HX-Request": "true"})
+    assert done.status_code == 200 and "the others stay trusted" in done.get_data(as_text=True)
+    with app.app_context():
+        left = settings_service.truststore_blocks(
+            settings_service.current().state.files["mqtt"]["tls_ca"]["certs_pem"])
+        assert [info.sha256 for info, _ in left] == [held[1][0].sha256]

@@ -226,3 +226,33 @@ def test_the_page_stages_tries_and_promotes_for_admins_only(app: Flask, lab, adm
         held = service.current().state.files["nats"]["tls_cert"]["certs_pem"]
         assert held.strip() == new_pem.decode().strip() and staging.get("nats") is None
     assert _current_check(app).status == "up"
+
+
+def test_promotion_replaces_references_and_an_environment_lock_refuses_staging(
+        app: Flask, lab, admin_token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = app.test_client()
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    base = "/api/v1/brokers/nats/staged-certificate"
+    monkeypatch.setenv("OLD_CERT_PEM", Path(lab["certs"]["client_crt"]).read_text())
+    assert client.patch("/api/v1/brokers/nats", headers=admin, json={
+        "tls_cert": "env:OLD_CERT_PEM", "tls_key": f"file:{lab['certs']['client_key']}"}
+    ).status_code == 200
+    new_pem, new_key = _issue_client(lab, "console-client-next")
+    assert client.post(base, json={"pem": new_pem.decode(), "key_pem": new_key.decode()},
+                       headers=admin).status_code == 201
+    shown = client.get("/api/v1/brokers/nats", headers=admin).get_json()["settings"]
+    assert shown["tls_cert"]["value"]["reference"] == "env:OLD_CERT_PEM"     # still in use
+    assert client.post(f"{base}/promote", headers=admin).status_code == 200
+    with app.app_context():
+        state = service.current().state
+        assert "tls_cert" not in state.values.get("nats", {})
+        assert "tls_key" not in state.secrets.get("nats", {})
+        assert state.files["nats"]["tls_cert"]["certs_pem"].strip() == new_pem.decode().strip()
+
+    monkeypatch.setenv("SP_NATS_TLS_CERT_FILE", lab["certs"]["client_crt"])
+    refused = client.post(base, json={"pem": new_pem.decode(), "key_pem": new_key.decode()},
+                          headers=admin)
+    assert refused.status_code == 422
+    assert "SP_NATS_TLS_CERT_FILE" in refused.get_json()["errors"]["tls_cert"]
+    with app.app_context():
+        assert staging.get("nats") is None
