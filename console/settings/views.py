@@ -1,6 +1,7 @@
 """Settings → Messaging: the page, its per-protocol fragments, uploads and the priority list."""
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from flask import (
@@ -436,39 +437,86 @@ def check_now(protocol: str):
                            focus=True), SAVED_EVENT
 
 
+UPLOAD_PARTS = ("file", "key_file")
+UPLOAD_WORDS = ("password", "key_password", "add")
+
+
+def _upload_scope(protocol: str, slot: str) -> str:
+    return f"upload:{protocol}:{slot}"
+
+
+def _upload_form(protocol: str, slot: str) -> dict[str, Any]:
+    """The upload of this request — files, passwords, "add" — completed by what a confirmation
+    step held on the server for it (`pending`) where this request gives nothing new."""
+    held = pending.held(_upload_scope(protocol, slot), request.form.get("pending", ""))
+    out: dict[str, Any] = {}
+    for part in UPLOAD_PARTS:
+        given = request.files.get(part)
+        if given is not None and given.filename:
+            out[part], out[f"{part}_name"] = given.read(), given.filename
+        elif held.get(part):
+            out[part], out[f"{part}_name"] = base64.b64decode(held[part]), held.get(f"{part}_name", "")
+    for word in UPLOAD_WORDS:
+        out[word] = request.form.get(word) or held.get(word) or None
+    return out
+
+
+def _hold_upload(protocol: str, slot: str, upload: dict[str, Any]) -> dict[str, Any]:
+    """Keep an upload that asked for confirmation on the server (encrypted, for this user) so that
+    Confirm applies it without choosing the file or typing the passwords again; what the page says."""
+    values = {word: upload[word] for word in UPLOAD_WORDS if upload.get(word)}
+    for part in UPLOAD_PARTS:
+        if upload.get(part) is not None:
+            values[part] = base64.b64encode(upload[part]).decode("ascii")
+            values[f"{part}_name"] = upload[f"{part}_name"]
+    token = pending.hold(_upload_scope(protocol, slot), values, request.form.get("pending", ""))
+    names = [upload[f"{p}_name"] for p in UPLOAD_PARTS if upload.get(p) is not None]
+    typed = [label for word, label in (("password", "the keystore password"),
+                                       ("key_password", "the key password")) if upload.get(word)]
+    return {"token": token, "slot": slot, "files": names, "typed": typed}
+
+
+REFUSED_UPLOAD = (" Nothing of a refused upload is kept: choose the file again (and type its "
+                  "passwords again).")
+
+
 @bp.post("/messaging/<protocol:protocol>/files/<slot>")
 @admin_required
 def upload(protocol: str, slot: str):
     if slot not in ("tls_ca", "tls_cert"):
         abort(404)
     confirm = bool(request.form.get("confirm"))
-    main = None
+    sent: dict[str, Any] = {}
     message: str | None
     if request.form.get("delete"):
         result = service.delete_file(protocol, slot, actor(), origin="page", confirm=confirm)
         message = "Removed." if result.changed else "Nothing to remove."
     else:
-        main = request.files.get("file")
-        key = request.files.get("key_file")
-        if main is None or not main.filename:
+        sent = _upload_form(protocol, slot)
+        if sent.get("file") is None:
             result = service.ChangeResult(errors={slot: "Choose a file to upload."})
-        elif slot == "tls_ca" and request.form.get("add"):
-            result = service.add_ca(protocol, main.read(), filename=main.filename, actor=actor(),
+        elif slot == "tls_ca" and sent["add"]:
+            result = service.add_ca(protocol, sent["file"], filename=sent["file_name"], actor=actor(),
                                     origin="page", confirm=confirm)
         else:
-            key_data = key.read() if key is not None and key.filename else None
             result = service.upload_file(
-                protocol, slot, main.read(), filename=main.filename,
-                password=request.form.get("password") or None, key_data=key_data,
-                key_password=request.form.get("key_password") or None, actor=actor(),
-                origin="page", confirm=confirm)
-        message = f"Uploaded {main.filename}." if result.ok and main is not None else None
+                protocol, slot, sent["file"], filename=sent["file_name"],
+                password=sent["password"], key_data=sent.get("key_file"),
+                key_password=sent["key_password"], actor=actor(), origin="page", confirm=confirm)
+        message = f"Uploaded {sent['file_name']}." if result.ok and sent.get("file") is not None else None
     if result.errors:
-        return _section_response(protocol, section_context(protocol, errors=result.errors), 422)
+        errors = dict(result.errors)
+        if sent.get("file") is not None:
+            errors = {k: v + REFUSED_UPLOAD for k, v in errors.items()}
+        pending.drop(request.form.get("pending", ""))
+        return _section_response(protocol, section_context(protocol, errors=errors), 422)
     if result.needs_confirmation:
         context = section_context(protocol)
         context["confirm"] = {"outcome": result.outcome, "file_action": True}
+        if sent.get("file") is not None:
+            context["confirm"]["upload"] = _hold_upload(protocol, slot, sent)
         return _section_response(protocol, context, 409)
+    pending.drop(request.form.get("pending", ""))
     context = section_context(protocol, message=message)
     context["rollout"] = rollout_after(result.outcome)
     return _section_response(protocol, context, 200)
