@@ -556,7 +556,9 @@ def stage_certificate(protocol: str):
             key_data=key.read() if key is not None and key.filename else None,
             key_password=request.form.get("key_password") or None, actor=actor(), origin="page")
     if result.errors:
-        return _section_response(protocol, section_context(protocol, errors=result.errors), 422)
+        errors = {k: v + (REFUSED_UPLOAD if main is not None and main.filename else "")
+                  for k, v in result.errors.items()}
+        return _section_response(protocol, section_context(protocol, errors=errors), 422)
     return _section_response(protocol, section_context(
         protocol, message=f"Staged {main.filename if main else ''}: the current client certificate "
                           "stays in use until you promote it."), 200)

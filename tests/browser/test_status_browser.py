@@ -3,6 +3,8 @@ overview show the failed check of the new settings, never the old "● up"; htmx
 element id unique; the rollback preview replaces itself."""
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import expect
 
 from tests.browser.test_settings_browser import log_in
@@ -66,3 +68,9 @@ def test_rollback_previews_replace_each_other(guarded_page, live_app) -> None:
     diff = page.locator("#diff")
     expect(diff).to_contain_text("mqtt-b")
     expect(diff).not_to_contain_text("(none)")
+    # the rollback says what it did after the page reloads, and the new version says the same
+    page.locator("#rollback-preview").get_by_role("button", name="Roll back").click()
+    flash = page.locator(".flash")
+    expect(flash).to_contain_text(re.compile(r"Rolled back to version \d+: MQTT host: mqtt-c → mqtt-a\."))
+    newest = page.locator("table.versions tbody tr").first
+    expect(newest).to_contain_text(re.compile(r"Rollback to version \d+: MQTT host: mqtt-c → mqtt-a"))

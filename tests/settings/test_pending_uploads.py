@@ -134,3 +134,12 @@ def test_a_refused_upload_says_to_choose_the_file_again(fleet: Flask, admin_clie
     body = refused.get_data(as_text=True)
     assert refused.status_code == 422 and "choose the file again" in body
     assert 'value="wrong"' not in body and _stored(fleet, "tls_cert") is None
+
+
+def test_a_refused_staged_certificate_says_to_choose_the_file_again(fleet: Flask, admin_client,
+                                                                   material) -> None:
+    refused = admin_client.post("/settings/messaging/mqtt/staged-certificate", headers=HX,
+                                content_type="multipart/form-data", data={
+                                    "file": (io.BytesIO(material["p12"]), "next.p12"),
+                                    "password": "wrong"})
+    assert refused.status_code == 422 and "choose the file again" in refused.get_data(as_text=True)
