@@ -60,7 +60,7 @@ def receive(row: ExtensionService, request_id: str, agent: dict[str, Any], check
         raise NotPending(request_id)
     kept = {**beside(row.name, agent, check), "request": request_id,
             "requested_by": row.diagnosis_requested_by,
-            "requested_at": _iso(row.diagnosis_requested_at), "received_at": _iso(utcnow())}
+            "requested_at": rollout.iso(row.diagnosis_requested_at), "received_at": rollout.iso(utcnow())}
     row.requested_diagnosis = kept
     row.diagnosis_request = None
     audit_log.audit("agent_diagnosis_received", "applied", actor=actor, origin="api",
@@ -74,8 +74,8 @@ def pending(row: ExtensionService, now: dt.datetime | None = None) -> dict[str, 
     if not row.diagnosis_request:
         return None
     asked = row.diagnosis_requested_at
-    late = asked is not None and (now or utcnow()) - _aware(asked) > PATIENCE
-    return {"request": row.diagnosis_request, "requested_at": _iso(asked),
+    late = asked is not None and (now or utcnow()) - asked > PATIENCE
+    return {"request": row.diagnosis_request, "requested_at": rollout.iso(asked),
             "requested_by": row.diagnosis_requested_by, "late": late}
 
 
@@ -83,11 +83,3 @@ def tell(row: ExtensionService, own: bool, headers: Any) -> None:
     """Put the pending request on a configuration answer to the service's own token."""
     if own and row.diagnosis_request:
         headers[watch.DIAGNOSE_HEADER] = row.diagnosis_request
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return _aware(value).isoformat(timespec="seconds") if value else None

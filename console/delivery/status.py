@@ -17,7 +17,8 @@ FETCH_RECORD_EVERY = dt.timedelta(seconds=10)
 TOKEN_USED_EVERY = dt.timedelta(seconds=60)
 
 
-def _iso(value: dt.datetime | None) -> str | None:
+def iso(value: dt.datetime | None) -> str | None:
+    """A stored time as the API and pages give it (the columns are timezone-aware UTC)."""
     return value.isoformat(timespec="seconds") if value else None
 
 
@@ -38,13 +39,13 @@ def delivery_state(item: Delivery | None) -> dict[str, Any]:
     if state == "pending" and item.attempts:
         state = "retrying"
     out: dict[str, Any] = {"state": state, "version": item.version, "attempts": item.attempts,
-                           "created_at": _iso(item.created_at)}
+                           "created_at": iso(item.created_at)}
     if item.last_error:
         out["last_error"] = item.last_error
     if state in ("pending", "retrying"):
-        out["next_attempt_at"] = _iso(item.due_at)
+        out["next_attempt_at"] = iso(item.due_at)
     if item.finished_at:
-        out["finished_at"] = _iso(item.finished_at)
+        out["finished_at"] = iso(item.finished_at)
     return out
 
 
@@ -62,10 +63,10 @@ def service_state(row: ExtensionService, delivery: Delivery | None = None) -> di
     return {
         "name": row.name, "state": state,
         "target": {"version": row.config_version, "etag": row.config_etag},
-        "fetched": {"version": row.fetched_version, "at": _iso(row.fetched_at),
+        "fetched": {"version": row.fetched_version, "at": iso(row.fetched_at),
                     "from": row.fetched_from, "current": current and row.fetched_etag == row.config_etag},
         "acknowledged": {"version": row.acked_version, "status": row.ack_status,
-                         "message": row.ack_message, "at": _iso(row.acked_at),
+                         "message": row.ack_message, "at": iso(row.acked_at),
                          "diagnosis": row.ack_diagnosis,
                          "current": current and row.acked_etag == row.config_etag},
         "callback": bool(row.callback_url),
